@@ -5,6 +5,7 @@ Target (issue 5): NUTS <= 30 s with max r_hat <= 1.01 on a 2-core CPU.
 """
 
 import argparse
+import os
 import time
 
 
@@ -13,8 +14,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--points", type=int, default=250)
     parser.add_argument("--bootstrap", type=int, default=4000)
+    parser.add_argument("--target-accept", type=float, default=None, help="default: fit()'s")
     args = parser.parse_args()
 
+    from tokeff.cpu_devices import split_cpu_for_chains
+
+    devices = split_cpu_for_chains(4)  # as `tokeff fit` does: one CPU device per chain
     from tokeff.scaling.fit import fit
     from tokeff.scaling.forms import get_form
     from tokeff.scaling.simulate import CHINCHILLA_PUBLISHED, design, simulate
@@ -24,13 +29,15 @@ def main() -> None:
     table = {"params": d["N"], "tokens_seen": d["D"], "eval_loss": d["y"]}
 
     t0 = time.perf_counter()
-    nuts = fit(table, form, method="nuts", chains=4, draws=1000, warmup=1000, seed=0)
+    extra = {} if args.target_accept is None else {"target_accept": args.target_accept}
+    nuts = fit(table, form, method="nuts", chains=4, draws=1000, warmup=1000, seed=0, **extra)
     t_nuts = time.perf_counter() - t0
     t0 = time.perf_counter()
     classic = fit(table, form, method="classic", bootstrap=args.bootstrap, seed=0)
     t_classic = time.perf_counter() - t0
 
     diag = nuts.diagnostics
+    print(f"CPU devices for chains: {devices or 'as configured by XLA_FLAGS'} ({os.cpu_count()} cores)")
     print(f"NUTS    4 chains x 1000 draws (+1000 warmup), {args.points} points: {t_nuts:6.1f} s "
           f"(max r_hat {diag['max_r_hat']:.4f}, min ESS {diag['min_ess']:.0f}, divergences {diag['divergences']})")
     print(f"classic grid {classic.summary['settings']['grid_size']} starts + {args.bootstrap} bootstrap refits: "

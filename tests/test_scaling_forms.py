@@ -128,3 +128,58 @@ def test_prepare_accuracy_needs_counts():
     t["n_eval"] = np.full(10, 100.0)
     data = prepare(t, get_form("volume"))
     np.testing.assert_allclose(data.inputs["V"], t["n_examples"] * t["avg_tokens"])
+
+
+@pytest.mark.parametrize("name", BUILT_IN + ["volume_at_one_model", "composition_at_one_model"])
+def test_centring_offsets_match_the_mean_and_keep_the_prior(name):
+    """Each declared offset is the rest of its term's log: d mean / d log(coef) is the term itself,
+    exp(log coef + offset). And the centred model's joint density is the plain one times the Jacobian
+    of log(coef): the same posterior, sampled in other coordinates."""
+    import jax
+    import jax.numpy as jnp
+    from numpyro.infer.util import log_density
+
+    from tokeff.scaling.model import Likelihood, centred_site, make_model, observed
+    from tokeff.scaling.simulate import prior_draw
+
+    form = get_form(name)
+    assert form.centring or name == "kaplan", f"{name} declares no centring"
+    x = {k: jnp.asarray(v, jnp.float32) for k, v in design(form, 30, seed=0).items()}
+    p = {k: jnp.float32(v) for k, v in prior_draw(form, 3).items()}
+    for coef, offset in form.centring.items():
+        grad = jax.jacfwd(lambda log_c: form.mean({**p, coef: jnp.exp(log_c)}, x))(jnp.log(p[coef]))
+        np.testing.assert_allclose(grad, jnp.exp(jnp.log(p[coef]) + offset(p, x)), rtol=1e-3)
+
+    data = simulate(form, {k: float(v) for k, v in p.items()}, {k: np.asarray(v) for k, v in x.items()}, seed=0)
+    obs = jnp.asarray(observed(form, data["y"], data.get("n_eval")), jnp.float32)
+    n_eval = jnp.asarray(data["n_eval"], jnp.float32) if "n_eval" in data else None
+    values = {**p, **({"sigma": jnp.float32(0.05)} if form.target == "loss" else {})}
+    plain, _ = log_density(make_model(form, Likelihood(), centred=False), (x, n_eval, obs), {}, values)
+    centre = {k: jnp.exp(jnp.mean(jnp.log(v))) for k, v in x.items()}
+    centred_values = {k: v for k, v in values.items() if k not in form.centring}
+    jacobian = 0.0
+    for coef, offset in form.centring.items():
+        centred_values[centred_site(coef)] = jnp.log(p[coef]) + offset(p, centre)
+        jacobian += float(jnp.log(p[coef]))
+    centred, _ = log_density(make_model(form, Likelihood()), (x, n_eval, obs), {}, centred_values)
+    assert float(centred) == pytest.approx(float(plain) + jacobian, rel=1e-5, abs=1e-3)
+
+
+def test_readme_user_form_registers_and_its_centring_is_right():
+    """The README's "Adding a form" block, executed as written."""
+    import os
+    import re
+
+    import jax
+    import jax.numpy as jnp
+
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    block = re.search(r"```python\n(# my_forms\.py.*?)```", readme, re.S).group(1)
+    exec(compile(block, "README:my_forms.py", "exec"), {})
+    form = get_form("logistic_power")
+    assert form.inputs == ("N", "D") and set(form.centring) == {"A", "B"}
+    p = {"E": 1.7, "A": 400.0, "B": 410.0, "alpha": 0.34, "beta": 0.28}
+    x = {"N": jnp.asarray([1e8, 1e9, 1e10]), "D": jnp.asarray([1e9, 1e10, 1e11])}
+    for coef, offset in form.centring.items():
+        grad = jax.jacfwd(lambda log_c: form.mean({**p, coef: jnp.exp(log_c)}, x))(jnp.log(p[coef]))
+        np.testing.assert_allclose(grad, jnp.exp(jnp.log(p[coef]) + offset(p, x)), rtol=1e-4)

@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--draws", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--target-accept", type=float, default=0.9,
+    parser.add_argument("--target-accept", type=float, default=0.98,
                         help="NUTS target acceptance probability (higher: smaller steps, fewer divergences)")
     parser.add_argument("--bootstrap", type=int, default=4000, help="bootstrap resamples (--method classic)")
     parser.add_argument("--likelihood", default="normal", choices=["normal", "student_t"],
@@ -34,8 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tokeff.cpu_devices import split_cpu_for_chains
 
-
+    if args.method == "nuts":
+        split_cpu_for_chains(args.chains)  # before any JAX work: chains in parallel on a CPU
     from tokeff.scaling.forms import import_form_modules
 
     import_form_modules(args.module)

@@ -13,13 +13,20 @@ ESS_PER_CHAIN_MIN = 100
 BFMI_MIN = 0.3
 
 ADVICE = {
-    "divergences": "raise target_accept_prob (e.g. --target-accept 0.95), tighten priors, or reparametrise",
+    "divergences": "raise target_accept_prob (e.g. --target-accept 0.99), tighten priors, or reparametrise",
     "r_hat": "run longer (--warmup/--draws) or more chains; chains may sit in different modes",
     "ess": "run more draws (--draws), or more warmup (--warmup) so the mass matrix adapts",
     "bfmi": "more warmup (--warmup); the posterior may need a reparametrisation (heavy tails)",
     "not_converged": "the optimiser stopped early: check the data scale, priors, or use --method nuts",
     "hessian": "the Laplace approximation is not valid here (flat or non-convex posterior): use --method nuts",
 }
+
+
+def split_r_hat(draws: np.ndarray) -> float:
+    """Rank-normalised split r-hat of one scalar parameter's [chains, draws] array."""
+    import arviz as az
+
+    return float(az.rhat(np.asarray(draws)))
 
 
 def nuts_diagnostics(idata, var_names: list[str]) -> dict:

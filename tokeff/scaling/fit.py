@@ -109,7 +109,7 @@ def fit(
     draws: int = 1000,
     warmup: int = 1000,
     seed: int = 0,
-    target_accept: float = 0.9,
+    target_accept: float = 0.98,
     bootstrap: int = 4000,
     laplace_draws: int = 4000,
     drop_invalid: bool = False,
@@ -172,33 +172,50 @@ def _model_args(form: Form, data: FitData):
     return inputs, n_eval, jnp.asarray(observed(form, data.y, data.n_eval), jnp.float32)
 
 
-def run_nuts(form, lik, data, *, chains, draws, warmup, seed, target_accept=0.9, progress=False, mcmc=None):
+def run_nuts(form, lik, data, *, chains, draws, warmup, seed, target_accept=0.98, progress=False, mcmc=None):
     """NUTS with a dense mass matrix (power-law coefficients and exponents are strongly correlated;
     a diagonal one needed ~30x more leapfrog steps per draw on Chinchilla data).
-    Chains run in parallel when JAX has enough devices. On one CPU device they run one after another
-    through one compiled kernel: vectorised chains all pay for the longest tree of every step
-    (measured 25 s sequential vs 44 s vectorised for 4 x 2000 steps, 250 points); accelerators
-    keep the vectorised batch.
+    Chains run in parallel, one per JAX device, in waves when there are more chains than devices
+    (`tokeff fit` splits the CPU into one device per chain: `tokeff.cpu_devices`). On a single CPU
+    device they run one after another through one compiled kernel: vectorised chains all pay for the
+    longest tree of every step (measured 25 s sequential vs 44 s vectorised for 4 x 2000 steps,
+    250 points); accelerators keep the vectorised batch.
     Pass a previous `mcmc` (returned in stats) to reuse its compiled sampler for new data."""
     import jax
     import numpyro
     from numpyro.infer import MCMC, NUTS, init_to_sample
 
-    if mcmc is None:
+    devices = jax.local_device_count()
+    if devices > 1 and chains > 1:
+        chain_method, per_wave = "parallel", min(devices, chains)
+    else:
+        chain_method = "sequential" if jax.default_backend() == "cpu" else "vectorized"
+        per_wave = chains
+
+    def sampler(n_chains):
         kernel = NUTS(make_model(form, lik), target_accept_prob=target_accept, dense_mass=True,
                       init_strategy=init_to_sample)
-        if jax.local_device_count() >= chains:
-            chain_method = "parallel"
-        else:
-            chain_method = "sequential" if jax.default_backend() == "cpu" else "vectorized"
-        mcmc = MCMC(kernel, num_warmup=warmup, num_samples=draws, num_chains=chains, chain_method=chain_method,
+        return MCMC(kernel, num_warmup=warmup, num_samples=draws, num_chains=n_chains, chain_method=chain_method,
                     progress_bar=progress and chain_method != "vectorized", jit_model_args=True)
-    with numpyro.validation_enabled(False):
-        mcmc.run(jax.random.PRNGKey(seed), *_model_args(form, data), extra_fields=("diverging", "energy"))
-    samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
-    extra = mcmc.get_extra_fields(group_by_chain=True)
-    stats = {"diverging": np.asarray(extra["diverging"]), "energy": np.asarray(extra["energy"]), "mcmc": mcmc}
-    return samples, stats
+
+    if mcmc is None or mcmc.num_chains != per_wave:
+        mcmc = sampler(per_wave)
+    sites = param_sites(form)
+    waves = []
+    for i, start in enumerate(range(0, chains, per_wave)):
+        wave_mcmc = mcmc if chains - start >= per_wave else sampler(chains - start)
+        with numpyro.validation_enabled(False):
+            wave_mcmc.run(jax.random.fold_in(jax.random.PRNGKey(seed), i), *_model_args(form, data),
+                          extra_fields=("diverging", "energy"))
+        extra = wave_mcmc.get_extra_fields(group_by_chain=True)
+        waves.append({
+            **{k: np.asarray(v) for k, v in wave_mcmc.get_samples(group_by_chain=True).items() if k in sites},
+            "diverging": np.asarray(extra["diverging"]),
+            "energy": np.asarray(extra["energy"]),
+        })
+    joined = {k: np.concatenate([w[k] for w in waves]) for k in waves[0]}
+    stats = {"diverging": joined.pop("diverging"), "energy": joined.pop("energy"), "mcmc": mcmc}
+    return joined, stats
 
 
 def run_laplace(form, lik, data, *, draws=4000, seed=0, n_starts=16):
@@ -262,7 +279,7 @@ def _inference_data(form, lik, data, posterior, stats):
     inputs, n_eval, obs = _model_args(form, data)
     n_chains, n_draws = next(iter(posterior.values())).shape[:2]
     flat = {k: v.reshape(n_chains * n_draws) for k, v in posterior.items()}
-    ll = log_likelihood(make_model(form, lik), jax.tree.map(jax.numpy.asarray, flat), inputs, n_eval, obs)["obs"]
+    ll = log_likelihood(make_model(form, lik, centred=False), jax.tree.map(jax.numpy.asarray, flat), inputs, n_eval, obs)["obs"]
     ll = np.asarray(ll).reshape(n_chains, n_draws, -1)
     kwargs = {}
     if stats is not None:

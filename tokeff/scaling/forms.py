@@ -32,6 +32,8 @@ TARGETS = ("loss", "accuracy")
 RESERVED = ("sigma", "obs")
 
 MeanFn = Callable[[Mapping, Mapping], "jnp.ndarray"]
+# The rest of a power-law term's log besides log(coefficient): log(term) = log(coef) + offset(p, x).
+OffsetFn = Callable[[Mapping, Mapping], "jnp.ndarray"]
 AllocateFn = Callable[[Mapping, "float | jnp.ndarray"], dict]
 
 
@@ -53,6 +55,11 @@ class Form:
     # Initialisation grid of the classic fit, per parameter, in its optimisation space (log of
     # positive coefficients). Default: prior quantiles 10/50/90%.
     classic_grid: dict[str, tuple[float, ...]] | None = None
+    # Coefficient -> offset of its term (see OffsetFn). NUTS and Laplace then sample each such
+    # coefficient as its term's log at the data's geometric centre: log A and alpha are otherwise
+    # ~0.999 correlated (A N^-alpha: log N ~ 20), and the exponent's bounded (logit) transform bends
+    # that thin ridge into divergences. Same prior, same posterior, one unit-Jacobian shear.
+    centring: dict[str, OffsetFn] = dataclasses.field(default_factory=dict)
     description: str = ""
 
     def __post_init__(self):
@@ -63,6 +70,9 @@ class Form:
             raise UserError(f"form {self.name}: parameter names {sorted(clash)} clash with inputs or {RESERVED}")
         object.__setattr__(self, "inputs", tuple(self.inputs))
         object.__setattr__(self, "params", {k: Prior.parse(v) for k, v in self.params.items()})
+        unknown = set(self.centring) - set(self.params)
+        if unknown:
+            raise UserError(f"form {self.name}: centring names {sorted(unknown)}, which are not parameters")
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -168,6 +178,7 @@ register_form(
         columns={"N": "params", "D": "tokens_seen"},
         typical_ranges={"N": (7e7, 1.6e10), "D": (5e9, 5e11)},
         log_mean_fn=_chinchilla_log_mean,
+        centring={"A": lambda p, x: -p["alpha"] * jnp.log(x["N"]), "B": lambda p, x: -p["beta"] * jnp.log(x["D"])},
         # Hoffmann et al.'s grid: e in {-1..1} step .5, a, b in {0..25} step 5, alpha, beta in {0..2} step .5.
         classic_grid={
             "E": (-1.0, -0.5, 0.0, 0.5, 1.0),
@@ -223,6 +234,7 @@ register_form(
             "E": "uniform(0, 0.6)",
         },
         mean=_volume_mean,
+        centring={"A": lambda p, x: p["beta"] * jnp.log(x["V"]) + p["gamma"] * jnp.log(x["M"])},
         columns={"V": "n_examples*avg_tokens", "M": "params"},
         typical_ranges={"V": (1e4, 1e7), "M": (1.35e8, 1.7e9)},
         description="Lagasse et al. 2025 token-efficiency law: acc = A V^beta M^gamma + E, V = N*L",
@@ -248,6 +260,9 @@ register_form(
             "E": "uniform(0, 0.6)",
         },
         mean=_composition_mean,
+        centring={
+            "A": lambda p, x: p["beta_N"] * jnp.log(x["N"]) + p["beta_L"] * jnp.log(x["L"]) + p["gamma"] * jnp.log(x["M"])
+        },
         columns={"N": "n_examples", "L": "avg_tokens", "M": "params"},
         typical_ranges={"N": (100, 1e4), "L": (50, 1000), "M": (1.35e8, 1.7e9)},
         description="acc = A N^beta_N L^beta_L M^gamma + E: examples and length enter separately",
@@ -259,8 +274,11 @@ def _at_one_model(base: Form) -> Form:
     """`base` with M fixed: fine-tuning one model leaves M constant, which no fit can identify,
     so M^gamma is absorbed into A (the demo and any single-model study fit these)."""
 
+    def fixed(p, x):
+        return {**p, "gamma": 0.0}, {**x, "M": 1.0}
+
     def mean(p, x):
-        return base.mean({**p, "gamma": 0.0}, {**x, "M": 1.0})
+        return base.mean(*fixed(p, x))
 
     return Form(
         name=f"{base.name}_at_one_model",
@@ -270,6 +288,7 @@ def _at_one_model(base: Form) -> Form:
         mean=mean,
         columns={k: v for k, v in base.columns.items() if k != "M"},
         typical_ranges={k: v for k, v in base.typical_ranges.items() if k != "M"},
+        centring={k: (lambda p, x, f=f: f(*fixed(p, x))) for k, f in base.centring.items()},
         description=f"{base.description}; at one model size (M^gamma absorbed into A)",
     )
 
@@ -294,6 +313,7 @@ register_form(
             "E": "lognormal(0, 0.5)",
         },
         mean=_finetune_mean,
+        centring={"A": lambda p, x: -p["alpha"] * jnp.log(x["X"]) - p["beta"] * jnp.log(x["Df"])},
         columns={"X": "params", "Df": "tokens_seen"},
         typical_ranges={"X": (1e8, 1e10), "Df": (1e5, 1e8)},
         description="Zhang et al. 2024: L = A X^-alpha Df^-beta + E (X: model size, pretraining tokens or PEFT size)",
@@ -320,6 +340,9 @@ register_form(
             "E": "lognormal(0, 0.5)",
         },
         mean=_bootstrapped_mean,
+        centring={
+            "A": lambda p, x: -p["alpha1"] * jnp.log(x["D1"]) + (p["alpha3"] * jnp.log(x["D1"]) - p["alpha2"]) * jnp.log(x["D2"])
+        },
         columns={"D2": "tokens_seen"},
         typical_ranges={"D1": (1e9, 1e12), "D2": (1e6, 1e9)},
         description="Liew & Kato 2025: L = A D1^-alpha1 D2^(-alpha2 + alpha3 log D1) + E (D1 pretraining tokens)",

@@ -62,14 +62,43 @@ def clip_accuracy(mu, chance: float):
     return jnp.clip(mu, chance + _EPS, 1.0 - _EPS)
 
 
-def make_model(form: Form, likelihood: Likelihood):
+def centred_site(name: str) -> str:
+    """The sampled site behind a centred coefficient: log of its term at the data's centre."""
+    return f"{name}_log_term_at_centre"
+
+
+def _sample_params(form: Form, inputs: Mapping, centred: bool) -> dict:
+    """Sample the form's parameters from their priors. With `centred`, each coefficient in
+    `form.centring` (with a positive prior) is sampled as t = log(coef) + offset(p, x0) at the geometric
+    centre x0 of the inputs, given the other parameters: t has the prior of log(coef) shifted by the
+    offset, so the joint prior is unchanged (a unit-Jacobian shear), and `coef` is a deterministic site."""
+    import numpyro
+    import numpyro.distributions as dist
+    from numpyro.distributions import transforms
+
+    centre = {k: jnp.exp(jnp.mean(jnp.log(v))) for k, v in inputs.items()} if centred else None
+    to_centre = [k for k in form.centring if centred and form.params[k].positive()]
+    p = {name: numpyro.sample(name, prior.to_numpyro()) for name, prior in form.params.items() if name not in to_centre}
+    for name in to_centre:
+        offset = form.centring[name](p, centre)
+        log_term = dist.TransformedDistribution(
+            form.params[name].to_numpyro(), [transforms.ExpTransform().inv, transforms.AffineTransform(offset, 1.0)]
+        )
+        t = numpyro.sample(centred_site(name), log_term)
+        p[name] = numpyro.deterministic(name, jnp.exp(t - offset))
+    return p
+
+
+def make_model(form: Form, likelihood: Likelihood, *, centred: bool = True):
     """A NumPyro model `model(inputs, n_eval, obs)`; arrays are arguments so one compiled sampler
-    serves many datasets of the same shape (simulation-based calibration reuses it)."""
+    serves many datasets of the same shape (simulation-based calibration reuses it).
+    `centred=False` samples every parameter directly (what `log_likelihood` needs for draws that
+    carry only the form's parameters, e.g. from the classic bootstrap)."""
     import numpyro
     import numpyro.distributions as dist
 
     def loss_model(inputs: dict, n_eval=None, obs=None):
-        p = {name: numpyro.sample(name, prior.to_numpyro()) for name, prior in form.params.items()}
+        p = _sample_params(form, inputs, centred)
         sigma = numpyro.sample("sigma", likelihood.noise.to_numpyro())
         log_mu = form.log_mean(p, inputs)
         with numpyro.plate("points", log_mu.shape[-1]):
@@ -80,7 +109,7 @@ def make_model(form: Form, likelihood: Likelihood):
             return numpyro.sample("obs", d, obs=obs)
 
     def accuracy_model(inputs: dict, n_eval=None, obs=None):
-        p = {name: numpyro.sample(name, prior.to_numpyro()) for name, prior in form.params.items()}
+        p = _sample_params(form, inputs, centred)
         probs = clip_accuracy(form.mean(p, inputs), likelihood.chance)
         with numpyro.plate("points", probs.shape[-1]):
             return numpyro.sample("obs", dist.Binomial(total_count=n_eval, probs=probs), obs=obs)
