@@ -4,8 +4,9 @@
    (70M-16B params, 5B-500B tokens, 2% log-normal noise); NUTS and classic (bootstrap) 90%
    intervals must contain every true parameter.
 2. Calibration (SBC): for every built-in form, `--sbc-draws` datasets drawn from the prior; the
-   coverage of the 90% intervals, pooled over parameters, must lie in [85%, 95%]. NUTS with the same
-   settings as `tokeff fit` but `--sbc-steps` warmup and draws per chain; one CPU device per chain.
+   coverage of the 90% intervals, pooled over parameters, must lie in [85%, 95%]. NUTS as `tokeff fit`
+   runs it (1000 warmup + 1000 draws, target-accept 0.98) but 2 chains, one after another; give each
+   process a few `--forms` to use several cores.
 3. Extrapolation: fit the lower two-thirds of compute (C = 6ND), predict the top third; coverage of
    the 90% posterior predictive intervals.
 The logic lives in `tokeff.scaling.validation`; this script picks sizes and prints tables.
@@ -23,7 +24,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sbc-draws", type=int, default=50)
     parser.add_argument("--sbc-points", type=int, default=40)
-    parser.add_argument("--sbc-steps", type=int, default=500, help="warmup = draws per chain in SBC fits")
+    parser.add_argument("--sbc-steps", type=int, default=1000, help="warmup = draws per chain in SBC fits")
+    parser.add_argument("--sbc-chains", type=int, default=2)
     parser.add_argument("--chains", type=int, default=4)
     parser.add_argument("--forms", nargs="*", default=BUILT_IN)
     parser.add_argument("--skip", nargs="*", default=[], choices=["recovery", "calibration", "extrapolation"])
@@ -59,12 +61,12 @@ def main():
 
     if "calibration" not in args.skip:
         print(f"== calibration: {args.sbc_draws} prior draws per form, {args.sbc_points} points, "
-              f"NUTS {args.chains} chains x {args.sbc_steps} (+{args.sbc_steps} warmup)")
+              f"NUTS {args.sbc_chains} chains x {args.sbc_steps} (+{args.sbc_steps} warmup)")
         print(f"{'form':<24} {'coverage90':>10} {'excluded':>9} {'minutes':>8}  per-parameter coverage", flush=True)
         ok = True
         for name in args.forms:
             c = validation.calibration(name, n_datasets=args.sbc_draws, n_points=args.sbc_points,
-                                       chains=args.chains, steps=args.sbc_steps, progress=True)
+                                       chains=args.sbc_chains, steps=args.sbc_steps, progress=True)
             ok &= 0.85 <= c.pooled <= 0.95
             per = "  ".join(f"{p} {v:.2f}" for p, v in c.per_param.items())
             print(f"{name:<24} {c.pooled:10.3f} {c.excluded:>5}/{args.sbc_draws:<3} {c.seconds / 60:8.1f}  {per}",

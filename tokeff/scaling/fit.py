@@ -172,7 +172,8 @@ def _model_args(form: Form, data: FitData):
     return inputs, n_eval, jnp.asarray(observed(form, data.y, data.n_eval), jnp.float32)
 
 
-def run_nuts(form, lik, data, *, chains, draws, warmup, seed, target_accept=0.98, progress=False, mcmc=None):
+def run_nuts(form, lik, data, *, chains, draws, warmup, seed, target_accept=0.98, progress=False, mcmc=None,
+             chain_method=None):
     """NUTS with a dense mass matrix (power-law coefficients and exponents are strongly correlated;
     a diagonal one needed ~30x more leapfrog steps per draw on Chinchilla data).
     Chains run in parallel, one per JAX device, in waves when there are more chains than devices
@@ -180,16 +181,18 @@ def run_nuts(form, lik, data, *, chains, draws, warmup, seed, target_accept=0.98
     device they run one after another through one compiled kernel: vectorised chains all pay for the
     longest tree of every step (measured 25 s sequential vs 44 s vectorised for 4 x 2000 steps,
     250 points); accelerators keep the vectorised batch.
-    Pass a previous `mcmc` (returned in stats) to reuse its compiled sampler for new data."""
+    Pass a previous `mcmc` (returned in stats) to reuse its compiled sampler for new data; for many
+    fits in one process also pass `chain_method="sequential"`: numpyro re-traces parallel chains on
+    every run, and after ~100 fits the accumulated executables exhaust the process's memory maps."""
     import jax
     import numpyro
     from numpyro.infer import MCMC, NUTS, init_to_sample
 
     devices = jax.local_device_count()
-    if devices > 1 and chains > 1:
+    if chain_method is None and devices > 1 and chains > 1:
         chain_method, per_wave = "parallel", min(devices, chains)
     else:
-        chain_method = "sequential" if jax.default_backend() == "cpu" else "vectorized"
+        chain_method = chain_method or ("sequential" if jax.default_backend() == "cpu" else "vectorized")
         per_wave = chains
 
     def sampler(n_chains):

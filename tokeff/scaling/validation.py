@@ -58,6 +58,8 @@ class Calibration:
     kept: int
     excluded: int
     seconds: float
+    # One dict per dataset: truth, sigma, max_r_hat, divergences, excluded, hits (param -> bool).
+    records: list = dataclasses.field(default_factory=list, repr=False)
 
 
 def calibration(
@@ -65,15 +67,16 @@ def calibration(
     *,
     n_datasets: int = 50,
     n_points: int = 40,
-    chains: int = 4,
-    steps: int = 500,
+    chains: int = 2,
+    steps: int = 1000,
     level: float = 0.9,
     n_eval: int = 200,
     seed: int = 0,
     progress: bool = False,
 ) -> Calibration:
     """Simulation-based calibration of NUTS for `form` (see the module doc). One compiled sampler
-    serves every dataset (same shapes, data passed as arguments); `steps` is warmup = draws."""
+    serves every dataset (same shapes, data passed as arguments; chains one after another, so run
+    forms in separate processes to use several cores); `steps` is warmup = draws."""
     import jax
     from tqdm.auto import tqdm
 
@@ -84,25 +87,36 @@ def calibration(
     lik = Likelihood()
     x = design(form, n_points, seed=seed)
     hits: dict[str, list[bool]] = {p: [] for p in form.param_names}
-    excluded, mcmc, start = 0, None, time.perf_counter()
+    excluded, mcmc, start, records = 0, None, time.perf_counter(), []
     tail = (1 - level) / 2
     for i in tqdm(range(n_datasets), desc=f"SBC {form.name}", disable=not progress):
+        if i and i % 20 == 0:
+            # numpyro re-jits part of every run (~1,000 memory maps each, measured); at ~65 fits the
+            # process hits vm.max_map_count and LLVM aborts. Dropping JAX's caches frees them.
+            jax.clear_caches()
+            mcmc = None
         truth = prior_draw(form, seed + 1000 + i)
         sigma = float(lik.noise.to_numpyro().sample(jax.random.PRNGKey(seed + 5000 + i)))
         d = simulate(form, truth, x, sigma=sigma, n_eval=n_eval, seed=seed + i)
         data = FitData({k: d[k] for k in form.inputs}, d["y"], d.get("n_eval"), {})
-        post, stats = run_nuts(form, lik, data, chains=chains, draws=steps, warmup=steps, seed=seed + i, mcmc=mcmc)
+        post, stats = run_nuts(form, lik, data, chains=chains, draws=steps, warmup=steps, seed=seed + i, mcmc=mcmc,
+                               chain_method="sequential")
         mcmc = stats["mcmc"]
-        if max(split_r_hat(v) for v in post.values()) > R_HAT_EXCLUDE:
+        max_r_hat = max(split_r_hat(v) for v in post.values())
+        record = {"truth": truth, "sigma": sigma, "max_r_hat": max_r_hat,
+                  "divergences": int(stats["diverging"].sum()), "excluded": max_r_hat > R_HAT_EXCLUDE, "hits": {}}
+        records.append(record)
+        if record["excluded"]:
             excluded += 1
             continue
         for p in form.param_names:
             lo, hi = np.quantile(post[p].reshape(-1), [tail, 1 - tail])
-            hits[p].append(bool(lo <= truth[p] <= hi))
+            record["hits"][p] = bool(lo <= truth[p] <= hi)
+            hits[p].append(record["hits"][p])
     kept = n_datasets - excluded
     pooled = float(np.mean([h for v in hits.values() for h in v])) if kept else float("nan")
     per_param = {p: float(np.mean(v)) if v else float("nan") for p, v in hits.items()}
-    return Calibration(form.name, pooled, per_param, kept, excluded, time.perf_counter() - start)
+    return Calibration(form.name, pooled, per_param, kept, excluded, time.perf_counter() - start, records)
 
 
 def extrapolation(*, n_points: int = 250, seed: int = 5, level: float = 0.9, **fit_kwargs) -> dict:
