@@ -70,7 +70,8 @@ def test_nuts_short_chains_recover_with_diagnostics(table):
 
 def test_classic_bootstrap_recovers(table):
     result = fit(table, "test_power_law", method="classic", bootstrap=200, seed=0)
-    assert result.diagnostics["converged"]
+    assert result.diagnostics["converged"] and result.diagnostics["ok"]
+    assert result.diagnostics["bootstrap_converged_fraction"] > 0.9
     assert result.samples["A"].shape == (200,)
     for name, value in TRUE.items():
         assert _inside(result.summary, name, value), (name, result.summary["params"][name])

@@ -17,6 +17,7 @@ def test_recovery_nuts_and_classic_cover_the_published_chinchilla_parameters():
         missed = {k: v for k, v in result["params"].items() if not v[3]}
         assert not missed, missed
     assert nuts["fit"].diagnostics["divergences"] == 0  # the centred parametrisation's point
+    assert classic["fit"].diagnostics["ok"], classic["fit"].diagnostics
 
 
 @pytest.mark.slow

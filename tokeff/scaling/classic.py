@@ -24,6 +24,7 @@ from tokeff.errors import UserError
 from tokeff.scaling.forms import Form
 
 HUBER_DELTA = 1e-3
+STALL_RTOL = 1e-5
 
 
 def _to_params(form: Form, theta):
@@ -151,7 +152,12 @@ def fit_classic(
     polish = batched(max_iter)
     th, val, gn = polish(thetas[order], jnp.broadcast_to(ones, (order.shape[0], n)))
     best = int(jnp.argmin(val))
-    theta_hat, converged = th[best], bool(gn[best] < tol * 10)
+    theta_hat = th[best]
+    # Converged = a fresh L-BFGS run from the solution finds nothing better (relative 1e-5). Not a
+    # gradient-norm test: with delta = 1e-3 the Huber loss is almost L1, whose gradient does not
+    # vanish at the optimum (a tolerance test there failed on half of well-converged refits).
+    restart_val = polish(jnp.broadcast_to(theta_hat, th.shape), jnp.broadcast_to(ones, (th.shape[0], n)))[1][0]
+    converged = bool(restart_val >= val[best] - STALL_RTOL * abs(val[best]))
 
     def residual_sd(theta, weights):
         r = log_y - form.log_mean(_to_params(form, theta), {k: jnp.exp(v) for k, v in log_x.items()})
@@ -164,7 +170,12 @@ def fit_classic(
         return jax.vmap(lambda row: jnp.zeros((n,), jnp.float32).at[row].add(1.0))(idx)
 
     starts = jnp.broadcast_to(theta_hat, (bootstrap, theta_hat.shape[0]))
-    boot_theta, _, boot_gn, boot_w = run_chunked(polish, starts, resample_weights)
+    boot_theta, boot_val, _, boot_w = run_chunked(polish, starts, resample_weights)
+    # The same restart test on (up to) the first `chunk` refits.
+    n_check = min(chunk, bootstrap)
+    check_w = jnp.concatenate([boot_w[:n_check], jnp.broadcast_to(ones, (chunk - n_check, n))])
+    check_val = run_chunked(polish, boot_theta[:n_check], lambda i: check_w)[1]
+    stalled = check_val >= boot_val[:n_check] - STALL_RTOL * jnp.abs(boot_val[:n_check])
     estimate = {k: float(v) for k, v in _to_params(form, theta_hat).items()}
     estimate["sigma"] = float(residual_sd(theta_hat, ones))
     samples = {k: np.asarray(v) for k, v in jax.vmap(lambda t: _to_params(form, t))(boot_theta).items()}
@@ -173,7 +184,7 @@ def fit_classic(
         "estimate": estimate,
         "samples": samples,
         "converged": converged,
-        "converged_fraction": float(np.mean(np.asarray(boot_gn) < tol * 10)),
+        "converged_fraction": float(np.mean(np.asarray(stalled))),
         "grid_size": int(grid.shape[0]),
         "objective": float(val[best]),
     }

@@ -32,7 +32,7 @@ TARGETS = ("loss", "accuracy")
 RESERVED = ("sigma", "obs")
 
 MeanFn = Callable[[Mapping, Mapping], "jnp.ndarray"]
-# The rest of a power-law term's log besides log(coefficient): log(term) = log(coef) + offset(p, x).
+# For a coefficient, the rest of its power-law term's log: log(term) = log(coef) + offset(p, x).
 OffsetFn = Callable[[Mapping, Mapping], "jnp.ndarray"]
 AllocateFn = Callable[[Mapping, "float | jnp.ndarray"], dict]
 
@@ -55,10 +55,13 @@ class Form:
     # Initialisation grid of the classic fit, per parameter, in its optimisation space (log of
     # positive coefficients). Default: prior quantiles 10/50/90%.
     classic_grid: dict[str, tuple[float, ...]] | None = None
-    # Coefficient -> offset of its term (see OffsetFn). NUTS and Laplace then sample each such
-    # coefficient as its term's log at the data's geometric centre: log A and alpha are otherwise
-    # ~0.999 correlated (A N^-alpha: log N ~ 20), and the exponent's bounded (logit) transform bends
-    # that thin ridge into divergences. Same prior, same posterior, one unit-Jacobian shear.
+    # Parameter -> offset (see OffsetFn). NUTS and Laplace then sample a coefficient as its term's
+    # log at the data's geometric centre, log(coef) + offset: log A and alpha are otherwise ~0.999
+    # correlated (A N^-alpha: log N ~ 20), and the exponent's bounded (logit) transform bends that
+    # thin ridge into divergences. An exponent with a normal/uniform prior is sampled as value +
+    # offset (e.g. an exponent that itself varies with an input). Same prior, same posterior (a
+    # unit-Jacobian shear). Offsets are evaluated in this dict's order and may use parameters that
+    # are not centred or come earlier.
     centring: dict[str, OffsetFn] = dataclasses.field(default_factory=dict)
     description: str = ""
 
@@ -341,7 +344,9 @@ register_form(
         },
         mean=_bootstrapped_mean,
         centring={
-            "A": lambda p, x: -p["alpha1"] * jnp.log(x["D1"]) + (p["alpha3"] * jnp.log(x["D1"]) - p["alpha2"]) * jnp.log(x["D2"])
+            # D2's exponent at the centre's D1 (alpha2 and alpha3 trade off through log D1 ~ 24), then A.
+            "alpha2": lambda p, x: -p["alpha3"] * jnp.log(x["D1"]),
+            "A": lambda p, x: -p["alpha1"] * jnp.log(x["D1"]) + (p["alpha3"] * jnp.log(x["D1"]) - p["alpha2"]) * jnp.log(x["D2"]),
         },
         columns={"D2": "tokens_seen"},
         typical_ranges={"D1": (1e9, 1e12), "D2": (1e6, 1e9)},

@@ -63,29 +63,35 @@ def clip_accuracy(mu, chance: float):
 
 
 def centred_site(name: str) -> str:
-    """The sampled site behind a centred coefficient: log of its term at the data's centre."""
-    return f"{name}_log_term_at_centre"
+    """The sampled site behind a centred parameter (see `_sample_params`)."""
+    return f"{name}_at_centre"
 
 
 def _sample_params(form: Form, inputs: Mapping, centred: bool) -> dict:
-    """Sample the form's parameters from their priors. With `centred`, each coefficient in
-    `form.centring` (with a positive prior) is sampled as t = log(coef) + offset(p, x0) at the geometric
-    centre x0 of the inputs, given the other parameters: t has the prior of log(coef) shifted by the
-    offset, so the joint prior is unchanged (a unit-Jacobian shear), and `coef` is a deterministic site."""
+    """Sample the form's parameters from their priors. With `centred`, each parameter in
+    `form.centring` is sampled at the geometric centre x0 of the inputs, given the parameters before
+    it: a coefficient (positive prior) as t = log(coef) + offset(p, x0), an exponent as
+    t = value + offset(p, x0). t's prior is the parameter's (log-)prior shifted by the offset, so the
+    joint prior is unchanged (a unit-Jacobian shear); the parameter itself is a deterministic site."""
     import numpyro
     import numpyro.distributions as dist
     from numpyro.distributions import transforms
 
     centre = {k: jnp.exp(jnp.mean(jnp.log(v))) for k, v in inputs.items()} if centred else None
-    to_centre = [k for k in form.centring if centred and form.params[k].positive()]
+    to_centre = [k for k, prior in form.params.items() if centred and k in form.centring
+                 and (prior.positive() or prior.shiftable())]
     p = {name: numpyro.sample(name, prior.to_numpyro()) for name, prior in form.params.items() if name not in to_centre}
-    for name in to_centre:
-        offset = form.centring[name](p, centre)
-        log_term = dist.TransformedDistribution(
-            form.params[name].to_numpyro(), [transforms.ExpTransform().inv, transforms.AffineTransform(offset, 1.0)]
-        )
-        t = numpyro.sample(centred_site(name), log_term)
-        p[name] = numpyro.deterministic(name, jnp.exp(t - offset))
+    for name in sorted(to_centre, key=list(form.centring).index):
+        prior, offset = form.params[name], form.centring[name](p, centre)
+        if prior.positive():
+            log_value = dist.TransformedDistribution(
+                prior.to_numpyro(), [transforms.ExpTransform().inv, transforms.AffineTransform(offset, 1.0)]
+            )
+            t = numpyro.sample(centred_site(name), log_value)
+            p[name] = numpyro.deterministic(name, jnp.exp(t - offset))
+        else:
+            t = numpyro.sample(centred_site(name), prior.shifted_numpyro(offset))
+            p[name] = numpyro.deterministic(name, t - offset)
     return p
 
 

@@ -69,6 +69,22 @@ class Prior:
             return dist.TruncatedNormal(a[0], a[1], low=a[2], high=a[3])
         return dist.Gamma(a[0], a[1])
 
+    def shifted_numpyro(self, offset):
+        """The distribution of value + offset (offset may be traced): for centring an exponent."""
+        import numpyro.distributions as dist
+
+        a = self.args
+        if self.dist == "normal":
+            return dist.Normal(a[0] + offset, a[1])
+        if self.dist == "uniform":
+            return dist.Uniform(a[0] + offset, a[1] + offset)
+        if self.dist == "truncnormal":
+            return dist.TruncatedNormal(a[0] + offset, a[1], low=a[2] + offset, high=a[3] + offset)
+        raise UserError(f"prior: {self} cannot be shifted (centring on the log scale needs a positive prior)")
+
+    def shiftable(self) -> bool:
+        return self.dist in ("normal", "uniform", "truncnormal")
+
     def positive(self) -> bool:
         """True when the support is (0, inf): the classic fit then optimises log(value)."""
         return self.dist in ("lognormal", "halfnormal", "gamma")
