@@ -12,6 +12,10 @@ import pytest
 _CACHE = pathlib.Path(__file__).resolve().parent.parent / ".pytest_cache" / "jax"
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_CACHE))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+# CI has no network: any hub call must fail at once, not hang on a timeout. Hub paths are tested
+# with local files of the same form (e.g. `hf:` with snapshot_download patched to a local dir).
+for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+    os.environ[_var] = "1"
 
 
 @pytest.fixture(scope="session")

@@ -8,13 +8,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+import torch
+import transformers
 
-from tokeff.cli import main as cli_main  # noqa: E402
-from tokeff.errors import UserError  # noqa: E402
-from tokeff.models.export import export_hf  # noqa: E402
-from tokeff.models.load import load_model  # noqa: E402
+from tokeff.cli import main as cli_main
+from tokeff.errors import UserError
+from tokeff.models.export import export_hf
+from tokeff.models.load import load_model
 
 _SMALL = dict(vocab_size=128, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
               num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)

@@ -57,7 +57,8 @@ def test_missing_and_unknown_fields():
 
 
 def test_numpy_scalars_and_nan_loss_normalise():
-    np = pytest.importorskip("numpy")
+    import numpy as np
+
     row = results.validate_row(make_row(steps=np.int64(3), accuracy=np.float32(0.25),
                                         eval_loss=float("nan"), extra={"hist": np.arange(3)}))
     assert type(row["steps"]) is int and row["accuracy"] == 0.25 and row["eval_loss"] is None
