@@ -22,11 +22,11 @@ def main() -> None:
     devices = split_cpu_for_chains(4)  # as `tokeff fit` does: one CPU device per chain
     from tokeff.scaling.fit import fit
     from tokeff.scaling.forms import get_form
-    from tokeff.scaling.simulate import CHINCHILLA_PUBLISHED, design, simulate
+    from tokeff.scaling.simulate import CHINCHILLA_PUBLISHED
+    from tokeff.scaling.validation import chinchilla_table
 
     form = get_form("chinchilla")
-    d = simulate(form, CHINCHILLA_PUBLISHED, design(form, args.points, seed=0), sigma=0.02, seed=1)
-    table = {"params": d["N"], "tokens_seen": d["D"], "eval_loss": d["y"]}
+    table = chinchilla_table(args.points, seed=0)
 
     t0 = time.perf_counter()
     extra = {} if args.target_accept is None else {"target_accept": args.target_accept}

@@ -73,22 +73,18 @@ def test_budget_is_never_exceeded_and_ends_less_than_one_granule_short():
 def test_token_and_epoch_budgets_stop_first():
     stream, lengths = _stream()
     tokens_of = lambda b: int(lengths[b.example_ids].sum())  # noqa: E731
-    budget = Budget(flops=10**18, epochs=2)
-    spent = Spent()
-    for batch in stream.iterate(0):
-        fitted = fit_to_budget(batch, budget, spent, 1, tokens_of)
-        if fitted is None:
-            break
-        spent.charge(fitted, tokens_of(fitted))
-    assert spent.tokens == 2 * lengths.sum()  # two full epochs, every example twice
-    budget = Budget(flops=10**18, tokens=100)
-    spent = Spent()
-    for batch in stream.iterate(0):
-        fitted = fit_to_budget(batch, budget, spent, 1, tokens_of)
-        if fitted is None:
-            break
-        spent.charge(fitted, tokens_of(fitted))
-    assert 100 - lengths.max() < spent.tokens <= 100
+
+    def spend(budget):
+        spent = Spent()
+        for batch in stream.iterate(0):
+            fitted = fit_to_budget(batch, budget, spent, 1, tokens_of)
+            if fitted is None:
+                break
+            spent.charge(fitted, tokens_of(fitted))
+        return spent
+
+    assert spend(Budget(flops=10**18, epochs=2)).tokens == 2 * lengths.sum()  # every example twice
+    assert 100 - lengths.max() < spend(Budget(flops=10**18, tokens=100)).tokens <= 100
 
 
 def test_budget_smaller_than_one_step_names_the_minimum():

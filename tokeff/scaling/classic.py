@@ -150,7 +150,7 @@ def fit_classic(
     thetas, values, _, _ = run_chunked(batched(grid_iter), grid, all_ones)
     order = jnp.argsort(values)[:n_polish]
     polish = batched(max_iter)
-    th, val, gn = polish(thetas[order], jnp.broadcast_to(ones, (order.shape[0], n)))
+    th, val, _ = polish(thetas[order], jnp.broadcast_to(ones, (order.shape[0], n)))
     best = int(jnp.argmin(val))
     theta_hat = th[best]
     # Converged = a fresh L-BFGS run from the solution finds nothing better (relative 1e-5). Not a

@@ -182,8 +182,9 @@ def run_nuts(form, lik, data, *, chains, draws, warmup, seed, target_accept=0.98
     longest tree of every step (measured 25 s sequential vs 44 s vectorised for 4 x 2000 steps,
     250 points); accelerators keep the vectorised batch.
     Pass a previous `mcmc` (returned in stats) to reuse its compiled sampler for new data; for many
-    fits in one process also pass `chain_method="sequential"`: numpyro re-traces parallel chains on
-    every run, and after ~100 fits the accumulated executables exhaust the process's memory maps."""
+    fits in one process also pass `chain_method="sequential"`: numpyro re-compiles parallel chains on
+    every run (~4 s each), sequential ones reuse the kernel. Either way ~1,000 memory maps stay behind
+    per run; see `tokeff.scaling.validation.calibration` for the `jax.clear_caches()` that frees them."""
     import jax
     import numpyro
     from numpyro.infer import MCMC, NUTS, init_to_sample
@@ -203,13 +204,12 @@ def run_nuts(form, lik, data, *, chains, draws, warmup, seed, target_accept=0.98
 
     if mcmc is None or mcmc.num_chains != per_wave:
         mcmc = sampler(per_wave)
-    sites = param_sites(form)
+    sites, args = param_sites(form), _model_args(form, data)
     waves = []
     for i, start in enumerate(range(0, chains, per_wave)):
         wave_mcmc = mcmc if chains - start >= per_wave else sampler(chains - start)
         with numpyro.validation_enabled(False):
-            wave_mcmc.run(jax.random.fold_in(jax.random.PRNGKey(seed), i), *_model_args(form, data),
-                          extra_fields=("diverging", "energy"))
+            wave_mcmc.run(jax.random.fold_in(jax.random.PRNGKey(seed), i), *args, extra_fields=("diverging", "energy"))
         extra = wave_mcmc.get_extra_fields(group_by_chain=True)
         waves.append({
             **{k: np.asarray(v) for k, v in wave_mcmc.get_samples(group_by_chain=True).items() if k in sites},

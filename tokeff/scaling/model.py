@@ -78,10 +78,9 @@ def _sample_params(form: Form, inputs: Mapping, centred: bool) -> dict:
     from numpyro.distributions import transforms
 
     centre = {k: jnp.exp(jnp.mean(jnp.log(v))) for k, v in inputs.items()} if centred else None
-    to_centre = [k for k, prior in form.params.items() if centred and k in form.centring
-                 and (prior.positive() or prior.shiftable())]
+    to_centre = [k for k in form.centring if centred and (form.params[k].positive() or form.params[k].shiftable())]
     p = {name: numpyro.sample(name, prior.to_numpyro()) for name, prior in form.params.items() if name not in to_centre}
-    for name in sorted(to_centre, key=list(form.centring).index):
+    for name in to_centre:
         prior, offset = form.params[name], form.centring[name](p, centre)
         if prior.positive():
             log_value = dist.TransformedDistribution(
