@@ -47,7 +47,7 @@ def test_map_laplace_recovers_and_round_trips(table, tmp_path):
     for name, value in TRUE.items():
         assert _inside(result.summary, name, value), (name, result.summary["params"][name])
     out = result.save(str(tmp_path / "fit"))
-    assert sorted(os.listdir(out)) == ["data.csv", "fit.png", "pair.png", "posterior.nc",
+    assert sorted(os.listdir(out)) == [".tokeff-output.json", "data.csv", "fit.png", "pair.png", "posterior.nc",
                                    "prior_predictive.png", "summary.json", "trace.png"]
     loaded = load_fit(out)
     assert loaded.form.name == "test_power_law" and loaded.method == "map"

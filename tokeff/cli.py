@@ -7,11 +7,13 @@ Bad input raises `tokeff.errors.UserError`; it is printed as one line and the ex
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
 
 from tokeff.errors import UserError
+from tokeff.io import DiskFullError
 
 # Order is the order of `tokeff --help`: the pipeline from model to decision.
 COMMANDS = [
@@ -71,6 +73,15 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"tokeff {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except DiskFullError as e:
+        print(f"tokeff {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        print(f"tokeff {args.command}: error: no space left on the device ({e.filename or 'while writing'})",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"tokeff {args.command}: interrupted", file=sys.stderr)
         return 130

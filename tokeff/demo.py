@@ -86,7 +86,7 @@ def fit_forms(rows, fit_config, out_dir: str) -> dict:
                      draws=int(fit_config.draws), warmup=int(fit_config.warmup),
                      likelihood=fit_config.likelihood, chance=float(fit_config.chance),
                      target_accept=float(fit_config.target_accept), seed=0)
-        fitted.save(os.path.join(out_dir, key))  # summary, posterior.nc, data, trace/pair/fit plots
+        fitted.save(os.path.join(out_dir, key), force=True)  # summary, posterior.nc, data, trace/pair/fit plots
         fits[key] = fitted
     return fits
 

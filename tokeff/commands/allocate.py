@@ -132,30 +132,27 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def write_json_atomic(path: str, value) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(value, f, indent=2)
-    os.replace(tmp, path)
-
-
 def run(args: argparse.Namespace) -> int:
     import sys
 
     from tokeff.scaling.allocate import allocate_fit, load_checked_fit
     from tokeff.scaling.allocation_plots import plot_budget_sweep, plot_frontier
 
+    from tokeff.io import claim_output_dir, output_dir, write_json
+
     budget = positive_float(args.budget, "--budget")
     space = option_space(args)
+    out = args.out or args.fit_dir
+    claim_output_dir(out, "allocation", allow_existing=True)
     fit = load_checked_fit(args.fit_dir, force=args.force)
     result = allocate_fit(fit, budget, space)
     for w in result["warnings"]:
         print(f"tokeff allocate: warning: {w}", file=sys.stderr)
-    out = args.out or args.fit_dir
-    os.makedirs(out, exist_ok=True)
-    plot = os.path.join(out, "frontier.png" if result["kind"] == "pretraining" else "allocation_budgets.png")
-    (plot_frontier if result["kind"] == "pretraining" else plot_budget_sweep)(result, plot)
-    write_json_atomic(os.path.join(out, "allocation.json"), result)
+    plot = "frontier.png" if result["kind"] == "pretraining" else "allocation_budgets.png"
+    with output_dir(out, "allocation", allow_existing=True) as tmp:
+        (plot_frontier if result["kind"] == "pretraining" else plot_budget_sweep)(result, os.path.join(tmp, plot))
+        write_json(os.path.join(tmp, "allocation.json"), result)
+    plot = os.path.join(out, plot)
     print(format_table(result))
     print(f"wrote {os.path.join(out, 'allocation.json')} and {plot}")
     return 0

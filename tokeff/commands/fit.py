@@ -10,7 +10,10 @@ HELP = "fit a scaling-law form to a results table (NUTS, MAP/Laplace or the clas
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", help="results table (.csv or .jsonl)")
     parser.add_argument("--form", required=True, help="registered form name (e.g. chinchilla, volume)")
-    parser.add_argument("--out", required=True, help="output directory (written atomically)")
+    parser.add_argument("--out", required=True,
+                        help="output directory: new or empty (an earlier tokeff fit there needs --force)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace an earlier tokeff fit at --out (only the files tokeff wrote)")
     parser.add_argument("--target", help="target column (default: eval_loss for loss forms, accuracy otherwise)")
     parser.add_argument("--map", action="append", default=[], metavar="VAR=COLUMN",
                         help="input or target to column, e.g. --map N=params --map V=n_examples*avg_tokens")
@@ -35,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tokeff.cpu_devices import split_cpu_for_chains
+    from tokeff.io import claim_output_dir
+
+    claim_output_dir(args.out, "fit", force=args.force)  # before the fit: a bad --out fails at once
 
     if args.method == "nuts":
         split_cpu_for_chains(args.chains)  # before any JAX work: chains in parallel on a CPU
@@ -63,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         bootstrap=args.bootstrap,
         drop_invalid=args.drop_invalid,
     )
-    path = result.save(args.out, plots=not args.no_plots)
+    path = result.save(args.out, plots=not args.no_plots, force=args.force)
     s = result.summary
     print(f"{s['form']} ({s['method']}) on {s['n_points']} points in {s['wall_seconds']:.1f} s -> {path}")
     label = "bootstrap" if s["method"] == "classic" else "posterior"

@@ -110,7 +110,8 @@ def composition(proposal: dict) -> dict:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from tokeff.commands.allocate import option_space, positive_float, write_json_atomic
+    from tokeff.commands.allocate import option_space, positive_float
+    from tokeff.io import claim_output_dir, output_dir, write_json
     from tokeff.scaling import allocate as al
     from tokeff.scaling import propose as pr
 
@@ -121,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
     space = option_space(args)
     cands = candidates(args, space)
     budget = positive_float(args.budget, "--budget") if args.budget else max(o.flops for o, _ in cands)
+    out = args.out or args.fit_dir
+    claim_output_dir(out, "proposals", allow_existing=True)
     fit = al.load_checked_fit(args.fit_dir, force=args.force)
     form, samples = fit.form, fit.samples
 
@@ -165,12 +168,11 @@ def run(args: argparse.Namespace) -> int:
                           "information_per_pflop": r.eig_per_flop * 1e15})
     points = [{"model": p["model"], "budget_flops": p["flops"], "seed": p["seed"], "composition": composition(p)}
               for p in proposals]
-    out = args.out or args.fit_dir
-    os.makedirs(out, exist_ok=True)
-    write_json_atomic(os.path.join(out, "proposals.json"), {
-        "form": form.name, "budget_flops": budget, "uncertainty": measure, "uncertainty_now": u_now,
-        "n_candidates": len(cands), "proposals": proposals})
-    write_json_atomic(os.path.join(out, "sweep_points.json"), pr.sweep_points(points))
+    with output_dir(out, "proposals", allow_existing=True) as tmp:
+        write_json(os.path.join(tmp, "proposals.json"), {
+            "form": form.name, "budget_flops": budget, "uncertainty": measure, "uncertainty_now": u_now,
+            "n_candidates": len(cands), "proposals": proposals})
+        write_json(os.path.join(tmp, "sweep_points.json"), pr.sweep_points(points))
 
     print(f"decision at {budget:.3g} FLOPs; uncertainty = {measure}: now {u_now:.3g}; "
           f"{len(cands)} candidates, each scored as the r runs {horizon:.3g} FLOPs buy; "

@@ -11,14 +11,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Mapping
 
 import numpy as np
 
 from tokeff.errors import UserError
+from tokeff.io import output_dir, write_json
 from tokeff.scaling import diagnostics as diag_lib
 from tokeff.scaling.data import FitData, prepare
 from tokeff.scaling.forms import Form, get_form
@@ -50,32 +49,18 @@ class Fit:
             return predict_observed(self.form, self.likelihood, self.samples, inputs, n_eval=n_eval, seed=seed)
         return predict_mean(self.form, self.samples, inputs)
 
-    def save(self, path: str, *, plots: bool = True) -> str:
-        """Write the fit to `path` atomically (a temp dir renamed into place)."""
-        path = os.path.abspath(path)
-        parent = os.path.dirname(path)
-        os.makedirs(parent, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=".tmp-fit-", dir=parent)
-        try:
-            with open(os.path.join(tmp, "summary.json"), "w") as f:
-                json.dump(self.summary, f, indent=2, default=_json_default)
+    def save(self, path: str, *, plots: bool = True, force: bool = False) -> str:
+        """Write the fit to `path` (summary.json, posterior.nc, data.csv, plots), staged and moved
+        into place; see `tokeff.io.output_dir` for what may already be there."""
+        with output_dir(path, "fit", force=force) as tmp:
+            write_json(os.path.join(tmp, "summary.json"), self.summary)
             self.idata.to_netcdf(os.path.join(tmp, "posterior.nc"))
             self.data.to_frame().to_csv(os.path.join(tmp, "data.csv"), index=False)
             if plots:
                 from tokeff.scaling import plots as plot_lib
 
                 plot_lib.save_all(self, tmp)
-            if os.path.exists(path):
-                old = tempfile.mkdtemp(prefix=".old-fit-", dir=parent)
-                os.replace(path, os.path.join(old, "fit"))
-                os.replace(tmp, path)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return path
+        return os.path.abspath(path)
 
 
 def load_fit(path: str) -> Fit:
@@ -336,10 +321,3 @@ def _summary(form, method, lik, data, idata, sites, diagnostics, settings, point
         "settings": settings,
     }
 
-
-def _json_default(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o)}")

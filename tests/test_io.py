@@ -1,0 +1,140 @@
+"""Output writing never deletes or overwrites what tokeff did not create (tokeff.io)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tokeff.errors import UserError
+from tokeff.io import MANIFEST, claim_output_dir, output_dir, read_manifest, write_json
+
+
+def _snapshot(root):
+    """Every file below `root` with its bytes: 'nothing changed on disk' is equality of these."""
+    out = {}
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, root)] = f.read()
+    return out
+
+
+def test_new_directory_appears_whole_with_a_manifest(tmp_path):
+    with output_dir(tmp_path / "fit", "fit") as staging:
+        write_json(os.path.join(staging, "summary.json"), {"a": 1})
+        assert not (tmp_path / "fit").exists()  # nothing visible until the end
+    assert sorted(os.listdir(tmp_path / "fit")) == [MANIFEST, "summary.json"]
+    assert read_manifest(tmp_path / "fit") == {"kind": "fit", "files": ["summary.json"]}
+    assert os.listdir(tmp_path) == ["fit"]  # no staging folder left
+
+
+@pytest.mark.parametrize("setup", ["file", "foreign_dir", "dot"])
+def test_foreign_paths_are_refused_and_untouched(tmp_path, setup, monkeypatch):
+    (tmp_path / "data.csv").write_text("N,loss\n1,2\n")
+    if setup == "file":
+        target = tmp_path / "data.csv"
+    elif setup == "foreign_dir":
+        target = tmp_path / "x"
+        target.mkdir()
+        (target / "thesis.txt").write_text("keep")
+    else:
+        monkeypatch.chdir(tmp_path)
+        target = "."
+    before = _snapshot(tmp_path)
+    with pytest.raises(UserError, match="--out"):
+        claim_output_dir(target, "fit")
+    with pytest.raises(UserError, match="--out"):
+        claim_output_dir(target, "fit", force=True)  # --force never covers what tokeff did not write
+    with pytest.raises(UserError):
+        with output_dir(target, "fit", force=True):
+            pass
+    assert _snapshot(tmp_path) == before
+
+
+def test_earlier_output_needs_force_and_force_replaces_only_tokeff_files(tmp_path):
+    target = tmp_path / "fit"
+    with output_dir(target, "fit") as staging:
+        write_json(os.path.join(staging, "summary.json"), {"v": 1})
+        write_json(os.path.join(staging, "old_plot.json"), {"v": 1})
+    (target / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="--force"):
+        claim_output_dir(target, "fit")
+    with output_dir(target, "fit", force=True) as staging:
+        write_json(os.path.join(staging, "summary.json"), {"v": 2})
+    assert json.loads((target / "summary.json").read_text()) == {"v": 2}
+    assert not (target / "old_plot.json").exists()  # tokeff's own earlier file, not written this time
+    assert (target / "notes.txt").read_text() == "mine"
+    assert read_manifest(target)["files"] == ["summary.json"]
+
+
+def test_adding_files_to_an_output_keeps_its_files_and_refuses_foreign_names(tmp_path):
+    target = tmp_path / "fit"
+    with output_dir(target, "fit") as staging:
+        write_json(os.path.join(staging, "summary.json"), {})
+    (target / "allocation.json").write_text("user's own file")
+    with pytest.raises(UserError, match="tokeff did not write it"):
+        with output_dir(target, "allocation", allow_existing=True) as staging:
+            write_json(os.path.join(staging, "allocation.json"), {"x": 1})
+    assert (target / "allocation.json").read_text() == "user's own file"
+    os.unlink(target / "allocation.json")
+    for value in (1, 2):  # a re-run replaces the file tokeff wrote the first time
+        with output_dir(target, "allocation", allow_existing=True) as staging:
+            write_json(os.path.join(staging, "allocation.json"), {"x": value})
+    assert json.loads((target / "allocation.json").read_text()) == {"x": 2}
+    assert read_manifest(target) == {"kind": "fit", "files": ["allocation.json", "summary.json"]}
+
+
+def test_an_error_while_writing_leaves_nothing(tmp_path):
+    with pytest.raises(RuntimeError):
+        with output_dir(tmp_path / "fit", "fit") as staging:
+            write_json(os.path.join(staging, "summary.json"), {})
+            raise RuntimeError("boom")
+    assert os.listdir(tmp_path) == []
+
+
+def test_staging_left_by_a_killed_process_is_cleaned(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".tokeff-staging-{int(dead.stdout)}-abc"
+    stale.mkdir()
+    (stale / "summary.json").write_text("{}")
+    live = tmp_path / f".tokeff-staging-{os.getpid()}-xyz"
+    live.mkdir()
+    claim_output_dir(tmp_path / "fit", "fit")
+    assert not stale.exists() and live.exists()
+
+
+def test_read_only_parent_is_refused(tmp_path, monkeypatch):
+    (tmp_path / "ro").mkdir(mode=0o555)
+    real_access = os.access  # CI runs as root, which writes anywhere: ask as an ordinary user would
+    monkeypatch.setattr(os, "access", lambda p, mode: real_access(p, mode) and not str(p).endswith("ro"))
+    with pytest.raises(UserError, match="not writable"):
+        claim_output_dir(tmp_path / "ro" / "fit", "fit")
+
+
+def test_long_names_and_file_parents_are_refused(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(UserError, match="too long"):
+        claim_output_dir(tmp_path / ("n" * 300), "fit")
+    with pytest.raises(UserError, match="is a file"):
+        claim_output_dir(tmp_path / "afile" / "fit", "fit")
+    assert sorted(os.listdir(tmp_path)) == ["afile"]
+
+
+def test_fit_cli_refuses_a_foreign_out_before_fitting(tmp_path):
+    """The reproduction from the report: `fit --out DIR` once deleted thesis.txt in DIR."""
+    table = tmp_path / "table.csv"
+    table.write_text("params,tokens,loss\n" + "".join(f"{n},{d},{2 + 1 / n + 1 / d}\n"
+                                                      for n in (1e6, 1e7) for d in (1e8, 1e9)))
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "thesis.txt").write_text("keep")
+    before = _snapshot(tmp_path)
+    for out in (tmp_path / "x", table, "."):
+        proc = subprocess.run([sys.executable, "-m", "tokeff.cli", "fit", str(table), "--form", "chinchilla",
+                               "--map", "N=params", "--map", "D=tokens", "--target", "loss", "--method", "map",
+                               "--out", str(out)], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and "--out" in proc.stderr
+    assert _snapshot(tmp_path) == before

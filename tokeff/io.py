@@ -1,0 +1,222 @@
+"""Writing outputs so that nothing is lost: atomic files, and output directories tokeff owns.
+
+Two promises, made here once for every command:
+
+- **Atomic files.** `write_text`/`write_json` write a temp file beside the target and
+  `os.replace` it into place, so a reader (or a kill) sees the old file or the new one, never half.
+- **Never delete what tokeff did not create.** An output directory (`fit --out`, `backtest --out`,
+  the demo's run folder, ...) carries a manifest, `.tokeff-output.json`, listing the files tokeff
+  wrote there. A command may replace or remove only files in that manifest; any other file in the
+  directory is left alone, and a non-empty directory without a manifest is refused outright.
+
+`claim_output_dir` runs before any work (so bad paths fail in a second, not after a fit), and
+`output_dir` stages the files in a hidden sibling folder that is renamed into place at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import math
+import os
+import pathlib
+import shutil
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from tokeff.errors import UserError
+
+MANIFEST = ".tokeff-output.json"
+_STAGING = ".tokeff-staging-"
+
+
+def json_default(value: Any) -> Any:
+    """JSON encoder for numpy scalars/arrays and paths (non-finite floats become null)."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, pathlib.PurePath):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` atomically: a temp file in the same folder, fsynced, then renamed."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write `text` (UTF-8) to `path` atomically."""
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike, value: Any, *, indent: int | None = 2, sort_keys: bool = False) -> None:
+    """Write `value` as JSON to `path` atomically (numpy values allowed)."""
+    write_text(path, json.dumps(value, indent=indent, sort_keys=sort_keys, default=json_default) + "\n")
+
+
+def read_manifest(path: str | os.PathLike) -> dict | None:
+    """The manifest of a tokeff output directory, or None if `path` is not one."""
+    try:
+        with open(os.path.join(path, MANIFEST)) as f:
+            manifest = json.load(f)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list):
+        return None
+    return manifest
+
+
+def check_writable_dir(path: str | os.PathLike, field: str) -> str:
+    """Refuse (UserError) a directory path that cannot be created or written; create nothing."""
+    path = os.path.abspath(os.fspath(path))
+    for part in pathlib.Path(path).parts[1:]:
+        if len(os.fsencode(part)) > 255:
+            raise UserError(f"{field}: the name '{part[:40]}...' is too long ({len(part)} characters; the limit is 255)")
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise UserError(f"{field}: {path} is a file, not a directory")
+    probe = path
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if os.path.lexists(parent) and not os.path.isdir(parent):
+            raise UserError(f"{field}: {parent} is a file, not a directory")
+        probe = parent
+    if not os.path.isdir(probe):
+        raise UserError(f"{field}: {probe} is not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"{field}: {probe} is not writable")
+    return path
+
+
+def claim_output_dir(path: str | os.PathLike, kind: str, *, field: str = "--out", force: bool = False,
+                     allow_existing: bool = False) -> str:
+    """Check, before any work, that `kind` outputs may be written at `path`; return its absolute path.
+
+    Accepted: a path that does not exist yet, an empty directory, or a tokeff output directory
+    (with `force`, or with `allow_existing` for commands that add files to one, like `allocate`).
+    Refused, with nothing touched: a file, a non-empty directory tokeff did not create, an
+    unwritable place.
+    """
+    path = check_writable_dir(path, field)
+    if os.path.isdir(path) and os.listdir(path):
+        manifest = read_manifest(path)
+        if manifest is None:
+            raise UserError(f"{field}: {path} exists and is not empty, and tokeff did not create it; "
+                            "choose a new directory")
+        if not (force or allow_existing):
+            raise UserError(f"{field}: {path} already holds a tokeff {manifest.get('kind', 'output')}; "
+                            "choose a new directory, or pass --force to replace the files tokeff wrote there")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise UserError(f"{field}: {path} is not writable")
+    _remove_stale_staging(path)
+    return path
+
+
+@contextlib.contextmanager
+def output_dir(path: str | os.PathLike, kind: str, *, field: str = "--out", force: bool = False,
+               allow_existing: bool = False) -> Iterator[str]:
+    """Stage outputs in a hidden sibling folder; on success move them into `path`.
+
+    Yields the staging folder: write files there. A new `path` appears whole (one rename). Into an
+    existing tokeff directory each file is moved atomically; files an earlier run listed in the
+    manifest but this one did not write are removed only if `force` (replacing an output).
+    Files not in the manifest are never touched. On error the staging folder is removed.
+    """
+    path = claim_output_dir(path, kind, field=field, force=force, allow_existing=allow_existing)
+    parent = os.path.dirname(path)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=f"{_STAGING}{os.getpid()}-", dir=parent)
+    except OSError as e:
+        raise _disk_error(e, parent, field) from None
+    try:
+        yield staging
+        written = sorted(str(p.relative_to(staging)) for p in pathlib.Path(staging).rglob("*") if p.is_file())
+        if not os.path.exists(path):
+            _write_manifest(staging, kind, written)
+            os.rename(staging, path)
+            return
+        manifest = read_manifest(path) or {"files": []}
+        owned = set(manifest["files"])
+        for rel in written:
+            target = os.path.join(path, rel)
+            if os.path.lexists(target) and rel not in owned:
+                raise UserError(f"{field}: {target} exists and tokeff did not write it; choose a new directory")
+        for rel in written:
+            os.makedirs(os.path.dirname(os.path.join(path, rel)), exist_ok=True)
+            os.replace(os.path.join(staging, rel), os.path.join(path, rel))
+        keep = set(written)
+        if force:
+            for rel in owned - keep:
+                with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                    os.unlink(os.path.join(path, rel))
+        else:
+            keep |= {rel for rel in owned if os.path.exists(os.path.join(path, rel))}
+        _write_manifest(path, manifest.get("kind", kind) if allow_existing else kind, sorted(keep))
+    except OSError as e:
+        raise _disk_error(e, path, field) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_manifest(directory: str, kind: str, files: list[str]) -> None:
+    write_json(os.path.join(directory, MANIFEST), {"kind": kind, "files": files})
+
+
+def _remove_stale_staging(path: str) -> None:
+    """Remove staging folders beside `path` left by killed tokeff processes (their pid is gone)."""
+    parent = os.path.dirname(path)
+    with contextlib.suppress(OSError):
+        for name in os.listdir(parent):
+            if not name.startswith(_STAGING):
+                continue
+            pid = name[len(_STAGING):].split("-", 1)[0]
+            if pid.isdigit() and not _pid_alive(int(pid)):
+                shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _disk_error(error: OSError, where: str, field: str) -> Exception:
+    """A one-line error for a full disk or an unwritable place; other errors pass through."""
+    if error.errno == errno.ENOSPC:
+        return DiskFullError(f"{field}: no space left on the device holding {where}")
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return UserError(f"{field}: {where} is not writable ({os.strerror(error.errno)})")
+    return error
+
+
+class DiskFullError(RuntimeError):
+    """The disk filled up while writing: the CLI prints one line and exits 1 (not bad input)."""
