@@ -12,6 +12,7 @@ import importlib
 import os
 import sys
 
+from tokeff.cache import enable_compilation_cache
 from tokeff.errors import UserError
 from tokeff.io import DiskFullError
 
@@ -50,18 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _enable_compilation_cache() -> None:
-    """Reuse XLA compilations across commands: on a CPU, compiling a 30-layer model can take
-    longer than the run itself, and sweeps and reruns compile the same shapes again.
-    Set before JAX is imported; JAX_COMPILATION_CACHE_DIR= (empty) turns it off."""
-    cache = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "tokeff", "jax")
-    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", cache)
-    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    _enable_compilation_cache()
+    enable_compilation_cache()
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # Only commands that take ml_collections overrides (--config.KEY=VALUE) accept extras.
