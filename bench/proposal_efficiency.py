@@ -8,7 +8,7 @@ as the 90% credible interval of log10 N_opt is narrower than the target width:
 
 - uniform: the whole grid in a random order, then again (a space-filling design, replicated);
 - proposals: each step, the candidate with the largest expected interval-width reduction per
-  FLOP (tokeff.scaling.propose.expected_information), each candidate scored as the replicates
+  FLOP (tokeff.decide.proposals.expected_information), each candidate scored as the replicates
   of it that the most expensive candidate's FLOPs buy (propose.replicates), so that cheap runs
   whose information saturates do not win on a myopic ratio.
 
@@ -29,8 +29,9 @@ import time
 
 import numpy as np
 
-from tokeff.scaling.allocate import chinchilla_frontier, effective_sample_size
-from tokeff.scaling.propose import Noise, expected_information, interval_width, replicates, reweight
+from tokeff.decide.frontier import chinchilla_frontier
+from tokeff.decide.summaries import effective_sample_size
+from tokeff.decide.proposals import Noise, expected_information, interval_width, replicates, reweight
 from tokeff.scaling.simulate import CHINCHILLA_PUBLISHED
 
 SIGMA = 0.02

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tokeff.errors import UserError
-from tokeff.scaling import allocate as al
+from tokeff.decide import decision, frontier, options, summaries
 from tokeff.scaling.forms import get_form
 
 PUBLISHED = dict(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)
@@ -21,19 +21,19 @@ def test_chinchilla_frontier_at_gopher_budget():
     # D_opt = 2.98e12 at Gopher's 5.76e23 FLOPs (6 N D = C exactly). That is Hoffmann et al.'s
     # "approach 3" (their parametric fit), which is known to call for a smaller model than the
     # 70B / 1.4T tokens Chinchilla actually trained (approaches 1-2); we assert the formula's value.
-    n, d = al.chinchilla_frontier({k: np.array([v]) for k, v in PUBLISHED.items()}, np.array([GOPHER_BUDGET]))
+    n, d = frontier.chinchilla_frontier({k: np.array([v]) for k, v in PUBLISHED.items()}, np.array([GOPHER_BUDGET]))
     assert n[0, 0] == pytest.approx(3.219e10, rel=1e-3)
     assert 6 * n[0, 0] * d[0, 0] == pytest.approx(GOPHER_BUDGET, rel=1e-9)
     # Rounding matters: the unrounded fit (alpha 0.33917, beta 0.28491, ...) gives 4.04e10.
     from tokeff.scaling.simulate import CHINCHILLA_PUBLISHED
 
-    n_unrounded, _ = al.chinchilla_frontier({k: np.array([v]) for k, v in CHINCHILLA_PUBLISHED.items()},
+    n_unrounded, _ = frontier.chinchilla_frontier({k: np.array([v]) for k, v in CHINCHILLA_PUBLISHED.items()},
                                             np.array([GOPHER_BUDGET]))
     assert n_unrounded[0, 0] == pytest.approx(4.036e10, rel=1e-3)
     # Draws concentrated (1% log-sd) on the published values: the posterior median is within
     # 5% of the point value (1% on each of 5 parameters moves N_opt by a few percent at most:
     # N_opt's log is ~1.6x log(alpha A / beta B) plus small terms), and the 90% band brackets it.
-    result = al.allocate_pretraining(get_form("chinchilla"), _draws(PUBLISHED), GOPHER_BUDGET)
+    result = frontier.allocate_pretraining(get_form("chinchilla"), _draws(PUBLISHED), GOPHER_BUDGET)
     q = result["decision"]["N_opt"]
     assert q["median"] == pytest.approx(3.219e10, rel=0.05)
     assert q["q05"] < 3.219e10 < q["q95"]
@@ -46,8 +46,8 @@ def test_chinchilla_frontier_at_gopher_budget():
 def test_numeric_frontier_matches_closed_form():
     draws = _draws(PUBLISHED, n=300, rel=0.05, seed=1)
     budgets = np.geomspace(1e19, 1e25, 4)
-    n_closed, d_closed = al.chinchilla_frontier(draws, budgets)
-    n_num, d_num = al.numeric_frontier(get_form("chinchilla").mean, draws, budgets)
+    n_closed, d_closed = frontier.chinchilla_frontier(draws, budgets)
+    n_num, d_num = frontier.numeric_frontier(get_form("chinchilla").mean, draws, budgets)
     # float32 JAX mean: the loss is flat at the optimum, so log N is resolved to ~1e-2.
     np.testing.assert_allclose(n_num, n_closed, rtol=2e-2)
     np.testing.assert_allclose(d_num, d_closed, rtol=2e-2)
@@ -57,7 +57,7 @@ def test_kaplan_numeric_frontier_is_the_minimum():
     form = get_form("kaplan")
     draws = {"Nc": np.array([6.4e13]), "Dc": np.array([1.8e13]),
              "alpha_N": np.array([0.076]), "alpha_D": np.array([0.103])}
-    n_opt, d_opt = al.frontier(form, draws, np.array([1e21]))
+    n_opt, d_opt = frontier.frontier(form, draws, np.array([1e21]))
     # Brute force along C = 6ND in float64.
     n_grid = np.geomspace(1e5, 1e13, 200_001)
     d_grid = 1e21 / 6 / n_grid
@@ -72,7 +72,7 @@ def test_decide_hand_case():
                   [0.40, 0.50, 0.55],
                   [0.60, 0.50, 0.55],
                   [0.50, 0.50, 0.45]])
-    d = al.decide(u)
+    d = decision.decide(u)
     np.testing.assert_allclose(d.expected_utility, [0.525, 0.5, 0.525])
     # draw 4: options 0 and 1 tie at 0.50 and share the credit.
     np.testing.assert_allclose(d.p_best, [0.5 + 0.125, 0.125, 0.25])
@@ -87,30 +87,30 @@ def test_decide_hand_case():
 def test_decide_clear_winner_and_weights():
     rng = np.random.default_rng(0)
     u = np.stack([1.0 + 0.01 * rng.standard_normal(4000), 0.5 + 0.01 * rng.standard_normal(4000)], axis=1)
-    d = al.decide(u)
+    d = decision.decide(u)
     assert d.best == 0 and d.p_best[0] == pytest.approx(1.0) and not d.indistinguishable
     assert d.expected_regret[0] == 0.0 and d.expected_regret[1] == pytest.approx(0.5, abs=1e-3)
     # Importance weights that put all mass on draws where option 1 wins flip the decision.
     u2 = np.array([[1.0, 0.0], [0.0, 1.0]])
-    assert al.decide(u2, np.array([0.0, 1.0])).best == 1
+    assert decision.decide(u2, np.array([0.0, 1.0])).best == 1
 
 
 def test_weighted_interval():
     x = np.arange(1000.0)
-    q = al.interval(x)
+    q = summaries.interval(x)
     assert q["median"] == pytest.approx(499.5) and q["q05"] == pytest.approx(49.95)
-    qw = al.interval(x, np.where(x < 500, 1.0, 0.0))
+    qw = summaries.interval(x, np.where(x < 500, 1.0, 0.0))
     assert qw["q95"] < 500
 
 
 def test_data_pool_feasibility():
-    pool = al.DataPool(lengths=np.array([10, 20, 30, 40, 100]))
+    pool = options.DataPool(lengths=np.array([10, 20, 30, 40, 100]))
     assert pool.check(3, 30) is None
     assert "only 5 available" in pool.check(6, 30)
     # the 2 longest average 70: nothing averages 200 tokens, nor 5 tokens.
     assert "possible" in pool.check(2, 200)
     assert "possible" in pool.check(2, 5)
-    assert al.DataPool(max_examples=10).check(11, 50) is not None
+    assert options.DataPool(max_examples=10).check(11, 50) is not None
 
 
 def test_grid_options_exclude_infeasible():
@@ -119,21 +119,21 @@ def test_grid_options_exclude_infeasible():
 
     per = example_training_flops(get_preset("tiny"), 64)
     budget = 100.5 * per
-    feasible, infeasible = al.grid_options(budget, ["tiny"], [64], epochs=(1, 2),
-                                           pool=al.DataPool(max_examples=80))
+    feasible, infeasible = options.grid_options(budget, ["tiny"], [64], epochs=(1, 2),
+                                           pool=options.DataPool(max_examples=80))
     # 1 epoch needs 100 examples (only 80 exist): infeasible; 2 epochs needs 50: feasible.
     assert [(o.n_examples, o.epochs) for o in feasible] == [(50, 2)]
     assert feasible[0].flops == 2 * 50 * per <= budget
     assert len(infeasible) == 1 and "only 80 available" in infeasible[0].reason
     # Explicit example counts over budget are excluded with the reason.
-    feasible, infeasible = al.grid_options(budget, ["tiny"], [64], n_examples=[10, 200])
+    feasible, infeasible = options.grid_options(budget, ["tiny"], [64], n_examples=[10, 200])
     assert [o.n_examples for o in feasible] == [10]
     assert "> budget" in infeasible[0].reason
 
 
 def test_attention_makes_long_examples_cost_more():
     # Same tokens, longer examples: fewer examples fit the budget (the quadratic attention term).
-    feasible, _ = al.grid_options(1e12, ["tiny"], [32, 256])
+    feasible, _ = options.grid_options(1e12, ["tiny"], [32, 256])
     short, long = feasible
     assert short.n_examples * 32 > long.n_examples * 256
 
@@ -145,13 +145,13 @@ def test_strategy_options_spend_at_most_the_budget():
     lengths = np.array([5, 50, 20, 80, 10, 40, 30, 60])
     cost = {int(L): example_training_flops(get_preset("tiny"), int(L)) for L in lengths}
     budget = cost[80] + cost[60] + 0.5 * cost[50]
-    feasible, _ = al.strategy_options(budget, ["tiny"], ["few_long", "many_short"], lengths)
+    feasible, _ = options.strategy_options(budget, ["tiny"], ["few_long", "many_short"], lengths)
     few_long, many_short = feasible
     assert (few_long.n_examples, few_long.avg_tokens) == (2, 70.0)
     assert few_long.flops == cost[80] + cost[60] <= budget
     assert many_short.n_examples > few_long.n_examples and many_short.flops <= budget
     with pytest.raises(UserError, match="strategy"):
-        al.strategy_order(lengths, "longest")
+        options.strategy_order(lengths, "longest")
 
 
 def test_finetuning_decision_prefers_what_the_law_says():
@@ -160,8 +160,8 @@ def test_finetuning_decision_prefers_what_the_law_says():
     # gamma > beta. Both ways round, and P(best), regret and intervals come with the decision.
     form = get_form("volume")
     draws = _draws(dict(A=1e-3, beta=0.1, gamma=0.3, E=0.25), n=500, rel=0.02)
-    space = al.OptionSpace(models=("tiny", "ladder-2m"), lengths=(64, 128))
-    result = al.allocate_finetuning(form, draws, 1e14, space, columns=form.columns)
+    space = options.OptionSpace(models=("tiny", "ladder-2m"), lengths=(64, 128))
+    result = decision.allocate_finetuning(form, draws, 1e14, space, columns=form.columns)
     assert result["decision"]["model"] == "ladder-2m"
     assert result["decision"]["p_best"] > 0.9
     assert result["decision"]["expected_regret"] < 1e-3
@@ -169,4 +169,4 @@ def test_finetuning_decision_prefers_what_the_law_says():
         (o["expected_utility"] for o in result["options"]), reverse=True)
     assert len(result["budget_sweep"]) == 9
     draws = _draws(dict(A=1e-3, beta=0.3, gamma=0.1, E=0.25), n=500, rel=0.02)
-    assert al.allocate_finetuning(form, draws, 1e14, space, columns=form.columns)["decision"]["model"] == "tiny"
+    assert decision.allocate_finetuning(form, draws, 1e14, space, columns=form.columns)["decision"]["model"] == "tiny"

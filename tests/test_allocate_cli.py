@@ -143,14 +143,14 @@ def test_propose_ranks_and_writes_sweep_points(volume_fit, tmp_path, capsys):
     grid = {"models": ["tiny", "ladder-2m"], "n_examples": [50, 400], "avg_tokens": [64, 256], "seeds": [0]}
     (tmp_path / "grid.json").write_text(json.dumps(grid))
     argv = [volume_fit, "--grid", str(tmp_path / "grid.json"), "--top", "3", "--budget", "2e11",
-            "--sims", "16", "--out", str(tmp_path)]
+            "--sims", "16", "--out", str(tmp_path / "out")]
     code, out, err = _run("propose", argv, capsys)
     assert code == 0, err
-    proposals = json.loads((tmp_path / "proposals.json").read_text())
+    proposals = json.loads((tmp_path / "out" / "proposals.json").read_text())
     assert proposals["n_candidates"] == 8 and len(proposals["proposals"]) == 3
     ratios = [p["information_per_pflop"] for p in proposals["proposals"]]
     assert ratios == sorted(ratios, reverse=True)
-    points = json.loads((tmp_path / "sweep_points.json").read_text())["points"]
+    points = json.loads((tmp_path / "out" / "sweep_points.json").read_text())["points"]
     assert set(points[0]) == {"model", "budget_flops", "composition", "seed"}
     assert points[0]["composition"] == {"strategy": "random", "n_examples": proposals["proposals"][0]["n_examples"],
                                         "avg_tokens": proposals["proposals"][0]["avg_tokens"]}
@@ -159,10 +159,10 @@ def test_propose_ranks_and_writes_sweep_points(volume_fit, tmp_path, capsys):
 
 def test_propose_pretraining_and_bad_grid(chinchilla_fit, tmp_path, capsys):
     argv = [chinchilla_fit[True], "--models", "ladder-7m,ladder-57m", "--n-examples", "1000,100000",
-            "--lengths-grid", "1024", "--budget", "1e21", "--sims", "16", "--out", str(tmp_path)]
+            "--lengths-grid", "1024", "--budget", "1e21", "--sims", "16", "--out", str(tmp_path / "out")]
     code, out, err = _run("propose", argv, capsys)
     assert code == 0, err
-    assert "log10 N_opt" in out and len(json.loads((tmp_path / "proposals.json").read_text())["proposals"]) == 4
+    assert "log10 N_opt" in out and len(json.loads((tmp_path / "out" / "proposals.json").read_text())["proposals"]) == 4
     (tmp_path / "bad.json").write_text("{not json")
     code, _, err = _run("propose", [chinchilla_fit[True], "--grid", str(tmp_path / "bad.json")], capsys)
     assert code == 2 and "--grid" in err
@@ -172,12 +172,12 @@ def test_allocate_strategies_from_dataset_lengths(volume_fit, tmp_path, capsys):
     lengths = np.random.default_rng(0).integers(20, 400, 300)
     (tmp_path / "lengths.txt").write_text("\n".join(map(str, lengths)))
     argv = [volume_fit, "--budget", "1e10", "--models", "tiny", "--strategies", "few_long,many_short,balanced",
-            "--lengths", str(tmp_path / "lengths.txt"), "--out", str(tmp_path)]
+            "--lengths", str(tmp_path / "lengths.txt"), "--out", str(tmp_path / "out")]
     code, _, err = _run("allocate", argv, capsys)
     assert code == 0, err
-    options = {o["strategy"]: o for o in json.loads((tmp_path / "allocation.json").read_text())["options"]}
+    options = {o["strategy"]: o for o in json.loads((tmp_path / "out" / "allocation.json").read_text())["options"]}
     assert set(options) == {"few_long", "many_short", "balanced"}
     assert options["few_long"]["avg_tokens"] > options["balanced"]["avg_tokens"] > options["many_short"]["avg_tokens"]
     assert all(o["flops"] <= 1e10 and o["n_examples"] < 300 for o in options.values())
-    code, _, err = _run("allocate", argv[:-4] + ["--out", str(tmp_path)], capsys)
+    code, _, err = _run("allocate", argv[:-4] + ["--out", str(tmp_path / "out")], capsys)
     assert code == 2 and "--lengths" in err

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tokeff.scaling import propose as pr
+from tokeff.decide import proposals as pr
 
 
 def test_reweight_matches_conjugate_posterior():

@@ -48,7 +48,7 @@ def run_demo(config_path: str | None, overrides: list[str], workdir: str) -> int
     allocation = allocate_strategy(fits, comparison, config, budget)
     _write_json(os.path.join(workdir, "allocation.json"), allocation)
     plot_results(rows, os.path.join(workdir, "accuracy_vs_volume.png"))
-    from tokeff.scaling.allocation_plots import plot_budget_sweep
+    from tokeff.decide.plots import plot_budget_sweep
 
     plot_budget_sweep(allocation, os.path.join(workdir, "allocation.png"))
     report = format_report(rows, fits, comparison, verdict, allocation, workdir)
@@ -140,7 +140,8 @@ def pool_lengths(train_config) -> np.ndarray:
 
 def allocate_strategy(fits: dict, comparison: dict, config, budget: float) -> dict:
     """Which strategy to run at `budget` under the LOO-preferred law (expected utility)."""
-    from tokeff.scaling.allocate import DataPool, OptionSpace, allocate_fit
+    from tokeff.decide.allocation import allocate_fit
+    from tokeff.decide.options import DataPool, OptionSpace
 
     fit = fits[comparison["best"]]
     model = sweep.preset_for_spec(config.grid.models[0])
@@ -198,7 +199,7 @@ def plot_results(rows, path: str) -> None:
     import matplotlib.ticker
 
     from tokeff.eval.intervals import wilson_interval
-    from tokeff.scaling.allocation_plots import save_figure
+    from tokeff.io import save_figure
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for i, strategy in enumerate(sorted({r["strategy"] for r in rows})):

@@ -77,6 +77,19 @@ def write_json(path: str | os.PathLike, value: Any, *, indent: int | None = 2, s
     write_text(path, json.dumps(value, indent=indent, sort_keys=sort_keys, default=json_default) + "\n")
 
 
+def save_figure(fig, path: str | os.PathLike, *, dpi: int = 110) -> None:
+    """Write a matplotlib figure as a PNG atomically (temp file, then rename) and close it."""
+    import io as _io
+
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    buffer = _io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    plt.close(fig)
+    write_bytes(path, buffer.getvalue())
+
+
 def read_manifest(path: str | os.PathLike) -> dict | None:
     """The manifest of a tokeff output directory, or None if `path` is not one."""
     try:

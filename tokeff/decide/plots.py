@@ -1,16 +1,16 @@
 """Plots of allocation decisions: the frontier with credible bands, and decisions across budgets.
 
-Both read the allocation.json payload (tokeff.scaling.allocate), so a saved decision can be
+Both read the allocation.json payload (tokeff.decide.allocation), so a saved decision can be
 re-plotted without the posterior.
 """
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
-from tokeff.scaling.allocate import CHINCHILLA_RUN, PUBLISHED, chinchilla_frontier
+from tokeff.decide.frontier import chinchilla_frontier
+from tokeff.io import save_figure
+from tokeff.published import CHINCHILLA_RUN, PUBLISHED_CHINCHILLA as PUBLISHED
 
 
 def _figure(ncols: int):
@@ -21,17 +21,6 @@ def _figure(ncols: int):
 
     fig, axes = plt.subplots(1, ncols, figsize=(5.5 * ncols, 4.2))
     return fig, np.atleast_1d(axes)
-
-
-def save_figure(fig, path: str) -> None:
-    """Write `fig` as a PNG atomically (temp file, then rename) and close it."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
 
 
 def plot_frontier(allocation: dict, path: str) -> None:

@@ -1,0 +1,26 @@
+"""The option-space flags `tokeff allocate` and `tokeff propose` share (what may be chosen, and
+what data exists), turned into a tokeff.decide.options.OptionSpace."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_option_space_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", help="comma-separated candidate presets (fine-tuning forms)")
+    parser.add_argument("--lengths-grid", help="comma-separated candidate average example lengths (tokens)")
+    parser.add_argument("--n-examples", help="comma-separated example counts; default: as many as the budget buys")
+    parser.add_argument("--epochs", default="1", help="comma-separated epoch counts (default 1)")
+    parser.add_argument("--strategies", help="comma-separated subsampling strategies (few_long, many_short, "
+                        "balanced) applied to the dataset's lengths (needs --lengths)")
+    parser.add_argument("--lengths", metavar="FILE", help="the available examples' token lengths: a JSON list "
+                        "or one integer per line")
+    parser.add_argument("--max-examples", type=int, help="how many examples exist (when lengths are unknown)")
+
+
+def option_space_from_args(args: argparse.Namespace):
+    from tokeff.decide.options import option_space
+
+    return option_space(models=args.models, lengths_grid=args.lengths_grid, strategies=args.strategies,
+                        epochs=args.epochs, n_examples=args.n_examples, lengths_file=args.lengths,
+                        max_examples=args.max_examples)

@@ -1,0 +1,124 @@
+"""`allocate_fit`: the allocation.json payload for a fit at a budget, with its warnings.
+
+Routes by the form: a pretraining law gets the compute-optimal frontier (tokeff.decide.frontier),
+a fine-tuning law a choice among options (tokeff.decide.decision). Decisions drawn from a
+sampler that did not converge are refused unless forced, and every input outside the fitted
+range is reported with its extrapolation factor: laws are least trustworthy exactly there.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Mapping
+
+import numpy as np
+
+from tokeff.decide.decision import allocate_finetuning
+from tokeff.decide.frontier import allocate_pretraining, is_pretraining_form
+from tokeff.decide.options import Option, OptionSpace, option_inputs
+from tokeff.errors import UserError
+
+
+def load_checked_fit(fit_dir: str, *, force: bool = False):
+    """`load_fit(fit_dir)`, refusing a fit whose diagnostics failed unless `force`: a decision
+    drawn from a sampler that did not converge is not one to act on."""
+    from tokeff.scaling.fit import load_fit
+
+    if not os.path.isdir(fit_dir):
+        raise UserError(f"FIT_DIR: not a directory: {fit_dir}")
+    fit = load_fit(fit_dir)
+    diagnostics = fit.diagnostics or {}
+    if not diagnostics.get("ok", False) and not force:
+        detail = "; ".join(diagnostics.get("problems") or []) or "no diagnostics recorded"
+        raise UserError(f"FIT_DIR: diagnostics not ok ({detail}); refit, or pass --force")
+    return fit
+
+
+def extrapolation_factor(value: float, lo: float, hi: float) -> float:
+    """How far outside [lo, hi] a value is, as a ratio (1.0 = inside)."""
+    return max(1.0, value / hi, lo / value)
+
+
+def budget_warnings(fit, budget: float, chosen_inputs: Mapping[str, float] | None = None) -> list[str]:
+    """Warnings for a budget (or a chosen option's inputs) outside what the fit saw, each with
+    its extrapolation factor: laws are least trustworthy exactly where they are extrapolated."""
+    inputs = fit.data.inputs
+    out = []
+    if {"N", "D"} <= set(inputs):
+        c_S = 6.0 * np.asarray(inputs["N"]) * np.asarray(inputs["D"])
+        factor = extrapolation_factor(budget, c_S.min(), c_S.max())
+        if factor > 1.0:
+            out.append(f"budget {budget:.3g} FLOPs is outside the fit's range of 6ND "
+                       f"[{c_S.min():.3g}, {c_S.max():.3g}]: extrapolating by {factor:.3g}x")
+    for name, value in (chosen_inputs or {}).items():
+        x = np.asarray(inputs[name])
+        factor = extrapolation_factor(value, x.min(), x.max())
+        if factor > 1.0:
+            out.append(f"budget {budget:.3g} FLOPs: the decision's {name}={value:.3g} is outside the "
+                       f"fit's range [{x.min():.3g}, {x.max():.3g}]: extrapolating by {factor:.3g}x")
+    return out
+
+
+def allocate_fit(fit, budget: float, space: OptionSpace | None = None) -> dict:
+    """The allocation.json payload for a fit at a budget (pretraining frontier or fine-tuning
+    choice, by the form's inputs), with its extrapolation warnings."""
+    form = fit.form
+    if budget <= 0 or not np.isfinite(budget):
+        raise UserError(f"budget: must be a positive number of FLOPs, got {budget}")
+    if is_pretraining_form(form):
+        c_S = 6.0 * np.asarray(fit.data.inputs["N"]) * np.asarray(fit.data.inputs["D"])
+        result = allocate_pretraining(form, fit.samples, budget, budget_range=(c_S.min(), c_S.max()))
+        warnings = budget_warnings(fit, budget)
+    else:
+        if space is None or not space.models:
+            raise UserError(f"models: form {form.name} chooses among models; give candidates (--models)")
+        result = allocate_finetuning(form, fit.samples, budget, space, columns=fit.data.columns)
+        best = Option(**{k: result["decision"][k] for k in
+                         ("model", "n_examples", "avg_tokens", "epochs", "flops", "strategy")})
+        chosen = {k: float(v[0]) for k, v in option_inputs([best], fit.data.columns).items()}
+        warnings = budget_warnings(fit, budget, chosen)
+    return {"form": form.name, "target": form.target, "budget_flops": float(budget),
+            "n_draws": int(len(next(iter(fit.samples.values())))), "warnings": warnings, **result}
+
+
+def _fmt_interval(q: dict) -> str:
+    return f"{q['median']:.4g} [{q['q05']:.4g}, {q['q95']:.4g}]"
+
+
+def format_table(result: dict) -> str:
+    lines = [f"form {result['form']} ({result['target']}), budget {result['budget_flops']:.3g} FLOPs, "
+             f"{result['n_draws']} posterior draws"]
+    if result["kind"] == "pretraining":
+        lines.append(f"{'quantity':<18}{'median':>11}{'q05':>11}{'q10':>11}{'q90':>11}{'q95':>11}")
+        for key, q in result["decision"].items():
+            lines.append(f"{key:<18}" + "".join(f"{q[k]:>11.3g}" for k in ("median", "q05", "q10", "q90", "q95")))
+        for name, ref in result["reference_at_budget"].items():
+            lines.append(f"  reference {name}: N_opt {ref['N_opt']:.3g}, D_opt {ref['D_opt']:.3g}, "
+                         f"tokens/param {ref['tokens_per_param']:.3g}")
+    else:
+        lines.append(f"{'#':>2} {'option':<40}{'FLOPs':>10}  {'predicted median [q05, q95]':<30}"
+                     f"{'P(best)':>8}{'E[regret]':>11}")
+        for i, o in enumerate(result["options"][:10], 1):
+            lines.append(f"{i:>2} {o['label']:<40}{o['flops']:>10.3g}  {_fmt_interval(o['predicted']):<30}"
+                         f"{o['p_best']:>8.2f}{o['expected_regret']:>11.3g}")
+        if len(result["options"]) > 10:
+            lines.append(f"   ... {len(result['options']) - 10} more options in allocation.json")
+        if result["infeasible"]:
+            lines.append(f"   {len(result['infeasible'])} infeasible option(s), e.g. "
+                         f"{result['infeasible'][0]['label']}: {result['infeasible'][0]['reason']}")
+        d = result["decision"]
+        lines.append(f"decision: {d['label']} (P(best) {d['p_best']:.2f}, expected regret "
+                     f"{d['expected_regret']:.3g}, predicted {result['target']} {_fmt_interval(d['predicted'])})")
+        if result["indistinguishable"]:
+            lines.append(f"  indistinguishable from the runner-up {result['runner_up']['label']}: "
+                         f"{result['indistinguishable_reason']}")
+        lines.append("across budgets:")
+        for p in result["budget_sweep"]:
+            if p["decision"] is None:
+                lines.append(f"  {p['budget_flops']:>10.3g}  no feasible option")
+            else:
+                tie = "  (~tie)" if p["indistinguishable"] else ""
+                lines.append(f"  {p['budget_flops']:>10.3g}  {p['decision']:<40} P(best) {p['p_best']:.2f}  "
+                             f"{_fmt_interval(p['predicted'])}{tie}")
+    lines += [f"warning: {w}" for w in result["warnings"]]
+    return "\n".join(lines)

@@ -1,0 +1,125 @@
+"""The decision among options: maximise expected utility over posterior draws.
+
+Not the utility at a point estimate: the expected one, reported with the probability that the
+chosen option is the best and its expected regret, so near-ties are visible instead of hidden.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping
+
+import numpy as np
+
+from tokeff.decide.frontier import MeanFn
+from tokeff.decide.options import Option, OptionSpace, option_inputs
+from tokeff.decide.summaries import effective_sample_size, interval, normalized_weights
+from tokeff.errors import UserError
+
+
+def predicted_metric(mean: MeanFn, samples: Mapping[str, np.ndarray], inputs_K) -> np.ndarray:
+    """The form's mean for every draw and option: [S, K]."""
+    params_Sx1 = {k: np.asarray(v, np.float64)[:, None] for k, v in samples.items()}
+    inputs_1xK = {k: np.asarray(v, np.float64)[None, :] for k, v in inputs_K.items()}
+    n_draws = len(next(iter(params_Sx1.values())))
+    out = np.asarray(mean(params_Sx1, inputs_1xK), np.float64)
+    return np.broadcast_to(out, (n_draws, len(next(iter(inputs_K.values())))))
+
+
+@dataclasses.dataclass
+class Decision:
+    """Expected-utility decision over K options from [S, K] utilities (higher is better)."""
+
+    order: np.ndarray            # option indices, best expected utility first
+    expected_utility: np.ndarray  # [K]
+    p_best: np.ndarray           # [K] posterior probability that each option is the best
+    expected_regret: np.ndarray  # [K] E[max_j u_j - u_k]
+    p_first_beats_second: float  # pairwise posterior probability, best vs runner-up
+    regret_gap_mc_se: float      # Monte Carlo standard error of the runner-up's extra regret
+    indistinguishable: bool
+    reason: str
+
+    @property
+    def best(self) -> int:
+        return int(self.order[0])
+
+
+def decide(utility_SxK: np.ndarray, weights_S: np.ndarray | None = None, *,
+           p_threshold: float = 0.9) -> Decision:
+    """Maximise expected utility; report P(best), expected regret and whether the top two differ.
+
+    Ties within a draw share the "best" credit equally. The top two are called
+    indistinguishable when the posterior probability that the first beats the second is below
+    `p_threshold`, or when the runner-up's extra expected regret is within 2 Monte Carlo
+    standard errors (using the effective sample size of the draws).
+    """
+    u = np.asarray(utility_SxK, np.float64)
+    n_draws, k = u.shape
+    w = normalized_weights(n_draws, weights_S)
+    eu = w @ u
+    best_u_S = u.max(axis=1)
+    tie_SxK = u >= best_u_S[:, None] - 1e-12 * np.maximum(1.0, np.abs(best_u_S[:, None]))
+    p_best = np.clip(w @ (tie_SxK / tie_SxK.sum(axis=1, keepdims=True)), 0.0, 1.0)
+    regret = w @ (best_u_S[:, None] - u)
+    order = np.argsort(-eu, kind="stable")
+    if k == 1:
+        return Decision(order, eu, p_best, regret, 1.0, 0.0, False, "only one feasible option")
+    first, second = order[0], order[1]
+    d_S = u[:, first] - u[:, second]  # = runner-up regret - best regret, per draw
+    p12 = float(w @ (d_S > 0) + 0.5 * (w @ (d_S == 0)))
+    mean_d = float(w @ d_S)
+    se = float(np.sqrt(w @ (d_S - mean_d) ** 2 / effective_sample_size(w)))
+    reasons = []
+    if p12 < p_threshold:
+        reasons.append(f"P(best beats runner-up) = {p12:.2f} < {p_threshold}")
+    if mean_d <= 2 * se:
+        reasons.append(f"regret difference {mean_d:.3g} within 2 MC s.e. ({se:.2g})")
+    return Decision(order, eu, p_best, regret, p12, se, bool(reasons), "; ".join(reasons))
+
+
+def decide_at(form, samples: Mapping[str, np.ndarray], space: OptionSpace, budget: float, *,
+              columns: Mapping[str, str], weights_S: np.ndarray | None = None):
+    """Options at `budget`, their predicted metric [S, K], and the expected-utility decision."""
+    options, infeasible = space.at(budget)
+    if not options:
+        return options, infeasible, None, None
+    metric_SxK = predicted_metric(form.mean, samples, option_inputs(options, columns))
+    sign = 1.0 if form.target == "accuracy" else -1.0
+    return options, infeasible, metric_SxK, decide(sign * metric_SxK, weights_S)
+
+
+def _option_report(option: Option, metric_S: np.ndarray, decision: Decision, k: int,
+                   weights_S: np.ndarray | None) -> dict:
+    return {"label": option.label, **dataclasses.asdict(option),
+            "predicted": interval(metric_S, weights_S),
+            "expected_utility": float(decision.expected_utility[k]),
+            "p_best": float(decision.p_best[k]), "expected_regret": float(decision.expected_regret[k])}
+
+
+def allocate_finetuning(form, samples: Mapping[str, np.ndarray], budget: float, space: OptionSpace, *,
+                        columns: Mapping[str, str], n_budgets: int = 9,
+                        weights_S: np.ndarray | None = None) -> dict:
+    """The best option at `budget` (expected utility), all options ranked, and the decision
+    across a range of budgets."""
+    options, infeasible, metric_SxK, decision = decide_at(form, samples, space, budget,
+                                                          columns=columns, weights_S=weights_S)
+    if decision is None:
+        reasons = "; ".join(f"{i.label}: {i.reason}" for i in infeasible[:3])
+        raise UserError(f"budget: no feasible option at {budget:.3g} FLOPs ({reasons})")
+    ranked = [_option_report(options[k], metric_SxK[:, k], decision, k, weights_S) for k in decision.order]
+    sweep = []
+    for c in np.geomspace(budget / 10, budget * 10, n_budgets):
+        opts, _, m_SxK, d = decide_at(form, samples, space, float(c), columns=columns, weights_S=weights_S)
+        if d is None:
+            sweep.append({"budget_flops": float(c), "decision": None})
+            continue
+        sweep.append({"budget_flops": float(c), "decision": opts[d.best].label, "model": opts[d.best].model,
+                      "predicted": interval(m_SxK[:, d.best], weights_S), "p_best": float(d.p_best[d.best]),
+                      "expected_regret": float(d.expected_regret[d.best]),
+                      "indistinguishable": d.indistinguishable})
+    return {"kind": "finetuning", "target": form.target,
+            "decision": ranked[0], "runner_up": ranked[1] if len(ranked) > 1 else None,
+            "indistinguishable": decision.indistinguishable, "indistinguishable_reason": decision.reason,
+            "p_best_beats_runner_up": decision.p_first_beats_second,
+            "options": ranked, "infeasible": [dataclasses.asdict(i) for i in infeasible],
+            "budget_sweep": sweep}

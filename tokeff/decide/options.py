@@ -1,0 +1,263 @@
+"""What may be run at a budget: options (model x examples x length x epochs, or a strategy's
+selection), their exact FLOP cost from the accountant, and whether the data for them exists.
+
+The options a decision weighs are the runs a sweep would do: a strategy's examples come from
+tokeff.data.composition's own ordering (the same seeded tie-break), each costed by the FLOP
+accountant (`example_training_flops`: every example at its own length).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Mapping
+
+import numpy as np
+
+from tokeff.data.composition import select
+from tokeff.errors import UserError
+
+STRATEGIES = ("few_long", "many_short", "balanced")  # the Lagasse et al. greedy strategies
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One thing a researcher could run: a model trained on n_examples of avg_tokens for epochs.
+
+    `flops` is the training compute by the accountant: epochs x the sum over examples of
+    `example_training_flops(cfg, length)` (each example at its own length, attention's quadratic
+    term included). Padding or packing adds to this; see tokeff.flops for the layouts.
+    """
+
+    model: str
+    n_examples: int
+    avg_tokens: float
+    epochs: int
+    flops: float
+    strategy: str | None = None
+
+    @property
+    def label(self) -> str:
+        how = self.strategy or f"L={self.avg_tokens:.0f}"
+        ep = f" x{self.epochs}ep" if self.epochs != 1 else ""
+        return f"{self.model} N={self.n_examples} {how}{ep}"
+
+    def row(self) -> dict:
+        """The results-table columns this run would have (tokeff.results schema)."""
+        from tokeff.models.config import get_preset
+
+        cfg = get_preset(self.model)
+        return {
+            "model": self.model,
+            "params": cfg.params,
+            "non_embedding_params": cfg.non_embedding_params,
+            "strategy": self.strategy,
+            "n_examples": self.n_examples,
+            "avg_tokens": self.avg_tokens,
+            "unique_tokens": self.n_examples * self.avg_tokens,
+            "tokens_seen": self.epochs * self.n_examples * self.avg_tokens,
+            "epochs": self.epochs,
+            "budget_flops": self.flops,
+            "flops_used": self.flops,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class Infeasible:
+    label: str
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class DataPool:
+    """The data actually available: example lengths (tokens), or only a count."""
+
+    lengths: np.ndarray | None = None  # int[P], one per available example
+    max_examples: int | None = None
+
+    def check(self, n_examples: int, avg_tokens: float) -> str | None:
+        """Why (n_examples, avg_tokens) cannot be drawn from the pool, or None if it can.
+
+        With a length list, some n-subset has mean length L (to within one swap's step) iff L
+        lies between the mean of the n shortest and the mean of the n longest: swapping one
+        example at a time walks the mean from one to the other.
+        """
+        limit = self.max_examples if self.lengths is None else len(self.lengths)
+        if limit is not None and n_examples > limit:
+            return f"needs {n_examples} examples, only {limit} available"
+        if self.lengths is not None and n_examples > 0:
+            s = np.sort(self.lengths)
+            lo, hi = s[:n_examples].mean(), s[-n_examples:].mean()
+            if not lo - 0.5 <= avg_tokens <= hi + 0.5:  # half a token: lengths are rounded
+                return (f"no {n_examples} available examples average {avg_tokens:.0f} tokens "
+                        f"(possible {lo:.0f}..{hi:.0f})")
+        return None
+
+
+def example_flops(model: str, length: int) -> int:
+    from tokeff.flops import example_training_flops
+    from tokeff.models.config import get_preset
+
+    return int(example_training_flops(get_preset(model), int(length)))
+
+
+def grid_options(budget: float, models, lengths, *, epochs=(1,), n_examples=None,
+                 pool: DataPool = DataPool()) -> tuple[list[Option], list[Infeasible]]:
+    """Options model x length x epochs (x n_examples): feasible ones and why the others are not.
+
+    Without `n_examples`, each option spends the budget: N = floor(budget / (E x flops(L))).
+    """
+    feasible, infeasible = [], []
+    for model in models:
+        for L in lengths:
+            per_example = example_flops(model, L)
+            for E in epochs:
+                ns = n_examples or [int(budget // (E * per_example))]
+                for N in ns:
+                    option = Option(model, int(N), float(L), int(E), float(E * N * per_example))
+                    if N < 1:
+                        why = f"one example of {L} tokens costs {E * per_example:.3g} FLOPs > budget"
+                    elif option.flops > budget * (1 + 1e-12):
+                        why = f"costs {option.flops:.3g} FLOPs > budget {budget:.3g}"
+                    else:
+                        why = pool.check(int(N), float(L))
+                    if why:
+                        infeasible.append(Infeasible(option.label, why))
+                    else:
+                        feasible.append(option)
+    return feasible, infeasible
+
+
+def strategy_order(lengths_P: np.ndarray, strategy: str, seed: int = 0) -> np.ndarray:
+    """Pool indices in the order a subsampling strategy takes them: tokeff.data.composition's
+    own order, seeded tie-break included, so an option holds the examples a sweep would train on."""
+    if strategy not in STRATEGIES:
+        raise UserError(f"strategy: unknown {strategy!r}; known: {', '.join(STRATEGIES)}")
+    lengths_P = np.asarray(lengths_P, dtype=np.int64)
+    return select(lengths_P, strategy, n_examples=lengths_P.size, seed=seed).indices
+
+
+def strategy_options(budget: float, models, strategies, lengths_P: np.ndarray, *,
+                     epochs=(1,), seed: int = 0) -> tuple[list[Option], list[Infeasible]]:
+    """Options model x strategy x epochs: each strategy takes examples in its order until the
+    next one would exceed the budget (exact per-example cost), or the pool runs out."""
+    lengths_P = np.asarray(lengths_P, dtype=np.int64)
+    feasible, infeasible = [], []
+    for model in models:
+        cost_of = {int(L): example_flops(model, int(L)) for L in np.unique(lengths_P)}
+        cost_P = np.array([cost_of[int(L)] for L in lengths_P], dtype=np.float64)
+        for strategy in strategies:
+            order = strategy_order(lengths_P, strategy, seed)
+            for E in epochs:
+                cum = E * np.cumsum(cost_P[order])
+                n = int(np.searchsorted(cum, budget * (1 + 1e-12), side="right"))
+                if n < 1:
+                    infeasible.append(Infeasible(f"{model} {strategy} x{E}ep",
+                                                 f"first example costs {cum[0]:.3g} FLOPs > budget"))
+                    continue
+                chosen = lengths_P[order[:n]]
+                feasible.append(Option(model, n, float(chosen.mean()), int(E), float(cum[n - 1]), strategy))
+    return feasible, infeasible
+
+
+@dataclasses.dataclass(frozen=True)
+class OptionSpace:
+    """What may be chosen at a budget: models, and either lengths (x n_examples) or strategies."""
+
+    models: tuple[str, ...]
+    lengths: tuple[int, ...] = ()
+    strategies: tuple[str, ...] = ()
+    epochs: tuple[int, ...] = (1,)
+    n_examples: tuple[int, ...] = ()
+    pool: DataPool = DataPool()
+
+    def at(self, budget: float) -> tuple[list[Option], list[Infeasible]]:
+        if self.strategies:
+            if self.pool.lengths is None:
+                raise UserError("strategies: need the dataset's example lengths (--lengths FILE)")
+            return strategy_options(budget, self.models, self.strategies, self.pool.lengths, epochs=self.epochs)
+        if not self.lengths:
+            raise UserError("lengths: give candidate average lengths (--lengths-grid) or strategies")
+        return grid_options(budget, self.models, self.lengths, epochs=self.epochs,
+                            n_examples=list(self.n_examples) or None, pool=self.pool)
+
+
+def option_inputs(options: list[Option], columns: Mapping[str, str]) -> dict[str, np.ndarray]:
+    """Form inputs ([K] arrays) for each option through the fit's input -> column expression
+    mapping (`FitData.columns`, e.g. {"V": "n_examples*avg_tokens", "M": "params"}), so an
+    option is described to the law exactly as the runs it was fitted on were."""
+    rows = [o.row() for o in options]
+    inputs = {}
+    for name, expr in columns.items():
+        if name in ("target", "n_eval"):
+            continue
+        value_K = np.ones(len(rows))
+        for column in expr.split("*"):
+            column = column.strip()
+            if column not in rows[0]:
+                raise UserError(f"input {name}: column {column!r} is not something an option defines "
+                                f"({', '.join(rows[0])})")
+            value_K = value_K * np.array([r[column] for r in rows], dtype=np.float64)
+        inputs[name] = value_K
+    return inputs
+
+
+def positive_float(text: str, field: str) -> float:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise UserError(f"{field}: expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise UserError(f"{field}: must be a positive finite number, got {text!r}")
+    return value
+
+
+def int_list(text: str | None, field: str) -> tuple[int, ...]:
+    if not text:
+        return ()
+    try:
+        values = tuple(int(float(x)) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise UserError(f"{field}: expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise UserError(f"{field}: values must be positive integers, got {text!r}")
+    return values
+
+
+def read_lengths(path: str):
+    import numpy as np
+
+    if not os.path.isfile(path):
+        raise UserError(f"--lengths: file not found: {path}")
+    with open(path) as f:
+        text = f.read()
+    try:
+        values = json.loads(text) if text.lstrip().startswith("[") else [float(x) for x in text.split()]
+        lengths = np.asarray(values, dtype=np.float64)
+    except (ValueError, TypeError):
+        raise UserError(f"--lengths: {path}: expected a JSON list or one number per line") from None
+    if lengths.ndim != 1 or len(lengths) == 0 or (lengths < 1).any():
+        raise UserError(f"--lengths: {path}: need a non-empty list of positive token lengths")
+    return np.round(lengths).astype(np.int64)
+
+
+def option_space(*, models: str | None = None, lengths_grid: str | None = None, strategies: str | None = None,
+                 epochs: str | None = "1", n_examples: str | None = None, lengths_file: str | None = None,
+                 max_examples: int | None = None) -> OptionSpace:
+    """An OptionSpace from the comma-separated flags of `tokeff allocate` / `tokeff propose`,
+    each value checked (unknown presets and strategies fail naming the flag)."""
+    from tokeff.models.config import get_preset
+
+    model_names = tuple(m.strip() for m in (models or "").split(",") if m.strip())
+    for m in model_names:
+        get_preset(m)
+    strategy_names = tuple(s.strip() for s in (strategies or "").split(",") if s.strip())
+    for s in strategy_names:
+        if s not in STRATEGIES:
+            raise UserError(f"--strategies: unknown {s!r}; known: {', '.join(STRATEGIES)}")
+    if max_examples is not None and max_examples < 1:
+        raise UserError(f"--max-examples: must be positive, got {max_examples}")
+    pool = DataPool(read_lengths(lengths_file) if lengths_file else None, max_examples)
+    return OptionSpace(model_names, int_list(lengths_grid, "--lengths-grid"), strategy_names,
+                       int_list(epochs, "--epochs"), int_list(n_examples, "--n-examples"), pool)

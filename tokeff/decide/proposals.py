@@ -1,0 +1,311 @@
+"""Next-run proposals: which runs would make the allocation decision surer, per FLOP spent.
+
+For a candidate run c we simulate its outcome under posterior draws and ask how much it would
+shrink the decision's uncertainty:
+
+    EIG(c) = U(w) - E_{y ~ p(y_c | data)} [ U(w * p(y_c | theta)) ]
+
+where w are the current draw weights and U is the decision uncertainty -- the entropy of
+"which option is best" for a discrete choice, or the 90%-interval width of log10 N_opt on a
+frontier. The inner posterior is the current draws reweighted by the simulated outcome's
+likelihood (importance reweighting): no refit per candidate, so hundreds of candidates score in
+seconds. Candidates rank by EIG / FLOPs, each scored as the replicates of it that a common
+FLOP horizon buys (`replicates`): one run each would favour cheap runs whose information
+saturates; bench/proposal_efficiency.py validates this ranking. The likelihood is the fit's
+own: log loss ~ Normal or Student-t(sigma), or correct answers ~ Binomial(n_eval, accuracy)
+(tokeff.scaling.model).
+
+`propose` is the whole `tokeff propose` computation: candidates in, ranked proposals and the
+sweep points that run them out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import os
+from typing import Callable, Mapping
+
+import numpy as np
+
+from tokeff.decide.frontier import frontier, is_pretraining_form
+from tokeff.decide.decision import decide_at, predicted_metric
+from tokeff.decide.options import Option, OptionSpace, example_flops, option_inputs, strategy_options
+from tokeff.decide.summaries import normalized_weights
+from tokeff.errors import UserError
+
+Uncertainty = Callable[[np.ndarray], np.ndarray]  # weights [M, S] (rows sum to 1) -> U [M]
+
+
+@dataclasses.dataclass(frozen=True)
+class Noise:
+    """The observation model of a fit, as the proposal simulator needs it."""
+
+    target: str                # "loss" | "accuracy"
+    kind: str = "normal"       # loss: "normal" | "student_t"
+    df: float = 4.0
+    chance: float = 0.0        # accuracy: the mean is clipped to [chance + 1e-4, 1 - 1e-4]
+
+    def _probs(self, mean):
+        return np.clip(mean, self.chance + 1e-4, 1.0 - 1e-4)
+
+    def simulate(self, mean_M: np.ndarray, sigma_M: np.ndarray | None, n_eval: float,
+                 rng: np.random.Generator) -> np.ndarray:
+        """One observation per row: log loss, or a count of correct answers."""
+        if self.target == "loss":
+            eps = rng.standard_normal(mean_M.shape) if self.kind == "normal" else rng.standard_t(self.df, mean_M.shape)
+            return np.log(mean_M) + sigma_M * eps
+        return rng.binomial(int(n_eval), self._probs(mean_M)).astype(np.float64)
+
+    def log_likelihood(self, obs_M: np.ndarray, mean_S: np.ndarray, sigma_S: np.ndarray | None,
+                       n_eval: float) -> np.ndarray:
+        """log p(obs_m | theta_s) for every pair: [M, S] (constants in theta dropped)."""
+        if self.target == "loss":
+            z = (obs_M[:, None] - np.log(mean_S)[None, :]) / sigma_S[None, :]
+            if self.kind == "normal":
+                return -0.5 * z**2 - np.log(sigma_S)[None, :]
+            return -0.5 * (self.df + 1) * np.log1p(z**2 / self.df) - np.log(sigma_S)[None, :]
+        p = self._probs(mean_S)[None, :]
+        k = obs_M[:, None]
+        return k * np.log(p) + (n_eval - k) * np.log1p(-p)
+
+
+def reweight(weights_S: np.ndarray, log_lik_MxS: np.ndarray) -> np.ndarray:
+    """Posterior weights after each row's observation: w * likelihood, normalised per row."""
+    log_w = np.log(np.maximum(weights_S, 1e-300))[None, :] + log_lik_MxS
+    log_w -= log_w.max(axis=1, keepdims=True)
+    w = np.exp(log_w)
+    return w / w.sum(axis=1, keepdims=True)
+
+
+def option_entropy(utility_SxK: np.ndarray) -> Uncertainty:
+    """U = entropy (nats) of which option is best; ties in a draw share the credit."""
+    u = np.asarray(utility_SxK, np.float64)
+    best = u.max(axis=1, keepdims=True)
+    tie = u >= best - 1e-12 * np.maximum(1.0, np.abs(best))
+    share_SxK = tie / tie.sum(axis=1, keepdims=True)
+
+    def entropy(w_MxS: np.ndarray) -> np.ndarray:
+        p = w_MxS @ share_SxK
+        return -np.sum(np.where(p > 0, p * np.log(np.maximum(p, 1e-300)), 0.0), axis=1)
+
+    return entropy
+
+
+def interval_width(x_S: np.ndarray, level: float = 0.9) -> Uncertainty:
+    """U = width of the central `level` credible interval of a scalar decision (e.g. log10 N_opt)."""
+    order = np.argsort(x_S)
+    x_sorted = np.asarray(x_S, np.float64)[order]
+    lo_q, hi_q = (1 - level) / 2, (1 + level) / 2
+
+    def width(w_MxS: np.ndarray) -> np.ndarray:
+        cdf = np.cumsum(w_MxS[:, order], axis=1)
+        lo = np.array([np.interp(lo_q, c, x_sorted) for c in cdf])
+        hi = np.array([np.interp(hi_q, c, x_sorted) for c in cdf])
+        return hi - lo
+
+    return width
+
+
+def expected_information(mean_SxC: np.ndarray, noise: Noise, uncertainty: Uncertainty, *,
+                         sigma_S: np.ndarray | None = None, n_eval_C: np.ndarray | None = None,
+                         replicates_C: np.ndarray | None = None, weights_S: np.ndarray | None = None,
+                         n_sims: int = 64, seed: int = 0) -> np.ndarray:
+    """Expected reduction of the decision uncertainty from running each candidate r times: [C].
+
+    mean_SxC: the law's mean at each candidate, per draw. Outcomes are simulated from draws
+    picked by their weights (the posterior predictive), then every draw is reweighted by each
+    simulated outcome's likelihood. r replicates (new seeds) of a run are scored as one run
+    with sigma / sqrt(r) (loss) or r x n_eval questions (accuracy): their mean is what they add.
+    """
+    rng = np.random.default_rng(seed)
+    n_draws, n_cand = mean_SxC.shape
+    w = normalized_weights(n_draws, weights_S)
+    u_now = float(uncertainty(w[None, :])[0])
+    eig_C = np.empty(n_cand)
+    for c in range(n_cand):
+        sims = rng.choice(n_draws, size=n_sims, p=w)
+        r = 1.0 if replicates_C is None else float(replicates_C[c])
+        n_eval = None if n_eval_C is None else float(n_eval_C[c]) * r
+        sigma_c = None if sigma_S is None else sigma_S / np.sqrt(r)
+        obs_M = noise.simulate(mean_SxC[sims, c], None if sigma_c is None else sigma_c[sims], n_eval, rng)
+        w_MxS = reweight(w, noise.log_likelihood(obs_M, mean_SxC[:, c], sigma_c, n_eval))
+        eig_C[c] = u_now - float(uncertainty(w_MxS).mean())
+    return eig_C
+
+
+@dataclasses.dataclass(frozen=True)
+class Ranked:
+    index: int
+    eig: float
+    flops: float
+
+    @property
+    def eig_per_flop(self) -> float:
+        return self.eig / self.flops
+
+
+def replicates(flops_C: np.ndarray, horizon: float) -> np.ndarray:
+    """How many runs of each candidate fit in `horizon` FLOPs (at least 1).
+
+    Scoring candidates at (nearly) equal spend makes the ranking less myopic: one cheap run can
+    look informative per FLOP although no number of them pins down a large-scale decision
+    (their information saturates); r replicates show that. Many replicates mean a sharp
+    likelihood, which importance reweighting resolves only as finely as the draws allow: use
+    enough draws (the effective sample size bounds how small an uncertainty can be measured).
+    """
+    return np.maximum(np.floor(horizon / np.asarray(flops_C, np.float64)), 1.0)
+
+
+def rank(eig_C: np.ndarray, flops_C: np.ndarray) -> list[Ranked]:
+    """Candidates by expected information per FLOP, best first (ties: the cheaper first)."""
+    eig_C = np.maximum(eig_C, 0.0)  # Monte Carlo noise can make a useless run slightly negative
+    order = np.lexsort((flops_C, -eig_C / flops_C))
+    return [Ranked(int(i), float(eig_C[i]), float(flops_C[i])) for i in order]
+
+
+def sweep_points(points: list[Mapping]) -> dict:
+    """The config fragment for `tokeff sweep`: one entry per point, as `tokeff.sweep.Point.as_dict()`
+    (model, budget_flops, composition {strategy, n_examples[, avg_tokens]}, seed)."""
+    return {"points": [dict(p) for p in points]}
+
+
+def _read_grid(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise UserError(f"--grid: file not found: {path}")
+    with open(path) as f:
+        text = f.read()
+    try:
+        if path.endswith((".yaml", ".yml")):
+            import yaml
+
+            grid = yaml.safe_load(text)
+        else:
+            grid = json.loads(text)
+    except Exception as e:  # json.JSONDecodeError / yaml.YAMLError: report, do not trace back
+        raise UserError(f"--grid: cannot parse {path}: {str(e).splitlines()[0]}") from None
+    if not isinstance(grid, dict):
+        raise UserError(f"--grid: {path}: expected a mapping at the top level")
+    return grid
+
+
+def _list(grid: dict, key: str, default=None) -> list:
+    value = grid.get(key, default)
+    if value is None:
+        raise UserError(f"--grid: missing {key!r}")
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def candidates(grid_path: str | None, space: OptionSpace) -> list[tuple[Option, int]]:
+    """(Option, seed) pairs: the runs that could be proposed, with their exact FLOP costs, from a
+    grid file (`--grid`) or, without one, the option-space flags."""
+    from tokeff.models.config import get_preset
+
+    grid = _read_grid(grid_path) if grid_path else {
+        "models": list(space.models), "n_examples": list(space.n_examples),
+        "avg_tokens": list(space.lengths), "epochs": list(space.epochs)}
+    out = []
+    try:
+        if "points" in grid:
+            raw = [(p["model"], int(p["n_examples"]), float(p["avg_tokens"]), int(p.get("epochs", 1)),
+                    int(p.get("seed", 0))) for p in grid["points"]]
+        elif "strategies" in grid:
+            if space.pool.lengths is None:
+                raise UserError("--grid: strategies need the dataset's example lengths (--lengths FILE)")
+            for budget, seed in itertools.product(_list(grid, "budgets"), _list(grid, "seeds", [0])):
+                options, _ = strategy_options(float(budget), [str(m) for m in _list(grid, "models")],
+                                              _list(grid, "strategies"), space.pool.lengths,
+                                              epochs=[int(e) for e in _list(grid, "epochs", [1])])
+                out += [(o, int(seed)) for o in options]
+            raw = []
+        else:
+            raw = list(itertools.product(_list(grid, "models"), _list(grid, "n_examples"), _list(grid, "avg_tokens"),
+                                         _list(grid, "epochs", [1]), _list(grid, "seeds", [0])))
+        for model, n, length, epochs, seed in raw:
+            get_preset(str(model))
+            if int(n) < 1 or float(length) < 1 or int(epochs) < 1:
+                raise UserError(f"--grid: n_examples, avg_tokens and epochs must be positive ({model}, {n}, {length})")
+            flops = int(epochs) * int(n) * example_flops(str(model), int(round(float(length))))
+            out.append((Option(str(model), int(n), float(length), int(epochs), float(flops)), int(seed)))
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"--grid: malformed candidate ({e})") from None
+    if not out:
+        raise UserError("--grid: no candidates (give a grid file, or --models, --n-examples and --lengths-grid)")
+    return out
+
+
+def composition(proposal: dict) -> dict:
+    """The sweep's composition keys (the training config's data.*, tokeff.data.composition):
+    a strategy's first N examples, or N examples averaging L tokens. Epochs need no key: the
+    trainer passes over the data until the point's budget (E x one pass) is spent."""
+    if proposal["strategy"]:
+        return {"strategy": proposal["strategy"], "n_examples": proposal["n_examples"]}
+    return {"strategy": "random", "n_examples": proposal["n_examples"], "avg_tokens": proposal["avg_tokens"]}
+
+
+def propose(fit, cands: list[tuple[Option, int]], space: OptionSpace, budget: float, *, n_eval: int | None = None,
+            horizon: float | None = None, sims: int = 64, seed: int = 0, top: int = 5) -> dict:
+    """Rank `cands` by expected reduction of the decision's uncertainty at `budget` per FLOP.
+
+    Returns the proposals.json payload; its "sweep_points" entry is what `tokeff sweep --points`
+    runs (one point per proposal)."""
+    form, samples = fit.form, fit.samples
+    # The decision the runs should inform, and its uncertainty U(weights).
+    if is_pretraining_form(form):
+        n_SxK, _ = frontier(form, samples, np.array([budget]))
+        uncertainty = interval_width(np.log10(n_SxK[:, 0]))
+        measure = "90%-interval width of log10 N_opt"
+    else:
+        # Choose among the candidates' models x lengths (or strategies), each spending the budget.
+        decision_space = OptionSpace(
+            models=tuple(sorted({o.model for o, _ in cands})),
+            lengths=() if space.strategies else tuple(sorted({int(round(o.avg_tokens)) for o, _ in cands})),
+            strategies=space.strategies, epochs=tuple(sorted({o.epochs for o, _ in cands})), pool=space.pool)
+        opts, _, metric_SxK, _ = decide_at(form, samples, decision_space, budget, columns=fit.data.columns)
+        if not opts:
+            raise UserError(f"--budget: no feasible option at {budget:.3g} FLOPs to decide between")
+        uncertainty = option_entropy(metric_SxK if form.target == "accuracy" else -metric_SxK)
+        measure = f"entropy (nats) of which of {len(opts)} options is best"
+
+    lik = fit.likelihood
+    noise = Noise(form.target, lik.kind, lik.df, lik.chance)
+    inputs_C = option_inputs([o for o, _ in cands], fit.data.columns)
+    mean_SxC = predicted_metric(form.mean, samples, inputs_C)
+    n_eval = n_eval or (int(np.median(fit.data.n_eval)) if fit.data.n_eval is not None else 200)
+    flops_C = np.array([o.flops for o, _ in cands])
+    horizon = horizon or float(flops_C.max())
+    reps_C = replicates(flops_C, horizon)
+    eig_C = expected_information(
+        mean_SxC, noise, uncertainty, sigma_S=np.asarray(samples["sigma"]) if form.target == "loss" else None,
+        n_eval_C=np.full(len(cands), n_eval), replicates_C=reps_C, n_sims=sims, seed=seed)
+    ranked = rank(eig_C, reps_C * flops_C)[: top]
+    n_draws = mean_SxC.shape[0]
+    u_now = float(uncertainty(np.full((1, n_draws), 1.0 / n_draws))[0])
+
+    proposals = []
+    for r in ranked:
+        option, seed = cands[r.index]
+        proposals.append({"model": option.model, "n_examples": option.n_examples, "avg_tokens": option.avg_tokens,
+                          "epochs": option.epochs, "strategy": option.strategy, "seed": seed, "flops": option.flops,
+                          "replicates_scored": int(reps_C[r.index]), "expected_information": r.eig,
+                          "information_per_pflop": r.eig_per_flop * 1e15})
+    points = [{"model": p["model"], "budget_flops": p["flops"], "seed": p["seed"], "composition": composition(p)}
+              for p in proposals]
+    return {"form": form.name, "budget_flops": budget, "uncertainty": measure, "uncertainty_now": u_now,
+            "horizon_flops": float(horizon), "n_candidates": len(cands), "proposals": proposals,
+            "sweep_points": sweep_points(points)}
+
+
+def format_proposals(result: dict) -> str:
+    """The table `tokeff propose` prints."""
+    lines = [f"decision at {result['budget_flops']:.3g} FLOPs; uncertainty = {result['uncertainty']}: now "
+             f"{result['uncertainty_now']:.3g}; {result['n_candidates']} candidates, each scored as the r runs "
+             f"{result['horizon_flops']:.3g} FLOPs buy; top {len(result['proposals'])} by expected reduction per FLOP:",
+             f"{'#':>2} {'model':<16}{'N':>9}{'L':>7}{'ep':>4}{'seed':>5}{'FLOPs/run':>11}{'r':>6}{'E[dU] (r runs)':>16}"
+             f"{'per PFLOP':>11}"]
+    for i, p in enumerate(result["proposals"], 1):
+        lines.append(f"{i:>2} {p['model']:<16}{p['n_examples']:>9}{p['avg_tokens']:>7.0f}{p['epochs']:>4}{p['seed']:>5}"
+                     f"{p['flops']:>11.3g}{p['replicates_scored']:>6}{p['expected_information']:>16.3g}"
+                     f"{p['information_per_pflop']:>11.3g}")
+    return "\n".join(lines)
