@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test demo bench clean
+.PHONY: venv test demo bench notebooks clean
 
 venv: $(STAMP)
 
@@ -23,6 +23,10 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/tokeff demo
+
+# Re-execute the notebooks in place on the demo's fits (run `make demo` first), to commit their outputs.
+notebooks: $(STAMP)
+	$(PY) notebooks/execute.py
 
 bench: $(STAMP)
 	for f in bench/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
