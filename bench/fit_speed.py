@@ -17,7 +17,7 @@ def main() -> None:
     parser.add_argument("--target-accept", type=float, default=None, help="default: fit()'s")
     args = parser.parse_args()
 
-    from tokeff.cpu_devices import split_cpu_for_chains
+    from tokeff.devices import split_cpu_for_chains
 
     devices = split_cpu_for_chains(4)  # as `tokeff fit` does: one CPU device per chain
     from tokeff.scaling.fit import fit

@@ -35,7 +35,7 @@ def main():
     # compilation is counted) that lets every parallel-chain fit after the first reuse the kernel.
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="tokeff-bench-jax-"))
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
-    from tokeff.cpu_devices import split_cpu_for_chains
+    from tokeff.devices import split_cpu_for_chains
 
     split_cpu_for_chains(args.chains)
     from tokeff.scaling import validation

@@ -4,7 +4,7 @@ CPU (always): a SmolLM2-135M-shaped model, float32, rows of 512 tokens. The refe
 dense float32 matmul measured in the same process, so the ratio says how much of what this
 CPU can do the training step achieves (target >= 50%).
 GPU (when one is present): SmolLM2-360M, bfloat16 compute, rows of 2048 tokens; MFU against
-the vendor peak of the device (tokeff.train.metrics.PEAK_FLOPS).
+the vendor peak of the device (tokeff.devices.PEAK_FLOPS).
 
 FLOPs are the analytic count of record (tokeff.flops.step_training_flops), not XLA's.
 
@@ -90,7 +90,7 @@ def main() -> None:
     import jax
 
     from tokeff.flops import step_training_flops
-    from tokeff.train.metrics import device_peak_flops
+    from tokeff.devices import device_peak_flops
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     gpu = jax.default_backend() == "gpu"

@@ -15,18 +15,7 @@ import argparse
 import collections
 import sys
 
-# Dense bf16 peak FLOP/s per chip (vendor figures).
-PEAK_FLOPS = {
-    "v4": 275e12,
-    "v5e": 197e12,
-    "v5p": 459e12,
-    "v6e": 918e12,
-    "a100": 312e12,
-    "h100": 989e12,
-    "h200": 989e12,
-    "l4": 121e12,
-}
-
+from tokeff.devices import DEVICE_NAMES, peak_flops
 
 def estimate(config, *, peak_flops: float, mfu: float, eval_tokens: int, chips: int = 1,
              overhead_s: float = 0.0, n_choices: int = 4):
@@ -59,7 +48,7 @@ def estimate(config, *, peak_flops: float, mfu: float, eval_tokens: int, chips: 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="sweep config file (FILE.py[:ARG])")
-    parser.add_argument("--device", default="v5e", help=f"one of {', '.join(PEAK_FLOPS)}")
+    parser.add_argument("--device", default="v5e", help=f"one of {', '.join(DEVICE_NAMES)}")
     parser.add_argument("--peak-flops", type=float, default=None, help="override the device peak (FLOP/s per chip)")
     parser.add_argument("--chips", type=int, default=1, help="chips the sweep runs on (wall-clock hours = device-hours / chips)")
     parser.add_argument("--mfu", type=float, default=0.35, help="assumed model FLOPs utilisation")
@@ -72,11 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     from tokeff.train.config import load_config
 
     try:
-        if args.peak_flops is None and args.device not in PEAK_FLOPS:
-            raise UserError(f"--device: unknown {args.device!r}; known: {', '.join(PEAK_FLOPS)} (or pass --peak-flops)")
+        if args.peak_flops is None and args.device not in DEVICE_NAMES:
+            raise UserError(f"--device: unknown {args.device!r}; known: {', '.join(DEVICE_NAMES)} (or pass --peak-flops)")
         if not 0 < args.mfu <= 1:
             raise UserError(f"--mfu: must be in (0, 1], got {args.mfu}")
-        peak = args.peak_flops or PEAK_FLOPS[args.device]
+        peak = args.peak_flops or peak_flops(args.device)
         config = load_config(args.config, overrides)
         per_model, total = estimate(config, peak_flops=peak, mfu=args.mfu, eval_tokens=args.eval_tokens,
                                     chips=args.chips, overhead_s=args.overhead_s)

@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tokeff.cpu_devices import split_cpu_for_chains
+    from tokeff.devices import split_cpu_for_chains
     from tokeff.io import claim_output_dir
 
     claim_output_dir(args.out, "fit", force=args.force)  # before the fit: a bad --out fails at once

@@ -162,7 +162,7 @@ def run_nuts(form, lik, data, *, chains, draws, warmup, seed, target_accept=0.98
     """NUTS with a dense mass matrix (power-law coefficients and exponents are strongly correlated;
     a diagonal one needed ~30x more leapfrog steps per draw on Chinchilla data).
     Chains run in parallel, one per JAX device, in waves when there are more chains than devices
-    (`tokeff fit` splits the CPU into one device per chain: `tokeff.cpu_devices`). On a single CPU
+    (`tokeff fit` splits the CPU into one device per chain: `tokeff.devices`). On a single CPU
     device they run one after another through one compiled kernel: vectorised chains all pay for the
     longest tree of every step (measured 25 s sequential vs 44 s vectorised for 4 x 2000 steps,
     250 points); accelerators keep the vectorised batch.

@@ -14,29 +14,7 @@ import time
 
 import jax
 
-# Dense peak FLOP/s per chip by compute dtype (vendor datasheets, no sparsity).
-PEAK_FLOPS = {
-    ("TPU v4", "bfloat16"): 275e12,
-    ("TPU v5 lite", "bfloat16"): 197e12,
-    ("TPU v5e", "bfloat16"): 197e12,
-    ("TPU v5p", "bfloat16"): 459e12,
-    ("TPU v5", "bfloat16"): 459e12,
-    ("TPU v6 lite", "bfloat16"): 918e12,
-    ("TPU v6e", "bfloat16"): 918e12,
-    ("H100", "bfloat16"): 989e12,
-    ("H100", "float32"): 67e12,
-    ("H200", "bfloat16"): 989e12,
-    ("H200", "float32"): 67e12,
-    ("A100", "bfloat16"): 312e12,
-    ("A100", "float32"): 19.5e12,
-}
-
-
-def device_peak_flops(device: jax.Device, dtype: str) -> float | None:
-    """Peak FLOP/s of one device for `dtype` compute, or None when unknown (e.g. CPUs)."""
-    kind = device.device_kind
-    matches = [(name, peak) for (name, d), peak in PEAK_FLOPS.items() if d == dtype and name in kind]
-    return max(matches, key=lambda m: len(m[0]))[1] if matches else None
+from tokeff.devices import device_peak_flops  # noqa: F401  (the loop's MFU; one table in tokeff.devices)
 
 
 class MetricsLog:
