@@ -39,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.top < 1:
         raise UserError(f"--top: must be positive, got {args.top}")
+    if args.n_eval is not None and args.n_eval < 1:
+        raise UserError(f"--n-eval: must be a positive number of questions, got {args.n_eval}")
     if args.sims < 2:
         raise UserError(f"--sims: must be at least 2, got {args.sims}")
     space = option_space_from_args(args)

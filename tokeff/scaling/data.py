@@ -121,13 +121,13 @@ def _results_frame(rows):
     return pd.DataFrame(flat)
 
 
-def parse_mapping(items: list[str] | None) -> dict[str, str]:
-    """`["N=params", "D=tokens"]` -> {"N": "params", "D": "tokens"}."""
+def parse_mapping(items: list[str] | None, field: str = "--map", expected: str = "VAR=COLUMN") -> dict[str, str]:
+    """`["N=params", "D=tokens"]` -> {"N": "params", "D": "tokens"}; errors name `field`."""
     out = {}
     for item in items or []:
         var, sep, col = item.partition("=")
         if not sep or not var.strip() or not col.strip():
-            raise UserError(f"--map: expected VAR=COLUMN, got '{item}'")
+            raise UserError(f"{field}: expected {expected}, got '{item}'")
         out[var.strip()] = col.strip()
     return out
 
@@ -205,16 +205,16 @@ def prepare(
         if (n_eval < 1).any() or (np.abs(n_eval - np.round(n_eval)) > 1e-6).any():
             raise UserError(f"n_eval (column '{columns['n_eval']}'): must be positive integers (eval-set sizes)")
 
-    for var, v in inputs.items():
-        if np.ptp(np.log(v)) < 1e-9:
-            raise UserError(
-                f"input {var} (column '{columns[var]}'): constant in the data ({v[0]:.4g}); the parameters"
-                f" attached to it are not identified: vary it, or use a form without it"
-            )
     n_needed = min_points if min_points is not None else len(form.params) + 2
     if y.shape[0] < n_needed:
         raise UserError(
             f"data: {y.shape[0]} point(s) for form {form.name} with {len(form.params)} parameters + noise;"
             f" need at least {n_needed}"
         )
+    for var, v in inputs.items():
+        if np.ptp(np.log(v)) < 1e-9:
+            raise UserError(
+                f"input {var} (column '{columns[var]}'): constant in the data ({v[0]:.4g}); the parameters"
+                f" attached to it are not identified: vary it, or use a form without it"
+            )
     return FitData(inputs=inputs, y=y, n_eval=n_eval, columns=columns)
