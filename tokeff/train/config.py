@@ -70,7 +70,7 @@ def check_train_config(config: ml_collections.ConfigDict) -> None:
         if value is None or isinstance(value, bool):
             continue
         too_low = low is not None and (value < low or (value == low and not closed))
-        too_high = high is not None and value > high
+        too_high = high is not None and (value > high or (value == high and not closed))
         if too_low or too_high:
             bound = (f">= {low:g}" if closed else f"> {low:g}") if high is None else \
                 f"in [{low:g}, {high:g}]" if closed else f"in ({low:g}, {high:g})"
