@@ -46,8 +46,8 @@ def test_option_entropy_and_binomial_information():
     # Two options; which is best depends on the sign of a parameter t ~ U(-1, 1).
     rng = np.random.default_rng(4)
     t_P = rng.uniform(-1, 1, 4000)
-    utility_PxK = np.stack([0.5 + 0.1 * t_P, np.full_like(t_P, 0.5)], axis=1)
-    entropy = pr.option_entropy(utility_PxK)
+    utility_PxO = np.stack([0.5 + 0.1 * t_P, np.full_like(t_P, 0.5)], axis=1)
+    entropy = pr.option_entropy(utility_PxO)
     assert entropy(np.full((1, 4000), 1 / 4000))[0] == pytest.approx(np.log(2), abs=0.01)
     # An accuracy run whose mean is 0.5 + 0.1 t: 1000 questions nearly settle the sign of t,
     # 10 questions barely move it.

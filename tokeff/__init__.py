@@ -11,6 +11,7 @@ with one legend for the whole package:
     P  posterior draws                 O  options (things a decision chooses between)
     C  candidate runs (proposals)      E  examples in a data pool
     M  simulated outcomes              Q  questions (evaluation)
+    U  budgets (a sweep over budgets)
 """
 
 __version__ = "0.1.0"

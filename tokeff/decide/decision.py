@@ -17,13 +17,13 @@ from tokeff.decide.summaries import effective_sample_size, interval, normalized_
 from tokeff.errors import UserError
 
 
-def predicted_metric(mean: MeanFn, samples: Mapping[str, np.ndarray], inputs_K) -> np.ndarray:
+def predicted_metric(mean: MeanFn, samples: Mapping[str, np.ndarray], inputs_O) -> np.ndarray:
     """The form's mean for every draw and option: [P, O]."""
     params_Px1 = {k: np.asarray(v, np.float64)[:, None] for k, v in samples.items()}
-    inputs_1xK = {k: np.asarray(v, np.float64)[None, :] for k, v in inputs_K.items()}
+    inputs_1xO = {k: np.asarray(v, np.float64)[None, :] for k, v in inputs_O.items()}
     n_draws = len(next(iter(params_Px1.values())))
-    out = np.asarray(mean(params_Px1, inputs_1xK), np.float64)
-    return np.broadcast_to(out, (n_draws, len(next(iter(inputs_K.values())))))
+    out = np.asarray(mean(params_Px1, inputs_1xO), np.float64)
+    return np.broadcast_to(out, (n_draws, len(next(iter(inputs_O.values())))))
 
 
 @dataclasses.dataclass
@@ -31,9 +31,9 @@ class Decision:
     """Expected-utility decision over K options from [P, O] utilities (higher is better)."""
 
     order: np.ndarray            # option indices, best expected utility first
-    expected_utility: np.ndarray  # [K]
-    p_best: np.ndarray           # [K] posterior probability that each option is the best
-    expected_regret: np.ndarray  # [K] E[max_j u_j - u_k]
+    expected_utility: np.ndarray  # [O]
+    p_best: np.ndarray           # [O] posterior probability that each option is the best
+    expected_regret: np.ndarray  # [O] E[max_j u_j - u_k]
     p_first_beats_second: float  # pairwise posterior probability, best vs runner-up
     regret_gap_mc_se: float      # Monte Carlo standard error of the runner-up's extra regret
     indistinguishable: bool
@@ -44,7 +44,7 @@ class Decision:
         return int(self.order[0])
 
 
-def decide(utility_PxK: np.ndarray, weights_P: np.ndarray | None = None, *,
+def decide(utility_PxO: np.ndarray, weights_P: np.ndarray | None = None, *,
            p_threshold: float = 0.9) -> Decision:
     """Maximise expected utility; report P(best), expected regret and whether the top two differ.
 
@@ -53,13 +53,13 @@ def decide(utility_PxK: np.ndarray, weights_P: np.ndarray | None = None, *,
     `p_threshold`, or when the runner-up's extra expected regret is within 2 Monte Carlo
     standard errors (using the effective sample size of the draws).
     """
-    u = np.asarray(utility_PxK, np.float64)
+    u = np.asarray(utility_PxO, np.float64)
     n_draws, k = u.shape
     w = normalized_weights(n_draws, weights_P)
     eu = w @ u
     best_u_P = u.max(axis=1)
-    tie_PxK = u >= best_u_P[:, None] - 1e-12 * np.maximum(1.0, np.abs(best_u_P[:, None]))
-    p_best = np.clip(w @ (tie_PxK / tie_PxK.sum(axis=1, keepdims=True)), 0.0, 1.0)
+    tie_PxO = u >= best_u_P[:, None] - 1e-12 * np.maximum(1.0, np.abs(best_u_P[:, None]))
+    p_best = np.clip(w @ (tie_PxO / tie_PxO.sum(axis=1, keepdims=True)), 0.0, 1.0)
     regret = w @ (best_u_P[:, None] - u)
     order = np.argsort(-eu, kind="stable")
     if k == 1:
@@ -83,9 +83,9 @@ def decide_at(form, samples: Mapping[str, np.ndarray], space: OptionSpace, budge
     options, infeasible = space.at(budget)
     if not options:
         return options, infeasible, None, None
-    metric_PxK = predicted_metric(form.mean, samples, option_inputs(options, columns))
+    metric_PxO = predicted_metric(form.mean, samples, option_inputs(options, columns))
     sign = 1.0 if form.target == "accuracy" else -1.0
-    return options, infeasible, metric_PxK, decide(sign * metric_PxK, weights_P)
+    return options, infeasible, metric_PxO, decide(sign * metric_PxO, weights_P)
 
 
 def _option_report(option: Option, metric_P: np.ndarray, decision: Decision, k: int,
@@ -101,20 +101,20 @@ def allocate_finetuning(form, samples: Mapping[str, np.ndarray], budget: float, 
                         weights_P: np.ndarray | None = None) -> dict:
     """The best option at `budget` (expected utility), all options ranked, and the decision
     across a range of budgets."""
-    options, infeasible, metric_PxK, decision = decide_at(form, samples, space, budget,
+    options, infeasible, metric_PxO, decision = decide_at(form, samples, space, budget,
                                                           columns=columns, weights_P=weights_P)
     if decision is None:
         reasons = "; ".join(f"{i.label}: {i.reason}" for i in infeasible[:3])
         raise UserError(f"budget: no feasible option at {budget:.3g} FLOPs ({reasons})")
-    ranked = [_option_report(options[k], metric_PxK[:, k], decision, k, weights_P) for k in decision.order]
+    ranked = [_option_report(options[k], metric_PxO[:, k], decision, k, weights_P) for k in decision.order]
     sweep = []
     for c in np.geomspace(budget / 10, budget * 10, n_budgets):
-        opts, _, m_PxK, d = decide_at(form, samples, space, float(c), columns=columns, weights_P=weights_P)
+        opts, _, m_PxO, d = decide_at(form, samples, space, float(c), columns=columns, weights_P=weights_P)
         if d is None:
             sweep.append({"budget_flops": float(c), "decision": None})
             continue
         sweep.append({"budget_flops": float(c), "decision": opts[d.best].label, "model": opts[d.best].model,
-                      "predicted": interval(m_PxK[:, d.best], weights_P), "p_best": float(d.p_best[d.best]),
+                      "predicted": interval(m_PxO[:, d.best], weights_P), "p_best": float(d.p_best[d.best]),
                       "expected_regret": float(d.expected_regret[d.best]),
                       "indistinguishable": d.indistinguishable})
     return {"kind": "finetuning", "target": form.target,

@@ -19,7 +19,7 @@ from tokeff.published import PUBLISHED_CHINCHILLA
 MeanFn = Callable[[Mapping[str, np.ndarray], Mapping[str, np.ndarray]], np.ndarray]
 
 
-def chinchilla_frontier(samples: Mapping[str, np.ndarray], budgets_K: np.ndarray):
+def chinchilla_frontier(samples: Mapping[str, np.ndarray], budgets_U: np.ndarray):
     """Closed-form compute-optimal (N, D) per draw and budget under C = 6ND.
 
     Minimising E + A/N^a + B/D^b with D = C/(6N) gives N_opt = G (C/6)^(b/(a+b)),
@@ -29,14 +29,14 @@ def chinchilla_frontier(samples: Mapping[str, np.ndarray], budgets_K: np.ndarray
     b = np.asarray(samples["beta"], np.float64)[:, None]
     A = np.asarray(samples["A"], np.float64)[:, None]
     B = np.asarray(samples["B"], np.float64)[:, None]
-    c6 = np.asarray(budgets_K, np.float64)[None, :] / 6.0
+    c6 = np.asarray(budgets_U, np.float64)[None, :] / 6.0
     log_g = (np.log(a * A) - np.log(b * B)) / (a + b)
     log_n = log_g + b / (a + b) * np.log(c6)
     log_d = -log_g + a / (a + b) * np.log(c6)
     return np.exp(log_n), np.exp(log_d)
 
 
-def numeric_frontier(mean: MeanFn, samples: Mapping[str, np.ndarray], budgets_K: np.ndarray,
+def numeric_frontier(mean: MeanFn, samples: Mapping[str, np.ndarray], budgets_U: np.ndarray,
                      *, n_input: str = "N", d_input: str = "D", grid: int = 97, iters: int = 40):
     """Compute-optimal (N, D) per draw by minimising the loss along C = 6ND.
 
@@ -47,8 +47,8 @@ def numeric_frontier(mean: MeanFn, samples: Mapping[str, np.ndarray], budgets_K:
     params_P = {k: np.asarray(v, np.float64) for k, v in samples.items()}
     n_draws = len(next(iter(params_P.values())))
     params_Px1 = {k: v[:, None] for k, v in params_P.items()}
-    n_opt_PxK = np.empty((n_draws, len(budgets_K)))
-    for k, c in enumerate(np.asarray(budgets_K, np.float64)):
+    n_opt_PxU = np.empty((n_draws, len(budgets_U)))
+    for k, c in enumerate(np.asarray(budgets_U, np.float64)):
         # Search N from 10 parameters to C/60 (at least 10 tokens): wide enough for any sane law.
         log_lo, log_hi = math.log(10.0), math.log(c / 6.0 / 10.0)
         if log_hi <= log_lo:
@@ -71,17 +71,17 @@ def numeric_frontier(mean: MeanFn, samples: Mapping[str, np.ndarray], budgets_K:
             x1, x2 = hi - inv_phi * (hi - lo), lo + inv_phi * (hi - lo)
             left = loss(x1) < loss(x2)  # the minimum lies in [lo, x2]
             hi, lo = np.where(left, x2, hi), np.where(left, lo, x1)
-        n_opt_PxK[:, k] = np.exp(0.5 * (lo + hi))
-    return n_opt_PxK, np.asarray(budgets_K)[None, :] / 6.0 / n_opt_PxK
+        n_opt_PxU[:, k] = np.exp(0.5 * (lo + hi))
+    return n_opt_PxU, np.asarray(budgets_U)[None, :] / 6.0 / n_opt_PxU
 
 
-def frontier(form, samples: Mapping[str, np.ndarray], budgets_K: np.ndarray):
+def frontier(form, samples: Mapping[str, np.ndarray], budgets_U: np.ndarray):
     """N_opt, D_opt ([P, O]) for a pretraining form: its own allocation rule where it has one
     (chinchilla's closed form), else numeric minimisation along C = 6ND."""
     if form.allocate is None:
-        return numeric_frontier(form.mean, samples, budgets_K)
+        return numeric_frontier(form.mean, samples, budgets_U)
     params_Px1 = {k: np.asarray(v, np.float64)[:, None] for k, v in samples.items()}
-    rule = form.allocate(params_Px1, np.asarray(budgets_K, np.float64)[None, :])
+    rule = form.allocate(params_Px1, np.asarray(budgets_U, np.float64)[None, :])
     return np.asarray(rule["N_opt"], np.float64), np.asarray(rule["D_opt"], np.float64)
 
 
@@ -101,14 +101,14 @@ def allocate_pretraining(form, samples: Mapping[str, np.ndarray], budget: float,
                          budget_range: tuple[float, float] | None = None, n_budgets: int = 25,
                          weights_P: np.ndarray | None = None) -> dict:
     """The compute-optimal frontier at `budget` and across budgets, with credible intervals."""
-    budgets_K = np.unique(np.append(_budget_sweep(budget, *(budget_range or (None, None)), n_budgets), budget))
-    n_PxK, d_PxK = frontier(form, samples, budgets_K)
-    at = int(np.searchsorted(budgets_K, budget))
+    budgets_U = np.unique(np.append(_budget_sweep(budget, *(budget_range or (None, None)), n_budgets), budget))
+    n_PxU, d_PxU = frontier(form, samples, budgets_U)
+    at = int(np.searchsorted(budgets_U, budget))
     curves = [{"budget_flops": float(c),
-               "N_opt": interval(n_PxK[:, k], weights_P),
-               "D_opt": interval(d_PxK[:, k], weights_P),
-               "tokens_per_param": interval(d_PxK[:, k] / n_PxK[:, k], weights_P)}
-              for k, c in enumerate(budgets_K)]
+               "N_opt": interval(n_PxU[:, k], weights_P),
+               "D_opt": interval(d_PxU[:, k], weights_P),
+               "tokens_per_param": interval(d_PxU[:, k] / n_PxU[:, k], weights_P)}
+              for k, c in enumerate(budgets_U)]
     reference = {}
     for name, values in PUBLISHED_CHINCHILLA.items():
         n_ref, d_ref = chinchilla_frontier({k: np.array([v]) for k, v in values.items()}, np.array([budget]))

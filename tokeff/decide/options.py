@@ -184,7 +184,7 @@ class OptionSpace:
 
 
 def option_inputs(options: list[Option], columns: Mapping[str, str]) -> dict[str, np.ndarray]:
-    """Form inputs ([K] arrays) for each option through the fit's input -> column expression
+    """Form inputs ([O] arrays) for each option through the fit's input -> column expression
     mapping (`FitData.columns`, e.g. {"V": "n_examples*avg_tokens", "M": "params"}), so an
     option is described to the law exactly as the runs it was fitted on were."""
     rows = [o.row() for o in options]
@@ -192,14 +192,14 @@ def option_inputs(options: list[Option], columns: Mapping[str, str]) -> dict[str
     for name, expr in columns.items():
         if name in ("target", "n_eval"):
             continue
-        value_K = np.ones(len(rows))
+        value_O = np.ones(len(rows))
         for column in expr.split("*"):
             column = column.strip()
             if column not in rows[0]:
                 raise UserError(f"input {name}: column {column!r} is not something an option defines "
                                 f"({', '.join(rows[0])})")
-            value_K = value_K * np.array([r[column] for r in rows], dtype=np.float64)
-        inputs[name] = value_K
+            value_O = value_O * np.array([r[column] for r in rows], dtype=np.float64)
+        inputs[name] = value_O
     return inputs
 
 

@@ -79,15 +79,15 @@ def reweight(weights_P: np.ndarray, log_lik_MxP: np.ndarray) -> np.ndarray:
     return w / w.sum(axis=1, keepdims=True)
 
 
-def option_entropy(utility_PxK: np.ndarray) -> Uncertainty:
+def option_entropy(utility_PxO: np.ndarray) -> Uncertainty:
     """U = entropy (nats) of which option is best; ties in a draw share the credit."""
-    u = np.asarray(utility_PxK, np.float64)
+    u = np.asarray(utility_PxO, np.float64)
     best = u.max(axis=1, keepdims=True)
     tie = u >= best - 1e-12 * np.maximum(1.0, np.abs(best))
-    share_PxK = tie / tie.sum(axis=1, keepdims=True)
+    share_PxO = tie / tie.sum(axis=1, keepdims=True)
 
     def entropy(w_MxP: np.ndarray) -> np.ndarray:
-        p = w_MxP @ share_PxK
+        p = w_MxP @ share_PxO
         return -np.sum(np.where(p > 0, p * np.log(np.maximum(p, 1e-300)), 0.0), axis=1)
 
     return entropy
@@ -253,8 +253,8 @@ def propose(fit, cands: list[tuple[Option, int]], space: OptionSpace, budget: fl
     form, samples = fit.form, fit.samples
     # The decision the runs should inform, and its uncertainty U(weights).
     if is_pretraining_form(form):
-        n_PxK, _ = frontier(form, samples, np.array([budget]))
-        uncertainty = interval_width(np.log10(n_PxK[:, 0]))
+        n_PxO, _ = frontier(form, samples, np.array([budget]))
+        uncertainty = interval_width(np.log10(n_PxO[:, 0]))
         measure = "90%-interval width of log10 N_opt"
     else:
         # Choose among the candidates' models x lengths (or strategies), each spending the budget.
@@ -262,10 +262,10 @@ def propose(fit, cands: list[tuple[Option, int]], space: OptionSpace, budget: fl
             models=tuple(sorted({o.model for o, _ in cands})),
             lengths=() if space.strategies else tuple(sorted({int(round(o.avg_tokens)) for o, _ in cands})),
             strategies=space.strategies, epochs=tuple(sorted({o.epochs for o, _ in cands})), pool=space.pool)
-        opts, _, metric_PxK, _ = decide_at(form, samples, decision_space, budget, columns=fit.data.columns)
+        opts, _, metric_PxO, _ = decide_at(form, samples, decision_space, budget, columns=fit.data.columns)
         if not opts:
             raise UserError(f"--budget: no feasible option at {budget:.3g} FLOPs to decide between")
-        uncertainty = option_entropy(metric_PxK if form.target == "accuracy" else -metric_PxK)
+        uncertainty = option_entropy(metric_PxO if form.target == "accuracy" else -metric_PxO)
         measure = f"entropy (nats) of which of {len(opts)} options is best"
 
     lik = fit.likelihood
