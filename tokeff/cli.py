@@ -10,6 +10,7 @@ import argparse
 import errno
 import importlib
 import os
+import re
 import sys
 
 from tokeff.cache import enable_compilation_cache
@@ -34,6 +35,11 @@ COMMANDS = [
 
 class _ArgumentParser(argparse.ArgumentParser):
     """argparse that reports bad flags as one line with exit code 2 (as argparse does)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # argparse's default takes "-1e12" for a flag ("expected one argument"): accept exponents too.
+        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$|^-(inf|nan)$", re.I)
 
     def error(self, message: str):  # noqa: D401 - argparse API
         self.exit(2, f"{self.prog}: error: {message}\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import json
 
 from tokeff.errors import UserError
@@ -55,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.bins < 1:
         raise UserError(f"--bins: must be >= 1, got {args.bins}")
+    if args.avg_tokens is not None and not math.isfinite(args.avg_tokens):
+        raise UserError(f"--avg-tokens: must be a finite number of tokens, got {args.avg_tokens}")
     model = load_tokenizer(args.model)
     fmt = PromptFormat(args.format, k_shot=args.k_shot, show_choices=args.show_choices,
                        chat_template=model.chat_template if args.format == "chat" else None,

@@ -66,6 +66,12 @@ def allocate_fit(fit, budget: float, space: OptionSpace | None = None) -> dict:
     if budget <= 0 or not np.isfinite(budget):
         raise UserError(f"budget: must be a positive number of FLOPs, got {budget}")
     if is_pretraining_form(form):
+        given = [flag for flag, value in (("--models", space and space.models), ("--lengths-grid", space and space.lengths),
+                                          ("--strategies", space and space.strategies),
+                                          ("--n-examples", space and space.n_examples)) if value]
+        if given:
+            raise UserError(f"{given[0]}: form {form.name} is a pretraining law (a compute-optimal frontier "
+                            "over N and D); it chooses no models, lengths or strategies: drop the flag")
         compute_of_runs = 6.0 * np.asarray(fit.data.inputs["N"]) * np.asarray(fit.data.inputs["D"])
         result = allocate_pretraining(form, fit.samples, budget, budget_range=(compute_of_runs.min(), compute_of_runs.max()))
         warnings = budget_warnings(fit, budget)

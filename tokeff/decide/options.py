@@ -284,8 +284,11 @@ def read_lengths(path: str):
 
     if not os.path.isfile(path):
         raise UserError(f"--lengths: file not found: {path}")
-    with open(path) as f:
-        text = f.read()
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError:
+        raise UserError(f"--lengths: {path} is not a text file") from None
     try:
         values = json.loads(text) if text.lstrip().startswith("[") else [float(x) for x in text.split()]
         lengths = np.asarray(values, dtype=np.float64)

@@ -174,8 +174,11 @@ def sweep_points(points: list[Mapping]) -> dict:
 def _read_grid(path: str) -> dict:
     if not os.path.isfile(path):
         raise UserError(f"--grid: file not found: {path}")
-    with open(path) as f:
-        text = f.read()
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError:
+        raise UserError(f"--grid: {path} is not a text file") from None
     try:
         if path.endswith((".yaml", ".yml")):
             import yaml
