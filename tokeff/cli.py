@@ -7,7 +7,6 @@ Bad input raises `tokeff.errors.UserError`; it is printed as one line and the ex
 from __future__ import annotations
 
 import argparse
-import errno
 import importlib
 import os
 import re
@@ -15,7 +14,7 @@ import sys
 
 from tokeff.cache import enable_compilation_cache
 from tokeff.errors import UserError
-from tokeff.io import DiskFullError
+from tokeff.io import DiskFullError, is_disk_full
 
 # Order is the order of `tokeff --help`: the pipeline from model to decision.
 COMMANDS = [
@@ -74,11 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     except DiskFullError as e:
         print(f"tokeff {args.command}: error: {e}", file=sys.stderr)
         return 1
-    except OSError as e:
-        if e.errno != errno.ENOSPC:
+    except Exception as e:
+        if not is_disk_full(e):
             raise
-        print(f"tokeff {args.command}: error: no space left on the device ({e.filename or 'while writing'})",
-              file=sys.stderr)
+        where = getattr(e, "filename", None) or "while writing"
+        print(f"tokeff {args.command}: error: no space left on the device ({where})", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"tokeff {args.command}: interrupted", file=sys.stderr)

@@ -52,10 +52,27 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     from tokeff.workdir import workdir_lock
 
     check_train_config(config)
-    if config.distributed.enabled:  # every host of a multi-host run writes the one shared workdir
-        return _train(config, workdir)
-    with workdir_lock(workdir):
-        return _train(config, workdir)
+    try:
+        if config.distributed.enabled:  # every host of a multi-host run writes the one shared workdir
+            return _train(config, workdir)
+        with workdir_lock(workdir):
+            return _train(config, workdir)
+    except Exception as e:
+        from tokeff.io import DiskFullError, is_disk_full
+
+        if not is_disk_full(e) or isinstance(e, DiskFullError):
+            raise
+        raise DiskFullError(f"--workdir: no space left on the device holding {workdir}; the last good checkpoint "
+                            f"({_last_checkpoint(workdir)}) is intact: free space and rerun to resume") from None
+
+
+def _last_checkpoint(workdir: str) -> str:
+    """The newest finished checkpoint step, read from the folder names (orbax names them by step)."""
+    try:
+        steps = [int(n) for n in os.listdir(os.path.join(workdir, "checkpoints")) if n.isdigit()]
+    except OSError:
+        steps = []
+    return f"step {max(steps)}" if steps else "none yet"
 
 
 def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
