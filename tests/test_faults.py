@@ -67,6 +67,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow  # a training in a fresh interpreter (cold compile), then its rerun
 def test_sigkill_during_a_checkpoint_save_resumes_without_losing_or_repeating_a_step(tmp_path, capsys):
     workdir = str(tmp_path / "run")
     killed = _child(KILL_IN_CHECKPOINT_SAVE, "train", "--config", TINY, "--workdir", workdir, *SMALL)
@@ -227,6 +228,7 @@ def test_a_second_process_on_a_workdir_is_refused_naming_the_holder(command, tmp
     assert os.listdir(workdir) == []
 
 
+@pytest.mark.slow  # a training in a fresh interpreter (cold compile), then its rerun
 def test_two_real_trainings_on_one_workdir_one_runs_one_is_refused(tmp_path, capsys):
     workdir = str(tmp_path / "run")
     first = subprocess.Popen([sys.executable, "-m", "tokeff.cli", "train", "--config", TINY, "--workdir", workdir,
