@@ -258,7 +258,9 @@ def _spawn(stack: str, work: str, argv: list[str], src: str) -> dict:
     if proc.returncode:
         sys.stderr.write(proc.stderr[-4000:])
         raise SystemExit(f"{stack} {work} worker failed (exit {proc.returncode})")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(f"  {stack} {work}: {json.dumps(result)}", file=sys.stderr, flush=True)  # kept if the run is cut short
+    return result
 
 
 def main() -> None:

@@ -11,6 +11,12 @@ to the same segment, so packed examples never see each other; `positions_BxS` re
 rotary phase per example. Padding tokens attend to each other (never to nothing), so no row of
 the softmax is empty and no NaN appears.
 
+Callers that read only some logits use `hidden_states` and `logits` apart (scoring reads the
+answer positions only; the training loss unembeds chunk by chunk). `extend` runs tokens
+against a KV cache (`init_cache`): generation feeds one token per step instead of the whole
+buffer. Attention computes the dense [S, T] scores of each KV group without repeating K/V
+for its query heads; on this CPU it runs faster than torch's sdpa (docs/speed.md).
+
 The layer stack is a Python loop (unrolled under jit): XLA's cost analysis then counts every
 layer, which the FLOP cross-check in `tokeff.flops` relies on (a scan body counts once).
 
