@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 
 from tokeff.errors import UserError
@@ -29,6 +30,8 @@ def _parse_shard(text: str) -> tuple[int, int]:
         index, count = (int(x) for x in text.split("/"))
     except ValueError:
         raise UserError(f"--shard: expected I/N (e.g. 0/4), got {text!r}") from None
+    if count < 1 or not 0 <= index < count:
+        raise UserError(f"--shard: {text!r} needs 0 <= I < N (shards are numbered from 0)")
     return index, count
 
 
@@ -48,7 +51,10 @@ def run(args: argparse.Namespace) -> int:
         import jax
 
         jax.distributed.initialize()
-    rows = sweep.run_sweep(config, args.workdir, shard=shard)
+    from tokeff.workdir import workdir_lock
+
+    with workdir_lock(args.workdir) if not args.distributed else contextlib.nullcontext():
+        rows = sweep.run_sweep(config, args.workdir, shard=shard)
     if rows:
         csv_path = os.path.join(args.workdir, "results.csv") if "://" not in args.workdir \
             else f"{args.workdir.rstrip('/')}/results.csv"
