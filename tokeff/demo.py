@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import types
 
 import numpy as np
 
@@ -123,19 +122,15 @@ def composition_verdict(fit) -> dict:
 # ----------------------------------------------------------------------------- allocation
 
 def pool_lengths(train_config) -> np.ndarray:
-    """Token lengths of every example the strategies could choose from (the train side)."""
-    import ml_collections
-
+    """Token lengths of every example the strategies could choose from (the train side, fitting a row)."""
     from tokeff.data.model_tokenizer import load_tokenizer
-    from tokeff.train.dataset import build_training_set
+    from tokeff.train.dataset import training_task
 
-    data = ml_collections.ConfigDict(train_config.data.to_dict())
-    data.strategy, data.token_budget, data.n_examples, data.avg_tokens = "random", 0, 0, 0.0
-    tok = load_tokenizer(train_config.model)
-    loaded = types.SimpleNamespace(tokenizer=tok.tokenizer, chat_template=tok.chat_template, prepend_bos_id=tok.prepend_bos_id,
-                                   eos_id=tok.eos_id, name=tok.name,
-                                   config=types.SimpleNamespace(max_seq_len=tok.context_len))
-    return build_training_set(data, loaded, int(train_config.seed)).lengths
+    data, seed = train_config.data, int(train_config.seed)
+    model = load_tokenizer(train_config.model)
+    task = training_task(data, model.name, model.tokens, model.context_len, seed)
+    row_len = int(data.row_len) if data.layout == "packed" and data.row_len else None
+    return task.select("random", seed=seed, row_len=row_len).lengths
 
 
 def allocate_strategy(fits: dict, comparison: dict, config, budget: float) -> dict:

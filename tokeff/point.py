@@ -22,7 +22,6 @@ import os
 from typing import Any
 
 import ml_collections
-import numpy as np
 
 from tokeff.errors import UserError
 
@@ -89,12 +88,14 @@ def _cached_evaluation(config, workdir: str, eval_config) -> dict[str, Any]:
         with open(path) as f:
             return json.load(f)
     from tokeff.eval.multiple_choice import evaluate_multiple_choice
+    from tokeff.train.dataset import training_task
     from tokeff.train.trained import load_trained
 
     loaded = load_trained(workdir)
-    records = eval_records(config.data, int(eval_config.max_questions))
+    task = training_task(config.data, loaded.name, loaded.tokens, loaded.config.max_seq_len, int(config.seed))
+    records = task.eval_set(int(eval_config.max_questions))
     result = evaluate_multiple_choice(
-        loaded, records, method=eval_config.method, prompt_format=config.data.prompt_format,
+        loaded, records, method=eval_config.method, prompt_format=task.prompt, exemplars=task.exemplars,
         bos_id=loaded.prepend_bos_id, batch_size=int(eval_config.batch_size), progress=bool(config.log.progress))
     evaluation = result.summary()
     if jax.process_index() == 0:
@@ -103,35 +104,3 @@ def _cached_evaluation(config, workdir: str, eval_config) -> dict[str, Any]:
             json.dump(evaluation, f, indent=2)
         os.replace(tmp, path)
     return evaluation
-
-
-def eval_records(data: ml_collections.ConfigDict, max_questions: int) -> list[dict]:
-    """Held-out multiple-choice questions for a training data config (at most `max_questions`).
-
-    mmlu: the eval side of the run's own per-subject split. arithmetic: fresh sums (a seed the
-    training pool never uses) with three near-miss wrong answers.
-    """
-    if max_questions <= 0:
-        raise UserError(f"eval.max_questions: must be positive, got {max_questions}")
-    if data.source == "mmlu":
-        from tokeff.data.sources import load_multiple_choice
-        from tokeff.data.split import train_eval_split
-
-        ds = load_multiple_choice("mmlu", subjects=data.subjects)
-        split = train_eval_split(ds, seed=int(data.split_seed), eval_fraction=float(data.eval_fraction))
-        records = split.eval.to_list()
-        return records[:max_questions]
-    if data.source == "arithmetic":
-        from tokeff.train.dataset import arithmetic_pairs
-
-        rng = np.random.default_rng(10_007 + int(data.split_seed))
-        records = []
-        for prompt, answer in arithmetic_pairs(max_questions, seed=10_007 + int(data.split_seed)):
-            value = int(answer)
-            wrong = sorted({value + d for d in (-10, -1, 1, 10, 100)} - {value})
-            choices = [answer] + [str(w) for w in rng.choice(wrong, 3, replace=False)]
-            order = rng.permutation(4)
-            records.append({"question": prompt, "choices": [choices[i] for i in order],
-                            "answer": int(np.argmin(order)), "subject": "arithmetic"})
-        return records
-    raise UserError(f"data.source: no held-out evaluation for {data.source!r}")
