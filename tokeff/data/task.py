@@ -171,10 +171,10 @@ class Task:
 def task_from_config(data, tokens: TokenizerInfo, context_len: int, seed: int) -> Task:
     """The task a training config's `data` section names (`tokeff.train.defaults`)."""
     return Task(tokens=tokens, context_len=int(context_len), source=data.source,
-                subjects=data.subjects or None, path=data.get("path") or None,
-                fields=parse_fields(data.get("fields", "")), split_seed=int(data.split_seed),
+                subjects=data.subjects or None, path=data.path or None,
+                fields=parse_fields(data.fields), split_seed=int(data.split_seed),
                 eval_fraction=float(data.eval_fraction), prompt_format=data.prompt_format,
-                k_shot=int(data.get("k_shot", 0)), prompt_seed=int(data.split_seed), loss_on=data.loss_on,
+                k_shot=int(data.k_shot), prompt_seed=int(data.split_seed), loss_on=data.loss_on,
                 cache_dir=False if data.cache_dir == "none" else (data.cache_dir or None),
                 pool_size=int(data.pool_size), pool_seed=int(seed))
 

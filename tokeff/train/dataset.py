@@ -21,7 +21,7 @@ SOURCES = ("mmlu", "arithmetic")
 def training_task(data: ml_collections.ConfigDict, model_name: str, tokens: TokenizerInfo, context_len: int,
                   seed: int) -> Task:
     """The data task of a training config's `data` section, for a model's tokenizer."""
-    if data.source not in SOURCES and not data.get("path"):
+    if data.source not in SOURCES and not data.path:
         raise UserError(f"data.source: must be one of {', '.join(SOURCES)}, got {data.source!r}")
     if tokens.tokenizer is None:
         raise UserError(f"model: {model_name} has no tokenizer to encode the training data")
