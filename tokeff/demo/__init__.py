@@ -87,7 +87,7 @@ def run_demo(config_path: str | None, overrides: list[str], workdir: str) -> int
     timings["analysis (fits, LOO, allocation, plots)"] = time.time() - t
     timings["total"] = time.time() - started
     report = "\n".join([
-        analysis.format_report(rows, fits, comparison, verdict, allocation, workdir), "",
+        analysis.format_report(rows, fits, comparison, verdict, allocation, workdir, float(config.fit.chance)), "",
         prediction.format_check(predictions, check), "",
         "time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()),
     ])

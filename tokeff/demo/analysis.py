@@ -105,11 +105,13 @@ def allocate_strategy(fits: dict, comparison: dict, config, budget: float) -> di
 
 # ----------------------------------------------------------------------------- report
 
-def _interval(d: dict) -> str:
-    return f"{d['median']:.3f} [{d['q05']:.3f}, {d['q95']:.3f}]"
+def _interval(d: dict, floor: float = 0.0) -> str:
+    """median [5%, 95%]; an accuracy is floored at chance, as the binomial likelihood floors it."""
+    q = {k: max(floor, d[k]) for k in ("median", "q05", "q95")}
+    return f"{q['median']:.3f} [{q['q05']:.3f}, {q['q95']:.3f}]"
 
 
-def format_report(rows, fits, comparison, verdict, allocation, workdir: str) -> str:
+def format_report(rows, fits, comparison, verdict, allocation, workdir: str, chance: float = 0.0) -> str:
     lines = ["", "== results (loss: nats per answer token; accuracy: held-out cloze, 95% Wilson interval)",
              results_table(rows), "", "== posterior of the accuracy laws (median [5%, 95%])"]
     for key, fit in fits.items():
@@ -132,7 +134,7 @@ def format_report(rows, fits, comparison, verdict, allocation, workdir: str) -> 
     d = allocation["decision"]
     lines += ["", f"== allocation at {allocation['budget_flops']:.3g} FLOPs (law: {allocation['law']})",
               f"run {d['label']}: {d['n_examples']} examples of {d['avg_tokens']:.0f} tokens on average, "
-              f"{d['flops']:.3g} FLOPs; predicted accuracy {_interval(d['predicted'])}",
+              f"{d['flops']:.3g} FLOPs; predicted accuracy {_interval(d['predicted'], chance)}",
               f"P(best option) = {d['p_best']:.2f}, expected regret {d['expected_regret']:.4f}"
               + (f"; indistinguishable from the runner-up ({allocation['indistinguishable_reason']})"
                  if allocation["indistinguishable"] else "")]
