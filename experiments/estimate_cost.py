@@ -26,7 +26,7 @@ def estimate(config, *, peak_flops: float, mfu: float, eval_tokens: int, chips: 
     """
     from tokeff import flops, sweep
     from tokeff.models.config import get_preset
-    from tokeff.point import eval_records
+    from tokeff.sweep.engine import eval_records
 
     n_eval = len(eval_records(config.train.data, int(config.eval.max_questions)))
     per_model = collections.OrderedDict()

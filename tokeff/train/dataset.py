@@ -39,9 +39,24 @@ def arithmetic_pairs(n: int, seed: int) -> list[tuple[str, str]]:
     return pairs
 
 
+# The data config keys that decide the tokenised pool (the rest choose examples from it).
+POOL_KEYS = ("source", "pool_size", "subjects", "split_seed", "eval_fraction", "prompt_format", "loss_on",
+             "cache_dir")
+
+
+def pool_key(data: ml_collections.ConfigDict, seed: int) -> tuple:
+    """What identifies `training_pool(data, loaded, seed)` for one model: equal keys, equal pools."""
+    key = tuple((k, data.get(k)) for k in POOL_KEYS)
+    return key + (("seed", seed),) if data.source == "arithmetic" else key  # sums are drawn from the seed
+
+
 def build_training_set(data: ml_collections.ConfigDict, loaded, seed: int) -> TrainingSet:
     """Tokenize the configured source with `loaded`'s tokenizer and apply the composition."""
-    from tokeff.data.composition import select
+    return select_training_set(data, training_pool(data, loaded, seed), loaded.config.max_seq_len, seed)
+
+
+def training_pool(data: ml_collections.ConfigDict, loaded, seed: int) -> list:
+    """Every training example of the configured source, tokenised with `loaded`'s tokenizer."""
     from tokeff.data.tokenize import tokenize_pairs
 
     if data.source not in SOURCES:
@@ -51,13 +66,18 @@ def build_training_set(data: ml_collections.ConfigDict, loaded, seed: int) -> Tr
     cache = False if data.cache_dir == "none" else (data.cache_dir or None)
     if data.source == "arithmetic":
         pairs = arithmetic_pairs(int(data.pool_size), seed)
-        examples = tokenize_pairs(pairs, loaded.tokenizer, bos_id=loaded.prepend_bos_id, eos_id=loaded.eos_id,
-                                  loss_on=data.loss_on, cache_dir=False)
-    else:
-        examples = _mmlu_examples(data, loaded, cache)
-    lengths = [len(e) for e in examples]
+        return tokenize_pairs(pairs, loaded.tokenizer, bos_id=loaded.prepend_bos_id, eos_id=loaded.eos_id,
+                              loss_on=data.loss_on, cache_dir=False)
+    return _mmlu_examples(data, loaded, cache)
+
+
+def select_training_set(data: ml_collections.ConfigDict, pool: list, max_seq_len: int, seed: int) -> TrainingSet:
+    """The composition's examples from a tokenised pool (which is not modified)."""
+    from tokeff.data.composition import select
+
+    lengths = [len(e) for e in pool]
     # An example longer than a packed row cannot be packed: the strategies choose among those that fit.
-    context = loaded.config.max_seq_len
+    context = max_seq_len
     if data.layout == "packed" and data.row_len:
         context = min(context, int(data.row_len))
     # No target: the whole pool that fits (after the strategy's own filtering), in the strategy's order.
@@ -65,7 +85,7 @@ def build_training_set(data: ml_collections.ConfigDict, loaded, seed: int) -> Tr
         "n_examples": sum(n <= context for n in lengths) if data.strategy != "truncate" else len(lengths)}
     options = {"max_len": data.max_len} if data.strategy == "truncate" else {}
     selection = select(lengths, data.strategy, seed=seed, context_len=context, **target, **options)
-    return TrainingSet(examples=selection.apply(examples), selection=selection.as_dict())
+    return TrainingSet(examples=selection.apply(pool), selection=selection.as_dict())
 
 
 def _mmlu_examples(data: ml_collections.ConfigDict, loaded, cache):
