@@ -17,8 +17,8 @@ from ml_collections.config_dict import placeholder
 
 from tokeff.configfile import load_config
 from tokeff.errors import UserError
+from tokeff.sweep.runner import DEFAULT_RUNNER
 
-DEFAULT_RUNNER = "tokeff.point:train_and_evaluate"
 EVAL_METHODS = ("cloze", "cloze_norm", "cloze_token", "letter")
 
 

@@ -143,17 +143,17 @@ class Task:
 
     def select(self, strategy: str = "random", *, token_budget: int | None = None, n_examples: int | None = None,
                avg_tokens: float | None = None, seed: int = 0, row_len: int | None = None,
-               **options) -> TrainingSet:
+               examples: list | None = None, **options) -> TrainingSet:
         """The examples a composition strategy picks from the train pool for a target.
 
         row_len: the packed row length; an example longer than a row cannot be packed, so the
         strategies choose among those that fit. No target: the whole pool that fits, in the
-        strategy's order. `options` go to `tokeff.data.composition.select` (lo, hi, max_len,
+        strategy's order. `examples`: this task's `train_pool()`, when already built. `options` go to `tokeff.data.composition.select` (lo, hi, max_len,
         target_lengths, bins).
         """
         from tokeff.data.composition import select
 
-        examples = self.train_pool()
+        examples = self.train_pool() if examples is None else examples
         lengths = [len(e) for e in examples]
         context = min(self.context_len, row_len) if row_len else self.context_len
         target = {k: v for k, v in (("token_budget", token_budget), ("n_examples", n_examples),

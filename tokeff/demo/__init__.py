@@ -28,7 +28,7 @@ def run_demo(config_path: str | None, overrides: list[str], workdir: str) -> int
     from tokeff.config_schemas import load_demo_config
     from tokeff.demo import analysis, prediction
     from tokeff.errors import UserError
-    from tokeff.point import enable_compilation_cache
+    from tokeff.cache import enable_compilation_cache
 
     config = load_demo_config(config_path or DEFAULT_CONFIG, overrides)
     started = time.time()
