@@ -18,6 +18,7 @@ from tokeff.models.tokenizer import TokenizerInfo
 
 SOURCES = ("mmlu", "arithmetic")
 
+
 def training_task(data: ml_collections.ConfigDict, model_name: str, tokens: TokenizerInfo, context_len: int,
                   seed: int) -> Task:
     """The data task of a training config's `data` section, for a model's tokenizer."""
