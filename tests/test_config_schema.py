@@ -75,3 +75,4 @@ def test_sweep_runner_has_its_default(tmp_path, capsys):
 ])
 def test_demo_config_refused_before_anything_runs(tmp_path, capsys, overrides, key):
     refused(capsys, tmp_path, ["demo", "--config", "configs/demo.py:smoke", *overrides], key)
+
