@@ -169,13 +169,13 @@ def test_packed_selection_keeps_only_examples_that_fit_a_row():
     (otherwise the packer cannot place them and the run fails after loading)."""
     import types
 
-    from tokeff.models.tokenizer import byte_tokenizer
+    from tokeff.models.tokenizer import TokenizerInfo, byte_tokenizer
     from tokeff.train.dataset import build_training_set
 
     data = base_config().data
     data.source, data.pool_size, data.strategy, data.layout = "arithmetic", 200, "few_long", "packed"
     tokenizer = byte_tokenizer()
-    loaded = types.SimpleNamespace(tokenizer=tokenizer, prepend_bos_id=None, eos_id=256, chat_template=None,
+    loaded = types.SimpleNamespace(tokens=TokenizerInfo(tokenizer, None, None, 256),
                                    name="tiny", config=types.SimpleNamespace(max_seq_len=256))
     data.row_len = 0  # no packed row length: the pool's own lengths
     pool = [len(e) for e in build_training_set(data, loaded, 0).examples]

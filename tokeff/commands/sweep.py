@@ -37,10 +37,10 @@ def _parse_shard(text: str) -> tuple[int, int]:
 
 def run(args: argparse.Namespace) -> int:
     from tokeff import results, sweep
-    from tokeff.train.config import load_config
+    from tokeff.config_schemas import load_sweep_config
 
     shard = _parse_shard(args.shard)
-    config = load_config(args.config, list(args._extra))
+    config = load_sweep_config(args.config, list(args._extra))
     if args.dry_run:
         done = {r["run_id"] for r in sweep.sweep_rows(args.workdir) if r["status"] == "ok"}
         points = sweep.grid_points(config)

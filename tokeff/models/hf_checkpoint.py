@@ -17,6 +17,7 @@ import numpy as np
 
 from tokeff.errors import UserError
 from tokeff.models.config import ModelConfig
+from tokeff.models.tokenizer import TokenizerInfo
 
 ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM")
 _MODEL_TYPE = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2"}
@@ -209,8 +210,8 @@ def params_from_hf(cfg: ModelConfig, tensors: dict[str, np.ndarray]) -> dict[tup
     return params
 
 
-def read_hf_tokenizer(path: str) -> tuple[object | None, str | None, int | None, int | None]:
-    """(tokenizer, chat template, bos id, eos id) of an HF directory; tokenizer None without tokenizer.json."""
+def read_hf_tokenizer(path: str) -> TokenizerInfo:
+    """The tokenizer, chat template and bos/eos ids of an HF directory (tokenizer None without tokenizer.json)."""
     from tokenizers import Tokenizer
 
     def _json(name: str) -> dict:
@@ -243,4 +244,4 @@ def read_hf_tokenizer(path: str) -> tuple[object | None, str | None, int | None,
             value = tokenizer.token_to_id(token)
         return None if value is None else int(value)
 
-    return tokenizer, template, _id("bos"), _id("eos")
+    return TokenizerInfo(tokenizer, template, _id("bos"), _id("eos"))

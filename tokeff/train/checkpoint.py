@@ -20,11 +20,20 @@ import orbax.checkpoint as ocp
 class Checkpoints:
     """The checkpoint directory of one run (`workdir/checkpoints`)."""
 
-    def __init__(self, directory: str, *, keep: int = 2, async_save: bool = True):
+    def __init__(self, directory: str, *, keep: int = 2, async_save: bool = True, local: bool = False):
+        """`local`: this process saves alone (a multi-host sweep's own point), with no cross-host barrier."""
+        extra = {}
+        if local:
+            import jax
+
+            me = jax.process_index()
+            extra["multiprocessing_options"] = ocp.options.MultiprocessingOptions(
+                primary_host=me, active_processes={me}, barrier_sync_key_prefix=f"p{me}")
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max(int(keep), 1),
             enable_async_checkpointing=async_save,
             save_interval_steps=1,  # the loop decides when to save
+            **extra,
         )
         self._manager = ocp.CheckpointManager(os.path.abspath(directory), options=options)
 

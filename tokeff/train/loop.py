@@ -43,7 +43,63 @@ class Plan:
         return len(self.rows)
 
 
-def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
+class Resources:
+    """What a run builds before its first step: mesh, model, training set, optimizer, state, step.
+
+    `train` asks for each through these methods; this base class builds everything afresh (a
+    standalone run). The warm sweep engine (`tokeff.sweep.engine`) subclasses it to build each
+    once per process and share it across points, through this same loop.
+    """
+
+    save_final = True  # checkpoint the run's end and write summary.json (False: the caller keeps the result)
+    local = False  # this process runs the run alone (a multi-host sweep's share): it writes its files
+
+    def mesh(self, config: ml_collections.ConfigDict):
+        import jax
+
+        from tokeff.train.mesh import AXES, make_mesh
+
+        n_devices = int(config.mesh.num_devices)
+        if n_devices < 0 or n_devices > jax.device_count():
+            raise UserError(f"mesh.num_devices: {n_devices} is not between 0 and the {jax.device_count()} devices")
+        return make_mesh({a: int(config.mesh[a]) for a in AXES},
+                         devices=jax.devices()[:n_devices] if n_devices else None)
+
+    def model(self, config: ml_collections.ConfigDict):
+        return load_for_training(config)
+
+    def training_set(self, config: ml_collections.ConfigDict, loaded):
+        from tokeff.train.dataset import build_training_set
+
+        return build_training_set(config.data, loaded, int(config.seed))
+
+    def optimizer(self, optim: ml_collections.ConfigDict, total_steps: int):
+        from tokeff.train.optimizer import make_optimizer
+
+        return make_optimizer(optim, total_steps)
+
+    def layout(self, model_cfg, seed: int, tx, mesh):
+        from tokeff.train.state import state_layout
+
+        return state_layout(model_factory(model_cfg, seed), tx, mesh)
+
+    def initial_state(self, config: ml_collections.ConfigDict, layout, loaded, tx) -> dict:
+        from tokeff.train.state import init_state
+
+        pretrained = None if is_preset(config.model) else loaded.model
+        return init_state(layout, model_factory(loaded.config, int(config.seed)), tx, int(config.seed),
+                          pretrained=pretrained)
+
+    def train_step(self, layout, tx, mesh):
+        from tokeff.train.step import make_train_step
+
+        return make_train_step(layout, tx, mesh)
+
+    def finished(self, state: dict, layout) -> None:
+        """Called with the final state of a run that completed here (not one read back)."""
+
+
+def train(config: ml_collections.ConfigDict, workdir: str, *, resources: Resources | None = None) -> dict:
     """Train as `config` says, within its budget, in `workdir`; returns the summary (also summary.json).
 
     Values are checked and the workdir locked (one process per workdir) before anything is written.
@@ -52,11 +108,12 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     from tokeff.workdir import workdir_lock
 
     check_train_config(config)
+    resources = resources or Resources()
     try:
         if config.distributed.enabled:  # every host of a multi-host run writes the one shared workdir
-            return _train(config, workdir)
+            return _train(config, workdir, resources)
         with workdir_lock(workdir):
-            return _train(config, workdir)
+            return _train(config, workdir, resources)
     except Exception as e:
         from tokeff.io import DiskFullError, is_disk_full
 
@@ -75,7 +132,7 @@ def _last_checkpoint(workdir: str) -> str:
     return f"step {max(steps)}" if steps else "none yet"
 
 
-def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def _train(config: ml_collections.ConfigDict, workdir: str, resources: Resources) -> dict:
     started = time.time()
     summary_path = os.path.join(workdir, "summary.json")
     _check_same_run(config, workdir)
@@ -89,17 +146,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     from tokeff.data.batching import BatchStream
     from tokeff.train.checkpoint import Checkpoints
-    from tokeff.train.dataset import build_training_set
-    from tokeff.train.mesh import AXES, batch_shards, make_mesh
+    from tokeff.train.mesh import batch_shards
     from tokeff.train.metrics import MetricsLog, device_peak_flops, truncate_metrics
-    from tokeff.train.optimizer import make_optimizer
-    from tokeff.train.state import init_state, state_layout
-    from tokeff.train.step import make_train_step
 
-    n_devices = int(config.mesh.num_devices)
-    if n_devices < 0 or n_devices > jax.device_count():
-        raise UserError(f"mesh.num_devices: {n_devices} is not between 0 and the {jax.device_count()} devices")
-    mesh = make_mesh({a: int(config.mesh[a]) for a in AXES}, devices=jax.devices()[:n_devices] if n_devices else None)
+    mesh = resources.mesh(config)
     shards = batch_shards(mesh)
     if config.microbatches < 1 or config.batch_size < 1:
         raise UserError("batch_size/microbatches: must be >= 1")
@@ -110,9 +160,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         )
     budget = Budget(flops=int(config.budget.flops), tokens=int(config.budget.tokens),
                     epochs=int(config.budget.epochs))
-    loaded = _load(config)
+    loaded = resources.model(config)
     model_cfg = loaded.config
-    training_set = build_training_set(config.data, loaded, int(config.seed))
+    training_set = resources.training_set(config, loaded)
     example_tokens = training_set.lengths
     stream = BatchStream(training_set.examples, model_cfg, batch_size=int(config.batch_size),
                          layout=config.data.layout, row_len=int(config.data.row_len) or None,
@@ -123,41 +173,43 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     check_minimum(stream.batch_at(0), budget, shards)
     plan = _plan(stream, budget, shards, tokens_of)
-    tx, schedule = make_optimizer(config.optim, plan.steps)
+    tx, schedule = resources.optimizer(config.optim, plan.steps)
 
-    model_factory = _model_factory(model_cfg, int(config.seed))
     # Everything is validated: only now does the workdir get written to.
     os.makedirs(workdir, exist_ok=True)
+    writer = resources.local or jax.process_index() == 0
     checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), keep=int(config.checkpoint.keep),
-                              async_save=bool(config.checkpoint.async_save))
+                              async_save=bool(config.checkpoint.async_save), local=resources.local)
     with jax.set_mesh(mesh):
-        layout = state_layout(model_factory, tx, mesh)
+        layout = resources.layout(model_cfg, int(config.seed), tx, mesh)
         latest = checkpoints.latest_step()
         if latest is None:
-            _write_json(os.path.join(workdir, "config.json"), config.to_dict())
-            pretrained = None if _is_preset(config.model) else loaded.model
-            state = init_state(layout, model_factory, tx, int(config.seed), pretrained=pretrained)
+            if writer:
+                _write_json(os.path.join(workdir, "config.json"), config.to_dict())
+            state = resources.initial_state(config, layout, loaded, tx)
             meta = {"spent": dataclasses.asdict(Spent()), "last_loss": None, "wall_seconds": 0.0}
             truncate_metrics(workdir, 0)  # a run killed before its first checkpoint starts over
         else:
             state, meta = checkpoints.restore(latest, layout.abstract)
             truncate_metrics(workdir, latest)
-        del loaded  # the host copy of pretrained weights is no longer needed
+        del loaded  # a standalone run no longer needs the host copy of the pretrained weights
         spent = Spent(**meta["spent"])
-        step_fn = make_train_step(layout, tx, mesh)
-        peak = device_peak_flops(jax.devices()[0], model_cfg.dtype)
+        step_fn = resources.train_step(layout, tx, mesh)
+        peak = device_peak_flops(mesh.devices.flat[0], model_cfg.dtype)
         log = MetricsLog(workdir, total_steps=plan.steps, first_step=spent.steps, peak_flops=peak,
                          n_devices=mesh.size, progress=bool(config.log.progress),
                          tensorboard=bool(config.log.tensorboard))
         stop = _SigtermFlag()
         try:
-            status, last_loss, loop_seconds, compile_seconds = _run_steps(
+            state, status, last_loss, loop_seconds, compile_seconds = _run_steps(
                 config, plan, stream, step_fn, schedule, state, spent, meta, checkpoints, log, stop, mesh,
-                tokens_of, started)
+                tokens_of, started, resources.save_final)
         finally:
             stop.restore()
             log.close()
             checkpoints.close()
+    if status == "completed":
+        resources.finished(state, layout)
 
     wall = meta["wall_seconds"] + (time.time() - started)
     summary = {
@@ -186,19 +238,19 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "compile_seconds": compile_seconds,
         "flops_per_second": spent.flops / loop_seconds if loop_seconds > 0 else None,
         "mesh": dict(mesh.shape),
-        "devices": jax.device_count(),
-        "device_kind": jax.devices()[0].device_kind,
+        "devices": mesh.size,
+        "device_kind": mesh.devices.flat[0].device_kind,
         "batch_granularity_rows": shards,
         "selection": training_set.selection,
     }
-    if status == "completed" and jax.process_index() == 0:
+    if status == "completed" and resources.save_final and writer:
         _write_json(summary_path, summary)
     return summary
 
 
 def _run_steps(config, plan, stream, step_fn, schedule, state, spent, meta, checkpoints, log, stop, mesh,
-               tokens_of, started):
-    """The step loop; returns (status, last loss, seconds spent stepping, seconds compiling)."""
+               tokens_of, started, save_final):
+    """The step loop; returns (state, status, last loss, seconds spent stepping, seconds compiling)."""
     import jax
 
     every = int(config.checkpoint.every_steps)
@@ -245,7 +297,7 @@ def _run_steps(config, plan, stream, step_fn, schedule, state, spent, meta, chec
         flush()
         pending = (spent.steps, metrics, host)
         final = step + 1 == plan.steps
-        if final or stop.raised or (every > 0 and spent.steps % every == 0):
+        if (final and save_final) or stop.raised or (not final and every > 0 and spent.steps % every == 0):
             flush()
             meta = {"spent": dataclasses.asdict(spent), "last_loss": last_loss,
                     "wall_seconds": meta["wall_seconds"] + (time.time() - started)}
@@ -256,7 +308,7 @@ def _run_steps(config, plan, stream, step_fn, schedule, state, spent, meta, chec
                 break
     flush()
     jax.block_until_ready(state)
-    return status, last_loss, time.perf_counter() - loop_start - compile_seconds, compile_seconds
+    return state, status, last_loss, time.perf_counter() - loop_start - compile_seconds, compile_seconds
 
 
 def _device_batch(batch, micro_rows: int, mesh) -> dict:
@@ -318,7 +370,8 @@ def _unique_tokens_seen(stream, plan: Plan, steps: int, example_tokens: np.ndarr
     return int(example_tokens[sorted(seen)].sum()) if seen else 0
 
 
-def _model_factory(model_cfg, seed: int):
+def model_factory(model_cfg, seed: int):
+    """A function building the (randomly initialised) model: what layouts and fresh inits trace."""
     def factory():
         from flax import nnx
 
@@ -329,13 +382,14 @@ def _model_factory(model_cfg, seed: int):
     return factory
 
 
-def _is_preset(spec: str) -> bool:
+def is_preset(spec: str) -> bool:
+    """A preset name (trained from scratch) rather than a checkpoint to fine-tune."""
     from tokeff.models.config import PRESETS
 
     return spec in PRESETS
 
 
-def _load(config):
+def load_for_training(config: ml_collections.ConfigDict):
     """The config's model spec with its tokenizer; for a preset, without materialising weights.
 
     A preset is trained from scratch and initialised later directly on its shards, so its
@@ -351,7 +405,7 @@ def _load(config):
     def load():
         return load_model(config.model, dtype=config.dtype, seed=int(config.seed))
 
-    if not _is_preset(config.model):
+    if not is_preset(config.model):
         return load()
     box = []
     jax.eval_shape(lambda: box.append(load()) or 0)

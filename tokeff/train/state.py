@@ -83,3 +83,16 @@ def init_state(layout: StateLayout, model_factory: Callable[[], nnx.Module],
     init = jax.jit(lambda p: _init_from(p, tx, seed), in_shardings=(layout.shardings["params"],),
                    out_shardings=layout.shardings)
     return init(params)
+
+
+def fresh_state_fn(layout: StateLayout, tx: optax.GradientTransformation) -> Callable[[dict, int], dict]:
+    """`fresh(params, seed) -> state`: a new state starting from a copy of `params`, compiled once.
+
+    What the warm sweep engine resets to between points: the pretrained (or initial) parameters
+    stay on device, untouched, while the step donates and overwrites the copy.
+    """
+    def fresh(params, seed):
+        return _init_from(jax.tree.map(jnp.copy, params), tx, seed)
+
+    return jax.jit(fresh, in_shardings=(layout.shardings["params"], NamedSharding(layout.shardings["step"].mesh, P())),
+                   out_shardings=layout.shardings)

@@ -20,7 +20,7 @@ def load_trained(workdir: str, *, step: int | None = None):
     import jax
 
     from tokeff.train.checkpoint import Checkpoints
-    from tokeff.train.loop import _load, _model_factory
+    from tokeff.train.loop import load_for_training, model_factory
     from tokeff.train.mesh import make_mesh
     from tokeff.train.optimizer import make_optimizer
     from tokeff.train.state import state_layout
@@ -34,10 +34,10 @@ def load_trained(workdir: str, *, step: int | None = None):
     step = checkpoints.latest_step() if step is None else step
     if step is None:
         raise UserError(f"workdir: {workdir} has no checkpoint yet")
-    loaded = _load(config)
+    loaded = load_for_training(config)
     tx, _ = make_optimizer(config.optim, total_steps=1)  # only the state's structure matters
     mesh = make_mesh({"data": 1}, devices=jax.local_devices()[:1])
-    layout = state_layout(_model_factory(loaded.config, int(config.seed)), tx, mesh)
+    layout = state_layout(model_factory(loaded.config, int(config.seed)), tx, mesh)
     state, _ = checkpoints.restore(step, layout.abstract)
     checkpoints.close()
     from flax import nnx

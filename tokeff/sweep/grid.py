@@ -1,0 +1,179 @@
+"""The grid of a sweep: points, their stable run ids, and each point's training config.
+
+A point is (model, FLOP budget, composition, seed). Its `run_id` hashes the point itself, not
+its position in the grid, so growing an axis keeps the runs already done. `tokeff propose`
+writes points in the same shape (`Point.as_dict()`), which `points_from_file` reads back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import ml_collections
+
+from tokeff import flops
+from tokeff.errors import UserError
+from tokeff.models.config import PRESETS, get_preset
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+    """One grid point: what is trained (model, composition), for how much compute, with which seed."""
+
+    model: str
+    budget_flops: float
+    composition: tuple[tuple[str, Any], ...]  # sorted (key, value) pairs; must include "strategy"
+    seed: int
+
+    @property
+    def strategy(self) -> str:
+        return dict(self.composition)["strategy"]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "budget_flops": self.budget_flops,
+                "composition": dict(self.composition), "seed": self.seed}
+
+    @property
+    def run_id(self) -> str:
+        """A readable slug plus a hash of the canonical point: stable across grid edits."""
+        canonical = json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":"))
+        digest = hashlib.sha256(canonical.encode()).hexdigest()[:10]
+        model = re.sub(r"[^A-Za-z0-9.]+", "-", self.model.split("/")[-1].split(":")[-1]).strip("-")
+        return f"{model}_{self.budget_flops:.3g}_{self.strategy}_s{self.seed}_{digest}".replace("+", "")
+
+
+def grid_points(config: ml_collections.ConfigDict) -> list[Point]:
+    """The grid of a sweep config, in run order (models, then budgets, compositions, seeds)."""
+    grid = config.grid
+    for axis in ("models", "budgets", "compositions", "seeds"):
+        if not list(grid.get(axis) or []):
+            raise UserError(f"config.grid.{axis}: must list at least one value")
+    compositions = []
+    for i, comp in enumerate(grid.compositions):
+        comp = dict(comp.to_dict() if isinstance(comp, ml_collections.ConfigDict) else comp)
+        if not isinstance(comp.get("strategy"), str):
+            raise UserError(f"config.grid.compositions[{i}].strategy: missing (e.g. 'few_long')")
+        compositions.append(tuple(sorted(comp.items())))
+    budgets = []
+    for b in grid.budgets:
+        if isinstance(b, str) or isinstance(b, bool) or not float(b) > 0:
+            raise UserError(f"config.grid.budgets: must be positive numbers of FLOPs, got {b!r}")
+        budgets.append(float(b))
+    points = [Point(str(m), b, c, int(s))
+              for m, b, c, s in itertools.product(grid.models, budgets, compositions, grid.seeds)]
+    ids = [p.run_id for p in points]
+    if len(set(ids)) != len(ids):
+        raise UserError("config.grid: two grid points are identical (repeated axis values)")
+    return points
+
+
+def points_from_file(path: str) -> list[Point]:
+    """The points `tokeff propose` wrote (sweep_points.json: {"points": [Point.as_dict(), ...]})."""
+    try:
+        with open(path) as f:
+            payload = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"--points: cannot read {path!r} ({e})") from None
+    entries = payload.get("points") if isinstance(payload, Mapping) else None
+    if not isinstance(entries, list) or not entries:
+        raise UserError(f"--points: {path} has no non-empty \"points\" list")
+    points = []
+    for i, entry in enumerate(entries):
+        where = f"--points: {path}: points[{i}]"
+        if not isinstance(entry, Mapping):
+            raise UserError(f"{where}: must be an object")
+        missing = sorted({"model", "budget_flops", "composition", "seed"} - entry.keys())
+        if missing:
+            raise UserError(f"{where}.{missing[0]}: missing")
+        unknown = sorted(entry.keys() - {"model", "budget_flops", "composition", "seed"})
+        if unknown:
+            raise UserError(f"{where}.{unknown[0]}: unknown key")
+        composition = entry["composition"]
+        if not isinstance(composition, Mapping) or not isinstance(composition.get("strategy"), str):
+            raise UserError(f"{where}.composition.strategy: missing (e.g. 'few_long')")
+        budget = entry["budget_flops"]
+        if isinstance(budget, (str, bool)) or not float(budget) > 0:
+            raise UserError(f"{where}.budget_flops: must be a positive number of FLOPs, got {budget!r}")
+        seed = entry["seed"]
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise UserError(f"{where}.seed: must be an integer, got {seed!r}")
+        points.append(Point(str(entry["model"]), float(budget), tuple(sorted(composition.items())), seed))
+    if len({p.run_id for p in points}) != len(points):
+        raise UserError(f"--points: {path} lists the same point twice")
+    return points
+
+
+def point_train_config(config: ml_collections.ConfigDict, point: Point) -> ml_collections.ConfigDict:
+    """The base training config with the point's model, budget, composition and seed set.
+
+    `config.axis_keys` says where each lives in the training config (dotted paths), so a sweep
+    can drive any training config layout without code changes.
+    """
+    train_config = ml_collections.ConfigDict(config.train.to_dict())
+    keys = config.axis_keys
+    _set(train_config, keys.model, point.model)
+    _set(train_config, keys.budget, point.budget_flops)
+    _set(train_config, keys.seed, point.seed)
+    for key, value in point.composition:
+        _set(train_config, f"{keys.composition}.{key}", value)
+    fill = float(config.get("token_budget_fill") or 0.0)
+    targets = {"token_budget", "n_examples", "avg_tokens"}
+    if fill and not targets & dict(point.composition).keys():
+        _set(train_config, f"{keys.composition}.token_budget", _filling_token_budget(point, train_config, keys, fill))
+    return train_config
+
+
+def _filling_token_budget(point: Point, train_config, keys, fill: float) -> int:
+    """Tokens whose packed rows cost `fill` x the point's FLOP budget: one epoch just inside it.
+
+    Packed rows cost the same whatever the examples' lengths, so the selection's token count
+    fixes its cost; the run then spends the rest of its budget on a short second pass and
+    stops exactly at the budget, and every strategy trains on one epoch of its own selection.
+    """
+    data = train_config
+    for name in keys.composition.split("."):
+        data = data[name]
+    if data.get("layout", "packed") != "packed" or not int(data.get("row_len", 0) or 0):
+        raise UserError("config.token_budget_fill: needs the packed layout with a fixed data.row_len")
+    row_len = int(data.row_len)
+    per_token = flops.step_training_flops(get_preset(preset_for_spec(point.model)), 1, row_len) / row_len
+    return int(point.budget_flops * fill / per_token)
+
+
+def _set(config: ml_collections.ConfigDict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = config
+    for name in parents:
+        if name not in node:
+            raise UserError(f"config.axis_keys: {dotted!r}: training config has no {name!r}")
+        node = node[name]
+    if leaf not in node:
+        raise UserError(f"config.axis_keys: {dotted!r}: training config has no {leaf!r}")
+    current = node[leaf]
+    if isinstance(current, int) and not isinstance(current, bool) and isinstance(value, float) \
+            and value.is_integer():
+        value = int(value)
+    try:
+        node[leaf] = value
+    except TypeError as e:
+        raise UserError(f"config.axis_keys: {dotted!r}: cannot set {value!r} ({e})") from None
+
+
+def preset_for_spec(spec: str) -> str:
+    """The preset whose shapes a model spec loads (for FLOP estimates without downloading it).
+
+    `gguf:smollm2-135m-instruct`, `hf:HuggingFaceTB/SmolLM2-360M-Instruct` and
+    `hf:Qwen/Qwen2.5-0.5B-Instruct` map to `smollm2-135m`, `smollm2-360m`, `qwen2.5-0.5b`.
+    """
+    name = spec.split(":", 1)[-1].split("/")[-1].lower()
+    name = re.sub(r"[-_.](instruct|it|chat|base)$", "", name)
+    name = re.sub(r"[-_.]q\d.*$", "", name)  # gguf quantisation suffixes
+    if name in PRESETS:
+        return name
+    raise UserError(f"model: no preset matches {spec!r}; known presets: {', '.join(PRESETS)}")
