@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import math
 import json
+import math
 
 import numpy as np
 
