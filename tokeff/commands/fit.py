@@ -15,8 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true",
                         help="replace an earlier tokeff fit at --out (only the files tokeff wrote)")
     parser.add_argument("--target", help="target column (default: eval_loss for loss forms, accuracy otherwise)")
-    parser.add_argument("--map", action="append", default=[], metavar="VAR=COLUMN",
-                        help="input or target to column, e.g. --map N=params --map V=n_examples*avg_tokens")
+    parser.add_argument("--map", action="extend", nargs="+", default=[], metavar="VAR=COLUMN",
+                        help="inputs or target to columns, e.g. --map N=params D=tokens (or repeat --map);"
+                             " a*b multiplies columns, e.g. V=n_examples*avg_tokens")
     parser.add_argument("--method", default="nuts", choices=["nuts", "map", "classic"])
     parser.add_argument("--chains", type=int, default=4)
     parser.add_argument("--draws", type=int, default=1000)
@@ -80,3 +81,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name:<10} {p['median']:11.4g} {p['q05']:11.4g} {p['q95']:11.4g} {r_hat} {ess}")
     print(format_diagnostics(result.diagnostics))
     return 0
+
+
+def fit_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments of `tokeff.scaling.fit.fit` given by the flags above (for commands,
+    like backtest, that fit as `tokeff fit` would)."""
+    from tokeff.scaling.data import parse_mapping
+
+    return {
+        "method": args.method, "mapping": parse_mapping(args.map), "target": args.target,
+        "priors": parse_mapping(args.prior), "likelihood": args.likelihood, "chance": args.chance,
+        "chains": args.chains, "draws": args.draws, "warmup": args.warmup, "seed": args.seed,
+        "target_accept": args.target_accept, "bootstrap": args.bootstrap, "drop_invalid": args.drop_invalid,
+    }
