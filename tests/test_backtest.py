@@ -45,7 +45,7 @@ def test_origins_roll_through_the_top_fraction():
 
 
 def test_backtest_scores_held_out_rows(csv):
-    report = backtest(str(csv), "test_backtest_law", by="params", frac=0.25, cuts=2, method="map")
+    report = backtest(str(csv), "test_backtest_law", by="params", frac=0.25, method="map")
     assert report["n_held_out"] == 10 and report["n_fit"] == 30
     assert set(report["coverage"]) == {"0.5", "0.8", "0.9"}
     assert report["coverage"]["0.5"] <= report["coverage"]["0.8"] <= report["coverage"]["0.9"]
