@@ -26,8 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target-accept", type=float, default=0.98,
                         help="NUTS target acceptance probability (higher: smaller steps, fewer divergences)")
     parser.add_argument("--bootstrap", type=int, default=4000, help="bootstrap resamples (--method classic)")
-    parser.add_argument("--likelihood", default="normal", choices=["normal", "student_t"],
-                        help="noise model on log loss (loss forms)")
+    parser.add_argument("--likelihood", default="auto", choices=["auto", "normal", "student_t"],
+                        help="noise model on log loss (loss forms); auto: student_t, robust to diverged runs"
+                             " (normal: the earlier default)")
+    parser.add_argument("--discrepancy", default="extrapolation", choices=["extrapolation", "none"],
+                        help="loss forms: widen predictive intervals with the distance beyond the fitted range,"
+                             " at a rate learned by internal leave-future-out (none: the earlier intervals)")
     parser.add_argument("--chance", type=float, default=0.0, help="chance accuracy (accuracy forms; 0.25 for 4-way MC)")
     parser.add_argument("--prior", action="append", default=[], metavar="PARAM=SPEC",
                         help="override a prior, e.g. --prior alpha='uniform(0.1, 0.6)'")
@@ -61,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         target=args.target,
         priors=priors,
         likelihood=args.likelihood,
+        discrepancy=args.discrepancy,
         chance=args.chance,
         chains=args.chains,
         draws=args.draws,
@@ -90,7 +95,7 @@ def fit_options(args: argparse.Namespace) -> dict:
 
     return {
         "method": args.method, "mapping": parse_mapping(args.map), "target": args.target,
-        "priors": parse_mapping(args.prior), "likelihood": args.likelihood, "chance": args.chance,
+        "priors": parse_mapping(args.prior), "likelihood": args.likelihood, "discrepancy": args.discrepancy, "chance": args.chance,
         "chains": args.chains, "draws": args.draws, "warmup": args.warmup, "seed": args.seed,
         "target_accept": args.target_accept, "bootstrap": args.bootstrap, "drop_invalid": args.drop_invalid,
     }

@@ -21,7 +21,10 @@ from tokeff.io import output_dir, write_json
 from tokeff.scaling import diagnostics as diag_lib
 from tokeff.scaling.data import FitData, prepare
 from tokeff.scaling.forms import Form, get_form
-from tokeff.scaling.model import Likelihood, make_model, observed, param_sites, predict_mean, predict_observed
+from tokeff.scaling import discrepancy as discrepancy_lib
+from tokeff.scaling.model import (
+    Likelihood, make_model, observed, param_sites, predict_mean, predict_observed, resolve_likelihood,
+)
 
 METHODS = ("nuts", "map", "classic")
 
@@ -46,7 +49,12 @@ class Fit:
         """[S, n] draws of the law's mean at `inputs` or, with `observed`, of a new measurement."""
         inputs = {k: np.asarray(inputs[k], np.float64) for k in self.form.inputs}
         if observed:
-            return predict_observed(self.form, self.likelihood, self.samples, inputs, n_eval=n_eval, seed=seed)
+            sd = None
+            if "tau" in self.samples:
+                d = discrepancy_lib.distance(self.summary["discrepancy"]["log_ranges"], inputs)
+                sd = self.samples["tau"][:, None] * d[None, :]
+            return predict_observed(self.form, self.likelihood, self.samples, inputs, n_eval=n_eval, seed=seed,
+                                    discrepancy_sd=sd)
         return predict_mean(self.form, self.samples, inputs)
 
     def save(self, path: str, *, plots: bool = True, force: bool = False) -> str:
@@ -76,7 +84,8 @@ def load_fit(path: str) -> Fit:
     form = get_form(summary["form"]).with_priors(summary.get("priors"))
     idata = az.from_netcdf(os.path.join(path, "posterior.nc"))
     data = FitData.from_frame(pd.read_csv(os.path.join(path, "data.csv")), summary["columns"])
-    samples = {k: idata.posterior[k].values.reshape(-1) for k in param_sites(form)}
+    sites = param_sites(form) + (("tau",) if "tau" in idata.posterior else ())
+    samples = {k: idata.posterior[k].values.reshape(-1) for k in sites}
     return Fit(form, summary["method"], Likelihood.from_dict(summary["likelihood"]), data, samples, idata, summary)
 
 
@@ -88,7 +97,8 @@ def fit(
     mapping: Mapping[str, str] | None = None,
     target: str | None = None,
     priors: Mapping[str, str] | None = None,
-    likelihood: str | Likelihood = "normal",
+    likelihood: str | Likelihood = "auto",
+    discrepancy: str = "extrapolation",
     chance: float = 0.0,
     chains: int = 4,
     draws: int = 1000,
@@ -104,7 +114,10 @@ def fit(
     if method not in METHODS:
         raise UserError(f"--method: must be one of {METHODS}, got '{method}'")
     form = (get_form(form) if isinstance(form, str) else form).with_priors(priors)
-    lik = likelihood if isinstance(likelihood, Likelihood) else Likelihood(kind=likelihood, chance=chance)
+    discrepancy_lib.check_mode(discrepancy)
+    if not isinstance(likelihood, Likelihood):
+        likelihood = Likelihood(kind=resolve_likelihood(likelihood, form.target, method), chance=chance)
+    lik = likelihood
     data = table if isinstance(table, FitData) else prepare(
         table, form, mapping=mapping, target=target, drop_invalid=drop_invalid
     )
@@ -143,10 +156,30 @@ def fit(
         diagnostics = diag_lib.optimiser_diagnostics(
             converged=result["converged"], extra={"bootstrap_converged_fraction": result["converged_fraction"]}
         )
-    summary = _summary(form, method, lik, data, idata, sites, diagnostics, settings, point)
-    summary["wall_seconds"] = time.perf_counter() - start
     samples = {k: idata.posterior[k].values.reshape(-1) for k in sites}
+    _check_finite(form, samples, data, diagnostics)
+    summary = _summary(form, method, lik, data, idata, sites, diagnostics, settings, point)
+    summary["discrepancy"] = {"mode": "none"}
+    if discrepancy == "extrapolation" and form.target == "loss" and method != "classic":
+        tau, info = discrepancy_lib.learn_tau(form, lik, data, n_draws=samples["sigma"].shape[0], seed=seed)
+        samples["tau"] = tau
+        idata.posterior["tau"] = (("chain", "draw"), tau.reshape(idata.posterior.sizes["chain"], -1))
+        summary["discrepancy"] = {"mode": discrepancy, "log_ranges": discrepancy_lib.log_ranges(data.inputs),
+                                  "tau": info}
+    summary["wall_seconds"] = time.perf_counter() - start
     return Fit(form, method, lik, data, samples, idata, summary)
+
+
+def _check_finite(form: Form, samples: dict, data: FitData, diagnostics: dict) -> None:
+    """A fit whose predictions at its own data are not finite is not ok, whatever the optimiser said."""
+    mean = predict_mean(form, samples, data.inputs)
+    bad = ~np.isfinite(mean).all(axis=1)
+    bad |= ~np.isfinite(np.stack([samples[k] for k in samples], axis=1)).all(axis=1)
+    if bad.any():
+        diagnostics["ok"] = False
+        diagnostics["problems"].append(f"{bad.mean():.1%} of the draws give non-finite predictions")
+        diagnostics["advice"].append("check the data for failed runs (huge or zero losses), or use --method nuts")
+    diagnostics["nonfinite_draws"] = int(bad.sum())
 
 
 def _model_args(form: Form, data: FitData):
