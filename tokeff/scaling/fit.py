@@ -27,6 +27,9 @@ from tokeff.scaling.model import (
 )
 
 METHODS = ("nuts", "map", "classic")
+# A NUTS fit that fails its diagnostics is rerun once at this target acceptance (with twice the draws
+# when the ESS was short); the summary's settings record it under "retried".
+RETRY_TARGET_ACCEPT = 0.995
 
 
 @dataclasses.dataclass
@@ -113,7 +116,10 @@ def fit(
     """Fit `form` to `table` (DataFrame, dict of columns or a .csv/.jsonl path); see the module doc."""
     if method not in METHODS:
         raise UserError(f"--method: must be one of {METHODS}, got '{method}'")
-    form = (get_form(form) if isinstance(form, str) else form).with_priors(priors)
+    form = get_form(form) if isinstance(form, str) else form
+    if form.target == "accuracy" and not (priors and form.floor in priors):
+        form = form.above_chance(chance)
+    form = form.with_priors(priors)
     discrepancy_lib.check_mode(discrepancy)
     if not isinstance(likelihood, Likelihood):
         likelihood = Likelihood(kind=resolve_likelihood(likelihood, form.target, method), chance=chance)
@@ -131,6 +137,15 @@ def fit(
         posterior, stats = run_nuts(form, lik, data, chains=chains, draws=draws, warmup=warmup, seed=seed,
                                     target_accept=target_accept, progress=progress)
         settings |= {"chains": chains, "draws": draws, "warmup": warmup, "target_accept": target_accept}
+        first = _quick_nuts_diagnostics(posterior, stats)
+        if not first["ok"] and target_accept < RETRY_TARGET_ACCEPT:
+            # Divergences mark steps too large for a curved region: smaller steps usually pass it;
+            # more draws where the effective sample was short.
+            more = 2 if first["min_ess"] < diag_lib.ESS_PER_CHAIN_MIN * chains else 1
+            posterior, stats = run_nuts(form, lik, data, chains=chains, draws=draws * more, warmup=warmup,
+                                        seed=seed + 1, target_accept=RETRY_TARGET_ACCEPT, progress=progress)
+            settings |= {"target_accept": RETRY_TARGET_ACCEPT, "draws": draws * more,
+                         "retried": {"first_target_accept": target_accept, "first_problems": first["problems"]}}
         point = None
     elif method == "map":
         posterior, point, opt_diag = run_laplace(form, lik, data, draws=laplace_draws, seed=seed)
@@ -168,6 +183,13 @@ def fit(
                                   "tau": info}
     summary["wall_seconds"] = time.perf_counter() - start
     return Fit(form, method, lik, data, samples, idata, summary)
+
+
+def _quick_nuts_diagnostics(posterior: dict, stats: dict) -> dict:
+    import arviz as az
+
+    idata = az.from_dict(posterior=posterior, sample_stats={"diverging": stats["diverging"], "energy": stats["energy"]})
+    return diag_lib.nuts_diagnostics(idata, list(posterior))
 
 
 def _check_finite(form: Form, samples: dict, data: FitData, diagnostics: dict) -> None:
