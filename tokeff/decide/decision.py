@@ -17,12 +17,16 @@ from tokeff.decide.summaries import effective_sample_size, interval, normalized_
 from tokeff.errors import UserError
 
 
-def predicted_metric(mean: MeanFn, samples: Mapping[str, np.ndarray], inputs_K) -> np.ndarray:
-    """The form's mean for every draw and option: [S, K]."""
+def predicted_metric(mean: MeanFn, samples: Mapping[str, np.ndarray], inputs_K, *,
+                     chance: float | None = None) -> np.ndarray:
+    """The form's mean for every draw and option: [S, K]. With `chance` (accuracy targets) it is
+    clipped to [chance, 1], as the fit's likelihood clips it: no printed accuracy lies outside."""
     params_Sx1 = {k: np.asarray(v, np.float64)[:, None] for k, v in samples.items()}
     inputs_1xK = {k: np.asarray(v, np.float64)[None, :] for k, v in inputs_K.items()}
     n_draws = len(next(iter(params_Sx1.values())))
     out = np.asarray(mean(params_Sx1, inputs_1xK), np.float64)
+    if chance is not None:
+        out = np.clip(out, chance, 1.0)
     return np.broadcast_to(out, (n_draws, len(next(iter(inputs_K.values())))))
 
 
@@ -78,12 +82,13 @@ def decide(utility_SxK: np.ndarray, weights_S: np.ndarray | None = None, *,
 
 
 def decide_at(form, samples: Mapping[str, np.ndarray], space: OptionSpace, budget: float, *,
-              columns: Mapping[str, str], weights_S: np.ndarray | None = None):
+              columns: Mapping[str, str], weights_S: np.ndarray | None = None, chance: float | None = None):
     """Options at `budget`, their predicted metric [S, K], and the expected-utility decision."""
     options, infeasible = space.at(budget)
     if not options:
         return options, infeasible, None, None
-    metric_SxK = predicted_metric(form.mean, samples, option_inputs(options, columns))
+    metric_SxK = predicted_metric(form.mean, samples, option_inputs(options, columns),
+                                  chance=chance if form.target == "accuracy" else None)
     sign = 1.0 if form.target == "accuracy" else -1.0
     return options, infeasible, metric_SxK, decide(sign * metric_SxK, weights_S)
 
@@ -98,18 +103,19 @@ def _option_report(option: Option, metric_S: np.ndarray, decision: Decision, k: 
 
 def allocate_finetuning(form, samples: Mapping[str, np.ndarray], budget: float, space: OptionSpace, *,
                         columns: Mapping[str, str], n_budgets: int = 9,
-                        weights_S: np.ndarray | None = None) -> dict:
+                        weights_S: np.ndarray | None = None, chance: float | None = None) -> dict:
     """The best option at `budget` (expected utility), all options ranked, and the decision
     across a range of budgets."""
     options, infeasible, metric_SxK, decision = decide_at(form, samples, space, budget,
-                                                          columns=columns, weights_S=weights_S)
+                                                          columns=columns, weights_S=weights_S, chance=chance)
     if decision is None:
         reasons = "; ".join(f"{i.label}: {i.reason}" for i in infeasible[:3])
         raise UserError(f"budget: no feasible option at {budget:.3g} FLOPs ({reasons})")
     ranked = [_option_report(options[k], metric_SxK[:, k], decision, k, weights_S) for k in decision.order]
     sweep = []
     for c in np.geomspace(budget / 10, budget * 10, n_budgets):
-        opts, _, m_SxK, d = decide_at(form, samples, space, float(c), columns=columns, weights_S=weights_S)
+        opts, _, m_SxK, d = decide_at(form, samples, space, float(c), columns=columns, weights_S=weights_S,
+                                      chance=chance)
         if d is None:
             sweep.append({"budget_flops": float(c), "decision": None})
             continue
