@@ -38,13 +38,19 @@ def test_default_fit_learns_a_discrepancy_that_widens_beyond_the_range():
     assert result.summary["discrepancy"]["mode"] == "extrapolation"
     tau = result.summary["discrepancy"]["tau"]
     assert 0 < tau["q05"] < tau["median"] < tau["q95"] < 0.5
-    inside = {"N": np.array([t["params"][low][0]]), "D": np.array([t["tokens_seen"][low][0]])}
-    far = {"N": inside["N"] * 10, "D": inside["D"] * 10}
+    top = np.argmax(c[low])
+    inside = {"N": t["params"][low][top:top + 1], "D": t["tokens_seen"][low][top:top + 1]}
+    far = {"N": inside["N"] * 10, "D": inside["D"] * 10}  # 100x the compute: d = log 100 (product)
     width = lambda x: np.diff(np.quantile(np.log(result.predict(x, observed=True)), [0.05, 0.95], 0), axis=0)[0, 0]  # noqa: E731
     assert width(far) > 1.5 * width(inside)
-    old = fit({k: v[low] for k, v in t.items()}, "chinchilla", method="map", seed=0, likelihood="normal",
-              discrepancy="none")
-    assert old.likelihood.kind == "normal" and "tau" not in old.samples
+
+
+def test_earlier_intervals_are_one_flag_away():
+    from tokeff.scaling.model import resolve_likelihood
+
+    assert resolve_likelihood("auto", "loss", "nuts") == "student_t"
+    assert resolve_likelihood("auto", "loss", "classic") == "normal"
+    assert resolve_likelihood("normal", "loss", "nuts") == "normal"
 
 
 def test_pilot_tables_look_like_the_seed_papers():
