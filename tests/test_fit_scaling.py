@@ -62,7 +62,10 @@ def test_nuts_short_chains_recover_with_diagnostics(table):
     diag = result.diagnostics
     assert set(diag) >= {"divergences", "max_r_hat", "min_ess", "ok"}
     assert diag["max_r_hat"] < 1.1  # 2 short chains: loose on purpose
-    assert result.idata.posterior.sizes["chain"] == 2 and result.samples["alpha"].shape == (400,)
+    # 200 draws may fall short of the ESS threshold: the automatic retry then doubles them, once.
+    assert result.summary["settings"]["draws"] in (200, 400)
+    assert result.idata.posterior.sizes["chain"] == 2
+    assert result.samples["alpha"].shape == (2 * result.summary["settings"]["draws"],)
     for name, value in TRUE.items():
         assert _inside(result.summary, name, value), (name, result.summary["params"][name])
     assert result.summary["params"]["alpha"]["r_hat"] is not None

@@ -9,7 +9,7 @@ from tokeff.scaling.forms import Form, get_form, list_forms, register_form
 from tokeff.scaling.priors import Prior
 from tokeff.scaling.simulate import CHINCHILLA_PUBLISHED, design, simulate
 
-BUILT_IN = ["bootstrapped", "chinchilla", "composition", "finetune_multiplicative", "kaplan", "volume"]
+BUILT_IN = ["bootstrapped", "chinchilla", "composition", "finetune_multiplicative", "kaplan", "repeated", "volume"]
 
 
 @register_form(

@@ -26,6 +26,7 @@ COMMANDS = [
     "sweep",
     "fit",
     "compare",
+    "backtest",
     "allocate",
     "propose",
     "demo",

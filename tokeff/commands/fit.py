@@ -15,8 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true",
                         help="replace an earlier tokeff fit at --out (only the files tokeff wrote)")
     parser.add_argument("--target", help="target column (default: eval_loss for loss forms, accuracy otherwise)")
-    parser.add_argument("--map", action="append", default=[], metavar="VAR=COLUMN",
-                        help="input or target to column, e.g. --map N=params --map V=n_examples*avg_tokens")
+    parser.add_argument("--map", action="extend", nargs="+", default=[], metavar="VAR=COLUMN",
+                        help="inputs or target to columns, e.g. --map N=params D=tokens (or repeat --map);"
+                             " a*b multiplies columns, e.g. V=n_examples*avg_tokens")
     parser.add_argument("--method", default="nuts", choices=["nuts", "map", "classic"])
     parser.add_argument("--chains", type=int, default=4)
     parser.add_argument("--draws", type=int, default=1000)
@@ -25,8 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target-accept", type=float, default=0.98,
                         help="NUTS target acceptance probability (higher: smaller steps, fewer divergences)")
     parser.add_argument("--bootstrap", type=int, default=4000, help="bootstrap resamples (--method classic)")
-    parser.add_argument("--likelihood", default="normal", choices=["normal", "student_t"],
-                        help="noise model on log loss (loss forms)")
+    parser.add_argument("--likelihood", default="auto", choices=["auto", "normal", "student_t"],
+                        help="noise model on log loss (loss forms); auto: student_t, robust to diverged runs"
+                             " (normal: the earlier default)")
+    parser.add_argument("--discrepancy", default="extrapolation", choices=["extrapolation", "none"],
+                        help="loss forms: widen predictive intervals with the distance beyond the fitted range,"
+                             " at a rate learned by internal leave-future-out (none: the earlier intervals)")
     parser.add_argument("--chance", type=float, default=0.0, help="chance accuracy (accuracy forms; 0.25 for 4-way MC)")
     parser.add_argument("--prior", action="append", default=[], metavar="PARAM=SPEC",
                         help="override a prior, e.g. --prior alpha='uniform(0.1, 0.6)'")
@@ -60,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         target=args.target,
         priors=priors,
         likelihood=args.likelihood,
+        discrepancy=args.discrepancy,
         chance=args.chance,
         chains=args.chains,
         draws=args.draws,
@@ -80,3 +86,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name:<10} {p['median']:11.4g} {p['q05']:11.4g} {p['q95']:11.4g} {r_hat} {ess}")
     print(format_diagnostics(result.diagnostics))
     return 0
+
+
+def fit_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments of `tokeff.scaling.fit.fit` given by the flags above (for commands,
+    like backtest, that fit as `tokeff fit` would)."""
+    from tokeff.scaling.data import parse_mapping
+
+    return {
+        "method": args.method, "mapping": parse_mapping(args.map), "target": args.target,
+        "priors": parse_mapping(args.prior), "likelihood": args.likelihood, "discrepancy": args.discrepancy, "chance": args.chance,
+        "chains": args.chains, "draws": args.draws, "warmup": args.warmup, "seed": args.seed,
+        "target_accept": args.target_accept, "bootstrap": args.bootstrap, "drop_invalid": args.drop_invalid,
+    }

@@ -17,12 +17,16 @@ from tokeff.decide.summaries import effective_sample_size, interval, normalized_
 from tokeff.errors import UserError
 
 
-def predicted_metric(mean: MeanFn, samples: Mapping[str, np.ndarray], inputs_O) -> np.ndarray:
-    """The form's mean for every draw and option: [P, O]."""
+def predicted_metric(mean: MeanFn, samples: Mapping[str, np.ndarray], inputs_O, *,
+                     chance: float | None = None) -> np.ndarray:
+    """The form's mean for every draw and option: [P, O]. With `chance` (accuracy targets) it is
+    clipped to [chance, 1], as the fit's likelihood clips it: no printed accuracy lies outside."""
     params_Px1 = {k: np.asarray(v, np.float64)[:, None] for k, v in samples.items()}
     inputs_1xO = {k: np.asarray(v, np.float64)[None, :] for k, v in inputs_O.items()}
     n_draws = len(next(iter(params_Px1.values())))
     out = np.asarray(mean(params_Px1, inputs_1xO), np.float64)
+    if chance is not None:
+        out = np.clip(out, chance, 1.0)
     return np.broadcast_to(out, (n_draws, len(next(iter(inputs_O.values())))))
 
 
@@ -78,12 +82,13 @@ def decide(utility_PxO: np.ndarray, weights_P: np.ndarray | None = None, *,
 
 
 def decide_at(form, samples: Mapping[str, np.ndarray], space: OptionSpace, budget: float, *,
-              columns: Mapping[str, str], weights_P: np.ndarray | None = None):
+              columns: Mapping[str, str], weights_P: np.ndarray | None = None, chance: float | None = None):
     """Options at `budget`, their predicted metric [P, O], and the expected-utility decision."""
     options, infeasible = space.at(budget)
     if not options:
         return options, infeasible, None, None
-    metric_PxO = predicted_metric(form.mean, samples, option_inputs(options, columns))
+    metric_PxO = predicted_metric(form.mean, samples, option_inputs(options, columns),
+                                  chance=chance if form.target == "accuracy" else None)
     sign = 1.0 if form.target == "accuracy" else -1.0
     return options, infeasible, metric_PxO, decide(sign * metric_PxO, weights_P)
 
@@ -98,18 +103,19 @@ def _option_report(option: Option, metric_P: np.ndarray, decision: Decision, k: 
 
 def allocate_finetuning(form, samples: Mapping[str, np.ndarray], budget: float, space: OptionSpace, *,
                         columns: Mapping[str, str], n_budgets: int = 9,
-                        weights_P: np.ndarray | None = None) -> dict:
+                        weights_P: np.ndarray | None = None, chance: float | None = None) -> dict:
     """The best option at `budget` (expected utility), all options ranked, and the decision
     across a range of budgets."""
     options, infeasible, metric_PxO, decision = decide_at(form, samples, space, budget,
-                                                          columns=columns, weights_P=weights_P)
+                                                          columns=columns, weights_P=weights_P, chance=chance)
     if decision is None:
         reasons = "; ".join(f"{i.label}: {i.reason}" for i in infeasible[:3])
         raise UserError(f"budget: no feasible option at {budget:.3g} FLOPs ({reasons})")
     ranked = [_option_report(options[k], metric_PxO[:, k], decision, k, weights_P) for k in decision.order]
     sweep = []
     for c in np.geomspace(budget / 10, budget * 10, n_budgets):
-        opts, _, m_PxO, d = decide_at(form, samples, space, float(c), columns=columns, weights_P=weights_P)
+        opts, _, m_PxO, d = decide_at(form, samples, space, float(c), columns=columns, weights_P=weights_P,
+                                      chance=chance)
         if d is None:
             sweep.append({"budget_flops": float(c), "decision": None})
             continue

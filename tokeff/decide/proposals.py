@@ -265,7 +265,8 @@ def propose(fit, cands: list[tuple[Option, int]], space: OptionSpace, budget: fl
             models=tuple(sorted({o.model for o, _ in cands})),
             lengths=() if space.strategies else tuple(sorted({int(round(o.avg_tokens)) for o, _ in cands})),
             strategies=space.strategies, epochs=tuple(sorted({o.epochs for o, _ in cands})), pool=space.pool)
-        opts, _, metric_PxO, _ = decide_at(form, samples, decision_space, budget, columns=fit.data.columns)
+        opts, _, metric_PxO, _ = decide_at(form, samples, decision_space, budget, columns=fit.data.columns,
+                                           chance=fit.likelihood.chance)
         if not opts:
             raise UserError(f"--budget: no feasible option at {budget:.3g} FLOPs to decide between")
         uncertainty = option_entropy(metric_PxO if form.target == "accuracy" else -metric_PxO)

@@ -29,10 +29,18 @@ class FitData:
     y: np.ndarray
     n_eval: np.ndarray | None
     columns: dict[str, str]  # form variable (and "target", "n_eval") -> source column expression
+    # Other per-row columns carried along (e.g. a backtest's ordering), not seen by the fit.
+    extra: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     @property
     def n_points(self) -> int:
         return int(self.y.shape[0])
+
+    def take(self, rows: np.ndarray) -> "FitData":
+        """The rows `rows` (indices or a mask), e.g. the runs below a backtest's cut."""
+        pick = lambda v: None if v is None else np.asarray(v)[rows]  # noqa: E731
+        return FitData({k: pick(v) for k, v in self.inputs.items()}, pick(self.y), pick(self.n_eval),
+                       dict(self.columns), {k: pick(v) for k, v in self.extra.items()})
 
     def input_ranges(self) -> dict[str, list[float]]:
         return {k: [float(v.min()), float(v.max())] for k, v in self.inputs.items()}
@@ -132,14 +140,15 @@ def parse_mapping(items: list[str] | None, field: str = "--map", expected: str =
     return out
 
 
-def _column(frame, expr: str, role: str) -> np.ndarray:
+def column_values(frame, expr: str, role: str) -> np.ndarray:
+    """The column `expr` of `frame` as floats; `a*b` multiplies columns. `role` names it in errors."""
     values = None
     for name in expr.split("*"):
         name = name.strip()
         if name not in frame.columns:
+            hint = f"; use --map {role.split()[-1]}=COLUMN" if role.startswith(("input", "target")) else ""
             raise UserError(
-                f"{role}: column '{name}' not in the data (columns: {', '.join(map(str, frame.columns))});"
-                f" use --map {role.split()[-1]}=COLUMN"
+                f"{role}: column '{name}' not in the data (columns: {', '.join(map(str, frame.columns))}){hint}"
             )
         try:
             col = frame[name].to_numpy(np.float64)
@@ -157,6 +166,7 @@ def prepare(
     target: str | None = None,
     drop_invalid: bool = False,
     min_points: int | None = None,
+    keep: tuple[str, ...] = (),
 ) -> FitData:
     """Select, validate and convert the columns a form needs. `table`: DataFrame, path, or dict of columns."""
     import pandas as pd
@@ -180,9 +190,10 @@ def prepare(
     if form.target == "accuracy":
         columns["n_eval"] = mapping.get("n_eval", DEFAULT_COUNT)
 
-    inputs = {var: _column(table, columns[var], f"input {var}") for var in form.inputs}
-    y = _column(table, columns["target"], "target")
-    n_eval = _column(table, columns["n_eval"], "input n_eval") if "n_eval" in columns else None
+    inputs = {var: column_values(table, columns[var], f"input {var}") for var in form.inputs}
+    y = column_values(table, columns["target"], "target")
+    n_eval = column_values(table, columns["n_eval"], "input n_eval") if "n_eval" in columns else None
+    extra = {k: table[k].to_numpy() for k in keep}
 
     stacked = np.stack([*inputs.values(), y] + ([n_eval] if n_eval is not None else []), axis=1)
     finite = np.isfinite(stacked).all(axis=1)
@@ -193,6 +204,7 @@ def prepare(
         inputs = {k: v[finite] for k, v in inputs.items()}
         y = y[finite]
         n_eval = n_eval[finite] if n_eval is not None else None
+        extra = {k: v[finite] for k, v in extra.items()}
 
     for var, v in inputs.items():
         if (v <= 0).any():
@@ -217,4 +229,4 @@ def prepare(
                 f"input {var} (column '{columns[var]}'): constant in the data ({v[0]:.4g}); the parameters"
                 f" attached to it are not identified: vary it, or use a form without it"
             )
-    return FitData(inputs=inputs, y=y, n_eval=n_eval, columns=columns)
+    return FitData(inputs=inputs, y=y, n_eval=n_eval, columns=columns, extra=extra)

@@ -21,9 +21,15 @@ from tokeff.io import output_dir, write_json
 from tokeff.scaling import diagnostics as diag_lib
 from tokeff.scaling.data import FitData, prepare
 from tokeff.scaling.forms import Form, get_form
-from tokeff.scaling.model import Likelihood, make_model, observed, param_sites, predict_mean, predict_observed
+from tokeff.scaling import discrepancy as discrepancy_lib
+from tokeff.scaling.model import (
+    Likelihood, make_model, observed, param_sites, predict_mean, predict_observed, resolve_likelihood,
+)
 
 METHODS = ("nuts", "map", "classic")
+# A NUTS fit that fails its diagnostics is rerun once at this target acceptance (with twice the draws
+# when the ESS was short); the summary's settings record it under "retried".
+RETRY_TARGET_ACCEPT = 0.995
 
 
 @dataclasses.dataclass
@@ -46,7 +52,12 @@ class Fit:
         """[S, n] draws of the law's mean at `inputs` or, with `observed`, of a new measurement."""
         inputs = {k: np.asarray(inputs[k], np.float64) for k in self.form.inputs}
         if observed:
-            return predict_observed(self.form, self.likelihood, self.samples, inputs, n_eval=n_eval, seed=seed)
+            sd = None
+            if "tau" in self.samples:
+                d = discrepancy_lib.distance(self.summary["discrepancy"]["log_ranges"], inputs)
+                sd = self.samples["tau"][:, None] * d[None, :]
+            return predict_observed(self.form, self.likelihood, self.samples, inputs, n_eval=n_eval, seed=seed,
+                                    discrepancy_sd=sd)
         return predict_mean(self.form, self.samples, inputs)
 
     def save(self, path: str, *, plots: bool = True, force: bool = False) -> str:
@@ -91,7 +102,8 @@ def load_fit(path: str) -> Fit:
         likelihood = Likelihood.from_dict(summary["likelihood"])
         where = os.path.join(path, "posterior.nc")
         idata = az.from_netcdf(where)
-        samples = {k: idata.posterior[k].values.reshape(-1) for k in param_sites(form)}
+        sites = param_sites(form) + (("tau",) if "tau" in idata.posterior else ())
+        samples = {k: idata.posterior[k].values.reshape(-1) for k in sites}
         where = os.path.join(path, "data.csv")
         data = FitData.from_frame(pd.read_csv(where), summary["columns"])
     except UserError:
@@ -111,7 +123,8 @@ def fit(
     mapping: Mapping[str, str] | None = None,
     target: str | None = None,
     priors: Mapping[str, str] | None = None,
-    likelihood: str | Likelihood = "normal",
+    likelihood: str | Likelihood = "auto",
+    discrepancy: str = "extrapolation",
     chance: float = 0.0,
     chains: int = 4,
     draws: int = 1000,
@@ -127,8 +140,14 @@ def fit(
     if method not in METHODS:
         raise UserError(f"--method: must be one of {METHODS}, got '{method}'")
     _check_settings(method, target_accept=target_accept, bootstrap=bootstrap)
-    form = (get_form(form) if isinstance(form, str) else form).with_priors(priors)
-    lik = likelihood if isinstance(likelihood, Likelihood) else Likelihood(kind=likelihood, chance=chance)
+    form = get_form(form) if isinstance(form, str) else form
+    if form.target == "accuracy" and not (priors and form.floor in priors):
+        form = form.above_chance(chance)
+    form = form.with_priors(priors)
+    discrepancy_lib.check_mode(discrepancy)
+    if not isinstance(likelihood, Likelihood):
+        likelihood = Likelihood(kind=resolve_likelihood(likelihood, form.target, method), chance=chance)
+    lik = likelihood
     data = table if isinstance(table, FitData) else prepare(
         table, form, mapping=mapping, target=target, drop_invalid=drop_invalid
     )
@@ -142,6 +161,15 @@ def fit(
         posterior, stats = run_nuts(form, lik, data, chains=chains, draws=draws, warmup=warmup, seed=seed,
                                     target_accept=target_accept, progress=progress)
         settings |= {"chains": chains, "draws": draws, "warmup": warmup, "target_accept": target_accept}
+        first = _quick_nuts_diagnostics(posterior, stats)
+        if not first["ok"] and target_accept < RETRY_TARGET_ACCEPT:
+            # Divergences mark steps too large for a curved region: smaller steps usually pass it;
+            # more draws where the effective sample was short.
+            more = 2 if first["min_ess"] < diag_lib.ESS_PER_CHAIN_MIN * chains else 1
+            posterior, stats = run_nuts(form, lik, data, chains=chains, draws=draws * more, warmup=warmup,
+                                        seed=seed + 1, target_accept=RETRY_TARGET_ACCEPT, progress=progress)
+            settings |= {"target_accept": RETRY_TARGET_ACCEPT, "draws": draws * more,
+                         "retried": {"first_target_accept": target_accept, "first_problems": first["problems"]}}
         point = None
     elif method == "map":
         posterior, point, opt_diag = run_laplace(form, lik, data, draws=laplace_draws, seed=seed)
@@ -167,10 +195,37 @@ def fit(
         diagnostics = diag_lib.optimiser_diagnostics(
             converged=result["converged"], extra={"bootstrap_converged_fraction": result["converged_fraction"]}
         )
-    summary = _summary(form, method, lik, data, idata, sites, diagnostics, settings, point)
-    summary["wall_seconds"] = time.perf_counter() - start
     samples = {k: idata.posterior[k].values.reshape(-1) for k in sites}
+    _check_finite(form, samples, data, diagnostics)
+    summary = _summary(form, method, lik, data, idata, sites, diagnostics, settings, point)
+    summary["discrepancy"] = {"mode": "none"}
+    if discrepancy == "extrapolation" and form.target == "loss" and method != "classic":
+        tau, info = discrepancy_lib.learn_tau(form, lik, data, n_draws=samples["sigma"].shape[0], seed=seed)
+        samples["tau"] = tau
+        idata.posterior["tau"] = (("chain", "draw"), tau.reshape(idata.posterior.sizes["chain"], -1))
+        summary["discrepancy"] = {"mode": discrepancy, "log_ranges": discrepancy_lib.log_ranges(data.inputs),
+                                  "tau": info}
+    summary["wall_seconds"] = time.perf_counter() - start
     return Fit(form, method, lik, data, samples, idata, summary)
+
+
+def _quick_nuts_diagnostics(posterior: dict, stats: dict) -> dict:
+    import arviz as az
+
+    idata = az.from_dict(posterior=posterior, sample_stats={"diverging": stats["diverging"], "energy": stats["energy"]})
+    return diag_lib.nuts_diagnostics(idata, list(posterior))
+
+
+def _check_finite(form: Form, samples: dict, data: FitData, diagnostics: dict) -> None:
+    """A fit whose predictions at its own data are not finite is not ok, whatever the optimiser said."""
+    mean = predict_mean(form, samples, data.inputs)
+    bad = ~np.isfinite(mean).all(axis=1)
+    bad |= ~np.isfinite(np.stack([samples[k] for k in samples], axis=1)).all(axis=1)
+    if bad.any():
+        diagnostics["ok"] = False
+        diagnostics["problems"].append(f"{bad.mean():.1%} of the draws give non-finite predictions")
+        diagnostics["advice"].append("check the data for failed runs (huge or zero losses), or use --method nuts")
+    diagnostics["nonfinite_draws"] = int(bad.sum())
 
 
 def _model_args(form: Form, data: FitData):

@@ -63,6 +63,10 @@ class Form:
     # unit-Jacobian shear). Offsets are evaluated in this dict's order and may use parameters that
     # are not centred or come earlier.
     centring: dict[str, OffsetFn] = dataclasses.field(default_factory=dict)
+    # Accuracy forms: the parameter that is the accuracy floor (E). Given a chance level c, its
+    # uniform(lo, hi) prior is read as a fraction of the way from chance to 1 (`above_chance`):
+    # below chance the clipped likelihood is flat, and pilot fits near chance diverged on that edge.
+    floor: str | None = None
     description: str = ""
 
     def __post_init__(self):
@@ -86,6 +90,14 @@ class Form:
         if self.log_mean_fn is not None:
             return self.log_mean_fn(p, x)
         return jnp.log(self.mean(p, x))
+
+    def above_chance(self, chance: float) -> "Form":
+        """A copy whose floor prior uniform(lo, hi) becomes uniform(c + lo (1 - c), c + hi (1 - c))."""
+        if not chance or self.floor is None or self.params[self.floor].dist != "uniform":
+            return self
+        lo, hi = self.params[self.floor].args
+        shifted = Prior("uniform", (chance + lo * (1 - chance), chance + hi * (1 - chance)))
+        return dataclasses.replace(self, params={**self.params, self.floor: shifted})
 
     def with_priors(self, overrides: Mapping[str, "str | Prior"] | None) -> "Form":
         """A copy with some priors replaced, e.g. `{"alpha": "uniform(0.2, 0.5)"}` from a config."""
@@ -239,6 +251,7 @@ register_form(
         mean=_volume_mean,
         centring={"A": lambda p, x: p["beta"] * jnp.log(x["V"]) + p["gamma"] * jnp.log(x["M"])},
         columns={"V": "n_examples*avg_tokens", "M": "params"},
+        floor="E",
         typical_ranges={"V": (1e4, 1e7), "M": (1.35e8, 1.7e9)},
         description="Lagasse et al. 2025 token-efficiency law: acc = A V^beta M^gamma + E, V = N*L",
     )
@@ -267,6 +280,7 @@ register_form(
             "A": lambda p, x: p["beta_N"] * jnp.log(x["N"]) + p["beta_L"] * jnp.log(x["L"]) + p["gamma"] * jnp.log(x["M"])
         },
         columns={"N": "n_examples", "L": "avg_tokens", "M": "params"},
+        floor="E",
         typical_ranges={"N": (100, 1e4), "L": (50, 1000), "M": (1.35e8, 1.7e9)},
         description="acc = A N^beta_N L^beta_L M^gamma + E: examples and length enter separately",
     )
@@ -292,6 +306,7 @@ def _at_one_model(base: Form) -> Form:
         columns={k: v for k, v in base.columns.items() if k != "M"},
         typical_ranges={k: v for k, v in base.typical_ranges.items() if k != "M"},
         centring={k: (lambda p, x, f=f: f(*fixed(p, x))) for k, f in base.centring.items()},
+        floor=base.floor,
         description=f"{base.description}; at one model size (M^gamma absorbed into A)",
     )
 
@@ -351,6 +366,52 @@ register_form(
         columns={"D2": "tokens_seen"},
         typical_ranges={"D1": (1e9, 1e12), "D2": (1e6, 1e9)},
         description="Liew & Kato 2025: L = A D1^-alpha1 D2^(-alpha2 + alpha3 log D1) + E (D1 pretraining tokens)",
+    )
+)
+
+
+def _effective_data(p, x):
+    """Muennighoff et al. 2023: U unique tokens seen for `epochs` epochs are worth
+    D' = U + U R* (1 - exp(-R / R*)) fresh tokens, R = epochs - 1 repetitions (R* ~ 15: returns
+    on repeating fade after a few epochs and vanish past ~4 R*)."""
+    repeats = x["epochs"] - 1.0
+    return x["U"] * (1.0 + p["R_star"] * -jnp.expm1(-repeats / p["R_star"]))
+
+
+def _repeated_log_mean(p, x):
+    terms = jnp.stack(
+        jnp.broadcast_arrays(
+            jnp.log(p["A"]) - p["alpha"] * jnp.log(x["N"]),
+            jnp.log(p["B"]) - p["beta"] * jnp.log(_effective_data(p, x)),
+            jnp.log(p["E"]) + 0.0 * jnp.log(x["N"]),
+        )
+    )
+    return jax.nn.logsumexp(terms, axis=0)
+
+
+register_form(
+    Form(
+        name="repeated",
+        inputs=("N", "U", "epochs"),
+        target="loss",
+        params={
+            "E": "lognormal(0.5, 0.5)",
+            "A": "lognormal(6, 1.5)",
+            "B": "lognormal(7, 1.5)",
+            "alpha": "uniform(0.01, 0.8)",
+            "beta": "uniform(0.01, 0.8)",
+            "R_star": "lognormal(2.7, 0.7)",
+        },
+        mean=lambda p, x: jnp.exp(_repeated_log_mean(p, x)),
+        log_mean_fn=_repeated_log_mean,
+        columns={"N": "params", "U": "unique_tokens", "epochs": "epochs"},
+        typical_ranges={"N": (7e7, 1.6e10), "U": (5e8, 5e10), "epochs": (1.0, 40.0)},
+        centring={
+            "A": lambda p, x: -p["alpha"] * jnp.log(x["N"]),
+            "B": lambda p, x: -p["beta"] * jnp.log(_effective_data(p, x)),
+        },
+        description="Muennighoff et al. 2023, data-constrained: Chinchilla in effective data "
+                    "D' = U + U R* (1 - exp(-R/R*)), U unique tokens, R = epochs - 1 repetitions",
     )
 )
 

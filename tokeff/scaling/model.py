@@ -24,6 +24,16 @@ from tokeff.scaling.forms import Form
 from tokeff.scaling.priors import Prior
 
 LIKELIHOODS = ("normal", "student_t")
+# "auto": Student-t (df 4) on log loss, which down-weights diverged or failed runs instead of bending
+# the law to them; the classic Huber recipe and accuracy targets (binomial) need no choice.
+DEFAULT_LOSS_LIKELIHOOD = "student_t"
+
+
+def resolve_likelihood(kind: str, target: str, method: str) -> str:
+    """The likelihood `auto` means for a target and method."""
+    if kind != "auto":
+        return kind
+    return DEFAULT_LOSS_LIKELIHOOD if target == "loss" and method != "classic" else "normal"
 _EPS = 1e-4
 
 
@@ -142,17 +152,23 @@ def predict_observed(
     *,
     n_eval: np.ndarray | float | None = None,
     seed: int = 0,
+    discrepancy_sd: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Posterior predictive draws of the target itself (loss, or accuracy = correct / n_eval): [S, n]."""
+    """Posterior predictive draws of the target itself (loss, or accuracy = correct / n_eval): [S, n].
+    `discrepancy_sd` ([S, n], log-loss scale): the extra spread of what the law misses there
+    (`tokeff.scaling.discrepancy`), added as a Normal on log loss."""
     mu = predict_mean(form, samples, inputs)
-    key = jax.random.PRNGKey(seed)
+    key, key_d = jax.random.split(jax.random.PRNGKey(seed))
     if form.target == "loss":
         sigma = np.asarray(samples["sigma"])[:, None]
         if likelihood.kind == "normal":
             eps = jax.random.normal(key, mu.shape)
         else:
             eps = jax.random.t(key, likelihood.df, mu.shape)
-        return np.exp(np.log(mu) + sigma * np.asarray(eps))
+        log_y = np.log(mu) + sigma * np.asarray(eps)
+        if discrepancy_sd is not None:
+            log_y = log_y + discrepancy_sd * np.asarray(jax.random.normal(key_d, mu.shape))
+        return np.exp(log_y)
     if n_eval is None:
         raise UserError("n_eval: accuracy predictions need the eval-set size")
     n = np.broadcast_to(np.asarray(n_eval, np.float64), mu.shape)

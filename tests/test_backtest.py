@@ -1,0 +1,79 @@
+"""`tokeff backtest`: cuts, scores, outputs, and bad input (MAP fits on a small table: seconds)."""
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tokeff.cli import main
+from tokeff.errors import UserError
+from tokeff.scaling.backtest import backtest, origins
+from tokeff.scaling.forms import get_form, register_form
+from tokeff.scaling.simulate import design, simulate
+
+
+@register_form(
+    name="test_backtest_law",
+    inputs=("N",),
+    target="loss",
+    params={"E": "lognormal(0.5, 0.5)", "A": "lognormal(4, 1.5)", "alpha": "uniform(0.05, 1)"},
+    columns={"N": "params"},
+    typical_ranges={"N": (1e6, 1e10)},
+)
+def _law(p, x):
+    return p["E"] + p["A"] * x["N"] ** -p["alpha"]
+
+
+@pytest.fixture(scope="module")
+def csv(tmp_path_factory):
+    form = get_form("test_backtest_law")
+    d = simulate(form, {"E": 1.8, "A": 60.0, "alpha": 0.3}, design(form, 40, seed=0), sigma=0.01, seed=1)
+    path = tmp_path_factory.mktemp("bt") / "runs.csv"
+    budget = np.repeat(np.arange(8), 5)
+    pd.DataFrame({"params": np.sort(d["N"]), "eval_loss": d["y"][np.argsort(d["N"])], "budget": budget}).to_csv(
+        path, index=False)
+    return path
+
+
+def test_origins_roll_through_the_top_fraction():
+    assert origins(100, frac=0.3) == [(70, 100)]
+    assert origins(100, frac=0.3, cuts=3) == [(70, 80), (80, 90), (90, 100)]
+    with pytest.raises(UserError, match="--frac"):
+        origins(100, frac=0.0)
+
+
+def test_backtest_scores_held_out_rows(csv):
+    report = backtest(str(csv), "test_backtest_law", by="params", frac=0.25, method="map")
+    assert report["n_held_out"] == 10 and report["n_fit"] == 30
+    assert set(report["coverage"]) == {"0.5", "0.8", "0.9"}
+    assert report["coverage"]["0.5"] <= report["coverage"]["0.8"] <= report["coverage"]["0.9"]
+    assert report["extrapolation_factor"] > 1
+    assert 0 <= report["median_abs_pct_error"] < 5
+    da = report["decision_accuracy"]
+    assert da["pairs"] > 0 and 0 <= da["all"] <= 1 and da["within_group_pairs"] > 0
+
+
+def test_cli_backtest_writes_report_and_plot(csv, tmp_path, capsys):
+    out = tmp_path / "bt"
+    assert main(["backtest", str(csv), "--form", "test_backtest_law", "--method", "map", "--by", "params",
+                 "--out", str(out)]) == 0
+    report = json.loads((out / "backtest.json").read_text())
+    assert report["method"] == "map" and report["n_fit"] + report["n_held_out"] == 40
+    assert (out / "backtest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "coverage" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--by", "missing"], "--by: column 'missing'"),
+    (["--by", "params", "--frac", "1.5"], "--frac: must be in (0, 1)"),
+    (["--by", "params", "--frac", "0.95"], "--frac: a cut leaves"),
+])
+def test_cli_backtest_bad_input_leaves_nothing(csv, tmp_path, capsys, flags, message):
+    out = tmp_path / "bad"
+    assert main(["backtest", str(csv), "--form", "test_backtest_law", "--method", "map", *flags,
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not os.path.exists(out) and os.listdir(tmp_path) == []

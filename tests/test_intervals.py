@@ -1,0 +1,77 @@
+"""The interval model of issue 15: distance beyond the fitted range, the learned discrepancy, the
+robust default likelihood, pilot tables and the accuracy floor above chance (fast: MAP fits)."""
+
+import argparse
+
+import numpy as np
+import pytest
+
+from tokeff.commands import fit as fit_command
+from tokeff.scaling.discrepancy import distance, log_ranges
+from tokeff.scaling.fit import fit
+from tokeff.scaling.forms import get_form
+from tokeff.scaling.pilot import pilot_table
+from tokeff.scaling.simulate import isoflop_table
+
+
+def test_distance_is_zero_inside_and_grows_in_log_units_beyond():
+    ranges = log_ranges({"N": np.array([1e8, 1e9]), "D": np.array([1e9, 1e10])})
+    d = distance(ranges, {"N": np.array([5e8, 1e9, 1e10]), "D": np.array([5e9, 1e10, 1e10])})
+    # inside; on the corner (product at its max); N 10x beyond (product too: 10x)
+    np.testing.assert_allclose(d, [0.0, 0.0, np.log(10)], atol=1e-9)
+
+
+def test_map_option_takes_several_pairs_after_one_flag():
+    parser = argparse.ArgumentParser()
+    fit_command.add_arguments(parser)
+    args = parser.parse_args(["t.csv", "--form", "chinchilla", "--out", "o", "--map", "N=params", "D=tokens",
+                              "--map", "target=loss"])
+    assert args.map == ["N=params", "D=tokens", "target=loss"]
+
+
+def test_default_fit_learns_a_discrepancy_that_widens_beyond_the_range():
+    t = isoflop_table("farseer", seed=0, budgets=8, per_budget=5)
+    c = t["params"] * t["tokens_seen"]
+    low = c <= np.quantile(c, 0.7)
+    result = fit({k: v[low] for k, v in t.items()}, "chinchilla", method="map", seed=0)
+    assert result.likelihood.kind == "student_t"
+    assert result.summary["discrepancy"]["mode"] == "extrapolation"
+    tau = result.summary["discrepancy"]["tau"]
+    assert 0 < tau["q05"] < tau["median"] < tau["q95"] < 0.5
+    top = np.argmax(c[low])
+    inside = {"N": t["params"][low][top:top + 1], "D": t["tokens_seen"][low][top:top + 1]}
+    far = {"N": inside["N"] * 10, "D": inside["D"] * 10}  # 100x the compute: d = log 100 (product)
+    width = lambda x: np.diff(np.quantile(np.log(result.predict(x, observed=True)), [0.05, 0.95], 0), axis=0)[0, 0]  # noqa: E731
+    assert width(far) > 1.5 * width(inside)
+
+
+def test_earlier_intervals_are_one_flag_away():
+    from tokeff.scaling.model import resolve_likelihood
+
+    assert resolve_likelihood("auto", "loss", "nuts") == "student_t"
+    assert resolve_likelihood("auto", "loss", "classic") == "normal"
+    assert resolve_likelihood("normal", "loss", "nuts") == "normal"
+
+
+def test_pilot_tables_look_like_the_seed_papers():
+    for seed in range(5):
+        t = pilot_table(seed)
+        assert set(t["strategy"]) == {"few_long", "many_short", "balanced"}
+        assert 1e3 <= t["budget_tokens"].min() and t["budget_tokens"].max() <= 1.5e5
+        assert 1.35e8 <= t["params"].min() and t["params"].max() <= 1.7e9
+        assert 27 <= t["n_eval"][0] <= 300
+        assert np.median(t["accuracy"]) < 0.45
+    rows = [tuple(r) for seed in range(10) for t in [pilot_table(seed)]
+            for r in zip(t["n_examples"], t["avg_tokens"], t["params"])]
+    assert len(set(rows)) < len(rows)  # some pools run out: repeated rows
+
+
+def test_accuracy_floor_prior_starts_at_chance():
+    form = get_form("volume").above_chance(0.25)
+    assert form.params["E"].args == pytest.approx((0.25, 0.25 + 0.6 * 0.75))
+    assert get_form("volume").above_chance(0.0) is get_form("volume")
+    t = pilot_table(1)
+    result = fit(t, "volume", method="map", chance=0.25)
+    assert result.summary["priors"]["E"].startswith("uniform(0.25")
+    pred = result.predict(result.data.inputs)
+    assert np.isfinite(pred).all()

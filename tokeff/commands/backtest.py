@@ -1,0 +1,52 @@
+"""`tokeff backtest DATA --form NAME --by EXPR --out DIR`: do a form's intervals hold on runs it did not see?"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+HELP = "refit on the runs below a cut (by compute, say) and score the predictions of the runs above it"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from tokeff.commands import fit as fit_command
+
+    fit_command.add_arguments(parser)  # every `tokeff fit` option
+    parser.add_argument("--by", required=True, metavar="EXPR",
+                        help="order rows by this column or product of columns, e.g. params*tokens_seen")
+    parser.add_argument("--frac", type=float, default=0.33, help="fraction of rows (the top ones) to hold out")
+    parser.add_argument("--cuts", type=int, default=1,
+                        help="rolling origins through the held-out fraction (each fit predicts the next block)")
+    parser.add_argument("--group", metavar="COLUMN",
+                        help="runs sharing a budget, for within-group decision accuracy (default: a 'budget' column)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tokeff.commands.fit import fit_options
+    from tokeff.devices import split_cpu_for_chains
+    from tokeff.io import claim_output_dir, output_dir, write_json
+
+    claim_output_dir(args.out, "backtest", force=args.force)  # before any fit: a bad --out fails at once
+    if args.method == "nuts":
+        split_cpu_for_chains(args.chains)
+    from tokeff.scaling.backtest import backtest, plot
+    from tokeff.scaling.forms import import_form_modules
+
+    import_form_modules(args.module)
+    options = fit_options(args)
+    report = backtest(args.data, args.form, by=args.by, frac=args.frac, cuts=args.cuts, group=args.group,
+                      progress=True, **options)
+    with output_dir(args.out, "backtest", force=args.force) as tmp:
+        write_json(os.path.join(tmp, "backtest.json"), report)
+        if not args.no_plots:
+            plot(report, os.path.join(tmp, "backtest.png"))
+    cov, da = report["coverage"], report["decision_accuracy"]
+    print(f"backtest {report['form']} ({report['method']}): fitted {report['n_fit']} rows, predicted"
+          f" {report['n_held_out']} (up to x{report['extrapolation_factor']:.2g} in {report['by']}) -> {args.out}")
+    error = report["median_abs_pct_error"]
+    print("coverage  " + "  ".join(f"{k}: {v:.2f}" for k, v in cov.items())
+          + ("   predictions not finite" if error is None else f"   median |error| {error:.2f}%"))
+    within = "-" if da["within_group"] is None else f"{da['within_group']:.2f}"
+    overall = "-" if da["all"] is None else f"{da['all']:.2f}"
+    print(f"decision accuracy {overall} (within budget groups {within}); all fits ok: {report['all_fits_ok']}")
+    return 0
