@@ -20,9 +20,13 @@ sys.path.insert(0, ROOT)
 def tiny_config():
     from tokeff.train.config import load_config
 
-    return load_config(os.path.join(ROOT, "configs", "sweep_tiny.py"),
-                       ["--config.grid.budgets=(2e9,3e9)", "--config.grid.seeds=(0,1)",
-                        "--config.eval.max_questions=16", "--config.train.checkpoint.every_steps=0"])
+    config = load_config(os.path.join(ROOT, "configs", "sweep_tiny.py"),
+                         ["--config.grid.budgets=(2e9,)", "--config.eval.max_questions=16",
+                          "--config.train.checkpoint.every_steps=0"])
+    with config.unlocked():  # 8 points of one model and seed: one initialisation per device
+        config.grid.compositions = tuple(dict(strategy=s, token_budget=t) for s in ("few_long", "many_short")
+                                         for t in (900, 1000, 1100, 1200))
+    return config
 
 
 class Watched:
