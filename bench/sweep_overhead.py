@@ -71,6 +71,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budgets", default="4.4e11", help="comma-separated FLOP budgets")
     parser.add_argument("--questions", type=int, default=16, help="held-out questions scored per point")
+    parser.add_argument("--paths", default="cold,warm", help="which paths to run (the ratio needs both)")
     args = parser.parse_args()
 
     from tokeff import sweep
@@ -81,12 +82,14 @@ def main() -> None:
     config = sweep_config([float(b) for b in args.budgets.split(",")], args.questions)
     tables = {}
     with tempfile.TemporaryDirectory(prefix="tokeff-sweep-overhead-") as tmp:
-        for name, runner in (("cold", train_and_evaluate_cold), ("warm", WarmEngine())):
+        paths = {"cold": train_and_evaluate_cold, "warm": WarmEngine()}
+        for name in args.paths.split(","):
+            runner = paths[name]
             start = time.perf_counter()
             rows = sweep.run_sweep(config, os.path.join(tmp, name), runner=runner, progress=False)
             tables[name] = ([split(r) for r in rows], time.perf_counter() - start)
 
-    print(f"{len(tables['cold'][0])} points of {config.train.model}, {args.questions} questions each "
+    print(f"{len(next(iter(tables.values()))[0])} points of {config.train.model}, {args.questions} questions each "
           f"(seconds; machine: {os.cpu_count()} CPUs)")
     print(f"{'path':<6} {'point':<10} {'wall':>7} {'train steps':>12} {'scoring':>8} {'everything else':>16}")
     means = {}
@@ -98,6 +101,8 @@ def main() -> None:
         wall, train, score, other = means[name]
         print(f"{name:<6} {'mean 2..N':<10} {wall:7.1f} {train:12.1f} {score:8.1f} {other:16.1f}")
         print(f"{name:<6} {'sweep':<10} {total:7.1f}")
+    if len(means) < 2:
+        return
     cold, warm = means["cold"], means["warm"]
     print(f"cold/warm, points 2..N: wall {cold[0] / warm[0]:.1f}x, everything else {cold[3] / max(warm[3], 1e-9):.1f}x; "
           f"whole sweep {tables['cold'][1] / tables['warm'][1]:.1f}x")
