@@ -4,8 +4,9 @@ Each (method, batch size) runs twice over the same questions: the first pass inc
 compilation (one program per length bucket), the second is the steady state. Achieved GFLOP/s
 is the accountant's eval FLOPs of the shapes run (padding included) over the steady wall time;
 on a shared machine, questions per CPU-second is the comparable figure.
-cloze scores 4 rows per question (one per choice; cloze_norm and cloze_token come from the same
-pass); letter scores 1 row (choices listed in the prompt).
+cloze scores 1 row per question (the prompt once, then its 4 choices under a block mask; only
+the answer tokens are unembedded; cloze_norm and cloze_token come from the same pass); letter
+scores 1 row (choices listed in the prompt), unembedding its last position only.
 
 Run: .venv/bin/python bench/eval_bench.py [--questions 32] [--batch-sizes 8,16] [--model SPEC]
 """

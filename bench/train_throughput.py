@@ -9,11 +9,16 @@ the vendor peak of the device (tokeff.devices.PEAK_FLOPS).
 FLOPs are the analytic count of record (tokeff.flops.step_training_flops), not XLA's.
 
     python bench/train_throughput.py [--rows N] [--steps N] [--seq-len S] [--model PRESET]
+                                     [--losses-json FILE]
+
+`--losses-json` writes the loss of every step (same seed, same batch each step) so that two
+backends can be compared (bench/gpu_check.sh: GPU bf16 against CPU float32).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import sys
 import time
@@ -38,8 +43,10 @@ def matmul_flops_per_second(dtype: str, n: int = 2048, repeats: int = 10) -> flo
     return 2 * n**3 * repeats / best
 
 
-def train_step_seconds(preset: str, dtype: str, rows: int, seq_len: int, steps: int, remat: bool):
-    """(seconds per step, best of `steps` after a warm-up, compile seconds) on one device."""
+def train_step_seconds(preset: str, dtype: str, rows: int, seq_len: int, steps: int, remat: bool,
+                       layers: int = 0):
+    """(best and median seconds per step over `steps` after a warm-up, compile seconds, config,
+    every step's loss) on one device."""
     import jax
     from flax import nnx
 
@@ -52,7 +59,8 @@ def train_step_seconds(preset: str, dtype: str, rows: int, seq_len: int, steps: 
     from tokeff.train.state import init_state, state_layout
     from tokeff.train.step import make_train_step
 
-    cfg = get_preset(preset, dtype=dtype, max_seq_len=max(seq_len, 2048), remat=remat)
+    cfg = get_preset(preset, dtype=dtype, max_seq_len=max(seq_len, 2048), remat=remat,
+                     **({"n_layers": layers} if layers else {}))
     mesh = make_mesh({"data": 1}, devices=jax.devices()[:1])
     tx, schedule = make_optimizer(base_config().optim, 1000)
     factory = lambda: Transformer(cfg, rngs=nnx.Rngs(0))  # noqa: E731
@@ -67,7 +75,7 @@ def train_step_seconds(preset: str, dtype: str, rows: int, seq_len: int, steps: 
     batch = {k: put_batch(v[None], batch_sharding(mesh)) for k, v in fields.items()}
     t0 = time.perf_counter()
     state, metrics = step(state, batch, lr)
-    jax.block_until_ready(metrics)
+    losses = [float(jax.block_until_ready(metrics)["loss"])]
     compile_seconds = time.perf_counter() - t0
     print(f"compiled + first step: {compile_seconds:.1f} s", file=sys.stderr, flush=True)
     times = []
@@ -76,7 +84,8 @@ def train_step_seconds(preset: str, dtype: str, rows: int, seq_len: int, steps: 
         state, metrics = step(state, batch, lr)
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - t0)
-    return min(times), float(np.median(times)), compile_seconds, cfg
+        losses.append(float(metrics["loss"]))
+    return min(times), float(np.median(times)), compile_seconds, cfg, losses
 
 
 def peak_memory_bytes(device) -> tuple[int, str]:
@@ -100,13 +109,19 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=8 if gpu else 4)
     parser.add_argument("--steps", type=int, default=5 if gpu else 3)
     parser.add_argument("--remat", action="store_true", help="rematerialise blocks (charged as FLOPs)")
+    parser.add_argument("--layers", type=int, default=0, help="override the preset's layer count (0: keep)")
+    parser.add_argument("--losses-json", default=None, help="write every step's loss here (JSON)")
     args = parser.parse_args()
 
     device = jax.devices()[0]
     print(f"measuring ({args.model}, {args.rows} x {args.seq_len}, {args.dtype}) ...", file=sys.stderr, flush=True)
     before = matmul_flops_per_second(args.dtype)
-    best, median, compile_seconds, cfg = train_step_seconds(args.model, args.dtype, args.rows, args.seq_len,
-                                                           args.steps, args.remat)
+    best, median, compile_seconds, cfg, losses = train_step_seconds(
+        args.model, args.dtype, args.rows, args.seq_len, args.steps, args.remat, args.layers)
+    if args.losses_json:
+        with open(args.losses_json, "w") as f:
+            json.dump({"backend": jax.default_backend(), "model": args.model, "dtype": args.dtype,
+                       "rows": args.rows, "seq_len": args.seq_len, "losses": losses}, f)
     # Measured before and after the step, the better one kept: on a shared machine the
     # reference must not be taken in a quieter moment than the step (or a busier one).
     matmul = max(before, matmul_flops_per_second(args.dtype))

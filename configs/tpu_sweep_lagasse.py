@@ -7,8 +7,8 @@ eval side of a per-subject split.
 
 Each point selects examples with its strategy until one epoch of packed 1024-token rows fills
 90% of its FLOP budget (`token_budget_fill`), then trains until the budget is spent exactly.
-Budgets span 1e13..1e15 FLOPs: ~12k..1.2M training tokens for SmolLM2-135M (0.9 GFLOP/token at
-1024) and ~1k..100k for SmolLM2-1.7B (~11 GFLOP/token). Small subjects run out of examples at
+Budgets span 2e13..1e15 FLOPs: ~24k..1.2M training tokens for SmolLM2-135M (0.9 GFLOP/token at
+1024) and ~2k..100k for SmolLM2-1.7B (~11 GFLOP/token; 1e13 would not buy it one 1024-token row). Small subjects run out of examples at
 the top budgets: every strategy then takes the whole pool (the row records it, via
 unique_tokens and epochs), so choose budgets inside the pool for a clean comparison.
 
@@ -52,7 +52,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.token_budget_fill = 0.9
     c.grid = ml_collections.ConfigDict()
     c.grid.models = MODELS
-    c.grid.budgets = (1e13, 3e13, 1e14, 3e14, 1e15)
+    c.grid.budgets = (2e13, 5e13, 1e14, 3e14, 1e15)
     c.grid.compositions = (dict(strategy="few_long"), dict(strategy="many_short"), dict(strategy="balanced"))
     c.grid.seeds = (0, 1, 2)
     # All of the held-out questions, cloze-scored (the paper's lowest-loss answer choice).

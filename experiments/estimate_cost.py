@@ -26,9 +26,12 @@ def estimate(config, *, peak_flops: float, mfu: float, eval_tokens: int, chips: 
     """
     from tokeff import flops, sweep
     from tokeff.models.config import get_preset
-    from tokeff.sweep.engine import eval_records
+    from tokeff.data.task import task_from_config
+    from tokeff.models.tokenizer import TokenizerInfo
 
-    n_eval = len(eval_records(config.train.data, int(config.eval.max_questions)))
+    # Which questions are held out depends on the data, not the model: no tokenizer needed.
+    task = task_from_config(config.train.data, TokenizerInfo(None), 0, int(config.train.seed))
+    n_eval = len(task.eval_set(int(config.eval.max_questions)))
     per_model = collections.OrderedDict()
     for point in sweep.grid_points(config):
         cfg = get_preset(sweep.preset_for_spec(point.model))

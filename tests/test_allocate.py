@@ -170,3 +170,24 @@ def test_finetuning_decision_prefers_what_the_law_says():
     assert len(result["budget_sweep"]) == 9
     draws = _draws(dict(A=1e-3, beta=0.3, gamma=0.1, E=0.25), n=500, rel=0.02)
     assert decision.allocate_finetuning(form, draws, 1e14, space, columns=form.columns)["decision"]["model"] == "tiny"
+
+
+def test_packed_strategy_options_are_the_selection_a_packed_sweep_trains():
+    """Under PackedRows an option is the composition a sweep point would select: the strategy's
+    greedy fill of the tokens its budget buys (same seeded tie-break), costing the whole budget."""
+    from tokeff.data.composition import select
+
+    lengths = np.random.default_rng(3).integers(8, 90, 400)
+    budget = 3e11
+    cost = options.PackedRows(row_len=128, fill=0.97)
+    feasible, infeasible = options.strategy_options(budget, ["smollm2-135m"], options.STRATEGIES, lengths,
+                                                    seed=5, cost=cost)
+    assert not infeasible and [o.strategy for o in feasible] == list(options.STRATEGIES)
+    tokens = options.packed_token_budget("smollm2-135m", 128, budget, 0.97)
+    for option in feasible:
+        chosen = select(lengths, option.strategy, token_budget=tokens, seed=5, context_len=128)
+        assert option.n_examples == chosen.lengths.size
+        assert option.avg_tokens == pytest.approx(chosen.lengths.mean())
+        assert option.flops == budget and chosen.lengths.sum() <= tokens
+    few_long, many_short, _ = feasible
+    assert few_long.avg_tokens > many_short.avg_tokens and few_long.n_examples < many_short.n_examples

@@ -21,7 +21,7 @@ def tokenizer_meta():
 
 
 def test_tokenizer_rebuilt_from_metadata(tokenizer_meta):
-    tokenizer, template, bos, eos = tokenizer_meta
+    tokenizer, bos, eos = tokenizer_meta.tokenizer, tokenizer_meta.bos_id, tokenizer_meta.eos_id
     assert tokenizer.get_vocab_size() == 49152
     assert (tokenizer.id_to_token(bos), tokenizer.id_to_token(eos)) == ("<|im_start|>", "<|im_end|>")
     assert encode(tokenizer, "<|im_start|>user\n") == [1, 4093, 198]
@@ -35,13 +35,14 @@ def test_tokenizer_rebuilt_from_metadata(tokenizer_meta):
 def test_smollm2_vocab_presets_get_the_gguf_tokenizer(tokenizer_meta):
     from tokeff.models.load import preset_tokenizer
 
-    tokenizer, template, bos, eos = preset_tokenizer(get_preset("ladder-2m"))
-    assert tokenizer.get_vocab() == tokenizer_meta[0].get_vocab()
-    assert (template, bos, eos) == tokenizer_meta[1:]
+    preset = preset_tokenizer(get_preset("ladder-2m"))
+    assert preset.tokenizer.get_vocab() == tokenizer_meta.tokenizer.get_vocab()
+    assert (preset.chat_template, preset.bos_id, preset.eos_id) == (
+        tokenizer_meta.chat_template, tokenizer_meta.bos_id, tokenizer_meta.eos_id)
 
 
 def test_chat_template_renders_chatml(tokenizer_meta):
-    _, template, _, _ = tokenizer_meta
+    template = tokenizer_meta.chat_template
     prompt = render_chat(template, [{"role": "user", "content": "Hi"}])
     assert prompt.endswith("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
     assert prompt.startswith("<|im_start|>system\n")
@@ -87,7 +88,7 @@ def test_bos_is_prepended_only_when_the_tokenizer_adds_one(tokenizer_meta):
     <|im_start|> (a chat template adds its own)."""
     from tokeff.models.tokenizer import byte_tokenizer, prepended_bos
 
-    tokenizer, _, bos, _ = tokenizer_meta
+    tokenizer, bos = tokenizer_meta.tokenizer, tokenizer_meta.bos_id
     assert bos == tokenizer.token_to_id("<|im_start|>")
     assert prepended_bos(tokenizer, bos) is None
     # A Llama-style GGUF (add_bos_token = true) gets a post-processor, so BOS is prepended.
@@ -96,6 +97,7 @@ def test_bos_is_prepended_only_when_the_tokenizer_adds_one(tokenizer_meta):
     fields = {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": ["a", "b", "<s>"],
               "tokenizer.ggml.token_type": [1, 1, 3], "tokenizer.ggml.merges": [],
               "tokenizer.ggml.bos_token_id": 2, "tokenizer.ggml.add_bos_token": True}
-    llama_like, _, llama_bos, _ = tokenizer_from_metadata(fields)
+    llama = tokenizer_from_metadata(fields)
+    llama_like, llama_bos = llama.tokenizer, llama.bos_id
     assert prepended_bos(llama_like, llama_bos) == 2
     assert prepended_bos(byte_tokenizer(), 256) is None

@@ -1,5 +1,5 @@
-"""`tokeff demo` end to end on its smoke config (tiny model, generated sums): sweep, fits, LOO,
-allocation, report and run folder; a second run resumes instead of retraining."""
+"""`tokeff demo` end to end on its smoke config (tiny model, generated sums): sweep, prediction
+check, fits, LOO, allocation, report and run folder; a second run resumes instead of retraining."""
 
 from __future__ import annotations
 
@@ -29,17 +29,26 @@ def test_demo_smoke_end_to_end_and_resume(tmp_path):
     for heading in ("== results", "== posterior", "== does composition matter", "== allocation at"):
         assert heading in out
     assert "LOO prefers" in out and "P(best option)" in out
+    assert "== prediction check at 2e+09 FLOPs" in out and "inside the 90% intervals: loss" in out
     rows = results.read_rows(tmp_path / "demo" / "results.csv")
-    assert len(rows) == 6 and {r["strategy"] for r in rows} == {"few_long", "many_short", "balanced"}
+    predictions = json.loads((tmp_path / "demo" / "predictions.json").read_text())
+    top = [r for r in rows if r["budget_flops"] == max(r["budget_flops"] for r in rows)]
+    assert sorted(p["run_id"] for p in predictions["points"]) == sorted(r["run_id"] for r in top)
+    for p in predictions["points"]:  # a predicted accuracy is a probability, never below chance
+        assert predictions["chance"] <= p["accuracy"]["low"] <= p["accuracy"]["high"] <= 1
+        # written before the top budget was scored: before its eval.json existed
+        written = os.path.getmtime(tmp_path / "demo" / "predictions.json")
+        assert written < os.path.getmtime(tmp_path / "demo" / "sweep" / "runs" / p["run_id"] / "eval.json")
+    assert len(rows) == 9 and {r["strategy"] for r in rows} == {"few_long", "many_short", "balanced"}
     for row in rows:  # every run stopped at its budget, less than one step short
         assert 0.9 * row["budget_flops"] < row["flops_used"] <= row["budget_flops"]
     allocation = json.loads((tmp_path / "demo" / "allocation.json").read_text())
     assert allocation["decision"]["strategy"] in ("few_long", "many_short", "balanced")
     assert allocation["decision"]["flops"] <= allocation["budget_flops"]
-    for name in ("report.txt", "accuracy_vs_volume.png", "allocation.png", "fits/volume/posterior.nc",
+    for name in ("report.txt", "prediction_check.png", "accuracy_vs_volume.png", "allocation.png", "fits/volume/posterior.nc",
                  "fits/composition/summary.json"):
         assert (tmp_path / "demo" / name).exists(), name
 
     again = demo(tmp_path / "demo")  # a sweep: finished points are not retrained
     assert again.returncode == 0, again.stderr[-4000:]
-    assert len(results.read_rows(tmp_path / "demo" / "sweep" / "results.jsonl", dedupe=False)) == 6
+    assert len(results.read_rows(tmp_path / "demo" / "sweep" / "results.jsonl", dedupe=False)) == 9

@@ -25,5 +25,6 @@ def test_smollm2_cloze_picks_the_obvious_answer():
     np.testing.assert_array_equal(results["cloze"].predicted, [1, 0])
     np.testing.assert_array_equal(results["cloze_norm"].predicted, [1, 0])
     assert 0.0 < results["cloze"].loss < 10.0
-    # 8 rows (2 questions x 4 choices) of 10-16 tokens fill one [8, 16] batch.
-    assert results["cloze"].flops == flops.eval_forward_flops(loaded.config, 8, 16)
+    # One row per question (the prompt once, then its 4 choices) of <= 16 tokens: one [8, 16]
+    # batch, reading <= 16 answer-token logits a row (it was 8 rows of prompt + choice before).
+    assert results["cloze"].flops == flops.eval_forward_flops(loaded.config, 8, 16, 16)

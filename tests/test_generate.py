@@ -16,16 +16,34 @@ def tiny():
     return Transformer(get_preset("tiny"), nnx.Rngs(2))
 
 
-def test_greedy_generate_matches_step_by_step_argmax(tiny):
-    prompt = [5, 17, 300, 42]
+forward = nnx.jit(lambda m, t: m(t))
+
+
+@pytest.mark.parametrize("n_prompt", [4, 61])  # 61 + 6 crosses a 64-slot bucket
+def test_kv_cache_generation_equals_full_recomputation(tiny, n_prompt):
+    """Greedy decoding with the KV cache picks, token for token, the argmax of a full forward
+    over everything so far."""
+    prompt = np.random.default_rng(n_prompt).integers(0, tiny.cfg.vocab_size, n_prompt).tolist()
     ids = list(prompt)
-    forward = nnx.jit(lambda m, t: m(t))
     for _ in range(6):
         ids.append(int(np.argmax(np.asarray(forward(tiny, jnp.asarray([ids])))[0, -1])))
     generated = ids[len(prompt):]
     assert greedy_generate(tiny, prompt, 6) == generated
     stop = generated[-1]  # generation ends before the first occurrence of a stop id
     assert greedy_generate(tiny, prompt, 6, stop_ids=[stop]) == generated[:generated.index(stop)]
+
+
+def test_cached_logits_equal_the_full_forward():
+    model = Transformer(get_preset("tiny-qwen"), nnx.Rngs(4))
+    tokens = jnp.asarray(np.random.default_rng(1).integers(0, 512, (2, 9)), jnp.int32)
+
+    @nnx.jit
+    def cached(m, tokens):
+        _, cache = m.extend(tokens[:, :5], m.init_cache(2, 16), 0)
+        hidden, _ = m.extend(tokens[:, 5:], cache, 5)
+        return m.logits(hidden)
+
+    np.testing.assert_allclose(np.asarray(cached(model, tokens)), np.asarray(forward(model, tokens))[:, 5:], atol=1e-5)
 
 
 def test_generate_cli_completes_paris(capsys):

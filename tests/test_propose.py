@@ -10,13 +10,13 @@ def test_reweight_matches_conjugate_posterior():
     # mu ~ N(0, 1); one observation y ~ N(mu, 1) (as log loss with mean exp(mu), sigma 1):
     # posterior mean y / 2, sd 1/sqrt(2).
     rng = np.random.default_rng(0)
-    mu_S = rng.standard_normal(200_000)
+    mu_P = rng.standard_normal(200_000)
     y = 1.2
-    ll = pr.Noise("loss").log_likelihood(np.array([y]), np.exp(mu_S), np.ones_like(mu_S), 0)
-    w = pr.reweight(np.full(mu_S.size, 1 / mu_S.size), ll)[0]
-    mean = np.sum(w * mu_S)
+    ll = pr.Noise("loss").log_likelihood(np.array([y]), np.exp(mu_P), np.ones_like(mu_P), 0)
+    w = pr.reweight(np.full(mu_P.size, 1 / mu_P.size), ll)[0]
+    mean = np.sum(w * mu_P)
     assert mean == pytest.approx(0.6, abs=0.01)
-    assert np.sqrt(np.sum(w * (mu_S - mean) ** 2)) == pytest.approx(1 / np.sqrt(2), abs=0.01)
+    assert np.sqrt(np.sum(w * (mu_P - mean) ** 2)) == pytest.approx(1 / np.sqrt(2), abs=0.01)
 
 
 @pytest.mark.parametrize("noise_sd", [0.5, 1.0, 3.0])
@@ -24,18 +24,18 @@ def test_expected_width_reduction_matches_gaussian_answer(noise_sd):
     # Decision x = mu, 90% width before = 2 * 1.645; after one observation with noise s the
     # posterior sd is 1 / sqrt(1 + 1/s^2) whatever y is, so the expected reduction is exact.
     rng = np.random.default_rng(1)
-    mu_S = rng.standard_normal(4000)
-    eig = pr.expected_information(np.exp(mu_S)[:, None], pr.Noise("loss"), pr.interval_width(mu_S),
-                                  sigma_S=np.full(mu_S.size, noise_sd), n_sims=200, seed=2)
+    mu_P = rng.standard_normal(4000)
+    eig = pr.expected_information(np.exp(mu_P)[:, None], pr.Noise("loss"), pr.interval_width(mu_P),
+                                  sigma_P=np.full(mu_P.size, noise_sd), n_sims=200, seed=2)
     expected = 2 * 1.6449 * (1 - 1 / np.sqrt(1 + 1 / noise_sd**2))
     assert eig[0] == pytest.approx(expected, abs=0.08)
 
 
 def test_replicates_act_as_less_noise():
     rng = np.random.default_rng(1)
-    mu_S = rng.standard_normal(4000)
-    kw = dict(sigma_S=np.full(mu_S.size, 2.0), n_sims=200, seed=3)
-    four = pr.expected_information(np.exp(mu_S)[:, None], pr.Noise("loss"), pr.interval_width(mu_S),
+    mu_P = rng.standard_normal(4000)
+    kw = dict(sigma_P=np.full(mu_P.size, 2.0), n_sims=200, seed=3)
+    four = pr.expected_information(np.exp(mu_P)[:, None], pr.Noise("loss"), pr.interval_width(mu_P),
                                    replicates_C=np.array([4.0]), **kw)
     expected = 2 * 1.6449 * (1 - 1 / np.sqrt(1 + 4 / 2.0**2))  # 4 runs at sd 2 = one at sd 1
     assert four[0] == pytest.approx(expected, abs=0.08)
@@ -45,23 +45,23 @@ def test_replicates_act_as_less_noise():
 def test_option_entropy_and_binomial_information():
     # Two options; which is best depends on the sign of a parameter t ~ U(-1, 1).
     rng = np.random.default_rng(4)
-    t_S = rng.uniform(-1, 1, 4000)
-    utility_SxK = np.stack([0.5 + 0.1 * t_S, np.full_like(t_S, 0.5)], axis=1)
-    entropy = pr.option_entropy(utility_SxK)
+    t_P = rng.uniform(-1, 1, 4000)
+    utility_PxO = np.stack([0.5 + 0.1 * t_P, np.full_like(t_P, 0.5)], axis=1)
+    entropy = pr.option_entropy(utility_PxO)
     assert entropy(np.full((1, 4000), 1 / 4000))[0] == pytest.approx(np.log(2), abs=0.01)
     # An accuracy run whose mean is 0.5 + 0.1 t: 1000 questions nearly settle the sign of t,
     # 10 questions barely move it.
-    acc_SxC = np.stack([0.5 + 0.1 * t_S, 0.5 + 0.1 * t_S], axis=1)
-    eig = pr.expected_information(acc_SxC, pr.Noise("accuracy"), entropy,
+    acc_PxC = np.stack([0.5 + 0.1 * t_P, 0.5 + 0.1 * t_P], axis=1)
+    eig = pr.expected_information(acc_PxC, pr.Noise("accuracy"), entropy,
                                   n_eval_C=np.array([10, 1000]), n_sims=64, seed=5)
     assert 0 <= eig[0] < 0.15 < 0.45 < eig[1] <= np.log(2) + 1e-9
 
 
 def test_uninformative_candidate_scores_zero_and_rank_is_per_flop():
     rng = np.random.default_rng(6)
-    mu_S = rng.standard_normal(2000)
-    flat = pr.expected_information(np.ones((2000, 1)), pr.Noise("loss"), pr.interval_width(mu_S),
-                                   sigma_S=np.full(2000, 0.1), n_sims=32)
+    mu_P = rng.standard_normal(2000)
+    flat = pr.expected_information(np.ones((2000, 1)), pr.Noise("loss"), pr.interval_width(mu_P),
+                                   sigma_P=np.full(2000, 0.1), n_sims=32)
     assert flat[0] == pytest.approx(0.0, abs=1e-9)
     ranked = pr.rank(np.array([1.0, 1.0, 0.3, -0.01]), np.array([10.0, 2.0, 1.0, 1.0]))
     assert [r.index for r in ranked] == [1, 2, 0, 3]

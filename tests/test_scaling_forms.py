@@ -170,17 +170,17 @@ def test_centring_offsets_match_the_mean_and_keep_the_prior(name):
     assert float(centred) == pytest.approx(float(plain) + jacobian, rel=1e-5, abs=1e-3)
 
 
-def test_readme_user_form_registers_and_its_centring_is_right():
-    """The README's "Adding a form" block, executed as written."""
+def test_manual_user_form_registers_and_its_centring_is_right():
+    """The manual's "Adding a form" block (docs/laws.md), executed as written."""
     import os
     import re
 
     import jax
     import jax.numpy as jnp
 
-    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
-    block = re.search(r"```python\n(# my_forms\.py.*?)```", readme, re.S).group(1)
-    exec(compile(block, "README:my_forms.py", "exec"), {})
+    manual = open(os.path.join(os.path.dirname(__file__), "..", "docs", "laws.md")).read()
+    block = re.search(r"```python\n(# my_forms\.py.*?)```", manual, re.S).group(1)
+    exec(compile(block, "docs/laws.md:my_forms.py", "exec"), {})
     form = get_form("logistic_power")
     assert form.inputs == ("N", "D") and set(form.centring) == {"A", "B"}
     p = {"E": 1.7, "A": 400.0, "B": 410.0, "alpha": 0.34, "beta": 0.28}

@@ -169,13 +169,13 @@ def test_packed_selection_keeps_only_examples_that_fit_a_row():
     (otherwise the packer cannot place them and the run fails after loading)."""
     import types
 
-    from tokeff.models.tokenizer import byte_tokenizer
+    from tokeff.models.tokenizer import TokenizerInfo, byte_tokenizer
     from tokeff.train.dataset import build_training_set
 
     data = base_config().data
     data.source, data.pool_size, data.strategy, data.layout = "arithmetic", 200, "few_long", "packed"
     tokenizer = byte_tokenizer()
-    loaded = types.SimpleNamespace(tokenizer=tokenizer, prepend_bos_id=None, eos_id=256, chat_template=None,
+    loaded = types.SimpleNamespace(tokens=TokenizerInfo(tokenizer, None, None, 256),
                                    name="tiny", config=types.SimpleNamespace(max_seq_len=256))
     data.row_len = 0  # no packed row length: the pool's own lengths
     pool = [len(e) for e in build_training_set(data, loaded, 0).examples]
@@ -183,3 +183,26 @@ def test_packed_selection_keeps_only_examples_that_fit_a_row():
     assert max(pool) > data.row_len
     chosen = [len(e) for e in build_training_set(data, loaded, 0).examples]
     assert chosen and max(chosen) <= data.row_len
+
+
+def test_config_loader_checks_file_keys_against_the_schema_and_fills_defaults(tmp_path):
+    import ml_collections
+
+    from tokeff.configfile import load_config
+
+    schema = ml_collections.ConfigDict({"lr": 0.1, "steps": 10, "names": ("a",), "sub": {"on": False}})
+    path = tmp_path / "c.py"
+    path.write_text("import ml_collections\n"
+                    "def get_config(arg=None):\n"
+                    "    return ml_collections.ConfigDict({'lr': float(arg or 0.5)})\n")
+    config = load_config(f"{path}:0.25", ["--config.steps", "3", "--config.names=('x', 'y')",
+                                          "--config.sub.on=true"], schema)
+    assert (config.lr, config.steps, config.names, config.sub.on) == (0.25, 3, ("x", "y"), True)
+    assert load_config(str(path), [], schema).lr == 0.5
+    with pytest.raises(AttributeError):
+        config.lrr = 1.0  # the result is locked
+    path.write_text("import ml_collections\n"
+                    "def get_config(arg=None):\n"
+                    "    return ml_collections.ConfigDict({'sub': {'onn': True}})\n")
+    with pytest.raises(UserError, match=r"config\.sub\.onn: unknown config key.*'on'"):
+        load_config(str(path), [], schema)

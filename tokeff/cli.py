@@ -7,14 +7,14 @@ Bad input raises `tokeff.errors.UserError`; it is printed as one line and the ex
 from __future__ import annotations
 
 import argparse
-import errno
 import importlib
 import os
+import re
 import sys
 
 from tokeff.cache import enable_compilation_cache
 from tokeff.errors import UserError
-from tokeff.io import DiskFullError
+from tokeff.io import DiskFullError, is_disk_full
 
 # Order is the order of `tokeff --help`: the pipeline from model to decision.
 COMMANDS = [
@@ -34,6 +34,11 @@ COMMANDS = [
 
 class _ArgumentParser(argparse.ArgumentParser):
     """argparse that reports bad flags as one line with exit code 2 (as argparse does)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # argparse's default takes "-1e12" for a flag ("expected one argument"): accept exponents too.
+        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$|^-(inf|nan)$", re.I)
 
     def error(self, message: str):  # noqa: D401 - argparse API
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -68,11 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     except DiskFullError as e:
         print(f"tokeff {args.command}: error: {e}", file=sys.stderr)
         return 1
-    except OSError as e:
-        if e.errno != errno.ENOSPC:
+    except Exception as e:
+        if not is_disk_full(e):
             raise
-        print(f"tokeff {args.command}: error: no space left on the device ({e.filename or 'while writing'})",
-              file=sys.stderr)
+        where = getattr(e, "filename", None) or "while writing"
+        print(f"tokeff {args.command}: error: no space left on the device ({where})", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"tokeff {args.command}: interrupted", file=sys.stderr)

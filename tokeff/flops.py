@@ -133,10 +133,15 @@ def example_training_flops(cfg: ModelConfig, length: int) -> int:
     return step_training_flops(cfg, 1, length)
 
 
-def eval_forward_flops(cfg: ModelConfig, rows: int, row_len: int) -> int:
-    """Forward-only FLOPs of scoring a [rows, row_len] batch."""
+def eval_forward_flops(cfg: ModelConfig, rows: int, row_len: int, logit_positions: int | None = None) -> int:
+    """Forward-only FLOPs of scoring a [rows, row_len] batch; with `logit_positions`, only that
+    many positions per row are unembedded (the scorer reads the logits of answer tokens only)."""
     rows = _check_len("rows", rows)
-    return rows * forward_breakdown(cfg, row_len).forward
+    breakdown = forward_breakdown(cfg, row_len)
+    if logit_positions is None:
+        return rows * breakdown.forward
+    logits = 2 * _check_len("logit_positions", logit_positions) * cfg.d_model * cfg.vocab_size
+    return rows * (breakdown.forward - breakdown.logits + logits)
 
 
 @dataclasses.dataclass(frozen=True)

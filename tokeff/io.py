@@ -231,5 +231,19 @@ def _disk_error(error: OSError, where: str, field: str) -> Exception:
     return error
 
 
+def is_disk_full(error: BaseException | None) -> bool:
+    """Whether `error`, or an error it was raised from, is a full disk (ENOSPC) however a library
+    wrapped it (orbax, tensorstore and HDF5 re-raise it as their own exception types)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return True
+        if "No space left on device" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
 class DiskFullError(RuntimeError):
     """The disk filled up while writing: the CLI prints one line and exits 1 (not bad input)."""

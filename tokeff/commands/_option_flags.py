@@ -16,6 +16,9 @@ def add_option_space_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lengths", metavar="FILE", help="the available examples' token lengths: a JSON list "
                         "or one integer per line")
     parser.add_argument("--max-examples", type=int, help="how many examples exist (when lengths are unknown)")
+    parser.add_argument("--row-len", type=int, help="cost strategies as a packed sweep does: rows of this many "
+                        "tokens, one epoch of --fill x the budget (default: each example at its own length)")
+    parser.add_argument("--fill", type=float, default=1.0, help="with --row-len: the sweep's token_budget_fill")
 
 
 def option_space_from_args(args: argparse.Namespace):
@@ -23,4 +26,4 @@ def option_space_from_args(args: argparse.Namespace):
 
     return option_space(models=args.models, lengths_grid=args.lengths_grid, strategies=args.strategies,
                         epochs=args.epochs, n_examples=args.n_examples, lengths_file=args.lengths,
-                        max_examples=args.max_examples)
+                        max_examples=args.max_examples, row_len=args.row_len, fill=args.fill)

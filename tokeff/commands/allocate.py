@@ -28,8 +28,8 @@ def run(args: argparse.Namespace) -> int:
     budget = positive_float(args.budget, "--budget")
     space = option_space_from_args(args)
     out = args.out or args.fit_dir
+    fit = load_checked_fit(args.fit_dir, force=args.force)  # a bad FIT_DIR is named as such, not as --out
     claim_output_dir(out, "allocation", allow_existing=True)
-    fit = load_checked_fit(args.fit_dir, force=args.force)
     result = allocate_fit(fit, budget, space)
     for w in result["warnings"]:
         print(f"tokeff allocate: warning: {w}", file=sys.stderr)

@@ -23,10 +23,21 @@ def run(args: argparse.Namespace) -> int:
     from tokeff.scaling.compare import compare_fits, format_table
     from tokeff.scaling.fit import load_fit
 
+    from tokeff.errors import UserError
+
+    seen = set()
+    for d in args.dirs:
+        if os.path.realpath(d) in seen:
+            raise UserError(f"dirs: {d} is given twice; compare needs different fits of the same data")
+        seen.add(os.path.realpath(d))
+    if len(args.dirs) < 2:
+        raise UserError("dirs: give at least two fit directories")
     fits = {}
     for d in args.dirs:
         f = load_fit(d)
         label = f"{os.path.basename(os.path.normpath(d))} ({f.form.name}/{f.method})"
+        if label in fits:  # same folder name under different parents
+            label = f"{os.path.normpath(d)} ({f.form.name}/{f.method})"
         fits[label] = f
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

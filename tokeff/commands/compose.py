@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import json
+import math
+
+import numpy as np
 
 from tokeff.errors import UserError
 
@@ -40,69 +45,62 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sel.add_argument("--hi", type=int, help="length_window: longest length kept")
     sel.add_argument("--max-len", type=int, help="truncate: cap every example at this many tokens")
     sel.add_argument("--target-subjects", help="stratified: match the lengths of these subjects")
+    sel.add_argument("--row-len", type=int, default=0,
+                     help="packed row length of the training config (data.row_len): longer examples are "
+                          "left out, as training leaves them out (default 0: the model context)")
     sel.add_argument("--seed", type=int, default=0, help="split, tie-break and k-shot seed")
     sel.add_argument("--bins", type=int, default=8, help="length histogram bins")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
 def run(args: argparse.Namespace) -> int:
-    from tokeff.data.composition import select
     from tokeff.data.model_tokenizer import load_tokenizer
-    from tokeff.data.prompts import PromptFormat
-    from tokeff.data.sources import load_multiple_choice
-    from tokeff.data.split import train_eval_split
-    from tokeff.data.tokenize import lengths, tokenize_dataset
+    from tokeff.data.task import Task, parse_fields
 
     if args.bins < 1:
         raise UserError(f"--bins: must be >= 1, got {args.bins}")
+    if args.avg_tokens is not None and not math.isfinite(args.avg_tokens):
+        raise UserError(f"--avg-tokens: must be a finite number of tokens, got {args.avg_tokens}")
+    if args.row_len < 0:
+        raise UserError(f"--row-len: must be >= 0, got {args.row_len}")
     model = load_tokenizer(args.model)
-    fmt = PromptFormat(args.format, k_shot=args.k_shot, show_choices=args.show_choices,
-                       chat_template=model.chat_template if args.format == "chat" else None,
-                       seed=args.seed)
-    fields = _parse_fields(args.fields)
-    ds = load_multiple_choice(args.dataset, subjects=args.subjects, path=args.path,
-                              fields=fields, source=args.source)
-    loaded = len(ds)
-    pool_ds = ds if args.no_split else train_eval_split(
-        ds, seed=args.seed, eval_fraction=args.eval_fraction).train
-    tokenize = lambda d: tokenize_dataset(  # noqa: E731
-        d, model.tokenizer, fmt, exemplars=pool_ds if args.k_shot else None,
-        eos_id=model.eos_id if args.format == "qa" else None, cache_dir=args.cache_dir)
-    pool_lengths = lengths(tokenize(pool_ds))
+    task = Task(tokens=model.tokens, context_len=model.context_len, source=args.dataset, subjects=args.subjects,
+                path=args.path, fields=parse_fields(args.fields, "--fields"), mmlu_source=args.source, split_seed=args.seed,
+                eval_fraction=None if args.no_split else args.eval_fraction, prompt_format=args.format,
+                k_shot=args.k_shot, show_choices=args.show_choices, prompt_seed=args.seed,
+                cache_dir=args.cache_dir)
     target_lengths = None
     if args.target_subjects:
-        target_ds = load_multiple_choice(args.dataset, subjects=args.target_subjects,
-                                         path=args.path, fields=fields, source=args.source)
-        target_lengths = lengths(tokenize(target_ds))
-    selection = select(pool_lengths, args.strategy, token_budget=args.token_budget,
-                       n_examples=args.n_examples, avg_tokens=args.avg_tokens, seed=args.seed,
-                       lo=args.lo, hi=args.hi, max_len=args.max_len,
-                       target_lengths=target_lengths, context_len=model.context_len,
-                       bins=args.bins)
-    subjects = sorted(set(ds["subject"]))
+        target = dataclasses.replace(task, subjects=args.target_subjects, eval_fraction=None)
+        target_lengths = [len(e) for e in task.tokenize(target.questions)]
+    training_set = task.select(args.strategy, token_budget=args.token_budget, n_examples=args.n_examples,
+                               avg_tokens=args.avg_tokens, seed=args.seed, row_len=args.row_len or None,
+                               lo=args.lo, hi=args.hi, max_len=args.max_len, target_lengths=target_lengths,
+                               bins=args.bins)
+    pool = task.train_pool()
     report = {
-        **selection.as_dict(),
+        **training_set.selection,
         "dataset": args.path or args.dataset,
-        "subjects": subjects,
+        "subjects": sorted(set(task.questions["subject"])),
         "model": model.name,
-        "format": fmt.describe(),
-        "loaded_questions": loaded,
-        "pool_examples": len(pool_lengths),
-        "pool_tokens": int(pool_lengths.sum()),
+        "format": task.prompt.describe(),
+        "loaded_questions": len(task.questions),
+        "pool_examples": len(pool),
+        "pool_tokens": sum(len(e) for e in pool),
         "split": None if args.no_split else {"seed": args.seed, "eval_fraction": args.eval_fraction},
+        "lengths": training_set.lengths.tolist(),
+        "tokens_sha256": examples_digest(training_set.examples),
     }
     print(json.dumps(report, indent=2) if args.json else format_table(report))
     return 0
 
 
-def _parse_fields(text: str) -> dict:
-    fields = {}
-    for item in filter(None, (s.strip() for s in text.split(","))):
-        key, sep, value = item.partition("=")
-        if not sep or not value:
-            raise UserError(f"--fields: {item!r} is not KEY=COLUMN")
-        fields[key.strip()] = value.split("|") if "|" in value else value.strip()
-    return fields
+def examples_digest(examples) -> str:
+    """A hash of the selected examples' token ids, in order: equal digests, equal training data."""
+    digest = hashlib.sha256()
+    for e in examples:
+        digest.update(np.asarray(e.input_ids, dtype=np.int64).tobytes() + b"|")
+    return digest.hexdigest()
 
 
 def format_table(r: dict) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -34,13 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
 
-def _load_records(args):
-    """The questions to score, as (records, exemplars for k-shot or None)."""
-    import numpy as np
-
-    from tokeff.data.sources import load_multiple_choice
-    from tokeff.data.split import train_eval_split
+def _task(args):
+    """The data task of the command line: its eval set is what gets scored."""
+    from tokeff.data.task import Task
     from tokeff.errors import UserError
+    from tokeff.models.tokenizer import TokenizerInfo
 
     if args.limit is not None and args.limit <= 0:
         raise UserError(f"--limit: must be positive, got {args.limit}")
@@ -48,24 +47,16 @@ def _load_records(args):
         raise UserError(f"--k-shot: must be >= 0, got {args.k_shot}")
     if args.k_shot and args.split == "all":
         raise UserError("--k-shot: needs --split eval (the exemplars come from the train side)")
-    if Path(args.dataset).suffix.lower() in _LOCAL_SUFFIXES:
-        if not Path(args.dataset).is_file():
-            raise UserError(f"--dataset: no such file {args.dataset}")
-        ds = load_multiple_choice(path=args.dataset, subjects=args.subjects)
-    else:
-        ds = load_multiple_choice(args.dataset, subjects=args.subjects)
-    exemplars = None
-    if args.split == "eval":
-        split = train_eval_split(ds, seed=args.seed, eval_fraction=args.eval_fraction)
-        ds, exemplars = split.eval, split.train
-    if args.limit is not None and args.limit < len(ds):
-        rows = np.sort(np.random.default_rng(args.seed).choice(len(ds), args.limit, replace=False))
-        ds = ds.select(rows.tolist())
-    return ds, (exemplars if args.k_shot else None)
+    local = Path(args.dataset).suffix.lower() in _LOCAL_SUFFIXES
+    if local and not Path(args.dataset).is_file():
+        raise UserError(f"--dataset: no such file {args.dataset}")
+    return Task(tokens=TokenizerInfo(None), context_len=0, source="mmlu" if local else args.dataset,
+                subjects=args.subjects, path=args.dataset if local else None, split_seed=args.seed,
+                eval_fraction=args.eval_fraction if args.split == "eval" else None,
+                prompt_format=args.prompt_format, k_shot=args.k_shot, prompt_seed=args.seed)
 
 
 def run(args: argparse.Namespace) -> int:
-    from tokeff.data.prompts import PromptFormat
     from tokeff.errors import UserError
     from tokeff.eval import METHODS, evaluate_methods, heldout_loss
     from tokeff.eval.multiple_choice import CLOZE_METHODS
@@ -73,12 +64,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size <= 0:
         raise UserError(f"--batch-size: must be positive, got {args.batch_size}")
-    records, exemplars = _load_records(args)
+    task = _task(args)
+    records = task.eval_set(args.limit, sample_seed=args.seed)  # bad data refused before the model loads
     loaded = load_model(args.model, dtype=args.dtype)
-    fmt = PromptFormat(name=args.prompt_format, k_shot=args.k_shot, seed=args.seed,
-                       chat_template=loaded.chat_template if args.prompt_format == "chat" else None)
+    fmt = dataclasses.replace(task, tokens=loaded.tokens).prompt  # chat: the model's own template
     methods = METHODS if args.method == "all" else (args.method,)
-    common = dict(prompt_format=fmt, exemplars=exemplars, batch_size=args.batch_size, progress=not args.json,
+    common = dict(prompt_format=fmt, exemplars=task.exemplars, batch_size=args.batch_size, progress=not args.json,
                   bos_id=loaded.prepend_bos_id)
     results = evaluate_methods(loaded, records, methods, **common)
     cloze = next((r for m, r in results.items() if m in CLOZE_METHODS), None)
@@ -93,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     report = {
         "model": args.model,
         "dataset": args.dataset,
-        "subjects": sorted(set(records["subject"])),
+        "subjects": sorted({r["subject"] for r in records}),
         "split": args.split,
         "seed": args.seed,
         "prompt_format": args.prompt_format,

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from tokeff.scaling.diagnostics import format_diagnostics
     from tokeff.scaling.fit import fit
 
-    priors = parse_mapping(args.prior)
+    priors = parse_mapping(args.prior, "--prior", "PARAM=SPEC")
     result = fit(
         args.data,
         args.form,

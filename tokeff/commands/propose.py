@@ -39,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.top < 1:
         raise UserError(f"--top: must be positive, got {args.top}")
+    if args.n_eval is not None and args.n_eval < 1:
+        raise UserError(f"--n-eval: must be a positive number of questions, got {args.n_eval}")
     if args.sims < 2:
         raise UserError(f"--sims: must be at least 2, got {args.sims}")
     space = option_space_from_args(args)
@@ -46,8 +48,8 @@ def run(args: argparse.Namespace) -> int:
     budget = positive_float(args.budget, "--budget") if args.budget else max(o.flops for o, _ in cands)
     horizon = positive_float(args.horizon, "--horizon") if args.horizon else None
     out = args.out or args.fit_dir
+    fit = load_checked_fit(args.fit_dir, force=args.force)  # a bad FIT_DIR is named as such, not as --out
     claim_output_dir(out, "proposals", allow_existing=True)
-    fit = load_checked_fit(args.fit_dir, force=args.force)
     result = propose(fit, cands, space, budget, n_eval=args.n_eval, horizon=horizon, sims=args.sims,
                      seed=args.seed, top=args.top)
     points = result.pop("sweep_points")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 
 from tokeff.errors import UserError
@@ -31,15 +32,17 @@ def _parse_shard(text: str) -> tuple[int, int]:
         index, count = (int(x) for x in text.split("/"))
     except ValueError:
         raise UserError(f"--shard: expected I/N (e.g. 0/4), got {text!r}") from None
+    if count < 1 or not 0 <= index < count:
+        raise UserError(f"--shard: {text!r} needs 0 <= I < N (shards are numbered from 0)")
     return index, count
 
 
 def run(args: argparse.Namespace) -> int:
     from tokeff import results, sweep
-    from tokeff.train.config import load_config
+    from tokeff.config_schemas import load_sweep_config
 
     shard = _parse_shard(args.shard)
-    config = load_config(args.config, list(args._extra))
+    config = load_sweep_config(args.config, list(args._extra))
     points = sweep.points_from_file(args.points) if args.points else sweep.grid_points(config)
     if args.dry_run:
         done = {r["run_id"] for r in sweep.sweep_rows(args.workdir) if r["status"] == "ok"}
@@ -50,7 +53,10 @@ def run(args: argparse.Namespace) -> int:
         import jax
 
         jax.distributed.initialize()
-    rows = sweep.run_sweep(config, args.workdir, shard=shard, points=points)
+    from tokeff.workdir import workdir_lock
+
+    with workdir_lock(args.workdir) if not args.distributed else contextlib.nullcontext():
+        rows = sweep.run_sweep(config, args.workdir, shard=shard, points=points)
     if rows:
         csv_path = os.path.join(args.workdir, "results.csv") if "://" not in args.workdir \
             else f"{args.workdir.rstrip('/')}/results.csv"

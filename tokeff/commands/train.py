@@ -18,10 +18,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tokeff.train.config import load_config
+    from tokeff.train.config import load_train_config
     from tokeff.train.loop import train
 
-    config = load_config(args.config, list(args._extra))
+    config = load_train_config(args.config, list(args._extra))
     summary = train(config, args.workdir)
     if summary["status"] != "completed":
         print(f"tokeff train: {summary['status']} after step {summary['steps']} of {summary['planned_steps']}; "

@@ -45,11 +45,11 @@ def budget_warnings(fit, budget: float, chosen_inputs: Mapping[str, float] | Non
     inputs = fit.data.inputs
     out = []
     if {"N", "D"} <= set(inputs):
-        c_S = 6.0 * np.asarray(inputs["N"]) * np.asarray(inputs["D"])
-        factor = extrapolation_factor(budget, c_S.min(), c_S.max())
+        compute_of_runs = 6.0 * np.asarray(inputs["N"]) * np.asarray(inputs["D"])
+        factor = extrapolation_factor(budget, compute_of_runs.min(), compute_of_runs.max())
         if factor > 1.0:
             out.append(f"budget {budget:.3g} FLOPs is outside the fit's range of 6ND "
-                       f"[{c_S.min():.3g}, {c_S.max():.3g}]: extrapolating by {factor:.3g}x")
+                       f"[{compute_of_runs.min():.3g}, {compute_of_runs.max():.3g}]: extrapolating by {factor:.3g}x")
     for name, value in (chosen_inputs or {}).items():
         x = np.asarray(inputs[name])
         factor = extrapolation_factor(value, x.min(), x.max())
@@ -66,8 +66,14 @@ def allocate_fit(fit, budget: float, space: OptionSpace | None = None) -> dict:
     if budget <= 0 or not np.isfinite(budget):
         raise UserError(f"budget: must be a positive number of FLOPs, got {budget}")
     if is_pretraining_form(form):
-        c_S = 6.0 * np.asarray(fit.data.inputs["N"]) * np.asarray(fit.data.inputs["D"])
-        result = allocate_pretraining(form, fit.samples, budget, budget_range=(c_S.min(), c_S.max()))
+        given = [flag for flag, value in (("--models", space and space.models), ("--lengths-grid", space and space.lengths),
+                                          ("--strategies", space and space.strategies),
+                                          ("--n-examples", space and space.n_examples)) if value]
+        if given:
+            raise UserError(f"{given[0]}: form {form.name} is a pretraining law (a compute-optimal frontier "
+                            "over N and D); it chooses no models, lengths or strategies: drop the flag")
+        compute_of_runs = 6.0 * np.asarray(fit.data.inputs["N"]) * np.asarray(fit.data.inputs["D"])
+        result = allocate_pretraining(form, fit.samples, budget, budget_range=(compute_of_runs.min(), compute_of_runs.max()))
         warnings = budget_warnings(fit, budget)
     else:
         if space is None or not space.models:

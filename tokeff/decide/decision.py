@@ -17,23 +17,23 @@ from tokeff.decide.summaries import effective_sample_size, interval, normalized_
 from tokeff.errors import UserError
 
 
-def predicted_metric(mean: MeanFn, samples: Mapping[str, np.ndarray], inputs_K) -> np.ndarray:
-    """The form's mean for every draw and option: [S, K]."""
-    params_Sx1 = {k: np.asarray(v, np.float64)[:, None] for k, v in samples.items()}
-    inputs_1xK = {k: np.asarray(v, np.float64)[None, :] for k, v in inputs_K.items()}
-    n_draws = len(next(iter(params_Sx1.values())))
-    out = np.asarray(mean(params_Sx1, inputs_1xK), np.float64)
-    return np.broadcast_to(out, (n_draws, len(next(iter(inputs_K.values())))))
+def predicted_metric(mean: MeanFn, samples: Mapping[str, np.ndarray], inputs_O) -> np.ndarray:
+    """The form's mean for every draw and option: [P, O]."""
+    params_Px1 = {k: np.asarray(v, np.float64)[:, None] for k, v in samples.items()}
+    inputs_1xO = {k: np.asarray(v, np.float64)[None, :] for k, v in inputs_O.items()}
+    n_draws = len(next(iter(params_Px1.values())))
+    out = np.asarray(mean(params_Px1, inputs_1xO), np.float64)
+    return np.broadcast_to(out, (n_draws, len(next(iter(inputs_O.values())))))
 
 
 @dataclasses.dataclass
 class Decision:
-    """Expected-utility decision over K options from [S, K] utilities (higher is better)."""
+    """Expected-utility decision over K options from [P, O] utilities (higher is better)."""
 
     order: np.ndarray            # option indices, best expected utility first
-    expected_utility: np.ndarray  # [K]
-    p_best: np.ndarray           # [K] posterior probability that each option is the best
-    expected_regret: np.ndarray  # [K] E[max_j u_j - u_k]
+    expected_utility: np.ndarray  # [O]
+    p_best: np.ndarray           # [O] posterior probability that each option is the best
+    expected_regret: np.ndarray  # [O] E[max_j u_j - u_k]
     p_first_beats_second: float  # pairwise posterior probability, best vs runner-up
     regret_gap_mc_se: float      # Monte Carlo standard error of the runner-up's extra regret
     indistinguishable: bool
@@ -44,7 +44,7 @@ class Decision:
         return int(self.order[0])
 
 
-def decide(utility_SxK: np.ndarray, weights_S: np.ndarray | None = None, *,
+def decide(utility_PxO: np.ndarray, weights_P: np.ndarray | None = None, *,
            p_threshold: float = 0.9) -> Decision:
     """Maximise expected utility; report P(best), expected regret and whether the top two differ.
 
@@ -53,22 +53,22 @@ def decide(utility_SxK: np.ndarray, weights_S: np.ndarray | None = None, *,
     `p_threshold`, or when the runner-up's extra expected regret is within 2 Monte Carlo
     standard errors (using the effective sample size of the draws).
     """
-    u = np.asarray(utility_SxK, np.float64)
+    u = np.asarray(utility_PxO, np.float64)
     n_draws, k = u.shape
-    w = normalized_weights(n_draws, weights_S)
+    w = normalized_weights(n_draws, weights_P)
     eu = w @ u
-    best_u_S = u.max(axis=1)
-    tie_SxK = u >= best_u_S[:, None] - 1e-12 * np.maximum(1.0, np.abs(best_u_S[:, None]))
-    p_best = np.clip(w @ (tie_SxK / tie_SxK.sum(axis=1, keepdims=True)), 0.0, 1.0)
-    regret = w @ (best_u_S[:, None] - u)
+    best_u_P = u.max(axis=1)
+    tie_PxO = u >= best_u_P[:, None] - 1e-12 * np.maximum(1.0, np.abs(best_u_P[:, None]))
+    p_best = np.clip(w @ (tie_PxO / tie_PxO.sum(axis=1, keepdims=True)), 0.0, 1.0)
+    regret = w @ (best_u_P[:, None] - u)
     order = np.argsort(-eu, kind="stable")
     if k == 1:
         return Decision(order, eu, p_best, regret, 1.0, 0.0, False, "only one feasible option")
     first, second = order[0], order[1]
-    d_S = u[:, first] - u[:, second]  # = runner-up regret - best regret, per draw
-    p12 = float(w @ (d_S > 0) + 0.5 * (w @ (d_S == 0)))
-    mean_d = float(w @ d_S)
-    se = float(np.sqrt(w @ (d_S - mean_d) ** 2 / effective_sample_size(w)))
+    d_P = u[:, first] - u[:, second]  # = runner-up regret - best regret, per draw
+    p12 = float(w @ (d_P > 0) + 0.5 * (w @ (d_P == 0)))
+    mean_d = float(w @ d_P)
+    se = float(np.sqrt(w @ (d_P - mean_d) ** 2 / effective_sample_size(w)))
     reasons = []
     if p12 < p_threshold:
         reasons.append(f"P(best beats runner-up) = {p12:.2f} < {p_threshold}")
@@ -78,43 +78,43 @@ def decide(utility_SxK: np.ndarray, weights_S: np.ndarray | None = None, *,
 
 
 def decide_at(form, samples: Mapping[str, np.ndarray], space: OptionSpace, budget: float, *,
-              columns: Mapping[str, str], weights_S: np.ndarray | None = None):
-    """Options at `budget`, their predicted metric [S, K], and the expected-utility decision."""
+              columns: Mapping[str, str], weights_P: np.ndarray | None = None):
+    """Options at `budget`, their predicted metric [P, O], and the expected-utility decision."""
     options, infeasible = space.at(budget)
     if not options:
         return options, infeasible, None, None
-    metric_SxK = predicted_metric(form.mean, samples, option_inputs(options, columns))
+    metric_PxO = predicted_metric(form.mean, samples, option_inputs(options, columns))
     sign = 1.0 if form.target == "accuracy" else -1.0
-    return options, infeasible, metric_SxK, decide(sign * metric_SxK, weights_S)
+    return options, infeasible, metric_PxO, decide(sign * metric_PxO, weights_P)
 
 
-def _option_report(option: Option, metric_S: np.ndarray, decision: Decision, k: int,
-                   weights_S: np.ndarray | None) -> dict:
+def _option_report(option: Option, metric_P: np.ndarray, decision: Decision, k: int,
+                   weights_P: np.ndarray | None) -> dict:
     return {"label": option.label, **dataclasses.asdict(option),
-            "predicted": interval(metric_S, weights_S),
+            "predicted": interval(metric_P, weights_P),
             "expected_utility": float(decision.expected_utility[k]),
             "p_best": float(decision.p_best[k]), "expected_regret": float(decision.expected_regret[k])}
 
 
 def allocate_finetuning(form, samples: Mapping[str, np.ndarray], budget: float, space: OptionSpace, *,
                         columns: Mapping[str, str], n_budgets: int = 9,
-                        weights_S: np.ndarray | None = None) -> dict:
+                        weights_P: np.ndarray | None = None) -> dict:
     """The best option at `budget` (expected utility), all options ranked, and the decision
     across a range of budgets."""
-    options, infeasible, metric_SxK, decision = decide_at(form, samples, space, budget,
-                                                          columns=columns, weights_S=weights_S)
+    options, infeasible, metric_PxO, decision = decide_at(form, samples, space, budget,
+                                                          columns=columns, weights_P=weights_P)
     if decision is None:
         reasons = "; ".join(f"{i.label}: {i.reason}" for i in infeasible[:3])
         raise UserError(f"budget: no feasible option at {budget:.3g} FLOPs ({reasons})")
-    ranked = [_option_report(options[k], metric_SxK[:, k], decision, k, weights_S) for k in decision.order]
+    ranked = [_option_report(options[k], metric_PxO[:, k], decision, k, weights_P) for k in decision.order]
     sweep = []
     for c in np.geomspace(budget / 10, budget * 10, n_budgets):
-        opts, _, m_SxK, d = decide_at(form, samples, space, float(c), columns=columns, weights_S=weights_S)
+        opts, _, m_PxO, d = decide_at(form, samples, space, float(c), columns=columns, weights_P=weights_P)
         if d is None:
             sweep.append({"budget_flops": float(c), "decision": None})
             continue
         sweep.append({"budget_flops": float(c), "decision": opts[d.best].label, "model": opts[d.best].model,
-                      "predicted": interval(m_SxK[:, d.best], weights_S), "p_best": float(d.p_best[d.best]),
+                      "predicted": interval(m_PxO[:, d.best], weights_P), "p_best": float(d.p_best[d.best]),
                       "expected_regret": float(d.expected_regret[d.best]),
                       "indistinguishable": d.indistinguishable})
     return {"kind": "finetuning", "target": form.target,

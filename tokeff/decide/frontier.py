@@ -19,36 +19,36 @@ from tokeff.published import PUBLISHED_CHINCHILLA
 MeanFn = Callable[[Mapping[str, np.ndarray], Mapping[str, np.ndarray]], np.ndarray]
 
 
-def chinchilla_frontier(samples: Mapping[str, np.ndarray], budgets_K: np.ndarray):
+def chinchilla_frontier(samples: Mapping[str, np.ndarray], budgets_U: np.ndarray):
     """Closed-form compute-optimal (N, D) per draw and budget under C = 6ND.
 
     Minimising E + A/N^a + B/D^b with D = C/(6N) gives N_opt = G (C/6)^(b/(a+b)),
-    D_opt = (C/6)^(a/(a+b)) / G, G = (a A / (b B))^(1/(a+b)). Returns two [S, K] arrays.
+    D_opt = (C/6)^(a/(a+b)) / G, G = (a A / (b B))^(1/(a+b)). Returns two [P, O] arrays.
     """
     a = np.asarray(samples["alpha"], np.float64)[:, None]
     b = np.asarray(samples["beta"], np.float64)[:, None]
     A = np.asarray(samples["A"], np.float64)[:, None]
     B = np.asarray(samples["B"], np.float64)[:, None]
-    c6 = np.asarray(budgets_K, np.float64)[None, :] / 6.0
+    c6 = np.asarray(budgets_U, np.float64)[None, :] / 6.0
     log_g = (np.log(a * A) - np.log(b * B)) / (a + b)
     log_n = log_g + b / (a + b) * np.log(c6)
     log_d = -log_g + a / (a + b) * np.log(c6)
     return np.exp(log_n), np.exp(log_d)
 
 
-def numeric_frontier(mean: MeanFn, samples: Mapping[str, np.ndarray], budgets_K: np.ndarray,
+def numeric_frontier(mean: MeanFn, samples: Mapping[str, np.ndarray], budgets_U: np.ndarray,
                      *, n_input: str = "N", d_input: str = "D", grid: int = 97, iters: int = 40):
     """Compute-optimal (N, D) per draw by minimising the loss along C = 6ND.
 
     A log-spaced grid over N brackets each draw's minimum, then golden-section search in log N
     refines it, down to what the mean function's precision resolves (a float32 JAX mean pins
-    N_opt to ~1%: the loss is flat at the optimum). Returns two [S, K] arrays.
+    N_opt to ~1%: the loss is flat at the optimum). Returns two [P, O] arrays.
     """
-    params_S = {k: np.asarray(v, np.float64) for k, v in samples.items()}
-    n_draws = len(next(iter(params_S.values())))
-    params_Sx1 = {k: v[:, None] for k, v in params_S.items()}
-    n_opt_SxK = np.empty((n_draws, len(budgets_K)))
-    for k, c in enumerate(np.asarray(budgets_K, np.float64)):
+    params_P = {k: np.asarray(v, np.float64) for k, v in samples.items()}
+    n_draws = len(next(iter(params_P.values())))
+    params_Px1 = {k: v[:, None] for k, v in params_P.items()}
+    n_opt_PxU = np.empty((n_draws, len(budgets_U)))
+    for k, c in enumerate(np.asarray(budgets_U, np.float64)):
         # Search N from 10 parameters to C/60 (at least 10 tokens): wide enough for any sane law.
         log_lo, log_hi = math.log(10.0), math.log(c / 6.0 / 10.0)
         if log_hi <= log_lo:
@@ -57,12 +57,12 @@ def numeric_frontier(mean: MeanFn, samples: Mapping[str, np.ndarray], budgets_K:
         def loss(log_n):
             n = np.exp(log_n)
             inputs = {n_input: n, d_input: c / 6.0 / n}
-            return np.asarray(mean(params_Sx1 if np.ndim(log_n) == 2 else params_S, inputs), np.float64)
+            return np.asarray(mean(params_Px1 if np.ndim(log_n) == 2 else params_P, inputs), np.float64)
 
         log_grid_1xG = np.linspace(log_lo, log_hi, grid)[None, :]
-        loss_SxG = np.broadcast_to(loss(log_grid_1xG), (n_draws, grid))
-        loss_SxG = np.where(np.isfinite(loss_SxG), loss_SxG, np.inf)
-        i = np.argmin(loss_SxG, axis=1)
+        loss_PxG = np.broadcast_to(loss(log_grid_1xG), (n_draws, grid))
+        loss_PxG = np.where(np.isfinite(loss_PxG), loss_PxG, np.inf)
+        i = np.argmin(loss_PxG, axis=1)
         step = (log_hi - log_lo) / (grid - 1)
         lo = log_lo + np.maximum(i - 1, 0) * step
         hi = log_lo + np.minimum(i + 1, grid - 1) * step
@@ -71,17 +71,17 @@ def numeric_frontier(mean: MeanFn, samples: Mapping[str, np.ndarray], budgets_K:
             x1, x2 = hi - inv_phi * (hi - lo), lo + inv_phi * (hi - lo)
             left = loss(x1) < loss(x2)  # the minimum lies in [lo, x2]
             hi, lo = np.where(left, x2, hi), np.where(left, lo, x1)
-        n_opt_SxK[:, k] = np.exp(0.5 * (lo + hi))
-    return n_opt_SxK, np.asarray(budgets_K)[None, :] / 6.0 / n_opt_SxK
+        n_opt_PxU[:, k] = np.exp(0.5 * (lo + hi))
+    return n_opt_PxU, np.asarray(budgets_U)[None, :] / 6.0 / n_opt_PxU
 
 
-def frontier(form, samples: Mapping[str, np.ndarray], budgets_K: np.ndarray):
-    """N_opt, D_opt ([S, K]) for a pretraining form: its own allocation rule where it has one
+def frontier(form, samples: Mapping[str, np.ndarray], budgets_U: np.ndarray):
+    """N_opt, D_opt ([P, O]) for a pretraining form: its own allocation rule where it has one
     (chinchilla's closed form), else numeric minimisation along C = 6ND."""
     if form.allocate is None:
-        return numeric_frontier(form.mean, samples, budgets_K)
-    params_Sx1 = {k: np.asarray(v, np.float64)[:, None] for k, v in samples.items()}
-    rule = form.allocate(params_Sx1, np.asarray(budgets_K, np.float64)[None, :])
+        return numeric_frontier(form.mean, samples, budgets_U)
+    params_Px1 = {k: np.asarray(v, np.float64)[:, None] for k, v in samples.items()}
+    rule = form.allocate(params_Px1, np.asarray(budgets_U, np.float64)[None, :])
     return np.asarray(rule["N_opt"], np.float64), np.asarray(rule["D_opt"], np.float64)
 
 
@@ -99,16 +99,16 @@ def _budget_sweep(budget: float, lo: float | None, hi: float | None, n: int) -> 
 
 def allocate_pretraining(form, samples: Mapping[str, np.ndarray], budget: float, *,
                          budget_range: tuple[float, float] | None = None, n_budgets: int = 25,
-                         weights_S: np.ndarray | None = None) -> dict:
+                         weights_P: np.ndarray | None = None) -> dict:
     """The compute-optimal frontier at `budget` and across budgets, with credible intervals."""
-    budgets_K = np.unique(np.append(_budget_sweep(budget, *(budget_range or (None, None)), n_budgets), budget))
-    n_SxK, d_SxK = frontier(form, samples, budgets_K)
-    at = int(np.searchsorted(budgets_K, budget))
+    budgets_U = np.unique(np.append(_budget_sweep(budget, *(budget_range or (None, None)), n_budgets), budget))
+    n_PxU, d_PxU = frontier(form, samples, budgets_U)
+    at = int(np.searchsorted(budgets_U, budget))
     curves = [{"budget_flops": float(c),
-               "N_opt": interval(n_SxK[:, k], weights_S),
-               "D_opt": interval(d_SxK[:, k], weights_S),
-               "tokens_per_param": interval(d_SxK[:, k] / n_SxK[:, k], weights_S)}
-              for k, c in enumerate(budgets_K)]
+               "N_opt": interval(n_PxU[:, k], weights_P),
+               "D_opt": interval(d_PxU[:, k], weights_P),
+               "tokens_per_param": interval(d_PxU[:, k] / n_PxU[:, k], weights_P)}
+              for k, c in enumerate(budgets_U)]
     reference = {}
     for name, values in PUBLISHED_CHINCHILLA.items():
         n_ref, d_ref = chinchilla_frontier({k: np.array([v]) for k, v in values.items()}, np.array([budget]))

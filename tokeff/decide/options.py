@@ -2,8 +2,14 @@
 selection), their exact FLOP cost from the accountant, and whether the data for them exists.
 
 The options a decision weighs are the runs a sweep would do: a strategy's examples come from
-tokeff.data.composition's own ordering (the same seeded tie-break), each costed by the FLOP
-accountant (`example_training_flops`: every example at its own length).
+tokeff.data.composition's own selection (the same seeded tie-break), and each option is costed
+by one of two rules, both from the FLOP accountant:
+
+- `PerExample()`: every example at its own length (`example_training_flops`), as an unpacked
+  run computes it; an option fills the budget with whole examples.
+- `PackedRows(row_len, fill)`: what a packed sweep runs (`token_budget_fill` in a sweep config):
+  packed rows cost the same whatever the examples' lengths, so a strategy greedily fills
+  `packed_token_budget(...)` tokens and the run spends exactly its budget.
 """
 
 from __future__ import annotations
@@ -19,6 +25,29 @@ from tokeff.data.composition import select
 from tokeff.errors import UserError
 
 STRATEGIES = ("few_long", "many_short", "balanced")  # the Lagasse et al. greedy strategies
+
+
+@dataclasses.dataclass(frozen=True)
+class PerExample:
+    """Cost rule: each example at its own length, fill the budget with whole examples."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PackedRows:
+    """Cost rule of a packed sweep: rows of `row_len` tokens, one epoch of `fill` x the budget."""
+
+    row_len: int
+    fill: float = 1.0
+
+
+def packed_token_budget(model: str, row_len: int, budget: float, fill: float) -> int:
+    """Tokens whose packed rows of `row_len` cost `fill` x `budget` FLOPs on `model`'s shapes: the
+    selection target a packed sweep point trains one epoch of (tokeff.sweep uses the same)."""
+    from tokeff.flops import step_training_flops
+    from tokeff.models.config import get_preset
+
+    per_token = step_training_flops(get_preset(model), 1, int(row_len)) / int(row_len)
+    return int(budget * fill / per_token)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,10 +168,14 @@ def strategy_order(lengths_P: np.ndarray, strategy: str, seed: int = 0) -> np.nd
 
 
 def strategy_options(budget: float, models, strategies, lengths_P: np.ndarray, *,
-                     epochs=(1,), seed: int = 0) -> tuple[list[Option], list[Infeasible]]:
+                     epochs=(1,), seed: int = 0,
+                     cost: PerExample | PackedRows = PerExample()) -> tuple[list[Option], list[Infeasible]]:
     """Options model x strategy x epochs: each strategy takes examples in its order until the
-    next one would exceed the budget (exact per-example cost), or the pool runs out."""
+    next one would exceed the budget (exact per-example cost), or the pool runs out; under
+    `PackedRows`, the selection a packed sweep point trains on (one epoch, the whole budget)."""
     lengths_P = np.asarray(lengths_P, dtype=np.int64)
+    if isinstance(cost, PackedRows):
+        return _packed_strategy_options(budget, models, strategies, lengths_P, seed, cost)
     feasible, infeasible = [], []
     for model in models:
         cost_of = {int(L): example_flops(model, int(L)) for L in np.unique(lengths_P)}
@@ -161,6 +194,24 @@ def strategy_options(budget: float, models, strategies, lengths_P: np.ndarray, *
     return feasible, infeasible
 
 
+def _packed_strategy_options(budget, models, strategies, lengths_P, seed, cost: PackedRows):
+    feasible, infeasible = [], []
+    for model in models:
+        tokens = packed_token_budget(model, cost.row_len, budget, cost.fill)
+        for strategy in strategies:
+            if strategy not in STRATEGIES:
+                raise UserError(f"strategy: unknown {strategy!r}; known: {', '.join(STRATEGIES)}")
+            fits = lengths_P[lengths_P <= cost.row_len]
+            if tokens < (fits.min() if fits.size else cost.row_len + 1):
+                infeasible.append(Infeasible(f"{model} {strategy}", f"{budget:.3g} FLOPs buy {tokens} tokens, "
+                                             "less than the shortest example"))
+                continue
+            chosen = select(lengths_P, strategy, token_budget=tokens, seed=seed, context_len=cost.row_len)
+            feasible.append(Option(model, int(chosen.lengths.size), float(chosen.lengths.mean()), 1, float(budget),
+                                   strategy))
+    return feasible, infeasible
+
+
 @dataclasses.dataclass(frozen=True)
 class OptionSpace:
     """What may be chosen at a budget: models, and either lengths (x n_examples) or strategies."""
@@ -171,12 +222,15 @@ class OptionSpace:
     epochs: tuple[int, ...] = (1,)
     n_examples: tuple[int, ...] = ()
     pool: DataPool = DataPool()
+    cost: PerExample | PackedRows = PerExample()
+    seed: int = 0  # the strategies' tie-break seed (a sweep point's seed)
 
     def at(self, budget: float) -> tuple[list[Option], list[Infeasible]]:
         if self.strategies:
             if self.pool.lengths is None:
                 raise UserError("strategies: need the dataset's example lengths (--lengths FILE)")
-            return strategy_options(budget, self.models, self.strategies, self.pool.lengths, epochs=self.epochs)
+            return strategy_options(budget, self.models, self.strategies, self.pool.lengths, epochs=self.epochs,
+                                    seed=self.seed, cost=self.cost)
         if not self.lengths:
             raise UserError("lengths: give candidate average lengths (--lengths-grid) or strategies")
         return grid_options(budget, self.models, self.lengths, epochs=self.epochs,
@@ -184,7 +238,7 @@ class OptionSpace:
 
 
 def option_inputs(options: list[Option], columns: Mapping[str, str]) -> dict[str, np.ndarray]:
-    """Form inputs ([K] arrays) for each option through the fit's input -> column expression
+    """Form inputs ([O] arrays) for each option through the fit's input -> column expression
     mapping (`FitData.columns`, e.g. {"V": "n_examples*avg_tokens", "M": "params"}), so an
     option is described to the law exactly as the runs it was fitted on were."""
     rows = [o.row() for o in options]
@@ -192,14 +246,14 @@ def option_inputs(options: list[Option], columns: Mapping[str, str]) -> dict[str
     for name, expr in columns.items():
         if name in ("target", "n_eval"):
             continue
-        value_K = np.ones(len(rows))
+        value_O = np.ones(len(rows))
         for column in expr.split("*"):
             column = column.strip()
             if column not in rows[0]:
                 raise UserError(f"input {name}: column {column!r} is not something an option defines "
                                 f"({', '.join(rows[0])})")
-            value_K = value_K * np.array([r[column] for r in rows], dtype=np.float64)
-        inputs[name] = value_K
+            value_O = value_O * np.array([r[column] for r in rows], dtype=np.float64)
+        inputs[name] = value_O
     return inputs
 
 
@@ -230,8 +284,11 @@ def read_lengths(path: str):
 
     if not os.path.isfile(path):
         raise UserError(f"--lengths: file not found: {path}")
-    with open(path) as f:
-        text = f.read()
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError:
+        raise UserError(f"--lengths: {path} is not a text file") from None
     try:
         values = json.loads(text) if text.lstrip().startswith("[") else [float(x) for x in text.split()]
         lengths = np.asarray(values, dtype=np.float64)
@@ -244,7 +301,7 @@ def read_lengths(path: str):
 
 def option_space(*, models: str | None = None, lengths_grid: str | None = None, strategies: str | None = None,
                  epochs: str | None = "1", n_examples: str | None = None, lengths_file: str | None = None,
-                 max_examples: int | None = None) -> OptionSpace:
+                 max_examples: int | None = None, row_len: int | None = None, fill: float = 1.0) -> OptionSpace:
     """An OptionSpace from the comma-separated flags of `tokeff allocate` / `tokeff propose`,
     each value checked (unknown presets and strategies fail naming the flag)."""
     from tokeff.models.config import get_preset
@@ -259,5 +316,14 @@ def option_space(*, models: str | None = None, lengths_grid: str | None = None, 
     if max_examples is not None and max_examples < 1:
         raise UserError(f"--max-examples: must be positive, got {max_examples}")
     pool = DataPool(read_lengths(lengths_file) if lengths_file else None, max_examples)
+    cost = PerExample()
+    if row_len is not None:
+        if row_len < 1:
+            raise UserError(f"--row-len: must be a positive number of tokens, got {row_len}")
+        if not 0 < fill <= 1:
+            raise UserError(f"--fill: must be in (0, 1], got {fill}")
+        if not strategy_names:
+            raise UserError("--row-len: packed costs apply to strategies (give --strategies and --lengths)")
+        cost = PackedRows(int(row_len), float(fill))
     return OptionSpace(model_names, int_list(lengths_grid, "--lengths-grid"), strategy_names,
-                       int_list(epochs, "--epochs"), int_list(n_examples, "--n-examples"), pool)
+                       int_list(epochs, "--epochs"), int_list(n_examples, "--n-examples"), pool, cost)

@@ -28,15 +28,15 @@ def plot_frontier(allocation: dict, path: str) -> None:
     and the published Chinchilla / Epoch AI frontiers plus Chinchilla's own run as reference."""
     fig, (ax_n, ax_d) = _figure(2)
     curves = allocation["frontier"]
-    c_K = np.array([p["budget_flops"] for p in curves])
+    c_U = np.array([p["budget_flops"] for p in curves])
     for ax, key in ((ax_n, "N_opt"), (ax_d, "D_opt")):
         q = {k: np.array([p[key][k] for p in curves]) for k in ("q05", "q10", "median", "q90", "q95")}
-        ax.fill_between(c_K, q["q05"], q["q95"], alpha=0.2, color="C0", label="90% credible")
-        ax.fill_between(c_K, q["q10"], q["q90"], alpha=0.3, color="C0", label="80% credible")
-        ax.plot(c_K, q["median"], color="C0", label=f"posterior median ({allocation['form']})")
+        ax.fill_between(c_U, q["q05"], q["q95"], alpha=0.2, color="C0", label="90% credible")
+        ax.fill_between(c_U, q["q10"], q["q90"], alpha=0.3, color="C0", label="80% credible")
+        ax.plot(c_U, q["median"], color="C0", label=f"posterior median ({allocation['form']})")
         for i, (name, values) in enumerate(PUBLISHED.items()):
-            n_ref, d_ref = chinchilla_frontier({k: np.array([v]) for k, v in values.items()}, c_K)
-            ax.plot(c_K, (n_ref if key == "N_opt" else d_ref)[0], ls="--", color=f"C{i + 1}", label=name)
+            n_ref, d_ref = chinchilla_frontier({k: np.array([v]) for k, v in values.items()}, c_U)
+            ax.plot(c_U, (n_ref if key == "N_opt" else d_ref)[0], ls="--", color=f"C{i + 1}", label=name)
         ax.scatter([CHINCHILLA_RUN["C"]], [CHINCHILLA_RUN["N" if key == "N_opt" else "D"]], marker="*",
                    s=120, color="k", zorder=5, label="Chinchilla 70B run")
         ax.axvline(allocation["budget_flops"], color="gray", lw=0.8)

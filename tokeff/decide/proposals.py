@@ -35,7 +35,7 @@ from tokeff.decide.options import Option, OptionSpace, example_flops, option_inp
 from tokeff.decide.summaries import normalized_weights
 from tokeff.errors import UserError
 
-Uncertainty = Callable[[np.ndarray], np.ndarray]  # weights [M, S] (rows sum to 1) -> U [M]
+Uncertainty = Callable[[np.ndarray], np.ndarray]  # weights [M, P] (rows sum to 1) -> U [M]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,49 +58,49 @@ class Noise:
             return np.log(mean_M) + sigma_M * eps
         return rng.binomial(int(n_eval), self._probs(mean_M)).astype(np.float64)
 
-    def log_likelihood(self, obs_M: np.ndarray, mean_S: np.ndarray, sigma_S: np.ndarray | None,
+    def log_likelihood(self, obs_M: np.ndarray, mean_P: np.ndarray, sigma_P: np.ndarray | None,
                        n_eval: float) -> np.ndarray:
-        """log p(obs_m | theta_s) for every pair: [M, S] (constants in theta dropped)."""
+        """log p(obs_m | theta_s) for every pair: [M, P] (constants in theta dropped)."""
         if self.target == "loss":
-            z = (obs_M[:, None] - np.log(mean_S)[None, :]) / sigma_S[None, :]
+            z = (obs_M[:, None] - np.log(mean_P)[None, :]) / sigma_P[None, :]
             if self.kind == "normal":
-                return -0.5 * z**2 - np.log(sigma_S)[None, :]
-            return -0.5 * (self.df + 1) * np.log1p(z**2 / self.df) - np.log(sigma_S)[None, :]
-        p = self._probs(mean_S)[None, :]
+                return -0.5 * z**2 - np.log(sigma_P)[None, :]
+            return -0.5 * (self.df + 1) * np.log1p(z**2 / self.df) - np.log(sigma_P)[None, :]
+        p = self._probs(mean_P)[None, :]
         k = obs_M[:, None]
         return k * np.log(p) + (n_eval - k) * np.log1p(-p)
 
 
-def reweight(weights_S: np.ndarray, log_lik_MxS: np.ndarray) -> np.ndarray:
+def reweight(weights_P: np.ndarray, log_lik_MxP: np.ndarray) -> np.ndarray:
     """Posterior weights after each row's observation: w * likelihood, normalised per row."""
-    log_w = np.log(np.maximum(weights_S, 1e-300))[None, :] + log_lik_MxS
+    log_w = np.log(np.maximum(weights_P, 1e-300))[None, :] + log_lik_MxP
     log_w -= log_w.max(axis=1, keepdims=True)
     w = np.exp(log_w)
     return w / w.sum(axis=1, keepdims=True)
 
 
-def option_entropy(utility_SxK: np.ndarray) -> Uncertainty:
+def option_entropy(utility_PxO: np.ndarray) -> Uncertainty:
     """U = entropy (nats) of which option is best; ties in a draw share the credit."""
-    u = np.asarray(utility_SxK, np.float64)
+    u = np.asarray(utility_PxO, np.float64)
     best = u.max(axis=1, keepdims=True)
     tie = u >= best - 1e-12 * np.maximum(1.0, np.abs(best))
-    share_SxK = tie / tie.sum(axis=1, keepdims=True)
+    share_PxO = tie / tie.sum(axis=1, keepdims=True)
 
-    def entropy(w_MxS: np.ndarray) -> np.ndarray:
-        p = w_MxS @ share_SxK
+    def entropy(w_MxP: np.ndarray) -> np.ndarray:
+        p = w_MxP @ share_PxO
         return -np.sum(np.where(p > 0, p * np.log(np.maximum(p, 1e-300)), 0.0), axis=1)
 
     return entropy
 
 
-def interval_width(x_S: np.ndarray, level: float = 0.9) -> Uncertainty:
+def interval_width(x_P: np.ndarray, level: float = 0.9) -> Uncertainty:
     """U = width of the central `level` credible interval of a scalar decision (e.g. log10 N_opt)."""
-    order = np.argsort(x_S)
-    x_sorted = np.asarray(x_S, np.float64)[order]
+    order = np.argsort(x_P)
+    x_sorted = np.asarray(x_P, np.float64)[order]
     lo_q, hi_q = (1 - level) / 2, (1 + level) / 2
 
-    def width(w_MxS: np.ndarray) -> np.ndarray:
-        cdf = np.cumsum(w_MxS[:, order], axis=1)
+    def width(w_MxP: np.ndarray) -> np.ndarray:
+        cdf = np.cumsum(w_MxP[:, order], axis=1)
         lo = np.array([np.interp(lo_q, c, x_sorted) for c in cdf])
         hi = np.array([np.interp(hi_q, c, x_sorted) for c in cdf])
         return hi - lo
@@ -108,30 +108,30 @@ def interval_width(x_S: np.ndarray, level: float = 0.9) -> Uncertainty:
     return width
 
 
-def expected_information(mean_SxC: np.ndarray, noise: Noise, uncertainty: Uncertainty, *,
-                         sigma_S: np.ndarray | None = None, n_eval_C: np.ndarray | None = None,
-                         replicates_C: np.ndarray | None = None, weights_S: np.ndarray | None = None,
+def expected_information(mean_PxC: np.ndarray, noise: Noise, uncertainty: Uncertainty, *,
+                         sigma_P: np.ndarray | None = None, n_eval_C: np.ndarray | None = None,
+                         replicates_C: np.ndarray | None = None, weights_P: np.ndarray | None = None,
                          n_sims: int = 64, seed: int = 0) -> np.ndarray:
     """Expected reduction of the decision uncertainty from running each candidate r times: [C].
 
-    mean_SxC: the law's mean at each candidate, per draw. Outcomes are simulated from draws
+    mean_PxC: the law's mean at each candidate, per draw. Outcomes are simulated from draws
     picked by their weights (the posterior predictive), then every draw is reweighted by each
     simulated outcome's likelihood. r replicates (new seeds) of a run are scored as one run
     with sigma / sqrt(r) (loss) or r x n_eval questions (accuracy): their mean is what they add.
     """
     rng = np.random.default_rng(seed)
-    n_draws, n_cand = mean_SxC.shape
-    w = normalized_weights(n_draws, weights_S)
+    n_draws, n_cand = mean_PxC.shape
+    w = normalized_weights(n_draws, weights_P)
     u_now = float(uncertainty(w[None, :])[0])
     eig_C = np.empty(n_cand)
     for c in range(n_cand):
         sims = rng.choice(n_draws, size=n_sims, p=w)
         r = 1.0 if replicates_C is None else float(replicates_C[c])
         n_eval = None if n_eval_C is None else float(n_eval_C[c]) * r
-        sigma_c = None if sigma_S is None else sigma_S / np.sqrt(r)
-        obs_M = noise.simulate(mean_SxC[sims, c], None if sigma_c is None else sigma_c[sims], n_eval, rng)
-        w_MxS = reweight(w, noise.log_likelihood(obs_M, mean_SxC[:, c], sigma_c, n_eval))
-        eig_C[c] = u_now - float(uncertainty(w_MxS).mean())
+        sigma_c = None if sigma_P is None else sigma_P / np.sqrt(r)
+        obs_M = noise.simulate(mean_PxC[sims, c], None if sigma_c is None else sigma_c[sims], n_eval, rng)
+        w_MxP = reweight(w, noise.log_likelihood(obs_M, mean_PxC[:, c], sigma_c, n_eval))
+        eig_C[c] = u_now - float(uncertainty(w_MxP).mean())
     return eig_C
 
 
@@ -174,8 +174,11 @@ def sweep_points(points: list[Mapping]) -> dict:
 def _read_grid(path: str) -> dict:
     if not os.path.isfile(path):
         raise UserError(f"--grid: file not found: {path}")
-    with open(path) as f:
-        text = f.read()
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError:
+        raise UserError(f"--grid: {path} is not a text file") from None
     try:
         if path.endswith((".yaml", ".yml")):
             import yaml
@@ -253,8 +256,8 @@ def propose(fit, cands: list[tuple[Option, int]], space: OptionSpace, budget: fl
     form, samples = fit.form, fit.samples
     # The decision the runs should inform, and its uncertainty U(weights).
     if is_pretraining_form(form):
-        n_SxK, _ = frontier(form, samples, np.array([budget]))
-        uncertainty = interval_width(np.log10(n_SxK[:, 0]))
+        n_PxO, _ = frontier(form, samples, np.array([budget]))
+        uncertainty = interval_width(np.log10(n_PxO[:, 0]))
         measure = "90%-interval width of log10 N_opt"
     else:
         # Choose among the candidates' models x lengths (or strategies), each spending the budget.
@@ -262,25 +265,25 @@ def propose(fit, cands: list[tuple[Option, int]], space: OptionSpace, budget: fl
             models=tuple(sorted({o.model for o, _ in cands})),
             lengths=() if space.strategies else tuple(sorted({int(round(o.avg_tokens)) for o, _ in cands})),
             strategies=space.strategies, epochs=tuple(sorted({o.epochs for o, _ in cands})), pool=space.pool)
-        opts, _, metric_SxK, _ = decide_at(form, samples, decision_space, budget, columns=fit.data.columns)
+        opts, _, metric_PxO, _ = decide_at(form, samples, decision_space, budget, columns=fit.data.columns)
         if not opts:
             raise UserError(f"--budget: no feasible option at {budget:.3g} FLOPs to decide between")
-        uncertainty = option_entropy(metric_SxK if form.target == "accuracy" else -metric_SxK)
+        uncertainty = option_entropy(metric_PxO if form.target == "accuracy" else -metric_PxO)
         measure = f"entropy (nats) of which of {len(opts)} options is best"
 
     lik = fit.likelihood
     noise = Noise(form.target, lik.kind, lik.df, lik.chance)
     inputs_C = option_inputs([o for o, _ in cands], fit.data.columns)
-    mean_SxC = predicted_metric(form.mean, samples, inputs_C)
+    mean_PxC = predicted_metric(form.mean, samples, inputs_C)
     n_eval = n_eval or (int(np.median(fit.data.n_eval)) if fit.data.n_eval is not None else 200)
     flops_C = np.array([o.flops for o, _ in cands])
     horizon = horizon or float(flops_C.max())
     reps_C = replicates(flops_C, horizon)
     eig_C = expected_information(
-        mean_SxC, noise, uncertainty, sigma_S=np.asarray(samples["sigma"]) if form.target == "loss" else None,
+        mean_PxC, noise, uncertainty, sigma_P=np.asarray(samples["sigma"]) if form.target == "loss" else None,
         n_eval_C=np.full(len(cands), n_eval), replicates_C=reps_C, n_sims=sims, seed=seed)
     ranked = rank(eig_C, reps_C * flops_C)[: top]
-    n_draws = mean_SxC.shape[0]
+    n_draws = mean_PxC.shape[0]
     u_now = float(uncertainty(np.full((1, n_draws), 1.0 / n_draws))[0])
 
     proposals = []

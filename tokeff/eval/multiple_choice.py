@@ -14,8 +14,9 @@ Lagasse et al. take accuracy from the lowest-loss answer choice. Four scores are
   so its letter accuracy is just the share of "A" answers. Cloze scores at least rank the
   choices by their content.
 
-The three cloze scores come from one forward pass over (prompt + choice) rows; letter scoring
-is a second pass with one row per question. Ties go to the first choice.
+The three cloze scores come from one forward pass with one row per question (the prompt once,
+then every choice, under a block mask: `tokeff.eval.scoring`); letter scoring is a second pass
+with one row per question. Ties go to the first choice.
 """
 
 from __future__ import annotations

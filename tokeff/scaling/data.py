@@ -53,35 +53,81 @@ class FitData:
 
 
 def read_table(path: str):
-    """A results table as a pandas DataFrame (.csv, .jsonl, .json)."""
+    """A table as a pandas DataFrame: a results table (.jsonl/.csv, or a sweep dir), or any other CSV/JSON.
+
+    Results tables (rows with a `run_id`) are read by `tokeff.results.read_rows`, the one reader
+    of the sweep's output: a torn last JSONL line is skipped with a warning, rows are deduped by
+    run_id, and a sweep directory merges its shard tables. Other tables (a published scaling
+    table with columns params,tokens,loss) are read as they are.
+    """
     import pandas as pd
+
+    from tokeff import results
 
     if not os.path.exists(path):
         raise UserError(f"data: file not found: {path}")
     ext = os.path.splitext(path)[1].lower()
     try:
-        if ext == ".csv":
+        if os.path.isdir(path):
+            from tokeff.sweep import sweep_rows
+
+            frame = _results_frame(sweep_rows(path))
+        elif ext not in (".csv", ".jsonl", ".ndjson", ".json"):
+            raise UserError(f"data: unsupported file type '{ext}' for {path} (use .csv or .jsonl)")
+        elif ext != ".json" and _is_results_table(path, ext):
+            frame = _results_frame(results.read_rows(path))
+        elif ext == ".csv":
             frame = pd.read_csv(path)
-        elif ext in (".jsonl", ".ndjson"):
-            frame = pd.read_json(path, lines=True)
         elif ext == ".json":
             frame = pd.read_json(path)
         else:
-            raise UserError(f"data: unsupported file type '{ext}' for {path} (use .csv or .jsonl)")
-    except (ValueError, pd.errors.ParserError) as e:
+            frame = pd.read_json(path, lines=True)
+    except UserError as e:
+        message = str(e)
+        raise UserError(message if path in message else f"data: {path}: {message}") from None
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as e:
         raise UserError(f"data: cannot parse {path}: {str(e).splitlines()[0]}") from None
+    except IsADirectoryError:
+        raise UserError(f"data: {path} is a directory without results tables") from None
     if len(frame) == 0:
         raise UserError(f"data: {path} has no rows")
     return frame
 
 
-def parse_mapping(items: list[str] | None) -> dict[str, str]:
-    """`["N=params", "D=tokens"]` -> {"N": "params", "D": "tokens"}."""
+def _is_results_table(path: str, ext: str) -> bool:
+    """Whether the file's first record (JSONL line or CSV header) has a run_id: a tokeff results table."""
+    import json
+
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            if ext == ".csv":
+                return "run_id" in [c.strip() for c in line.strip().split(",")]
+            try:
+                first = json.loads(line)
+            except json.JSONDecodeError:
+                return False
+            return isinstance(first, dict) and "run_id" in first
+    return False
+
+
+def _results_frame(rows):
+    """Results rows as a DataFrame, `extra` spread into `extra.KEY` columns."""
+    import pandas as pd
+
+    flat = [{**{k: v for k, v in r.items() if k != "extra"},
+             **{f"extra.{k}": v for k, v in (r.get("extra") or {}).items()}} for r in rows]
+    return pd.DataFrame(flat)
+
+
+def parse_mapping(items: list[str] | None, field: str = "--map", expected: str = "VAR=COLUMN") -> dict[str, str]:
+    """`["N=params", "D=tokens"]` -> {"N": "params", "D": "tokens"}; errors name `field`."""
     out = {}
     for item in items or []:
         var, sep, col = item.partition("=")
         if not sep or not var.strip() or not col.strip():
-            raise UserError(f"--map: expected VAR=COLUMN, got '{item}'")
+            raise UserError(f"{field}: expected {expected}, got '{item}'")
         out[var.strip()] = col.strip()
     return out
 
@@ -159,16 +205,16 @@ def prepare(
         if (n_eval < 1).any() or (np.abs(n_eval - np.round(n_eval)) > 1e-6).any():
             raise UserError(f"n_eval (column '{columns['n_eval']}'): must be positive integers (eval-set sizes)")
 
-    for var, v in inputs.items():
-        if np.ptp(np.log(v)) < 1e-9:
-            raise UserError(
-                f"input {var} (column '{columns[var]}'): constant in the data ({v[0]:.4g}); the parameters"
-                f" attached to it are not identified: vary it, or use a form without it"
-            )
     n_needed = min_points if min_points is not None else len(form.params) + 2
     if y.shape[0] < n_needed:
         raise UserError(
             f"data: {y.shape[0]} point(s) for form {form.name} with {len(form.params)} parameters + noise;"
             f" need at least {n_needed}"
         )
+    for var, v in inputs.items():
+        if np.ptp(np.log(v)) < 1e-9:
+            raise UserError(
+                f"input {var} (column '{columns[var]}'): constant in the data ({v[0]:.4g}); the parameters"
+                f" attached to it are not identified: vary it, or use a form without it"
+            )
     return FitData(inputs=inputs, y=y, n_eval=n_eval, columns=columns)

@@ -63,6 +63,18 @@ class Fit:
         return os.path.abspath(path)
 
 
+# Fewer resamples than this give 5%/95% bootstrap intervals from a handful of points.
+MIN_BOOTSTRAP = 20
+
+
+def _check_settings(method: str, *, target_accept: float, bootstrap: int) -> None:
+    """Refuse sampler settings that would run but report meaningless intervals."""
+    if not (0.0 < target_accept < 1.0):  # also false for NaN
+        raise UserError(f"--target-accept: must be a probability strictly between 0 and 1, got {target_accept}")
+    if method == "classic" and bootstrap < MIN_BOOTSTRAP:
+        raise UserError(f"--bootstrap: must be >= {MIN_BOOTSTRAP} for 5%/95% intervals, got {bootstrap}")
+
+
 def load_fit(path: str) -> Fit:
     """Rebuild a Fit from a directory written by `Fit.save` (the form must be registered)."""
     import arviz as az
@@ -71,13 +83,24 @@ def load_fit(path: str) -> Fit:
     for name in ("summary.json", "posterior.nc", "data.csv"):
         if not os.path.exists(os.path.join(path, name)):
             raise UserError(f"fit dir: {path} has no {name} (not a `tokeff fit` output)")
-    with open(os.path.join(path, "summary.json")) as f:
-        summary = json.load(f)
-    form = get_form(summary["form"]).with_priors(summary.get("priors"))
-    idata = az.from_netcdf(os.path.join(path, "posterior.nc"))
-    data = FitData.from_frame(pd.read_csv(os.path.join(path, "data.csv")), summary["columns"])
-    samples = {k: idata.posterior[k].values.reshape(-1) for k in param_sites(form)}
-    return Fit(form, summary["method"], Likelihood.from_dict(summary["likelihood"]), data, samples, idata, summary)
+    where = os.path.join(path, "summary.json")
+    try:
+        with open(where) as f:
+            summary = json.load(f)
+        form = get_form(summary["form"]).with_priors(summary.get("priors"))
+        likelihood = Likelihood.from_dict(summary["likelihood"])
+        where = os.path.join(path, "posterior.nc")
+        idata = az.from_netcdf(where)
+        samples = {k: idata.posterior[k].values.reshape(-1) for k in param_sites(form)}
+        where = os.path.join(path, "data.csv")
+        data = FitData.from_frame(pd.read_csv(where), summary["columns"])
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a damaged file fails in its parser's own way (h5py, json, pandas)
+        detail = str(e).strip().splitlines()[0][:120] if str(e).strip() else ""
+        raise UserError(f"fit dir: {where} is damaged or truncated ({type(e).__name__}{': ' + detail if detail else ''});"
+                        " refit") from None
+    return Fit(form, summary["method"], likelihood, data, samples, idata, summary)
 
 
 def fit(
@@ -103,6 +126,7 @@ def fit(
     """Fit `form` to `table` (DataFrame, dict of columns or a .csv/.jsonl path); see the module doc."""
     if method not in METHODS:
         raise UserError(f"--method: must be one of {METHODS}, got '{method}'")
+    _check_settings(method, target_accept=target_accept, bootstrap=bootstrap)
     form = (get_form(form) if isinstance(form, str) else form).with_priors(priors)
     lik = likelihood if isinstance(likelihood, Likelihood) else Likelihood(kind=likelihood, chance=chance)
     data = table if isinstance(table, FitData) else prepare(
@@ -128,7 +152,7 @@ def fit(
             raise UserError("--likelihood: the classic method is the Huber recipe; it takes no likelihood choice")
         from tokeff.scaling.classic import fit_classic
 
-        result = fit_classic(form, data.inputs, data.y, bootstrap=max(bootstrap, 2), seed=seed)
+        result = fit_classic(form, data.inputs, data.y, bootstrap=bootstrap, seed=seed)
         posterior = {k: v[None, :] for k, v in result["samples"].items()}
         point = result["estimate"]
         stats = None

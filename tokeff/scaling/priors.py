@@ -35,6 +35,16 @@ class Prior:
             raise UserError(f"prior: unknown distribution '{self.dist}' (known: {', '.join(_ARITY)})")
         if len(self.args) != _ARITY[self.dist]:
             raise UserError(f"prior: {self.dist} takes {_ARITY[self.dist]} arguments, got {len(self.args)}")
+        if not all(np.isfinite(self.args)):
+            raise UserError(f"prior: {self}: arguments must be finite numbers")
+        scale = {"normal": 1, "lognormal": 1, "truncnormal": 1, "halfnormal": 0}.get(self.dist)
+        if scale is not None and self.args[scale] <= 0:
+            raise UserError(f"prior: {self}: the scale must be positive")
+        if self.dist == "gamma" and min(self.args) <= 0:
+            raise UserError(f"prior: {self}: concentration and rate must be positive")
+        bounds = {"uniform": (0, 1), "truncnormal": (2, 3)}.get(self.dist)
+        if bounds is not None and not self.args[bounds[0]] < self.args[bounds[1]]:
+            raise UserError(f"prior: {self}: the lower bound must be below the upper bound")
 
     @classmethod
     def parse(cls, spec: "str | Prior") -> "Prior":

@@ -36,7 +36,6 @@ import time
 from typing import Any
 
 import ml_collections
-import numpy as np
 
 from tokeff import io
 from tokeff.cache import enable_compilation_cache
@@ -172,7 +171,7 @@ class _PointResources(Resources):
 
         pool = self.engine.cached(("pool", *self._model_key(config)[:2], pool_key(config.data, int(config.seed))),
                                   lambda: training_pool(config.data, loaded, int(config.seed)))
-        return select_training_set(config.data, pool, loaded.config.max_seq_len, int(config.seed))
+        return select_training_set(config.data, pool, loaded, int(config.seed))
 
     def optimizer(self, optim, total_steps):
         from tokeff.train.optimizer import learning_rate_schedule
@@ -325,36 +324,15 @@ def _metrics(summary: dict, evaluation: dict, config, score_seconds: float, poin
 
 
 def _eval_key(data: ml_collections.ConfigDict) -> tuple:
-    return tuple((k, data.get(k)) for k in ("source", "subjects", "split_seed", "eval_fraction"))
+    return tuple((k, data.get(k)) for k in ("source", "path", "fields", "subjects", "split_seed", "eval_fraction"))
 
 
 def eval_records(data: ml_collections.ConfigDict, max_questions: int) -> list[dict]:
     """Held-out multiple-choice questions for a training data config (at most `max_questions`).
 
-    mmlu: the eval side of the run's own per-subject split. arithmetic: fresh sums (a seed the
-    training pool never uses) with three near-miss wrong answers.
+    The eval side of the run's own data task (`tokeff.data.task`); choosing them needs no tokenizer.
     """
-    if max_questions <= 0:
-        raise UserError(f"eval.max_questions: must be positive, got {max_questions}")
-    if data.source == "mmlu":
-        from tokeff.data.sources import load_multiple_choice
-        from tokeff.data.split import train_eval_split
+    from tokeff.data.task import task_from_config
+    from tokeff.models.tokenizer import TokenizerInfo
 
-        ds = load_multiple_choice("mmlu", subjects=data.subjects)
-        split = train_eval_split(ds, seed=int(data.split_seed), eval_fraction=float(data.eval_fraction))
-        records = split.eval.to_list()
-        return records[:max_questions]
-    if data.source == "arithmetic":
-        from tokeff.train.dataset import arithmetic_pairs
-
-        rng = np.random.default_rng(10_007 + int(data.split_seed))
-        records = []
-        for prompt, answer in arithmetic_pairs(max_questions, seed=10_007 + int(data.split_seed)):
-            value = int(answer)
-            wrong = sorted({value + d for d in (-10, -1, 1, 10, 100)} - {value})
-            choices = [answer] + [str(w) for w in rng.choice(wrong, 3, replace=False)]
-            order = rng.permutation(4)
-            records.append({"question": prompt, "choices": [choices[i] for i in order],
-                            "answer": int(np.argmin(order)), "subject": "arithmetic"})
-        return records
-    raise UserError(f"data.source: no held-out evaluation for {data.source!r}")
+    return task_from_config(data, TokenizerInfo(None), 0, 0).eval_set(int(max_questions))

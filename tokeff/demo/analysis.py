@@ -1,65 +1,21 @@
-"""The embedded demo: the whole pipeline on one CPU — sweep, fit, compare, allocate, report.
+"""The demo's analysis of every run: the accuracy laws fitted and compared, an allocation, the report.
 
-1. a sweep (configs/demo.py): a real model fine-tuned under several FLOP budgets with the
-   Lagasse et al. strategies, each run evaluated on held-out questions (resumable: it is a
-   `tokeff sweep` in RUN/sweep);
-2. the `volume` and `composition` laws fitted to its results table (NUTS), compared by LOO;
-3. an allocation at a budget beyond the runs: which strategy to use, with its predicted
-   accuracy interval and the probability that it is the best choice;
-4. a report (stdout and RUN/report.txt), the results table (RUN/results.csv), fits
-   (RUN/fits/*) and plots (RUN/*.png).
-
-With one model in the grid, M is constant, so M^gamma is a constant the coefficient A absorbs:
+The `volume` and `composition` laws are fitted to the results table (NUTS, binomial likelihood
+with the chance floor) and compared by LOO; the LOO-preferred one allocates a budget beyond
+the runs. With one model in the grid, M is constant, so M^gamma is a constant the coefficient A absorbs:
 the demo then fits the two laws at fixed M (`volume_at_one_model`, `composition_at_one_model`,
 registered here as a user would register a form), which is the same law with gamma dropped.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import types
 
 import numpy as np
 
-from tokeff import results, sweep
+from tokeff import sweep
 
-DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "demo.py")
 STRATEGIES = ("few_long", "many_short", "balanced")
-
-
-def run_demo(config_path: str | None, overrides: list[str], workdir: str) -> int:
-    from tokeff.point import enable_compilation_cache
-    from tokeff.train.config import load_config
-
-    config = load_config(config_path or DEFAULT_CONFIG, overrides)
-    enable_compilation_cache()
-    os.makedirs(workdir, exist_ok=True)
-    n_points = len(sweep.grid_points(config))
-    print(f"tokeff demo: {n_points} fine-tunes of {', '.join(config.grid.models)} on {_dataset(config)}, "
-          f"budgets {', '.join(f'{b:.3g}' for b in config.grid.budgets)} FLOPs; run folder {workdir}")
-
-    rows = [r for r in sweep.run_sweep(config, os.path.join(workdir, "sweep")) if r["status"] == "ok"]
-    results.write_csv(rows, os.path.join(workdir, "results.csv"))
-    fits = fit_forms(rows, config.fit, os.path.join(workdir, "fits"))
-    comparison = compare_loo(fits)
-    verdict = composition_verdict(fits["composition"])
-    budget = float(config.allocate.budget_factor) * max(r["budget_flops"] for r in rows)
-    allocation = allocate_strategy(fits, comparison, config, budget)
-    _write_json(os.path.join(workdir, "allocation.json"), allocation)
-    plot_results(rows, os.path.join(workdir, "accuracy_vs_volume.png"))
-    from tokeff.decide.plots import plot_budget_sweep
-
-    plot_budget_sweep(allocation, os.path.join(workdir, "allocation.png"))
-    report = format_report(rows, fits, comparison, verdict, allocation, workdir)
-    _write_text(os.path.join(workdir, "report.txt"), report)
-    print(report)
-    return 0
-
-
-def _dataset(config) -> str:
-    data = config.train.data
-    return f"MMLU ({data.subjects})" if data.source == "mmlu" else data.source
 
 
 # ----------------------------------------------------------------------------- fits
@@ -84,7 +40,7 @@ def fit_forms(rows, fit_config, out_dir: str) -> dict:
         print(f"fitting {form} ({fit_config.method}, {fit_config.chains} chains x {fit_config.draws} draws)")
         fitted = fit(table, form, method=fit_config.method, chains=int(fit_config.chains),
                      draws=int(fit_config.draws), warmup=int(fit_config.warmup),
-                     likelihood=fit_config.likelihood, chance=float(fit_config.chance),
+                     chance=float(fit_config.chance),
                      target_accept=float(fit_config.target_accept), seed=0)
         fitted.save(os.path.join(out_dir, key), force=True)  # summary, posterior.nc, data, trace/pair/fit plots
         fits[key] = fitted
@@ -123,19 +79,15 @@ def composition_verdict(fit) -> dict:
 # ----------------------------------------------------------------------------- allocation
 
 def pool_lengths(train_config) -> np.ndarray:
-    """Token lengths of every example the strategies could choose from (the train side)."""
-    import ml_collections
-
+    """Token lengths of every example the strategies could choose from (the train side, fitting a row)."""
     from tokeff.data.model_tokenizer import load_tokenizer
-    from tokeff.train.dataset import build_training_set
+    from tokeff.train.dataset import training_task
 
-    data = ml_collections.ConfigDict(train_config.data.to_dict())
-    data.strategy, data.token_budget, data.n_examples, data.avg_tokens = "random", 0, 0, 0.0
-    tok = load_tokenizer(train_config.model)
-    loaded = types.SimpleNamespace(tokenizer=tok.tokenizer, chat_template=tok.chat_template, prepend_bos_id=tok.prepend_bos_id,
-                                   eos_id=tok.eos_id, name=tok.name,
-                                   config=types.SimpleNamespace(max_seq_len=tok.context_len))
-    return build_training_set(data, loaded, int(train_config.seed)).lengths
+    data, seed = train_config.data, int(train_config.seed)
+    model = load_tokenizer(train_config.model)
+    task = training_task(data, model.name, model.tokens, model.context_len, seed)
+    row_len = int(data.row_len) if data.layout == "packed" and data.row_len else None
+    return task.select("random", seed=seed, row_len=row_len).lengths
 
 
 def allocate_strategy(fits: dict, comparison: dict, config, budget: float) -> dict:
@@ -153,13 +105,15 @@ def allocate_strategy(fits: dict, comparison: dict, config, budget: float) -> di
 
 # ----------------------------------------------------------------------------- report
 
-def _interval(d: dict) -> str:
-    return f"{d['median']:.3f} [{d['q05']:.3f}, {d['q95']:.3f}]"
+def _interval(d: dict, floor: float = 0.0) -> str:
+    """median [5%, 95%]; an accuracy is floored at chance, as the binomial likelihood floors it."""
+    q = {k: max(floor, d[k]) for k in ("median", "q05", "q95")}
+    return f"{q['median']:.3f} [{q['q05']:.3f}, {q['q95']:.3f}]"
 
 
-def format_report(rows, fits, comparison, verdict, allocation, workdir: str) -> str:
-    lines = ["", "== results (accuracy: held-out cloze, ±95% binomial; loss: nats/answer token)",
-             sweep.summarize(rows), "", "== posterior (median [5%, 95%])"]
+def format_report(rows, fits, comparison, verdict, allocation, workdir: str, chance: float = 0.0) -> str:
+    lines = ["", "== results (loss: nats per answer token; accuracy: held-out cloze, 95% Wilson interval)",
+             results_table(rows), "", "== posterior of the accuracy laws (median [5%, 95%])"]
     for key, fit in fits.items():
         ok = "ok" if fit.diagnostics.get("ok") else "NOT OK: " + "; ".join(fit.diagnostics.get("problems") or [])
         params = ", ".join(f"{k} {v['median']:.3g} [{v['q05']:.3g}, {v['q95']:.3g}]"
@@ -180,13 +134,28 @@ def format_report(rows, fits, comparison, verdict, allocation, workdir: str) -> 
     d = allocation["decision"]
     lines += ["", f"== allocation at {allocation['budget_flops']:.3g} FLOPs (law: {allocation['law']})",
               f"run {d['label']}: {d['n_examples']} examples of {d['avg_tokens']:.0f} tokens on average, "
-              f"{d['flops']:.3g} FLOPs; predicted accuracy {_interval(d['predicted'])}",
+              f"{d['flops']:.3g} FLOPs; predicted accuracy {_interval(d['predicted'], chance)}",
               f"P(best option) = {d['p_best']:.2f}, expected regret {d['expected_regret']:.4f}"
               + (f"; indistinguishable from the runner-up ({allocation['indistinguishable_reason']})"
                  if allocation["indistinguishable"] else "")]
     lines += [f"warning: {w}" for w in allocation["warnings"]]
-    lines += ["", f"written to {workdir}: results.csv, report.txt, allocation.json, accuracy_vs_volume.png, "
+    lines += ["", f"written to {workdir}: results.csv, report.txt, predictions.json, prediction_check.png, "
+                  "allocation.json, accuracy_vs_volume.png, "
                   "allocation.png, fits/{volume,composition}/ (posterior.nc and plots; notebooks/ read them)"]
+    return "\n".join(lines)
+
+
+def results_table(rows) -> str:
+    """One line per run: budget, strategy, seed, N, L, FLOPs used, loss, accuracy [Wilson 95%]."""
+    from tokeff.eval.intervals import wilson_interval
+
+    lines = [f"{'budget':>8} {'strategy':<11}{'seed':>4}{'N':>5}{'L':>7}{'used':>10}{'loss':>8}  accuracy [95% Wilson]"]
+    for r in sorted(rows, key=lambda r: (r["budget_flops"], r["strategy"], r["seed"])):
+        k, n = round(r["accuracy"] * r["n_eval"]), int(r["n_eval"])
+        lo, hi = wilson_interval(k, n)
+        lines.append(f"{r['budget_flops']:>8.3g} {r['strategy']:<11}{r['seed']:>4}{r['n_examples']:>5}"
+                     f"{r['avg_tokens']:>7.1f}{r['flops_used']:>10.3g}{r['eval_loss']:>8.4f}  "
+                     f"{k / n:.3f} [{lo:.3f}, {hi:.3f}] ({k}/{n})")
     return "\n".join(lines)
 
 
@@ -222,16 +191,3 @@ def plot_results(rows, path: str) -> None:
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.legend()
     save_figure(fig, path)
-
-
-def _write_text(path: str, text: str) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text + "\n")
-    os.replace(tmp, path)
-
-
-def _write_json(path: str, value) -> None:
-    _write_text(path, json.dumps(value, indent=2, default=results._json_default))
-
-

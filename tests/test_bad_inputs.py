@@ -1,0 +1,505 @@
+"""Every command's bad input: exit 2, one line on stderr naming the field, no traceback, nothing written.
+
+One table of cases (`CASES`), run in-process through `tokeff.cli.main` (a subprocess pays ~3 s of
+JAX import per case), plus a few through the real `python -m tokeff.cli` entry point. Each case
+runs in a shared world of inputs (tables, fit dirs, model dirs, config files) whose files are
+hashed before and after: a refused command must leave every byte as it was and add nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+TINY = str(REPO / "configs" / "tiny.py")
+SWEEP_TINY = str(REPO / "configs" / "sweep_tiny.py")
+MMLU = "{W}/mc.jsonl"
+LONG = "x" * 300
+
+# (id, argv, the field the one-line message must name). "{W}" is the world directory.
+CASES: list[tuple[str, list[str], str]] = []
+
+
+def case(name: str, argv: list[str], field: str) -> None:
+    CASES.append((name, argv, field))
+
+
+# --- flops -------------------------------------------------------------------------------
+case("flops-unknown-preset", ["flops", "--model", "nope", "--seq-len", "64"], "nope")
+case("flops-seq-len-0", ["flops", "--model", "tiny", "--seq-len", "0"], "--seq-len")
+case("flops-seq-len-neg", ["flops", "--model", "tiny", "--seq-len", "-4"], "--seq-len")
+case("flops-seq-len-text", ["flops", "--model", "tiny", "--seq-len", "many"], "--seq-len")
+case("flops-batch-0", ["flops", "--model", "tiny", "--seq-len", "64", "--batch", "0"], "--batch")
+case("flops-batch-neg", ["flops", "--model", "tiny", "--seq-len", "64", "--batch", "-1"], "--batch")
+case("flops-missing-model", ["flops", "--seq-len", "64"], "--model")
+case("flops-unknown-flag", ["flops", "--model", "tiny", "--seq-len", "64", "--bogus"], "--bogus")
+
+# --- generate ----------------------------------------------------------------------------
+case("generate-unknown-preset", ["generate", "--model", "nope", "--prompt", "hi"], "nope")
+case("generate-missing-dir", ["generate", "--model", "{W}/no-such-dir", "--prompt", "hi"], "no-such-dir")
+case("generate-garbage-config", ["generate", "--model", "{W}/model-bad-config", "--prompt", "hi"], "config.json")
+case("generate-config-not-object", ["generate", "--model", "{W}/model-list-config", "--prompt", "hi"], "config.json")
+case("generate-garbage-weights", ["generate", "--model", "{W}/model-bad-weights", "--prompt", "hi"],
+     "model.safetensors")
+case("generate-truncated-weights", ["generate", "--model", "{W}/model-cut-weights", "--prompt", "hi"],
+     "model.safetensors")
+case("generate-no-weights", ["generate", "--model", "{W}/model-no-weights", "--prompt", "hi"], "model.safetensors")
+case("generate-corrupt-tokenizer", ["generate", "--model", "{W}/model-bad-tokenizer", "--prompt", "hi"],
+     "tokenizer.json")
+case("generate-max-new-0", ["generate", "--model", "tiny", "--prompt", "hi", "--max-new-tokens", "0"],
+     "--max-new-tokens")
+case("generate-max-new-neg", ["generate", "--model", "tiny", "--prompt", "hi", "--max-new-tokens", "-3"],
+     "--max-new-tokens")
+case("generate-bad-dtype", ["generate", "--model", "tiny", "--prompt", "hi", "--dtype", "float8"], "--dtype")
+case("generate-missing-prompt", ["generate", "--model", "tiny"], "--prompt")
+case("generate-bad-gguf", ["generate", "--model", "gguf:no-such-model", "--prompt", "hi"], "no-such-model")
+
+# --- compose -----------------------------------------------------------------------------
+C = ["compose", "--path", MMLU, "--model", "tiny"]
+case("compose-missing-path", ["compose", "--path", "{W}/nope.jsonl", "--model", "tiny"], "nope.jsonl")
+case("compose-garbage-model-config", [*C[:3], "--model", "{W}/model-bad-config"], "config.json")
+case("compose-corrupt-tokenizer", [*C[:3], "--model", "{W}/model-bad-tokenizer"], "tokenizer.json")
+case("compose-unknown-strategy", [*C, "--strategy", "fancy"], "--strategy")
+case("compose-token-budget-neg", [*C, "--token-budget", "-5"], "token")
+case("compose-n-examples-0", [*C, "--n-examples", "0"], "n_examples")
+case("compose-avg-tokens-nan", [*C, "--avg-tokens", "nan"], "--avg-tokens")
+case("compose-avg-tokens-neg", [*C, "--avg-tokens", "-3"], "avg_tokens")
+case("compose-eval-fraction-2", [*C, "--eval-fraction", "2"], "eval")
+case("compose-eval-fraction-neg", [*C, "--eval-fraction", "-0.1"], "eval")
+case("compose-k-shot-neg", [*C, "--k-shot", "-1"], "k")
+case("compose-bins-0", [*C, "--bins", "0"], "bins")
+case("compose-window-no-bounds", [*C, "--strategy", "length_window"], "lo")
+case("compose-window-inverted", [*C, "--strategy", "length_window", "--lo", "50", "--hi", "10"], "lo")
+case("compose-truncate-no-cap", [*C, "--strategy", "truncate"], "max_len")
+case("compose-option-wrong-strategy", [*C, "--strategy", "random", "--max-len", "8"], "max")
+case("compose-unknown-subject", [*C, "--subjects", "astrology_nope"], "astrology_nope")
+case("compose-bad-format", [*C, "--format", "yaml"], "--format")
+case("compose-bad-fields", [*C, "--fields", "question"], "fields")
+case("compose-unsupported-ext", ["compose", "--path", "{W}/table.txt", "--model", "tiny"], "table.txt")
+
+# --- eval --------------------------------------------------------------------------------
+E = ["eval", "--model", "tiny", "--dataset", MMLU]
+case("eval-unknown-method", [*E, "--method", "guess"], "--method")
+case("eval-limit-0", [*E, "--limit", "0"], "--limit")
+case("eval-limit-neg", [*E, "--limit", "-2"], "--limit")
+case("eval-batch-size-0", [*E, "--batch-size", "0"], "--batch-size")
+case("eval-k-shot-neg", [*E, "--k-shot", "-1"], "k")
+case("eval-eval-fraction-2", [*E, "--eval-fraction", "2"], "eval")
+case("eval-eval-fraction-nan", [*E, "--eval-fraction", "nan"], "eval")
+case("eval-missing-dataset", ["eval", "--model", "tiny", "--dataset", "{W}/nope.jsonl"], "nope.jsonl")
+case("eval-unknown-preset", ["eval", "--model", "nope", "--dataset", MMLU], "nope")
+case("eval-garbage-model-config", ["eval", "--model", "{W}/model-bad-config", "--dataset", MMLU], "config.json")
+case("eval-garbage-weights", ["eval", "--model", "{W}/model-bad-weights", "--dataset", MMLU], "model.safetensors")
+case("eval-bad-split", [*E, "--split", "test"], "--split")
+case("eval-unknown-subject", [*E, "--subjects", "astrology_nope"], "astrology_nope")
+
+# --- train -------------------------------------------------------------------------------
+T = ["train", "--config", TINY, "--workdir", "{W}/new-run"]
+case("train-missing-config", ["train", "--config", "{W}/nope.py", "--workdir", "{W}/new-run"], "--config")
+case("train-config-syntax-error", ["train", "--config", "{W}/cfg_syntax.py", "--workdir", "{W}/new-run"], "syntax")
+case("train-config-no-get-config", ["train", "--config", "{W}/cfg_noget.py", "--workdir", "{W}/new-run"], "get_config")
+case("train-config-returns-dict", ["train", "--config", "{W}/cfg_dict.py", "--workdir", "{W}/new-run"], "get_config")
+case("train-config-raises", ["train", "--config", "{W}/cfg_raises.py", "--workdir", "{W}/new-run"], "get_config")
+case("train-config-import-error", ["train", "--config", "{W}/cfg_import.py", "--workdir", "{W}/new-run"],
+     "cfg_import.py")
+case("train-config-file-typo", ["train", "--config", "{W}/cfg_typo.py", "--workdir", "{W}/new-run"], "optim.lrr")
+case("train-config-file-new-section", ["train", "--config", "{W}/cfg_section.py", "--workdir", "{W}/new-run"],
+     "optimizer")
+case("train-config-file-scalar-for-section", ["train", "--config", "{W}/cfg_scalar.py", "--workdir",
+                                              "{W}/new-run"], "optim")
+case("train-override-typo", [*T, "--config.optim.lrr=1e-5"], "optim.lrr")
+case("train-override-unknown-section", [*T, "--config.optimizer.lr=1e-5"], "optimizer")
+case("train-override-section", [*T, "--config.optim=3"], "optim")
+case("train-override-not-a-number", [*T, "--config.budget.flops=lots"], "budget.flops")
+case("train-override-not-an-int", [*T, "--config.batch_size=2.5"], "batch_size")
+case("train-override-not-a-bool", [*T, "--config.log.progress=maybe"], "log.progress")
+case("train-override-no-value", [*T, "--config.seed"], "seed")
+case("train-override-not-config", [*T, "--lr=3"], "--lr")
+for value in ("nan", "inf", "-inf", "0", "-1e12"):
+    case(f"train-budget-flops-{value}", [*T, f"--config.budget.flops={value}"], "budget.flops")
+case("train-budget-flops-1e18-tiny", [*T, "--config.budget.flops=1e18"], "budget.flops")
+for value in ("nan", "inf", "0", "-0.1"):
+    case(f"train-optim-lr-{value}", [*T, f"--config.optim.lr={value}"], "optim.lr")
+for key, value in [("budget.tokens", "-1"), ("budget.epochs", "-2"), ("optim.warmup_steps", "-1"),
+                   ("optim.min_lr_ratio", "1.5"), ("optim.b1", "1.2"), ("optim.b2", "-0.5"), ("optim.eps", "0"),
+                   ("optim.weight_decay", "-1"), ("optim.clip_norm", "-1"), ("optim.clip_norm", "nan"),
+                   ("data.pool_size", "0"), ("data.eval_fraction", "1"), ("data.eval_fraction", "0"),
+                   ("data.token_budget", "-100"), ("data.n_examples", "-1"), ("data.avg_tokens", "-2"),
+                   ("data.avg_tokens", "nan"), ("data.max_len", "-1"), ("data.row_len", "-4"),
+                   ("batch_size", "0"), ("batch_size", "-8"), ("microbatches", "0"),
+                   ("checkpoint.every_steps", "-1"), ("checkpoint.keep", "0"), ("dtype", "float8"),
+                   ("data.layout", "ragged"), ("data.loss_on", "everything"), ("data.prompt_format", "xml")]:
+    case(f"train-{key}-{value}", [*T, f"--config.{key}={value}"], key)
+case("train-unknown-model", [*T, "--config.model=nope"], "nope")
+case("train-unknown-source", [*T, "--config.data.source=arithmetc"], "source")
+case("train-unknown-strategy", [*T, "--config.data.strategy=fancy"], "strategy")
+case("train-unknown-schedule", [*T, "--config.optim.schedule=step"], "optim.schedule")
+case("train-batch-not-divisible", [*T, "--config.batch_size=6", "--config.microbatches=4"], "batch_size")
+case("train-too-many-devices", [*T, "--config.mesh.num_devices=64"], "mesh.num_devices")
+case("train-budget-below-one-step", [*T, "--config.budget.flops=1e3"], "budget")
+case("train-workdir-is-file", ["train", "--config", TINY, "--workdir", "{W}/afile"], "--workdir")
+case("train-workdir-under-file", ["train", "--config", TINY, "--workdir", "{W}/afile/run"], "--workdir")
+case("train-workdir-too-long", ["train", "--config", TINY, "--workdir", f"{{W}}/{LONG}"], "--workdir")
+case("train-workdir-read-only", ["train", "--config", TINY, "--workdir", "{W}/ro/run"], "--workdir")
+case("train-workdir-garbage-config", ["train", "--config", TINY, "--workdir", "{W}/wd-garbage"], "config.json")
+case("train-workdir-config-not-object", ["train", "--config", TINY, "--workdir", "{W}/wd-list"], "config.json")
+case("train-workdir-other-run", ["train", "--config", TINY, "--workdir", "{W}/wd-other"], "--workdir")
+case("train-missing-workdir-flag", ["train", "--config", TINY], "--workdir")
+
+# --- sweep -------------------------------------------------------------------------------
+S = ["sweep", "--config", SWEEP_TINY, "--workdir", "{W}/new-sweep"]
+for shard in ("2/2", "-1/2", "0/0", "1/0", "a/b", "1", "0/1/2"):
+    case(f"sweep-shard-{shard}", [*S, "--shard", shard], "--shard")
+case("sweep-missing-config", ["sweep", "--config", "{W}/nope.py", "--workdir", "{W}/new-sweep"], "--config")
+case("sweep-config-syntax-error", ["sweep", "--config", "{W}/cfg_syntax.py", "--workdir", "{W}/new-sweep"], "syntax")
+case("sweep-config-no-get-config", ["sweep", "--config", "{W}/cfg_noget.py", "--workdir", "{W}/new-sweep"],
+     "get_config")
+case("sweep-config-returns-dict", ["sweep", "--config", "{W}/cfg_dict.py", "--workdir", "{W}/new-sweep"], "get_config")
+case("sweep-override-typo", [*S, "--config.grid.modelz=tiny"], "grid.modelz")
+case("sweep-override-not-config", [*S, "--grid=3"], "--grid")
+case("sweep-workdir-is-file", ["sweep", "--config", SWEEP_TINY, "--workdir", "{W}/afile"], "--workdir")
+case("sweep-workdir-too-long", ["sweep", "--config", SWEEP_TINY, "--workdir", f"{{W}}/{LONG}"], "--workdir")
+case("sweep-workdir-read-only", ["sweep", "--config", SWEEP_TINY, "--workdir", "{W}/ro/sweep"], "--workdir")
+
+# --- fit ---------------------------------------------------------------------------------
+F = ["fit", "{W}/table.csv", "--form", "chinchilla", "--map", "N=params", "--map", "D=tokens", "--target", "loss",
+     "--method", "map", "--out", "{W}/new-fit"]
+case("fit-missing-data", ["fit", "{W}/nope.csv", *F[2:]], "nope.csv")
+case("fit-unsupported-ext", ["fit", "{W}/table.txt", *F[2:]], "table.txt")
+case("fit-garbage-csv", ["fit", "{W}/garbage.csv", *F[2:]], "garbage.csv")
+case("fit-empty-csv", ["fit", "{W}/empty.csv", *F[2:]], "empty.csv")
+case("fit-garbage-jsonl-results", ["fit", "{W}/bad-results.jsonl", *F[2:]], "bad-results.jsonl")
+case("fit-single-row", ["fit", "{W}/one.csv", *F[2:]], "point")
+case("fit-unknown-form", [*F[:2], "--form", "nope", *F[4:]], "nope")
+case("fit-unknown-column", [*F[:4], "--map", "N=parameters", *F[6:]], "parameters")
+case("fit-map-no-equals", [*F, "--map", "N"], "--map")
+case("fit-map-unknown-var", [*F, "--map", "Q=params"], "--map")
+case("fit-target-unknown", [*F[:8], "--target", "perplexity", *F[10:]], "perplexity")
+case("fit-target-text-column", [*F[:8], "--target", "name", *F[10:]], "name")
+case("fit-nan-rows", ["fit", "{W}/nan.csv", *F[2:]], "NaN")
+case("fit-negative-input", ["fit", "{W}/negative.csv", *F[2:]], "input N")
+case("fit-constant-input", ["fit", "{W}/constant.csv", *F[2:]], "input D")
+case("fit-prior-no-spec", [*F, "--prior", "alpha"], "--prior")
+case("fit-prior-unknown-param", [*F, "--prior", "gamma=normal(0,1)"], "gamma")
+case("fit-prior-uniform-inverted", [*F, "--prior", "alpha=uniform(0.6,0.1)"], "prior")
+case("fit-prior-lognormal-neg-scale", [*F, "--prior", "A=lognormal(6,-2)"], "prior")
+case("fit-prior-normal-zero-scale", [*F, "--prior", "E=normal(1,0)"], "prior")
+case("fit-prior-halfnormal-neg", [*F, "--prior", "E=halfnormal(-1)"], "prior")
+case("fit-prior-gamma-neg", [*F, "--prior", "E=gamma(-1,2)"], "prior")
+case("fit-prior-truncnormal-inverted", [*F, "--prior", "alpha=truncnormal(0.3,0.1,1,0)"], "prior")
+case("fit-prior-nan", [*F, "--prior", "alpha=normal(nan,1)"], "prior")
+case("fit-prior-unknown-dist", [*F, "--prior", "alpha=cauchy(0,1)"], "prior")
+case("fit-prior-wrong-arity", [*F, "--prior", "alpha=normal(0)"], "prior")
+case("fit-prior-unparsable", [*F, "--prior", "alpha=normal 0 1"], "prior")
+case("fit-prior-text-arg", [*F, "--prior", "alpha=normal(a,1)"], "prior")
+case("fit-bootstrap-0", [*F[:-3], "classic", "--out", "{W}/new-fit", "--bootstrap", "0"], "--bootstrap")
+case("fit-bootstrap-1", [*F[:-3], "classic", "--out", "{W}/new-fit", "--bootstrap", "1"], "--bootstrap")
+case("fit-target-accept-2", [*F, "--target-accept", "2"], "--target-accept")
+case("fit-target-accept-nan", [*F, "--target-accept", "nan"], "--target-accept")
+case("fit-target-accept-0", [*F, "--target-accept", "0"], "--target-accept")
+case("fit-chains-0", [*F, "--chains", "0"], "--chains")
+case("fit-draws-0", [*F, "--draws", "0"], "--draws")
+case("fit-warmup-neg", [*F, "--warmup", "-5"], "--warmup")
+case("fit-unknown-method", [*F[:-3], "gibbs", "--out", "{W}/new-fit"], "--method")
+case("fit-unknown-likelihood", [*F, "--likelihood", "cauchy"], "--likelihood")
+case("fit-classic-student-t", [*F[:-3], "classic", "--out", "{W}/new-fit", "--likelihood", "student_t"],
+     "--likelihood")
+case("fit-missing-module", [*F, "--module", "no_such_module_xyz"], "no_such_module_xyz")
+case("fit-out-is-file", [*F[:-1], "{W}/afile"], "--out")
+case("fit-out-non-empty-foreign", [*F[:-1], "{W}/foreign"], "--out")
+case("fit-out-is-dot-of-data", [*F[:-1], "{W}"], "--out")
+case("fit-out-earlier-fit", [*F[:-1], "{W}/fit-chinchilla"], "--out")
+case("fit-out-too-long", [*F[:-1], f"{{W}}/{LONG}"], "--out")
+case("fit-out-read-only", [*F[:-1], "{W}/ro/fit"], "--out")
+case("fit-out-under-file", [*F[:-1], "{W}/afile/fit"], "--out")
+
+# --- compare -----------------------------------------------------------------------------
+case("compare-one-dir", ["compare", "{W}/fit-chinchilla"], "dirs")
+case("compare-same-dir-twice", ["compare", "{W}/fit-chinchilla", "{W}/fit-chinchilla"], "twice")
+case("compare-missing-dir", ["compare", "{W}/fit-chinchilla", "{W}/nope"], "nope")
+case("compare-not-a-fit", ["compare", "{W}/fit-chinchilla", "{W}/foreign"], "foreign")
+case("compare-truncated-summary", ["compare", "{W}/fit-chinchilla", "{W}/fit-cut-summary"], "summary.json")
+case("compare-truncated-posterior", ["compare", "{W}/fit-chinchilla", "{W}/fit-cut-posterior"], "posterior.nc")
+case("compare-garbage-posterior", ["compare", "{W}/fit-chinchilla", "{W}/fit-bad-posterior"], "posterior.nc")
+case("compare-different-data", ["compare", "{W}/fit-chinchilla", "{W}/fit-volume"], "different data")
+case("compare-bad-ic", ["compare", "{W}/fit-chinchilla", "{W}/fit-volume", "--ic", "aic"], "--ic")
+
+# --- allocate ----------------------------------------------------------------------------
+A = ["allocate", "{W}/fit-chinchilla", "--out", "{W}/new-alloc"]
+for value in ("-1e12", "0", "nan", "inf", "lots", "-inf"):
+    case(f"allocate-budget-{value}", [*A, "--budget", value], "--budget")
+case("allocate-missing-budget", A, "--budget")
+case("allocate-missing-fit", ["allocate", "{W}/nope", "--budget", "1e20"], "FIT_DIR")
+case("allocate-fit-is-file", ["allocate", "{W}/afile", "--budget", "1e20"], "FIT_DIR")
+case("allocate-not-a-fit", ["allocate", "{W}/foreign", "--budget", "1e20"], "foreign")
+case("allocate-truncated-summary", ["allocate", "{W}/fit-cut-summary", "--budget", "1e20"], "summary.json")
+case("allocate-garbage-summary", ["allocate", "{W}/fit-bad-summary", "--budget", "1e20"], "summary.json")
+case("allocate-truncated-posterior", ["allocate", "{W}/fit-cut-posterior", "--budget", "1e20"], "posterior.nc")
+case("allocate-unconverged", ["allocate", "{W}/fit-unconverged", "--budget", "1e20", "--out", "{W}/new-alloc"],
+     "diagnostics")
+case("allocate-pretraining-models", [*A, "--budget", "1e20", "--models", "tiny"], "--models")
+case("allocate-pretraining-lengths", [*A, "--budget", "1e20", "--lengths-grid", "64,128"], "--lengths-grid")
+case("allocate-pretraining-strategies", [*A, "--budget", "1e20", "--strategies", "few_long",
+                                         "--lengths", "{W}/lengths.json"], "--strategies")
+V = ["allocate", "{W}/fit-volume", "--budget", "1e12", "--out", "{W}/new-alloc"]
+case("allocate-finetuning-no-models", V, "models")
+case("allocate-unknown-model", [*V, "--models", "nope", "--lengths-grid", "64"], "nope")
+case("allocate-unknown-strategy", [*V, "--models", "tiny", "--strategies", "fancy"], "--strategies")
+case("allocate-strategies-without-lengths", [*V, "--models", "tiny", "--strategies", "few_long"], "lengths")
+case("allocate-lengths-grid-text", [*V, "--models", "tiny", "--lengths-grid", "a,b"], "--lengths-grid")
+case("allocate-lengths-grid-zero", [*V, "--models", "tiny", "--lengths-grid", "0,64"], "--lengths-grid")
+case("allocate-epochs-zero", [*V, "--models", "tiny", "--lengths-grid", "64", "--epochs", "0"], "--epochs")
+case("allocate-n-examples-neg", [*V, "--models", "tiny", "--lengths-grid", "64", "--n-examples", "-3"],
+     "--n-examples")
+case("allocate-max-examples-0", [*V, "--models", "tiny", "--lengths-grid", "64", "--max-examples", "0"],
+     "--max-examples")
+case("allocate-lengths-missing", [*V, "--models", "tiny", "--strategies", "few_long", "--lengths", "{W}/nope.json"],
+     "--lengths")
+case("allocate-lengths-garbage", [*V, "--models", "tiny", "--strategies", "few_long", "--lengths",
+                                  "{W}/garbage.csv"], "--lengths")
+case("allocate-out-is-file", [*A[:-1], "{W}/afile", "--budget", "1e20"], "--out")
+case("allocate-out-foreign", [*A[:-1], "{W}/foreign", "--budget", "1e20"], "--out")
+case("allocate-out-too-long", [*A[:-1], f"{{W}}/{LONG}", "--budget", "1e20"], "--out")
+case("allocate-out-read-only", [*A[:-1], "{W}/ro/alloc", "--budget", "1e20"], "--out")
+
+# --- propose -----------------------------------------------------------------------------
+P = ["propose", "{W}/fit-volume", "--models", "tiny", "--lengths-grid", "32,64", "--n-examples", "100,1000",
+     "--out", "{W}/new-proposals"]
+case("propose-n-eval-0", [*P, "--n-eval", "0"], "--n-eval")
+case("propose-n-eval-neg", [*P, "--n-eval", "-5"], "--n-eval")
+case("propose-top-0", [*P, "--top", "0"], "--top")
+case("propose-sims-1", [*P, "--sims", "1"], "--sims")
+case("propose-budget-neg", [*P, "--budget", "-1e12"], "--budget")
+case("propose-budget-nan", [*P, "--budget", "nan"], "--budget")
+case("propose-horizon-0", [*P, "--horizon", "0"], "--horizon")
+case("propose-horizon-text", [*P, "--horizon", "soon"], "--horizon")
+case("propose-grid-missing", [*P, "--grid", "{W}/nope.json"], "--grid")
+case("propose-grid-garbage", [*P, "--grid", "{W}/garbage.csv"], "--grid")
+case("propose-unknown-model", [*P[:2], "--models", "nope", *P[4:]], "nope")
+case("propose-missing-fit", ["propose", "{W}/nope", *P[2:]], "FIT_DIR")
+case("propose-truncated-summary", ["propose", "{W}/fit-cut-summary", *P[2:]], "summary.json")
+case("propose-unconverged", ["propose", "{W}/fit-unconverged", *P[2:]], "diagnostics")
+case("propose-out-is-file", [*P[:-1], "{W}/afile"], "--out")
+case("propose-out-foreign", [*P[:-1], "{W}/foreign"], "--out")
+case("propose-out-read-only", [*P[:-1], "{W}/ro/proposals"], "--out")
+
+# --- demo --------------------------------------------------------------------------------
+case("demo-missing-config", ["demo", "--config", "{W}/nope.py", "--workdir", "{W}/new-demo"], "--config")
+case("demo-config-syntax-error", ["demo", "--config", "{W}/cfg_syntax.py", "--workdir", "{W}/new-demo"], "syntax")
+case("demo-config-no-get-config", ["demo", "--config", "{W}/cfg_noget.py", "--workdir", "{W}/new-demo"],
+     "get_config")
+case("demo-override-not-config", ["demo", "--workdir", "{W}/new-demo", "--fast"], "--fast")
+
+# --- the CLI itself ----------------------------------------------------------------------
+case("cli-unknown-command", ["frobnicate"], "frobnicate")
+case("cli-extra-args-no-overrides", ["flops", "--model", "tiny", "--seq-len", "64", "--config.x=1"], "--config.x")
+
+
+# ---------------------------------------------------------------------------------------
+# The world every case runs in.
+
+
+def _fit_dir(path: pathlib.Path, form_name: str, draws: dict, inputs: dict, y, *, n_eval=None, ok=True) -> None:
+    """A fit directory as `tokeff fit` writes it, from hand-made posterior draws (no sampling)."""
+    import arviz as az
+
+    from tokeff.scaling.data import FitData
+    from tokeff.scaling.fit import Fit
+    from tokeff.scaling.forms import get_form
+    from tokeff.scaling.model import Likelihood
+
+    form = get_form(form_name)
+    columns = {**form.columns, "target": "eval_loss" if form.target == "loss" else "accuracy"}
+    if n_eval is not None:
+        columns["n_eval"] = "n_eval"
+    data = FitData({k: np.asarray(v, np.float64) for k, v in inputs.items()}, np.asarray(y, np.float64),
+                   None if n_eval is None else np.asarray(n_eval, np.float64), columns)
+    diagnostics = {"divergences": 0, "ok": ok, "problems": [] if ok else ["12 divergent transition(s)"]}
+    summary = {"form": form_name, "method": "nuts", "target": form.target, "columns": columns,
+               "likelihood": Likelihood().as_dict(), "priors": {k: str(p) for k, p in form.params.items()},
+               "input_ranges": data.input_ranges(), "diagnostics": diagnostics}
+    idata = az.from_dict(posterior={k: np.asarray(v)[None, :] for k, v in draws.items()},
+                         observed_data={"obs": np.log(np.asarray(y, np.float64))})
+    Fit(form, "nuts", Likelihood(), data, draws, idata, summary).save(str(path), plots=False)
+
+
+def _draws(center: dict, n=200, rel=0.02, seed=0) -> dict:
+    rng = np.random.default_rng(seed)
+    return {k: v * np.exp(rel * rng.standard_normal(n)) for k, v in center.items()}
+
+
+def _build_world(root: pathlib.Path) -> None:
+    from tokeff.models.export import export_hf
+    from tokeff.models.load import load_model
+
+    rng = np.random.default_rng(0)
+    n = np.exp(rng.uniform(np.log(7e7), np.log(1.6e10), 16))
+    d = np.exp(rng.uniform(np.log(5e9), np.log(5e11), 16))
+    loss = 1.69 + 406.4 / n**0.34 + 410.7 / d**0.28
+    rows = "\n".join(f"{a:.6g},{b:.6g},{c:.6g},run" for a, b, c in zip(n, d, loss))
+    (root / "table.csv").write_text("params,tokens,loss,name\n" + rows + "\n")
+    subjects = ("anatomy", "virology")
+    (root / "mc.jsonl").write_text("".join(json.dumps(
+        {"question": f"Is {i} even?", "choices": ["yes", "no", "maybe", "never"], "answer": i % 2,
+         "subject": subjects[i % 2]}) + "\n" for i in range(24)))
+    (root / "table.txt").write_text("params tokens loss\n")
+    (root / "one.csv").write_text(f"params,tokens,loss,name\n{n[0]:.6g},{d[0]:.6g},{loss[0]:.6g},run\n")
+    (root / "empty.csv").write_text("params,tokens,loss,name\n")
+    (root / "garbage.csv").write_bytes(b"\x00\xff\xfe not, a \"table\n\"\"\x01")
+    (root / "nan.csv").write_text("params,tokens,loss,name\n" + rows + "\nnan,1e10,2.0,run\n")
+    (root / "negative.csv").write_text("params,tokens,loss,name\n" + rows + "\n-5,1e10,2.0,run\n")
+    (root / "constant.csv").write_text("params,tokens,loss,name\n" + "\n".join(
+        f"{a:.6g},1e10,{c:.6g},run" for a, c in zip(n, loss)) + "\n")
+    (root / "bad-results.jsonl").write_text('{"run_id": "a", "model": "tiny", "params": "many"}\n')
+    (root / "lengths.json").write_text(json.dumps([10, 20, 30, 40]))
+    (root / "afile").write_text("keep\n")
+    (root / "foreign").mkdir()
+    (root / "foreign" / "thesis.txt").write_text("keep\n")
+    (root / "ro").mkdir()
+
+    draws = {**_draws(dict(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)), "sigma": np.full(200, 0.02)}
+    _fit_dir(root / "fit-chinchilla", "chinchilla", draws, {"N": n, "D": d}, loss)
+    _fit_dir(root / "fit-unconverged", "chinchilla", draws, {"N": n, "D": d}, loss, ok=False)
+    v, m = np.geomspace(1e4, 1e6, 12), np.tile([1.5e5, 1.7e6], 6)
+    acc = np.clip(1e-3 * v**0.1 * m**0.3 + 0.25, 0, 1)
+    _fit_dir(root / "fit-volume", "volume", _draws(dict(A=1e-3, beta=0.1, gamma=0.3, E=0.25)), {"V": v, "M": m},
+             acc, n_eval=np.full(12, 200))
+    for name, file, damage in [("fit-cut-summary", "summary.json", "cut"), ("fit-bad-summary", "summary.json", "junk"),
+                               ("fit-cut-posterior", "posterior.nc", "cut"),
+                               ("fit-bad-posterior", "posterior.nc", "junk")]:
+        shutil.copytree(root / "fit-chinchilla", root / name)
+        target = root / name / file
+        data = target.read_bytes()
+        target.write_bytes(data[: len(data) // 2] if damage == "cut" else b"\x89garbage" * 50)
+
+    model = root / "model-good"
+    export_hf(load_model("tiny-untied"), str(model))
+    for name in ("bad-config", "list-config", "bad-weights", "cut-weights", "no-weights", "bad-tokenizer"):
+        shutil.copytree(model, root / f"model-{name}")
+    (root / "model-bad-config" / "config.json").write_text("{not json")
+    (root / "model-list-config" / "config.json").write_text("[1, 2]")
+    (root / "model-bad-weights" / "model.safetensors").write_bytes(b"\x00" * 64)
+    weights = (model / "model.safetensors").read_bytes()
+    (root / "model-cut-weights" / "model.safetensors").write_bytes(weights[: len(weights) // 3])
+    (root / "model-no-weights" / "model.safetensors").unlink()
+    (root / "model-bad-tokenizer" / "tokenizer.json").write_text('{"version": "1.0", "model": {"type": "nope"}}')
+
+    header = "from tokeff.train.defaults import base_config\n"
+    (root / "cfg_syntax.py").write_text("def get_config(arg=None:\n    return 1\n")
+    (root / "cfg_noget.py").write_text("X = 1\n")
+    (root / "cfg_dict.py").write_text("def get_config(arg=None):\n    return {'model': 'tiny'}\n")
+    (root / "cfg_raises.py").write_text("def get_config(arg=None):\n    raise RuntimeError('boom')\n")
+    (root / "cfg_import.py").write_text("import no_such_module_xyz\n")
+    (root / "cfg_typo.py").write_text(header + "def get_config(arg=None):\n    c = base_config()\n"
+                                      "    c.optim.lrr = 1e-5\n    return c\n")
+    (root / "cfg_section.py").write_text(header + "import ml_collections\ndef get_config(arg=None):\n"
+                                         "    c = base_config()\n    c.optimizer = ml_collections.ConfigDict()\n"
+                                         "    return c\n")
+    (root / "cfg_scalar.py").write_text(header + "def get_config(arg=None):\n    c = base_config()\n"
+                                        "    c.optim = 3\n    return c\n")
+    for name, text in [("wd-garbage", "{garbage"), ("wd-list", "[1]")]:
+        (root / name).mkdir()
+        (root / name / "config.json").write_text(text)
+    (root / "wd-other").mkdir()
+    from tokeff.train.defaults import base_config
+
+    other = base_config()
+    other.seed = 99
+    (root / "wd-other" / "config.json").write_text(json.dumps(other.to_dict()))
+    (root / "cwd").mkdir()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> pathlib.Path:
+    root = tmp_path_factory.mktemp("world")
+    _build_world(root)
+    return root
+
+
+def _snapshot(root: pathlib.Path) -> dict[str, str]:
+    """Every path under `root` with a hash of its bytes (directories as 'dir')."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames:
+            out[os.path.relpath(os.path.join(dirpath, name), root)] = "dir"
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, root)] = hashlib.sha1(f.read()).hexdigest()
+    return out
+
+
+def _read_only(root: pathlib.Path, monkeypatch) -> None:
+    """`root/ro` reads as not writable (tests run as root in CI, where os.access says yes to all)."""
+    ro = str(root / "ro")
+    real = os.access
+
+    def access(path, mode, *args, **kwargs):
+        if str(os.path.abspath(os.fspath(path))).startswith(ro) and mode & os.W_OK:
+            return False
+        return real(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(os, "access", access)
+
+
+def _expand(argv: list[str], root: pathlib.Path) -> list[str]:
+    return [a.replace("{W}", str(root)) for a in argv]
+
+
+@pytest.mark.parametrize("name,argv,field", CASES, ids=[c[0] for c in CASES])
+def test_bad_input(name, argv, field, world, capsys, monkeypatch):
+    from tokeff.cli import main
+
+    _read_only(world, monkeypatch)
+    monkeypatch.setenv("TOKEFF_CACHE", str(world.parent / "cache"))  # caches are not outputs
+    monkeypatch.chdir(world / "cwd")
+    before = _snapshot(world)
+    capsys.readouterr()
+    try:
+        code = main(_expand(argv, world))
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    after = _snapshot(world)
+    lines = [line for line in out.err.splitlines() if line.strip()]
+    assert code == 2, f"exit {code}; stderr: {out.err[-2000:]}"
+    assert "Traceback" not in out.err
+    assert len(lines) == 1, f"{len(lines)} lines on stderr: {out.err[-2000:]}"
+    assert field.lower() in lines[0].lower(), lines[0]
+    assert after == before, f"disk changed: {sorted(set(after.items()) ^ set(before.items()))[:5]}"
+
+
+def test_the_table_counts_at_least_150_cases():
+    assert len(CASES) >= 150
+    assert len({c[0] for c in CASES}) == len(CASES)
+
+
+SUBPROCESS_CASES = ["train-config-file-typo", "train-budget-flops-nan", "fit-prior-uniform-inverted",
+                    "allocate-budget--1e12", "sweep-shard-2/2"]
+
+
+@pytest.mark.parametrize("name", SUBPROCESS_CASES)
+def test_bad_input_through_the_real_entry_point(name, world):
+    """The same contract through `python -m tokeff.cli` (imports, stderr, exit code of the process)."""
+    argv = next(a for n, a, _ in CASES if n == name)
+    field = next(f for n, _, f in CASES if n == name)
+    before = _snapshot(world)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-m", "tokeff.cli", *_expand(argv, world)], cwd=world / "cwd",
+                          capture_output=True, text=True, env=env, timeout=120)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert field.lower() in lines[0].lower()
+    assert _snapshot(world) == before
+
+

@@ -1,0 +1,229 @@
+"""The demo's prediction check: fit on the lower budgets, predict the top one, then look.
+
+`predict_top_budget` fits the loss law (primary: answer-token loss has little noise) and the
+accuracy law (binomial likelihood, chance floor) to the runs below the top budget, and
+predicts every top-budget run from the composition its strategy will select there (the same
+selection code the run uses, from the data task). `write_predictions` stores that before the
+top budget is trained or scored; `check_predictions` compares afterwards.
+
+Loss intervals are posterior-predictive (law uncertainty plus run-to-run noise), so "inside"
+is a fair test of a single run. Accuracy predictions are the law's probability of a correct
+answer, floored at chance; "inside" for an observed accuracy uses the posterior-predictive
+counts (binomial noise of the n held-out questions added).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+
+import jax.numpy as jnp
+import numpy as np
+
+from tokeff import sweep
+from tokeff.errors import UserError
+from tokeff.scaling.forms import Form, register_form
+
+LOSS_FORM = "loss_composition_at_one_model"
+ACCURACY_FORM = "composition_at_one_model"
+
+
+def _loss_composition_mean(p, x):
+    return p["E"] + jnp.exp(jnp.log(p["A"]) - p["beta_N"] * jnp.log(x["N"]) - p["beta_L"] * jnp.log(x["L"]))
+
+
+# Registered as a user registers a form: the held-out answer loss of one fine-tuned model falls
+# with the examples N and their length L separately (beta_N = beta_L is the volume law).
+register_form(Form(
+    name=LOSS_FORM, inputs=("N", "L"), target="loss",
+    params={"E": "lognormal(0.5, 1)", "A": "lognormal(-1, 2)", "beta_N": "uniform(-0.5, 1)",
+            "beta_L": "uniform(-1, 1)"},
+    mean=_loss_composition_mean,
+    centring={"A": lambda p, x: -p["beta_N"] * jnp.log(x["N"]) - p["beta_L"] * jnp.log(x["L"])},
+    columns={"N": "n_examples", "L": "avg_tokens"},
+    typical_ranges={"N": (5, 500), "L": (20, 200)},
+    description="answer loss = E + A N^-beta_N L^-beta_L at one model size",
+))
+
+
+def planned_inputs(config, points) -> list[dict]:
+    """N and L each point's strategy selects (from the data task, without training)."""
+    from tokeff.data.model_tokenizer import load_tokenizer
+    from tokeff.train.dataset import compose, training_task
+
+    planned, tokenizers = [], {}
+    for point in points:
+        train = sweep.point_train_config(config, point)
+        model = tokenizers.get(point.model) or tokenizers.setdefault(point.model, load_tokenizer(point.model))
+        task = training_task(train.data, model.name, model.tokens, model.context_len, point.seed)
+        selection = compose(task, train.data, point.seed).selection
+        planned.append({"run_id": point.run_id, "strategy": point.strategy, "seed": point.seed,
+                        "budget_flops": point.budget_flops, "n_examples": selection["n_examples"],
+                        "avg_tokens": selection["avg_tokens"]})
+    return planned
+
+
+def fit_laws(rows, fit_config, out_dir: str | None = None) -> dict:
+    """{"loss": Fit, "accuracy": Fit}: the composition laws fitted to `rows` (NUTS)."""
+    import pandas as pd
+
+    from tokeff.scaling.fit import fit
+
+    table = pd.DataFrame(rows)
+    fits = {}
+    for target, form in (("loss", LOSS_FORM), ("accuracy", ACCURACY_FORM)):
+        print(f"fitting {form} to {len(rows)} runs ({fit_config.chains} chains x {fit_config.draws} draws)")
+        fits[target] = fit(table, form, method=fit_config.method, target="eval_loss" if target == "loss" else None,
+                           chains=int(fit_config.chains), draws=int(fit_config.draws),
+                           warmup=int(fit_config.warmup), chance=float(fit_config.chance),
+                           target_accept=float(fit_config.target_accept), seed=0)
+        if out_dir:
+            fits[target].save(os.path.join(out_dir, target), force=True)
+    return fits
+
+
+def predict_top_budget(fits: dict, planned: list[dict], *, n_eval: int, interval: float, chance: float,
+                       fitted_budgets) -> dict:
+    """predictions.json's payload: every planned run's loss and accuracy intervals, and the best strategy."""
+    lo_q, hi_q = (1 - interval) / 2, 1 - (1 - interval) / 2
+    inputs = {"N": np.array([p["n_examples"] for p in planned], float),
+              "L": np.array([p["avg_tokens"] for p in planned], float)}
+    loss_obs = fits["loss"].predict(inputs, observed=True, seed=1)  # [S, n]
+    loss_mean = fits["loss"].predict(inputs)
+    acc_mean = np.clip(fits["accuracy"].predict(inputs), chance, 1.0)  # a probability, never below chance
+    acc_obs = fits["accuracy"].predict(inputs, observed=True, n_eval=n_eval, seed=2)
+
+    def quantiles(draws):
+        q = np.quantile(draws, [lo_q, 0.5, hi_q], axis=0)
+        return [{"low": float(a), "median": float(b), "high": float(c)} for a, b, c in q.T]
+
+    points = [{**p, "loss": lq, "accuracy": aq, "accuracy_observed": oq}
+              for p, lq, aq, oq in zip(planned, quantiles(loss_obs), quantiles(acc_mean), quantiles(acc_obs))]
+    strategies = sorted({p["strategy"] for p in planned})
+    # Each strategy's expected loss: its runs (seeds) averaged, per posterior draw.
+    by_strategy = np.stack([loss_mean[:, [i for i, p in enumerate(planned) if p["strategy"] == s]].mean(axis=1)
+                            for s in strategies], axis=1)  # [S, strategies]
+    p_best = np.bincount(by_strategy.argmin(axis=1), minlength=len(strategies)) / by_strategy.shape[0]
+    best = strategies[int(np.argmax(p_best))]
+    return {
+        "written_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "interval": interval,
+        "fitted_on_budgets": [float(b) for b in fitted_budgets],
+        "predicted_budget": float(planned[0]["budget_flops"]),
+        "n_eval": int(n_eval),
+        "chance": chance,
+        "loss_law": LOSS_FORM,
+        "accuracy_law": ACCURACY_FORM,
+        "points": points,
+        "p_best_loss": {s: float(v) for s, v in zip(strategies, p_best)},
+        "predicted_best": best,
+    }
+
+
+def check_predictions(predictions: dict, rows) -> dict:
+    """Observed against predicted for every predicted run: inside or not, and the best strategy."""
+    from tokeff.eval.intervals import wilson_interval
+
+    by_id = {r["run_id"]: r for r in rows}
+    missing = [p["run_id"] for p in predictions["points"] if p["run_id"] not in by_id]
+    if missing:
+        raise UserError(f"predictions.json: runs {', '.join(missing)} have no result; rerun the demo")
+    checked = []
+    for p in predictions["points"]:
+        row = by_id[p["run_id"]]
+        k, n = round(row["accuracy"] * row["n_eval"]), int(row["n_eval"])
+        checked.append({
+            **p, "observed_loss": row["eval_loss"], "observed_accuracy": k / n,
+            "observed_accuracy_ci95": list(wilson_interval(k, n)),
+            "loss_inside": p["loss"]["low"] <= row["eval_loss"] <= p["loss"]["high"],
+            "accuracy_inside": p["accuracy_observed"]["low"] <= k / n <= p["accuracy_observed"]["high"],
+        })
+    strategies = sorted({c["strategy"] for c in checked})
+    observed = {s: float(np.mean([c["observed_loss"] for c in checked if c["strategy"] == s])) for s in strategies}
+    seeds_sd = [np.std([c["observed_loss"] for c in checked if c["strategy"] == s], ddof=1)
+                for s in strategies if sum(c["strategy"] == s for c in checked) > 1]
+    ordered = sorted(observed, key=observed.get)
+    return {
+        "points": checked,
+        "loss_inside": sum(c["loss_inside"] for c in checked),
+        "accuracy_inside": sum(c["accuracy_inside"] for c in checked),
+        "n": len(checked),
+        "observed_loss_by_strategy": observed,
+        "observed_best": ordered[0],
+        "observed_gap": observed[ordered[1]] - observed[ordered[0]] if len(ordered) > 1 else 0.0,
+        "seed_sd": float(np.mean(seeds_sd)) if seeds_sd else None,
+        "predicted_best": predictions["predicted_best"],
+        "best_agrees": predictions["predicted_best"] == ordered[0],
+    }
+
+
+def format_check(predictions: dict, check: dict) -> str:
+    """The table and verdict of the prediction check."""
+    pct = round(100 * predictions["interval"])
+    lines = [f"== prediction check at {predictions['predicted_budget']:.3g} FLOPs (fitted on "
+             f"{', '.join(f'{b:.3g}' for b in predictions['fitted_on_budgets'])}; predictions.json written "
+             f"{predictions['written_at']}, before these runs were scored)",
+             f"{'strategy':<11}{'seed':>4}{'N':>5}{'L':>7}  {'loss predicted [' + str(pct) + '%]':<26}{'observed':>9}  "
+             f"{'accuracy predicted [' + str(pct) + '%]':<30}{'observed [95% Wilson]':<24}"]
+    for c in check["points"]:
+        lp, ap = c["loss"], c["accuracy"]
+        lo, hi = c["observed_accuracy_ci95"]
+        lines.append(
+            f"{c['strategy']:<11}{c['seed']:>4}{c['n_examples']:>5}{c['avg_tokens']:>7.1f}  "
+            f"{lp['median']:.4f} [{lp['low']:.4f}, {lp['high']:.4f}]{'' :<2}{c['observed_loss']:>9.4f}"
+            f"{' in ' if c['loss_inside'] else ' OUT'} "
+            f"{ap['median']:.3f} [{ap['low']:.3f}, {ap['high']:.3f}]{'':<9}"
+            f"{c['observed_accuracy']:.3f} [{lo:.3f}, {hi:.3f}]{' in' if c['accuracy_inside'] else ' OUT'}")
+    n = check["n"]
+    gap, sd = check["observed_gap"], check["seed_sd"]
+    lines += [
+        f"inside the {pct}% intervals: loss {check['loss_inside']}/{n}, accuracy {check['accuracy_inside']}/{n} "
+        f"(expected about {predictions['interval'] * n:.0f}/{n} if the intervals are calibrated)",
+        f"best strategy by loss: predicted {check['predicted_best']} (P(best) "
+        f"{predictions['p_best_loss'][check['predicted_best']]:.2f}), observed {check['observed_best']} -> "
+        + ("agrees" if check["best_agrees"] else "disagrees"),
+        "verdict: " + _verdict(check, predictions, gap, sd),
+    ]
+    return "\n".join(lines)
+
+
+def _verdict(check, predictions, gap: float, sd: float | None) -> str:
+    n_eval = predictions["n_eval"]
+    width = 2 * 1.96 * np.sqrt(0.25 * 0.75 / n_eval)  # a 95% interval's width near chance
+    parts = [f"the loss law predicted {check['loss_inside']} of {check['n']} held-out runs inside its intervals"]
+    if sd is not None and sd > 0:
+        settled = gap > 2 * sd
+        parts.append(f"the observed best strategy leads by {gap:.4f} nats, {gap / sd:.1f}x the seed-to-seed "
+                     f"spread ({sd:.4f}): " + ("large enough to call" if settled else "too small to call"))
+    else:
+        parts.append(f"the observed best strategy leads by {gap:.4f} nats (one seed: no spread to compare with)")
+    parts.append(f"accuracy on {n_eval} questions has a 95% interval about {width:.2f} wide, so accuracy "
+                 "differences of a few points between strategies cannot be settled by these runs")
+    return "; ".join(parts)
+
+
+def plot_check(check: dict, path: str) -> None:
+    """Observed against predicted loss at the top budget, one colour per strategy (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tokeff.io import save_figure
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    strategies = sorted({c["strategy"] for c in check["points"]})
+    for ax, key, observed, label in ((axes[0], "loss", "observed_loss", "answer loss (nats/token)"),
+                                     (axes[1], "accuracy_observed", "observed_accuracy", "cloze accuracy")):
+        for i, c in enumerate(check["points"]):
+            s = strategies.index(c["strategy"])
+            q = c[key]
+            ax.errorbar(i, q["median"], yerr=[[q["median"] - q["low"]], [q["high"] - q["median"]]],
+                        fmt="s", color=f"C{s}", alpha=0.5, capsize=3)
+            ax.plot(i, c[observed], "o", color=f"C{s}", markeredgecolor="black")
+        ax.set(xticks=range(len(check["points"])), ylabel=label,
+               xticklabels=[f"{c['strategy']}\ns{c['seed']}" for c in check["points"]])
+        ax.tick_params(axis="x", labelsize=7)
+    axes[0].set_title("predicted interval (square) vs observed (circle)")
+    axes[1].set_title("accuracy: predictive interval vs observed")
+    save_figure(fig, path)

@@ -1,0 +1,57 @@
+"""Model spec strings, parsed once: what `--model` / `config.model` may name.
+
+    smollm2-135m, tiny, ...         a preset (randomly initialised: from-scratch runs, tests)
+    gguf:smollm2-135m-instruct      a GGUF file bundled by a package (offline SmolLM2-135M-Instruct)
+    gguf:/path/to/model.gguf        any Llama-architecture GGUF file
+    hf:HuggingFaceTB/SmolLM2-135M   a hub checkpoint (online only)
+    /path/to/checkpoint_dir         a local HF directory (config.json + safetensors), e.g. an export
+
+Loading the weights (`tokeff.models.load.load_model`) and loading only the tokenizer
+(`tokeff.data.model_tokenizer.load_tokenizer`) both start here, so they cannot disagree on
+what a string means.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from tokeff.errors import UserError
+
+KINDS = ("preset", "gguf", "hf", "dir")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    kind: str  # one of KINDS
+    target: str  # preset name, bundled GGUF name or .gguf path, hub repo id, or directory
+    text: str  # the spec as written
+
+    @property
+    def gguf_path(self) -> str:
+        """The GGUF file of a gguf: spec (a bundled name resolves to its package's file)."""
+        from tokeff.models.gguf_checkpoint import bundled_path
+
+        return self.target if self.target.endswith(".gguf") else bundled_path(self.target)
+
+
+def parse_model_spec(spec: str) -> ModelSpec:
+    """The kind and target of `spec`; an unknown preset's error lists close matches."""
+    from tokeff.models.config import PRESETS, get_preset
+
+    if not isinstance(spec, str) or not spec:
+        raise UserError(f"model: must be a non-empty spec string, got {spec!r}")
+    for prefix in ("gguf", "hf"):
+        if spec.startswith(f"{prefix}:"):
+            target = spec[len(prefix) + 1:]
+            if not target:
+                raise UserError(f"model: {spec!r} names no {prefix} checkpoint")
+            return ModelSpec(prefix, target, spec)
+    if spec in PRESETS:
+        return ModelSpec("preset", spec, spec)
+    if os.path.isdir(spec):
+        return ModelSpec("dir", spec, spec)
+    if os.sep in spec or spec.startswith("."):
+        raise UserError(f"model: checkpoint directory {spec} does not exist")
+    get_preset(spec)  # raises, listing close preset names
+    return ModelSpec("preset", spec, spec)
