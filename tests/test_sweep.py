@@ -170,20 +170,20 @@ def test_points_file_replaces_the_grid(config_file, tmp_path, capsys):
     chosen = sweep.grid_points(config)[:3]
     points_file = tmp_path / "sweep_points.json"
     points_file.write_text(json.dumps({"points": [p.as_dict() for p in chosen]}))
-    assert [p.run_id for p in sweep.points_from_file(str(points_file))] == [p.run_id for p in chosen]
+    points = sweep.points_from_file(str(points_file))
+    assert [p.run_id for p in points] == [p.run_id for p in chosen]
     sys.path.insert(0, FIXTURES)
     try:
-        code = cli.main(["sweep", "--config", str(config_file), "--workdir", str(tmp_path / "s"),
-                         "--points", str(points_file)])
+        rows = sweep.run_sweep(config, str(tmp_path / "s"), points=points, progress=False)
     finally:
         sys.path.remove(FIXTURES)
-    assert code == 0 and "3 rows" in capsys.readouterr().out
-    assert sorted(r["run_id"] for r in sweep.sweep_rows(str(tmp_path / "s"))) == sorted(p.run_id for p in chosen)
+    assert sorted(r["run_id"] for r in rows) == sorted(p.run_id for p in chosen)
 
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"points": [{"model": "tiny", "budget_flops": -1, "composition": {"strategy": "x"},
                                            "seed": 0}]}))
-    code = cli.main(["sweep", "--config", str(config_file), "--workdir", str(tmp_path / "t"), "--points", str(bad)])
+    tiny = os.path.join(os.path.dirname(FIXTURES), "..", "configs", "sweep_tiny.py")
+    code = cli.main(["sweep", "--config", tiny, "--workdir", str(tmp_path / "t"), "--points", str(bad)])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "points[0].budget_flops: must be a positive" in err
     assert not (tmp_path / "t").exists()
