@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -160,3 +161,29 @@ def test_sigkill_at_random_moments_never_loses_or_duplicates_rows(config_file, t
         steps = [int(s) for s in (sweep_dir / "runs" / run_id / "steps.log").read_text().split()]
         # Resumed from its checkpoint: at most the step in flight at a kill is repeated.
         assert set(steps) == set(range(1, 9)) and len(steps) <= 8 + kills
+
+
+def test_points_file_replaces_the_grid(config_file, tmp_path, capsys):
+    from tokeff import cli
+
+    config = load(config_file)
+    chosen = sweep.grid_points(config)[:3]
+    points_file = tmp_path / "sweep_points.json"
+    points_file.write_text(json.dumps({"points": [p.as_dict() for p in chosen]}))
+    points = sweep.points_from_file(str(points_file))
+    assert [p.run_id for p in points] == [p.run_id for p in chosen]
+    sys.path.insert(0, FIXTURES)
+    try:
+        rows = sweep.run_sweep(config, str(tmp_path / "s"), points=points, progress=False)
+    finally:
+        sys.path.remove(FIXTURES)
+    assert sorted(r["run_id"] for r in rows) == sorted(p.run_id for p in chosen)
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"points": [{"model": "tiny", "budget_flops": -1, "composition": {"strategy": "x"},
+                                           "seed": 0}]}))
+    tiny = os.path.join(os.path.dirname(FIXTURES), "..", "configs", "sweep_tiny.py")
+    code = cli.main(["sweep", "--config", tiny, "--workdir", str(tmp_path / "t"), "--points", str(bad)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "points[0].budget_flops: must be a positive" in err
+    assert not (tmp_path / "t").exists()

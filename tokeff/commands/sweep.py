@@ -16,6 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sweep config defining get_config(arg=None), e.g. configs/sweep_tiny.py")
     parser.add_argument("--workdir", required=True,
                         help="sweep dir (local or gs://): results.jsonl, results.csv, runs/<run_id>/")
+    parser.add_argument("--points", metavar="FILE",
+                        help="run these points (sweep_points.json from `tokeff propose`) in place of the grid")
     parser.add_argument("--shard", default="0/1", metavar="I/N",
                         help="run every N-th point starting at I (independent launchers split a grid)")
     parser.add_argument("--distributed", action="store_true",
@@ -41,9 +43,9 @@ def run(args: argparse.Namespace) -> int:
 
     shard = _parse_shard(args.shard)
     config = load_sweep_config(args.config, list(args._extra))
+    points = sweep.points_from_file(args.points) if args.points else sweep.grid_points(config)
     if args.dry_run:
         done = {r["run_id"] for r in sweep.sweep_rows(args.workdir) if r["status"] == "ok"}
-        points = sweep.grid_points(config)
         for point in points[shard[0]::shard[1]]:
             print(f"{'done   ' if point.run_id in done else 'pending'}  {point.run_id}")
         return 0
@@ -54,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from tokeff.workdir import workdir_lock
 
     with workdir_lock(args.workdir) if not args.distributed else contextlib.nullcontext():
-        rows = sweep.run_sweep(config, args.workdir, shard=shard)
+        rows = sweep.run_sweep(config, args.workdir, shard=shard, points=points)
     if rows:
         csv_path = os.path.join(args.workdir, "results.csv") if "://" not in args.workdir \
             else f"{args.workdir.rstrip('/')}/results.csv"

@@ -75,7 +75,6 @@ class WarmEngine:
         self._cache: dict[tuple, Any] = {}
         self._building: dict[tuple, threading.Lock] = {}
         self._lock = threading.Lock()
-        self.local = False  # set by the runner when this process runs its points alone
 
     def cached(self, key: tuple, build):
         """`build()` once per key, also when several lanes ask at once."""
@@ -126,8 +125,8 @@ class WarmEngine:
         t0 = time.perf_counter()
         evaluation = _score(resources.trained_model(config), records, config, eval_config, mesh=resources.lane_mesh)
         score_seconds = time.perf_counter() - t0
-        _write_eval(workdir, evaluation, local=self.local)  # eval first: summary.json marks the point done
-        if self.local or _process_index() == 0:
+        _write_eval(workdir, evaluation, local=resources.local)  # eval first: summary.json marks the point done
+        if resources.local or _process_index() == 0:
             io.write_json(os.path.join(workdir, "summary.json"), summary)
         return _metrics(summary, evaluation, config, score_seconds, time.perf_counter() - start)
 
@@ -139,7 +138,8 @@ class _PointResources(Resources):
         self.engine = engine
         self.devices = devices
         self.save_final = engine.keep_weights
-        self.local = engine.local
+        # A lane is this process's own devices: in a multi-host sweep it runs the point alone.
+        self.local = devices is not None and _process_count() > 1
         self.lane_mesh = None
         self._final = None
 
@@ -255,6 +255,12 @@ def _process_index() -> int:
     import jax
 
     return jax.process_index()
+
+
+def _process_count() -> int:
+    import jax
+
+    return jax.process_count()
 
 
 def _read_json(path: str) -> dict | None:

@@ -185,6 +185,10 @@ def run_sweep(config: ml_collections.ConfigDict, sweep_dir: str, *,
                     record(point, by_id[point.run_id])
     finally:
         bar.close()
+    if n_processes > 1:  # every process then reads the table process 0 has finished writing
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("tokeff sweep: table written")
     return sweep_rows(sweep_dir)
 
 

@@ -29,6 +29,8 @@ class Checkpoints:
             me = jax.process_index()
             extra["multiprocessing_options"] = ocp.options.MultiprocessingOptions(
                 primary_host=me, active_processes={me}, barrier_sync_key_prefix=f"p{me}")
+            extra["create"] = False  # orbax cannot create the root for a subset of processes
+            os.makedirs(directory, exist_ok=True)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max(int(keep), 1),
             enable_async_checkpointing=async_save,

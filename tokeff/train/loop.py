@@ -16,12 +16,12 @@ import json
 import math
 import os
 import signal
-import tempfile
 import time
 
 import ml_collections
 import numpy as np
 
+from tokeff import io
 from tokeff.errors import UserError
 from tokeff.train.budget import Budget, Spent, check_minimum, fit_to_budget
 
@@ -185,20 +185,20 @@ def _train(config: ml_collections.ConfigDict, workdir: str, resources: Resources
         latest = checkpoints.latest_step()
         if latest is None:
             if writer:
-                _write_json(os.path.join(workdir, "config.json"), config.to_dict())
+                io.write_json(os.path.join(workdir, "config.json"), config.to_dict())
             state = resources.initial_state(config, layout, loaded, tx)
             meta = {"spent": dataclasses.asdict(Spent()), "last_loss": None, "wall_seconds": 0.0}
-            truncate_metrics(workdir, 0)  # a run killed before its first checkpoint starts over
+            truncate_metrics(workdir, 0, writer=writer)  # a run killed before its first checkpoint starts over
         else:
             state, meta = checkpoints.restore(latest, layout.abstract)
-            truncate_metrics(workdir, latest)
+            truncate_metrics(workdir, latest, writer=writer)
         del loaded  # a standalone run no longer needs the host copy of the pretrained weights
         spent = Spent(**meta["spent"])
         step_fn = resources.train_step(layout, tx, mesh)
         peak = device_peak_flops(mesh.devices.flat[0], model_cfg.dtype)
         log = MetricsLog(workdir, total_steps=plan.steps, first_step=spent.steps, peak_flops=peak,
                          n_devices=mesh.size, progress=bool(config.log.progress),
-                         tensorboard=bool(config.log.tensorboard))
+                         tensorboard=bool(config.log.tensorboard), writer=writer)
         stop = _SigtermFlag()
         try:
             state, status, last_loss, loop_seconds, compile_seconds = _run_steps(
@@ -244,7 +244,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, resources: Resources
         "selection": training_set.selection,
     }
     if status == "completed" and resources.save_final and writer:
-        _write_json(summary_path, summary)
+        io.write_json(summary_path, summary)
     return summary
 
 
@@ -459,20 +459,6 @@ def _check_same_run(config: ml_collections.ConfigDict, workdir: str) -> None:
             f"--workdir: {workdir} holds a run with a different config ({', '.join(changed)} changed); "
             "use a new workdir"
         )
-
-
-def _write_json(path: str, payload: dict) -> None:
-    """Write atomically (temp file + rename): a reader never sees half a file."""
-    import jax
-
-    if jax.process_index() != 0:
-        return
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 class _SigtermFlag:

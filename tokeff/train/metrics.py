@@ -21,8 +21,8 @@ class MetricsLog:
     """Writes one JSON line per step (process 0 only); appends across resumes."""
 
     def __init__(self, workdir: str, *, total_steps: int, first_step: int, peak_flops: float | None,
-                 n_devices: int, progress: bool, tensorboard: bool):
-        self.primary = jax.process_index() == 0
+                 n_devices: int, progress: bool, tensorboard: bool, writer: bool | None = None):
+        self.primary = jax.process_index() == 0 if writer is None else writer
         self.peak = peak_flops * n_devices if peak_flops else None
         self._last_done = time.perf_counter()
         self._file = self._bar = self._tb = None
@@ -68,10 +68,10 @@ class MetricsLog:
                 handle.close()
 
 
-def truncate_metrics(workdir: str, last_step: int) -> None:
+def truncate_metrics(workdir: str, last_step: int, *, writer: bool | None = None) -> None:
     """Drop metric lines past `last_step` (written before a crash, recomputed after resume)."""
     path = os.path.join(workdir, "metrics.jsonl")
-    if jax.process_index() != 0 or not os.path.exists(path):
+    if not (jax.process_index() == 0 if writer is None else writer) or not os.path.exists(path):
         return
     keep = []
     with open(path) as f:
