@@ -34,6 +34,8 @@ def case(name: str, argv: list[str], field: str) -> None:
 
 
 # --- flops -------------------------------------------------------------------------------
+DEMO_SMOKE = str(REPO / "configs" / "demo.py") + ":smoke"
+
 case("flops-unknown-preset", ["flops", "--model", "nope", "--seq-len", "64"], "nope")
 case("flops-seq-len-0", ["flops", "--model", "tiny", "--seq-len", "0"], "--seq-len")
 case("flops-seq-len-neg", ["flops", "--model", "tiny", "--seq-len", "-4"], "--seq-len")
@@ -298,6 +300,9 @@ case("demo-config-syntax-error", ["demo", "--config", "{W}/cfg_syntax.py", "--wo
 case("demo-config-no-get-config", ["demo", "--config", "{W}/cfg_noget.py", "--workdir", "{W}/new-demo"],
      "get_config")
 case("demo-override-not-config", ["demo", "--workdir", "{W}/new-demo", "--fast"], "--fast")
+case("demo-workdir-is-file", ["demo", "--config", DEMO_SMOKE, "--workdir", "{W}/afile"], "--workdir")
+case("demo-workdir-under-file", ["demo", "--config", DEMO_SMOKE, "--workdir", "{W}/afile/demo"], "--workdir")
+case("demo-workdir-foreign", ["demo", "--config", DEMO_SMOKE, "--workdir", "{W}/foreign"], "--workdir")
 
 # --- the CLI itself ----------------------------------------------------------------------
 case("cli-unknown-command", ["frobnicate"], "frobnicate")

@@ -41,7 +41,7 @@ def run_demo(config_path: str | None, overrides: list[str], workdir: str) -> int
           f"{', '.join(f'{b:.3g}' for b in budgets)} FLOPs; run folder {workdir}")
     sweep_dir = os.path.join(workdir, "sweep")
     predictions_path = os.path.join(workdir, "predictions.json")
-    os.makedirs(workdir, exist_ok=True)
+    _claim_workdir(workdir)
 
     timings = {}
     if os.path.exists(predictions_path):
@@ -107,3 +107,18 @@ def _with_budgets(config, budgets):
 def _ok(rows, budgets) -> list[dict]:
     wanted = set(budgets)
     return [r for r in rows if r["status"] == "ok" and float(r["budget_flops"]) in wanted]
+
+
+DEMO_OUTPUTS = ("predictions.json", "prediction_check.json", "prediction_check.png", "results.csv",
+                "allocation.json", "accuracy_vs_volume.png", "allocation.png", "report.txt")
+
+
+def _claim_workdir(workdir: str) -> None:
+    """The run folder is new, empty, or an earlier demo's: a folder of the user's own files is refused
+    (the demo writes report.txt, results.csv, ... there), and the folder is marked as tokeff's."""
+    from tokeff.io import MANIFEST, claim_output_dir, read_manifest, write_json
+
+    claim_output_dir(workdir, "demo", field="--workdir", allow_existing=True)
+    os.makedirs(workdir, exist_ok=True)
+    if read_manifest(workdir) is None:
+        write_json(os.path.join(workdir, MANIFEST), {"kind": "demo", "files": list(DEMO_OUTPUTS)})
