@@ -1,6 +1,6 @@
 """Can I trust the interval? Backtests where the truth is not the fitted form, old vs new model.
 
-Each table is an isoFLOP sweep (`tokeff.scaling.simulate.isoflop_table`: 12 budgets 1e18-1e21
+Each table is an isoFLOP sweep (`tokeff.laws.simulate.isoflop_table`: 12 budgets 1e18-1e21
 FLOPs, 7 model sizes each, 0.5% noise per run plus 0.5% shared per budget) drawn from a truth:
 `chinchilla` (the control: truth = form), `kaplan`, `farseer` (a Farseer-like surface whose data
 exponent grows with model size), and `farseer+diverged` (5% of runs diverged, loss 1.3-3x).
@@ -20,8 +20,8 @@ import time
 
 import numpy as np
 
-from tokeff.scaling.backtest import backtest
-from tokeff.scaling.simulate import isoflop_table
+from tokeff.laws.backtest import backtest
+from tokeff.laws.simulate import isoflop_table
 
 MODELS = {
     "old": {"likelihood": "normal", "discrepancy": "none"},

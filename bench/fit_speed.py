@@ -20,10 +20,10 @@ def main() -> None:
     from tokeff.devices import split_cpu_for_chains
 
     devices = split_cpu_for_chains(4)  # as `tokeff fit` does: one CPU device per chain
-    from tokeff.scaling.fit import fit
-    from tokeff.scaling.forms import get_form
-    from tokeff.scaling.simulate import CHINCHILLA_PUBLISHED
-    from tokeff.scaling.validation import chinchilla_table
+    from tokeff.laws.fit import fit
+    from tokeff.laws.forms import get_form
+    from tokeff.laws.simulate import CHINCHILLA_PUBLISHED
+    from tokeff.laws.validation import chinchilla_table
 
     form = get_form("chinchilla")
     table = chinchilla_table(args.points, seed=0)

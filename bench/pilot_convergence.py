@@ -1,6 +1,6 @@
 """Do default fits converge on pilot-style fine-tuning tables? (issue 15: >= 38 of 40 ok)
 
-For each of `--tables` tables from `tokeff.scaling.pilot.pilot_table`, `tokeff fit --form F
+For each of `--tables` tables from `tokeff.laws.pilot.pilot_table`, `tokeff fit --form F
 --chance 0.25` with the defaults (4 chains x 1000 + 1000, target-accept 0.98, one automatic retry at
 0.995 after divergences); prints per form how many fits report ok (0 divergences, r-hat <= 1.01,
 ESS >= 400), how many needed the retry, and the seconds per fit.
@@ -21,8 +21,8 @@ def main():
     split_cpu_for_chains(args.chains)
     from tqdm.auto import tqdm
 
-    from tokeff.scaling.fit import fit
-    from tokeff.scaling.pilot import pilot_table
+    from tokeff.laws.fit import fit
+    from tokeff.laws.pilot import pilot_table
 
     print(f"{'form':<13}{'ok':>8}{'retried':>9}{'divergent':>10}{'s/fit':>7}")
     for form in args.forms:

@@ -32,7 +32,7 @@ import numpy as np
 from tokeff.decide.frontier import chinchilla_frontier
 from tokeff.decide.summaries import effective_sample_size
 from tokeff.decide.proposals import Noise, expected_information, interval_width, replicates, reweight
-from tokeff.scaling.simulate import CHINCHILLA_PUBLISHED
+from tokeff.laws.simulate import CHINCHILLA_PUBLISHED
 
 SIGMA = 0.02
 C_TARGET = 1e22
@@ -44,7 +44,7 @@ def loss(p, n, d):
     return p["E"] + p["A"] * n ** -p["alpha"] + p["B"] * d ** -p["beta"]
 
 
-# Unconstrained coordinates z for the chinchilla form's priors (tokeff.scaling.forms):
+# Unconstrained coordinates z for the chinchilla form's priors (tokeff.laws.forms):
 # E ~ lognormal(0.5, 0.5), A ~ lognormal(6, 1.5), B ~ lognormal(7, 1.5), alpha, beta ~ U(0.01, 0.8),
 # and sigma ~ halfnormal(0.1) (the fit's default noise prior).
 _LOGNORMAL = {"E": (0.5, 0.5), "A": (6.0, 1.5), "B": (7.0, 1.5)}

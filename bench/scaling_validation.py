@@ -9,7 +9,7 @@
    process a few `--forms` to use several cores.
 3. Extrapolation: fit the lower two-thirds of compute (C = 6ND), predict the top third; coverage of
    the 90% posterior predictive intervals.
-The logic lives in `tokeff.scaling.validation`; this script picks sizes and prints tables.
+The logic lives in `tokeff.laws.validation`; this script picks sizes and prints tables.
 """
 
 import argparse
@@ -38,7 +38,7 @@ def main():
     from tokeff.devices import split_cpu_for_chains
 
     split_cpu_for_chains(args.chains)
-    from tokeff.scaling import validation
+    from tokeff.laws import validation
 
     if "recovery" not in args.skip:
         print("== recovery: chinchilla, 250 points, published parameters")

@@ -5,7 +5,7 @@ import pytest
 
 from tokeff.errors import UserError
 from tokeff.decide import decision, frontier, options, summaries
-from tokeff.scaling.forms import get_form
+from tokeff.laws.forms import get_form
 
 PUBLISHED = dict(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)
 GOPHER_BUDGET = 5.76e23
@@ -25,7 +25,7 @@ def test_chinchilla_frontier_at_gopher_budget():
     assert n[0, 0] == pytest.approx(3.219e10, rel=1e-3)
     assert 6 * n[0, 0] * d[0, 0] == pytest.approx(GOPHER_BUDGET, rel=1e-9)
     # Rounding matters: the unrounded fit (alpha 0.33917, beta 0.28491, ...) gives 4.04e10.
-    from tokeff.scaling.simulate import CHINCHILLA_PUBLISHED
+    from tokeff.laws.simulate import CHINCHILLA_PUBLISHED
 
     n_unrounded, _ = frontier.chinchilla_frontier({k: np.array([v]) for k, v in CHINCHILLA_PUBLISHED.items()},
                                             np.array([GOPHER_BUDGET]))

@@ -9,9 +9,9 @@ import pytest
 
 from tokeff.cli import main
 from tokeff.errors import UserError
-from tokeff.scaling.backtest import backtest, origins
-from tokeff.scaling.forms import get_form, register_form
-from tokeff.scaling.simulate import design, simulate
+from tokeff.laws.backtest import backtest, origins
+from tokeff.laws.forms import get_form, register_form
+from tokeff.laws.simulate import design, simulate
 
 
 @register_form(

@@ -317,10 +317,10 @@ def _fit_dir(path: pathlib.Path, form_name: str, draws: dict, inputs: dict, y, *
     """A fit directory as `tokeff fit` writes it, from hand-made posterior draws (no sampling)."""
     import arviz as az
 
-    from tokeff.scaling.data import FitData
-    from tokeff.scaling.fit import Fit
-    from tokeff.scaling.forms import get_form
-    from tokeff.scaling.model import Likelihood
+    from tokeff.laws.data import FitData
+    from tokeff.laws.fit import Fit
+    from tokeff.laws.forms import get_form
+    from tokeff.laws.model import Likelihood
 
     form = get_form(form_name)
     columns = {**form.columns, "target": "eval_loss" if form.target == "loss" else "accuracy"}

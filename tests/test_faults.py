@@ -88,8 +88,8 @@ import os, signal, sys
 sys.path.insert(0, {FIXTURES!r})
 import arviz
 import handmade_fit
-import tokeff.scaling.fit
-tokeff.scaling.fit.fit = handmade_fit.patched_fit  # the fit itself is not under test: its save is
+import tokeff.laws.fit
+tokeff.laws.fit.fit = handmade_fit.patched_fit  # the fit itself is not under test: its save is
 def killing_to_netcdf(self, filename, *args, **kwargs):
     with open(filename, "wb") as f:
         f.write(b"\\x89HDF half a file")
@@ -111,9 +111,9 @@ def handmade(monkeypatch):
     sys.path.insert(0, FIXTURES)
     import handmade_fit
 
-    import tokeff.scaling.fit
+    import tokeff.laws.fit
 
-    monkeypatch.setattr(tokeff.scaling.fit, "fit", handmade_fit.patched_fit)
+    monkeypatch.setattr(tokeff.laws.fit, "fit", handmade_fit.patched_fit)
     yield
     sys.path.remove(FIXTURES)
 
@@ -128,7 +128,7 @@ def test_sigkill_during_a_fit_save_leaves_no_half_fit_and_the_rerun_cleans_up(tm
     assert [n for n in os.listdir(tmp_path) if n.startswith(".tokeff-staging-")]
     code, err = _main(_fit_argv(table, out), capsys)
     assert code == 0, err
-    from tokeff.scaling.fit import load_fit
+    from tokeff.laws.fit import load_fit
 
     assert load_fit(out).data.n_points == 16
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".tokeff-staging-")]  # the killed run's debris
@@ -159,7 +159,7 @@ results.append_row(sys.argv[1], rows[-1])
 
 def test_sigkill_during_a_results_append_loses_no_row_and_fit_reads_the_same_rows(tmp_path):
     from tokeff import results
-    from tokeff.scaling.data import read_table
+    from tokeff.laws.data import read_table
 
     table = str(tmp_path / "results.jsonl")
     rows = [_row(f"r{i}", 2.0 + 0.1 * i) for i in range(5)]
@@ -182,7 +182,7 @@ def test_sigkill_during_a_results_append_loses_no_row_and_fit_reads_the_same_row
 
 def test_fit_merges_shard_tables_of_a_sweep_dir(tmp_path):
     from tokeff import results
-    from tokeff.scaling.data import read_table
+    from tokeff.laws.data import read_table
 
     for i in range(4):
         results.append_row(tmp_path / f"results-{i % 2}-of-2.jsonl", _row(f"r{i}", 2.0 + i))

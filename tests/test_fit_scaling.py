@@ -9,9 +9,9 @@ import pytest
 
 from tokeff.cli import main
 from tokeff.errors import UserError
-from tokeff.scaling.fit import fit, load_fit
-from tokeff.scaling.forms import get_form, register_form
-from tokeff.scaling.simulate import design, simulate
+from tokeff.laws.fit import fit, load_fit
+from tokeff.laws.forms import get_form, register_form
+from tokeff.laws.simulate import design, simulate
 
 TRUE = {"E": 1.8, "A": 60.0, "alpha": 0.3}
 
@@ -125,10 +125,10 @@ def test_cli_fit_compare_and_bad_input(table, tmp_path, capsys):
 def test_prior_predictive_plot_is_a_png(form_name, tmp_path):
     import types
 
-    from tokeff.scaling.data import prepare
-    from tokeff.scaling.model import Likelihood
-    from tokeff.scaling.plots import prior_predictive
-    from tokeff.scaling.simulate import CHINCHILLA_PUBLISHED
+    from tokeff.laws.data import prepare
+    from tokeff.laws.model import Likelihood
+    from tokeff.laws.plots import prior_predictive
+    from tokeff.laws.simulate import CHINCHILLA_PUBLISHED
 
     form = get_form(form_name)
     if form_name == "chinchilla":

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from tokeff.commands import fit as fit_command
-from tokeff.scaling.discrepancy import distance, log_ranges
-from tokeff.scaling.fit import fit
-from tokeff.scaling.forms import get_form
-from tokeff.scaling.pilot import pilot_table
-from tokeff.scaling.simulate import isoflop_table
+from tokeff.laws.discrepancy import distance, log_ranges
+from tokeff.laws.fit import fit
+from tokeff.laws.forms import get_form
+from tokeff.laws.pilot import pilot_table
+from tokeff.laws.simulate import isoflop_table
 
 
 def test_distance_is_zero_inside_and_grows_in_log_units_beyond():
@@ -46,7 +46,7 @@ def test_default_fit_learns_a_discrepancy_that_widens_beyond_the_range():
 
 
 def test_earlier_intervals_are_one_flag_away():
-    from tokeff.scaling.model import resolve_likelihood
+    from tokeff.laws.model import resolve_likelihood
 
     assert resolve_likelihood("auto", "loss", "nuts") == "student_t"
     assert resolve_likelihood("auto", "loss", "classic") == "normal"

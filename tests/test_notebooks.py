@@ -15,7 +15,7 @@ def fit_dirs(tmp_path_factory):
     """volume and composition fits of a small fine-tuning table (135M and 360M, 4-way MC accuracy)."""
     import pandas as pd
 
-    from tokeff.scaling.fit import fit
+    from tokeff.laws.fit import fit
 
     rng = np.random.default_rng(0)
     n_examples = np.tile(np.repeat([40, 80, 160, 320], 3), 2)

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from tokeff.errors import UserError
-from tokeff.scaling.data import prepare
-from tokeff.scaling.forms import Form, get_form, list_forms, register_form
-from tokeff.scaling.priors import Prior
-from tokeff.scaling.simulate import CHINCHILLA_PUBLISHED, design, simulate
+from tokeff.laws.data import prepare
+from tokeff.laws.forms import Form, get_form, list_forms, register_form
+from tokeff.laws.priors import Prior
+from tokeff.laws.simulate import CHINCHILLA_PUBLISHED, design, simulate
 
 BUILT_IN = ["bootstrapped", "chinchilla", "composition", "finetune_multiplicative", "kaplan", "repeated", "volume"]
 
@@ -37,7 +37,7 @@ def test_unknown_form_lists_registered():
 
 @pytest.mark.parametrize("name", BUILT_IN)
 def test_builtin_mean_is_finite_over_typical_ranges(name):
-    from tokeff.scaling.simulate import prior_draw
+    from tokeff.laws.simulate import prior_draw
 
     form = get_form(name)
     x = design(form, 50, seed=0)
@@ -139,8 +139,8 @@ def test_centring_offsets_match_the_mean_and_keep_the_prior(name):
     import jax.numpy as jnp
     from numpyro.infer.util import log_density
 
-    from tokeff.scaling.model import Likelihood, centred_site, make_model, observed
-    from tokeff.scaling.simulate import prior_draw
+    from tokeff.laws.model import Likelihood, centred_site, make_model, observed
+    from tokeff.laws.simulate import prior_draw
 
     form = get_form(name)
     assert form.centring or name == "kaplan", f"{name} declares no centring"

@@ -6,7 +6,7 @@ cores. The full versions (250 points, 50 datasets per form, 4 x 1000 draws) are 
 
 import pytest
 
-from tokeff.scaling import validation
+from tokeff.laws import validation
 
 
 @pytest.mark.slow

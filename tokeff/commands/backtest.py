@@ -29,8 +29,8 @@ def run(args: argparse.Namespace) -> int:
     claim_output_dir(args.out, "backtest", force=args.force)  # before any fit: a bad --out fails at once
     if args.method == "nuts":
         split_cpu_for_chains(args.chains)
-    from tokeff.scaling.backtest import backtest, plot
-    from tokeff.scaling.forms import import_form_modules
+    from tokeff.laws.backtest import backtest, plot
+    from tokeff.laws.forms import import_form_modules
 
     import_form_modules(args.module)
     options = fit_options(args)

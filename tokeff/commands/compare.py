@@ -17,11 +17,11 @@ def run(args: argparse.Namespace) -> int:
     import os
     import warnings
 
-    from tokeff.scaling.forms import import_form_modules
+    from tokeff.laws.forms import import_form_modules
 
     import_form_modules(args.module)
-    from tokeff.scaling.compare import compare_fits, format_table
-    from tokeff.scaling.fit import load_fit
+    from tokeff.laws.compare import compare_fits, format_table
+    from tokeff.laws.fit import load_fit
 
     from tokeff.errors import UserError
 

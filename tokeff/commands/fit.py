@@ -49,12 +49,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.method == "nuts":
         split_cpu_for_chains(args.chains)  # before any JAX work: chains in parallel on a CPU
-    from tokeff.scaling.forms import import_form_modules
+    from tokeff.laws.forms import import_form_modules
 
     import_form_modules(args.module)
-    from tokeff.scaling.data import parse_mapping
-    from tokeff.scaling.diagnostics import format_diagnostics
-    from tokeff.scaling.fit import fit
+    from tokeff.laws.data import parse_mapping
+    from tokeff.laws.diagnostics import format_diagnostics
+    from tokeff.laws.fit import fit
 
     priors = parse_mapping(args.prior, "--prior", "PARAM=SPEC")
     result = fit(
@@ -89,9 +89,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def fit_options(args: argparse.Namespace) -> dict:
-    """The keyword arguments of `tokeff.scaling.fit.fit` given by the flags above (for commands,
+    """The keyword arguments of `tokeff.laws.fit.fit` given by the flags above (for commands,
     like backtest, that fit as `tokeff fit` would)."""
-    from tokeff.scaling.data import parse_mapping
+    from tokeff.laws.data import parse_mapping
 
     return {
         "method": args.method, "mapping": parse_mapping(args.map), "target": args.target,

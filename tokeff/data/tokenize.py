@@ -37,9 +37,10 @@ class TokenizedExample:
 
 
 def default_cache_dir() -> Path:
-    """$TOKEFF_CACHE/tokens, else ~/.cache/tokeff/tokens."""
-    root = os.environ.get("TOKEFF_CACHE") or Path.home() / ".cache" / "tokeff"
-    return Path(root) / "tokens"
+    """cache_root()/tokens: $TOKEFF_CACHE/tokens, else ~/.cache/tokeff/tokens (tokeff.cache)."""
+    from tokeff.cache import cache_root
+
+    return cache_root() / "tokens"
 
 
 def tokenizer_fingerprint(tokenizer) -> str:

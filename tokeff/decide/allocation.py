@@ -22,7 +22,7 @@ from tokeff.errors import UserError
 def load_checked_fit(fit_dir: str, *, force: bool = False):
     """`load_fit(fit_dir)`, refusing a fit whose diagnostics failed unless `force`: a decision
     drawn from a sampler that did not converge is not one to act on."""
-    from tokeff.scaling.fit import load_fit
+    from tokeff.laws.fit import load_fit
 
     if not os.path.isdir(fit_dir):
         raise UserError(f"FIT_DIR: not a directory: {fit_dir}")

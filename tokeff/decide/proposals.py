@@ -13,7 +13,7 @@ seconds. Candidates rank by EIG / FLOPs, each scored as the replicates of it tha
 FLOP horizon buys (`replicates`): one run each would favour cheap runs whose information
 saturates; bench/proposal_efficiency.py validates this ranking. The likelihood is the fit's
 own: log loss ~ Normal or Student-t(sigma), or correct answers ~ Binomial(n_eval, accuracy)
-(tokeff.scaling.model).
+(tokeff.laws.model).
 
 `propose` is the whole `tokeff propose` computation: candidates in, ranked proposals and the
 sweep points that run them out.
@@ -34,6 +34,7 @@ from tokeff.decide.decision import decide_at, predicted_metric
 from tokeff.decide.options import Option, OptionSpace, example_flops, option_inputs, strategy_options
 from tokeff.decide.summaries import normalized_weights
 from tokeff.errors import UserError
+from tokeff.laws.model import ACCURACY_EPS
 
 Uncertainty = Callable[[np.ndarray], np.ndarray]  # weights [M, P] (rows sum to 1) -> U [M]
 
@@ -45,10 +46,10 @@ class Noise:
     target: str                # "loss" | "accuracy"
     kind: str = "normal"       # loss: "normal" | "student_t"
     df: float = 4.0
-    chance: float = 0.0        # accuracy: the mean is clipped to [chance + 1e-4, 1 - 1e-4]
+    chance: float = 0.0        # accuracy: the mean is clipped as the fit's likelihood clips it
 
     def _probs(self, mean):
-        return np.clip(mean, self.chance + 1e-4, 1.0 - 1e-4)
+        return np.clip(mean, self.chance + ACCURACY_EPS, 1.0 - ACCURACY_EPS)
 
     def simulate(self, mean_M: np.ndarray, sigma_M: np.ndarray | None, n_eval: float,
                  rng: np.random.Generator) -> np.ndarray:

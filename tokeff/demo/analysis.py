@@ -29,7 +29,7 @@ def fit_forms(rows, fit_config, out_dir: str) -> dict:
     """{"volume": Fit, "composition": Fit} fitted to the rows (saved under out_dir/<form>)."""
     import pandas as pd
 
-    from tokeff.scaling.fit import fit
+    from tokeff.laws.fit import fit
 
     table = pd.DataFrame(rows)
     names = {"volume": "volume", "composition": "composition"}
@@ -53,7 +53,7 @@ def compare_loo(fits: dict) -> dict:
 
     import arviz as az
 
-    from tokeff.scaling.compare import compare_fits
+    from tokeff.laws.compare import compare_fits
 
     with warnings.catch_warnings():  # high Pareto k is reported below, not as a warning per call
         warnings.simplefilter("ignore", UserWarning)

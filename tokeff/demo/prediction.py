@@ -22,7 +22,7 @@ import numpy as np
 
 from tokeff import sweep
 from tokeff.errors import UserError
-from tokeff.scaling.forms import Form, register_form
+from tokeff.laws.forms import Form, register_form
 
 LOSS_FORM = "loss_composition_at_one_model"
 ACCURACY_FORM = "composition_at_one_model"
@@ -67,7 +67,7 @@ def fit_laws(rows, fit_config, out_dir: str | None = None) -> dict:
     """{"loss": Fit, "accuracy": Fit}: the composition laws fitted to `rows` (NUTS)."""
     import pandas as pd
 
-    from tokeff.scaling.fit import fit
+    from tokeff.laws.fit import fit
 
     table = pd.DataFrame(rows)
     fits = {}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 
 from tokeff.errors import UserError
 
@@ -55,3 +56,26 @@ def parse_model_spec(spec: str) -> ModelSpec:
         raise UserError(f"model: checkpoint directory {spec} does not exist")
     get_preset(spec)  # raises, listing close preset names
     return ModelSpec("preset", spec, spec)
+
+
+def is_preset(spec: str) -> bool:
+    """A preset name (trained from scratch) rather than a checkpoint to fine-tune."""
+    from tokeff.models.config import PRESETS
+
+    return spec in PRESETS
+
+
+def preset_for_spec(spec: str) -> str:
+    """The preset whose shapes a model spec loads (for FLOP estimates without downloading it).
+
+    `gguf:smollm2-135m-instruct`, `hf:HuggingFaceTB/SmolLM2-360M-Instruct` and
+    `hf:Qwen/Qwen2.5-0.5B-Instruct` map to `smollm2-135m`, `smollm2-360m`, `qwen2.5-0.5b`.
+    """
+    from tokeff.models.config import PRESETS
+
+    name = spec.split(":", 1)[-1].split("/")[-1].lower()
+    name = re.sub(r"[-_.](instruct|it|chat|base)$", "", name)
+    name = re.sub(r"[-_.]q\d.*$", "", name)  # gguf quantisation suffixes
+    if name in PRESETS:
+        return name
+    raise UserError(f"model: no preset matches {spec!r}; known presets: {', '.join(PRESETS)}")

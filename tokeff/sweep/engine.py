@@ -40,7 +40,8 @@ import ml_collections
 from tokeff import io
 from tokeff.cache import enable_compilation_cache
 from tokeff.errors import UserError
-from tokeff.train.loop import Resources, is_preset, load_for_training, train
+from tokeff.models.spec import is_preset
+from tokeff.train.loop import Resources, load_for_training, train
 
 _TX_KEYS = ("clip_norm", "b1", "b2", "eps", "weight_decay")  # what the update direction depends on
 BYTES_PER_TRAINED_PARAM = 16  # f32 master weights, gradients and two Adam moments
@@ -237,7 +238,7 @@ train_and_evaluate.lanes = _DEFAULT_ENGINE.lanes  # the runner's concurrency hoo
 
 def _trained_params(spec: str) -> int:
     from tokeff.models.config import get_preset
-    from tokeff.sweep.grid import preset_for_spec
+    from tokeff.models.spec import preset_for_spec
 
     try:
         return int(get_preset(preset_for_spec(spec)).params)

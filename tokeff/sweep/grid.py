@@ -19,6 +19,7 @@ import ml_collections
 
 from tokeff import flops
 from tokeff.errors import UserError
+from tokeff.models.spec import preset_for_spec
 from tokeff.models.config import PRESETS, get_preset
 
 
@@ -163,17 +164,3 @@ def _set(config: ml_collections.ConfigDict, dotted: str, value: Any) -> None:
         node[leaf] = value
     except TypeError as e:
         raise UserError(f"config.axis_keys: {dotted!r}: cannot set {value!r} ({e})") from None
-
-
-def preset_for_spec(spec: str) -> str:
-    """The preset whose shapes a model spec loads (for FLOP estimates without downloading it).
-
-    `gguf:smollm2-135m-instruct`, `hf:HuggingFaceTB/SmolLM2-360M-Instruct` and
-    `hf:Qwen/Qwen2.5-0.5B-Instruct` map to `smollm2-135m`, `smollm2-360m`, `qwen2.5-0.5b`.
-    """
-    name = spec.split(":", 1)[-1].split("/")[-1].lower()
-    name = re.sub(r"[-_.](instruct|it|chat|base)$", "", name)
-    name = re.sub(r"[-_.]q\d.*$", "", name)  # gguf quantisation suffixes
-    if name in PRESETS:
-        return name
-    raise UserError(f"model: no preset matches {spec!r}; known presets: {', '.join(PRESETS)}")

@@ -23,6 +23,7 @@ import numpy as np
 
 from tokeff import io
 from tokeff.errors import UserError
+from tokeff.models.spec import is_preset
 from tokeff.train.budget import Budget, Spent, check_minimum, fit_to_budget
 
 # Config sections that may change between a run and its resume: they do not change results
@@ -380,13 +381,6 @@ def model_factory(model_cfg, seed: int):
         return Transformer(model_cfg, rngs=nnx.Rngs(seed))
 
     return factory
-
-
-def is_preset(spec: str) -> bool:
-    """A preset name (trained from scratch) rather than a checkpoint to fine-tune."""
-    from tokeff.models.config import PRESETS
-
-    return spec in PRESETS
 
 
 def load_for_training(config: ml_collections.ConfigDict):

@@ -14,6 +14,7 @@ import time
 
 import jax
 
+from tokeff.io import write_text
 from tokeff.devices import device_peak_flops  # noqa: F401  (the loop's MFU; one table in tokeff.devices)
 
 
@@ -81,7 +82,4 @@ def truncate_metrics(workdir: str, last_step: int, *, writer: bool | None = None
                     keep.append(line)
             except (ValueError, KeyError):  # a line cut short by a kill
                 continue
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.writelines(keep)
-    os.replace(tmp, path)
+    write_text(path, "".join(keep))

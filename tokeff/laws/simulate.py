@@ -9,17 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from tokeff.scaling.forms import Form
-from tokeff.scaling.model import clip_accuracy
+from tokeff.laws.forms import Form
+from tokeff.laws.model import clip_accuracy
+from tokeff.published import CHINCHILLA_UNROUNDED as CHINCHILLA_PUBLISHED
 
-# Published Chinchilla parameters, unrounded (Hoffmann et al. 2022 via Besiroglu et al. 2024).
-CHINCHILLA_PUBLISHED = {
-    "E": float(np.exp(0.5267228)),
-    "A": float(np.exp(6.0073404)),
-    "B": float(np.exp(6.0179186)),
-    "alpha": 0.33917084,
-    "beta": 0.2849083,
-}
 
 
 def design(form: Form, n_points: int, *, seed: int = 0, ranges: dict | None = None) -> dict[str, np.ndarray]:

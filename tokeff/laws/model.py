@@ -20,8 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from tokeff.errors import UserError
-from tokeff.scaling.forms import Form
-from tokeff.scaling.priors import Prior
+from tokeff.laws.forms import Form
+from tokeff.laws.priors import Prior
 
 LIKELIHOODS = ("normal", "student_t")
 # "auto": Student-t (df 4) on log loss, which down-weights diverged or failed runs instead of bending
@@ -34,7 +34,7 @@ def resolve_likelihood(kind: str, target: str, method: str) -> str:
     if kind != "auto":
         return kind
     return DEFAULT_LOSS_LIKELIHOOD if target == "loss" and method != "classic" else "normal"
-_EPS = 1e-4
+ACCURACY_EPS = 1e-4  # accuracies are kept this far inside [chance, 1] (log-likelihoods stay finite)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +69,7 @@ def observed(form: Form, y: np.ndarray, n_eval: np.ndarray | None) -> np.ndarray
 
 
 def clip_accuracy(mu, chance: float):
-    return jnp.clip(mu, chance + _EPS, 1.0 - _EPS)
+    return jnp.clip(mu, chance + ACCURACY_EPS, 1.0 - ACCURACY_EPS)
 
 
 def centred_site(name: str) -> str:
@@ -156,7 +156,7 @@ def predict_observed(
 ) -> np.ndarray:
     """Posterior predictive draws of the target itself (loss, or accuracy = correct / n_eval): [S, n].
     `discrepancy_sd` ([S, n], log-loss scale): the extra spread of what the law misses there
-    (`tokeff.scaling.discrepancy`), added as a Normal on log loss."""
+    (`tokeff.laws.discrepancy`), added as a Normal on log loss."""
     mu = predict_mean(form, samples, inputs)
     key, key_d = jax.random.split(jax.random.PRNGKey(seed))
     if form.target == "loss":

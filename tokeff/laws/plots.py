@@ -122,7 +122,7 @@ def prior_predictive(fit, path: str, *, n_draws: int = 500, n_lines: int = 40, n
     lo, hi = data.input_ranges()[first]
     grid = np.exp(np.linspace(np.log(lo), np.log(hi), n_grid))
     x = {first: grid, **{k: np.full(n_grid, np.median(data.inputs[k])) for k in others}}
-    from tokeff.scaling.model import predict_mean
+    from tokeff.laws.model import predict_mean
 
     mu = predict_mean(form, prior_draws(form, n_draws), x)
     if form.target == "accuracy":

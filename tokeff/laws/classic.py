@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tokeff.errors import UserError
-from tokeff.scaling.forms import Form
+from tokeff.laws.forms import Form
 
 HUBER_DELTA = 1e-3
 STALL_RTOL = 1e-5

@@ -25,8 +25,8 @@ from __future__ import annotations
 import numpy as np
 
 from tokeff.errors import UserError
-from tokeff.scaling.data import FitData
-from tokeff.scaling.priors import Prior
+from tokeff.laws.data import FitData
+from tokeff.laws.priors import Prior
 
 MODES = ("extrapolation", "none")
 TAU_PRIOR = Prior("halfnormal", (0.02,))
@@ -70,8 +70,8 @@ def _tau_log_posterior(residual, spread_var, dist, df: float | None) -> np.ndarr
 
 def learn_tau(form, likelihood, data: FitData, *, n_draws: int, seed: int = 0) -> tuple[np.ndarray, dict]:
     """Draws of tau (see the module doc) and a record of how they were learned, for the summary."""
-    from tokeff.scaling.fit import run_laplace
-    from tokeff.scaling.model import predict_observed
+    from tokeff.laws.fit import run_laplace
+    from tokeff.laws.model import predict_observed
 
     rng = np.random.default_rng(seed)
     order = np.argsort(sum(np.log(v) for v in data.inputs.values()), kind="stable")

@@ -23,8 +23,8 @@ from collections.abc import Mapping
 import numpy as np
 
 from tokeff.errors import UserError
-from tokeff.scaling.data import FitData, column_values, prepare, read_table
-from tokeff.scaling.forms import Form, get_form
+from tokeff.laws.data import FitData, column_values, prepare, read_table
+from tokeff.laws.forms import Form, get_form
 
 LEVELS = (0.5, 0.8, 0.9)
 BUDGET_COLUMN = "budget"
@@ -77,12 +77,12 @@ def backtest(
     **fit_kwargs,
 ) -> dict:
     """Backtest `form` on `table` ordered by the column expression `by` (e.g. `params*tokens`);
-    `fit_kwargs` go to `tokeff.scaling.fit.fit` (method, likelihood, priors, chains, ...).
+    `fit_kwargs` go to `tokeff.laws.fit.fit` (method, likelihood, priors, chains, ...).
     Returns the report (what backtest.json holds) and, under "cuts", the per-cut results."""
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from tokeff.scaling.fit import fit
+    from tokeff.laws.fit import fit
 
     form = (get_form(form) if isinstance(form, str) else form).with_priors(fit_kwargs.pop("priors", None))
     frame = read_table(os.fspath(table)) if isinstance(table, (str, os.PathLike)) else pd.DataFrame(table)

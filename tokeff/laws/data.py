@@ -15,7 +15,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from tokeff.errors import UserError
-from tokeff.scaling.forms import Form
+from tokeff.laws.forms import Form
 
 DEFAULT_TARGET = {"loss": "eval_loss", "accuracy": "accuracy"}
 DEFAULT_COUNT = "n_eval"

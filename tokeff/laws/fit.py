@@ -18,11 +18,11 @@ import numpy as np
 
 from tokeff.errors import UserError
 from tokeff.io import output_dir, write_json
-from tokeff.scaling import diagnostics as diag_lib
-from tokeff.scaling.data import FitData, prepare
-from tokeff.scaling.forms import Form, get_form
-from tokeff.scaling import discrepancy as discrepancy_lib
-from tokeff.scaling.model import (
+from tokeff.laws import diagnostics as diag_lib
+from tokeff.laws.data import FitData, prepare
+from tokeff.laws.forms import Form, get_form
+from tokeff.laws import discrepancy as discrepancy_lib
+from tokeff.laws.model import (
     Likelihood, make_model, observed, param_sites, predict_mean, predict_observed, resolve_likelihood,
 )
 
@@ -68,7 +68,7 @@ class Fit:
             self.idata.to_netcdf(os.path.join(tmp, "posterior.nc"))
             self.data.to_frame().to_csv(os.path.join(tmp, "data.csv"), index=False)
             if plots:
-                from tokeff.scaling import plots as plot_lib
+                from tokeff.laws import plots as plot_lib
 
                 plot_lib.save_all(self, tmp)
         return os.path.abspath(path)
@@ -178,7 +178,7 @@ def fit(
     else:
         if lik.kind != "normal":
             raise UserError("--likelihood: the classic method is the Huber recipe; it takes no likelihood choice")
-        from tokeff.scaling.classic import fit_classic
+        from tokeff.laws.classic import fit_classic
 
         result = fit_classic(form, data.inputs, data.y, bootstrap=bootstrap, seed=seed)
         posterior = {k: v[None, :] for k, v in result["samples"].items()}
@@ -248,7 +248,7 @@ def run_nuts(form, lik, data, *, chains, draws, warmup, seed, target_accept=0.98
     Pass a previous `mcmc` (returned in stats) to reuse its compiled sampler for new data; for many
     fits in one process also pass `chain_method="sequential"`: numpyro re-compiles parallel chains on
     every run (~4 s each), sequential ones reuse the kernel. Either way ~1,000 memory maps stay behind
-    per run; see `tokeff.scaling.validation.calibration` for the `jax.clear_caches()` that frees them."""
+    per run; see `tokeff.laws.validation.calibration` for the `jax.clear_caches()` that frees them."""
     import jax
     import numpyro
     from numpyro.infer import MCMC, NUTS, init_to_sample

@@ -4,7 +4,7 @@ A `Form` declares what a law needs to be fitted and used: input variables, wheth
 loss or an accuracy, parameters with priors, a JAX mean function and (where one exists) an
 allocation rule. Built-ins are registered below; a user registers their own from any module:
 
-    from tokeff.scaling.forms import register_form
+    from tokeff.laws.forms import register_form
 
     @register_form(name="my_law", inputs=("N", "D"), target="loss",
                    params={"E": "lognormal(0.5, 0.5)", "A": "lognormal(6, 2)", "alpha": "uniform(0, 1)"},
@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from tokeff.errors import UserError
-from tokeff.scaling.priors import Prior
+from tokeff.laws.priors import Prior
 
 TARGETS = ("loss", "accuracy")
 # Site names the likelihood uses; a form may not call a parameter by these names.

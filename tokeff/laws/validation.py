@@ -21,10 +21,10 @@ import time
 
 import numpy as np
 
-from tokeff.scaling.data import FitData
-from tokeff.scaling.forms import Form, get_form
-from tokeff.scaling.model import Likelihood
-from tokeff.scaling.simulate import CHINCHILLA_PUBLISHED, design, prior_draw, simulate
+from tokeff.laws.data import FitData
+from tokeff.laws.forms import Form, get_form
+from tokeff.laws.model import Likelihood
+from tokeff.laws.simulate import CHINCHILLA_PUBLISHED, design, prior_draw, simulate
 
 R_HAT_EXCLUDE = 1.05
 
@@ -38,7 +38,7 @@ def chinchilla_table(n_points: int, *, seed: int, sigma: float = 0.02) -> dict[s
 
 def recovery(method: str, *, n_points: int = 250, seed: int = 3, **fit_kwargs) -> dict:
     """Fit `method` to published-Chinchilla data: per parameter (q05, q95, true, inside), plus the Fit."""
-    from tokeff.scaling.fit import fit
+    from tokeff.laws.fit import fit
 
     result = fit(chinchilla_table(n_points, seed=seed), "chinchilla", method=method, seed=0, **fit_kwargs)
     rows = {}
@@ -80,8 +80,8 @@ def calibration(
     import jax
     from tqdm.auto import tqdm
 
-    from tokeff.scaling.diagnostics import split_r_hat
-    from tokeff.scaling.fit import run_nuts
+    from tokeff.laws.diagnostics import split_r_hat
+    from tokeff.laws.fit import run_nuts
 
     form = get_form(form) if isinstance(form, str) else form
     lik = Likelihood()
@@ -121,7 +121,7 @@ def calibration(
 
 def extrapolation(*, n_points: int = 250, seed: int = 5, level: float = 0.9, **fit_kwargs) -> dict:
     """Fit chinchilla below the 2/3 quantile of log compute, predict above: coverage and width."""
-    from tokeff.scaling.fit import fit
+    from tokeff.laws.fit import fit
 
     table = chinchilla_table(n_points, seed=seed)
     log_c = np.log(6 * table["params"] * table["tokens_seen"])
