@@ -64,7 +64,8 @@ def _score_rows(args):
     from tokeff.eval.multiple_choice import continuation_rows
     from tokeff.models.gguf_checkpoint import bundled_path, read_gguf_tokenizer
 
-    tokenizer = read_gguf_tokenizer(bundled_path("smollm2-135m-instruct"))[0]
+    info = read_gguf_tokenizer(bundled_path("smollm2-135m-instruct"))
+    tokenizer = info.tokenizer if hasattr(info, "tokenizer") else info[0]  # TokenizerInfo, or the older tuple
     ds = load_multiple_choice("mmlu", subjects=args.subjects)
     pick = np.sort(np.random.default_rng(0).choice(len(ds), min(args.questions, len(ds)), replace=False))
     records = ds.select(pick.tolist()).to_list()
