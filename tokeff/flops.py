@@ -5,19 +5,20 @@ the matmuls the model runs (multiply-accumulate = 2 FLOPs). XLA's own count is t
 cross-check (`xla_step_flops`; tests/test_flops_xla.py, bench/flops_vs_xla.py), not the record,
 because it depends on compiler version, partitioning and whether a loop is a scan.
 
-What is counted, per layer, for one row of S tokens (H query heads, K kv heads, hd head dim):
+What is counted, per layer, for one row of S tokens (D model width, H query heads, G kv heads,
+K head dim, F MLP width, V vocabulary: the package's axis legend, tokeff/__init__.py):
 
-- qkv: 2·S·d·(H + 2K)·hd — grouped-query attention projects K, not H, key/value heads.
-- attn_scores (q·kᵀ) and attn_values (p·v): 2·H·S·S·hd each. Quadratic in the row length:
+- qkv: 2·S·D·(H + 2G)·K — grouped-query attention projects G, not H, key/value heads.
+- attn_scores (q·kᵀ) and attn_values (p·v): 2·H·S·S·K each. Quadratic in the row length:
   this is why the same tokens in longer examples cost more. Dense causal attention computes
   the full S×S score matrix and masks it, so masked (future) entries ARE counted; so are
   cross-segment entries of a packed row and the entries of padding positions.
-- out_proj: 2·S·H·hd·d.
-- mlp: 2·S·3·d·d_ff (SwiGLU: gate, up and down matmuls).
-plus, once, logits: 2·S·d·vocab. The embedding lookup is a gather: 0 FLOPs.
+- out_proj: 2·S·H·K·D.
+- mlp: 2·S·3·D·F (SwiGLU: gate, up and down matmuls).
+plus, once, logits: 2·S·D·V. The embedding lookup is a gather: 0 FLOPs.
 
 Not counted: elementwise work (RMSNorm, RoPE, softmax, SiLU·gate, residual adds, q/k/v bias
-adds, the loss, the optimizer update). It is O(S·d) per layer against O(S·d²) for the matmuls,
+adds, the loss, the optimizer update). It is O(S·D) per layer against O(S·D²) for the matmuls,
 a fraction of a percent at real widths. XLA counts it: it is the whole gap between XLA's
 cost analysis and this count, whose matmul FLOPs match XLA's exactly (tests/test_flops_xla.py).
 
