@@ -191,3 +191,20 @@ def test_packed_strategy_options_are_the_selection_a_packed_sweep_trains():
         assert option.flops == budget and chosen.lengths.sum() <= tokens
     few_long, many_short, _ = feasible
     assert few_long.avg_tokens > many_short.avg_tokens and few_long.n_examples < many_short.n_examples
+
+
+def test_packed_options_cost_what_the_sweep_point_selects():
+    """The sweep's point config and the decision's option agree on the tokens a budget buys."""
+    import ml_collections
+
+    from tokeff import sweep
+
+    config = ml_collections.ConfigDict({"train": {"model": "gguf:smollm2-135m-instruct", "seed": 0,
+                                                  "budget": {"flops": 0.0}, "data": {"layout": "packed",
+                                                  "row_len": 128, "strategy": "", "token_budget": 0}},
+                                        "axis_keys": {"model": "model", "budget": "budget.flops", "seed": "seed",
+                                                      "composition": "data"},
+                                        "token_budget_fill": 0.9})
+    point = sweep.Point("gguf:smollm2-135m-instruct", 2e12, (("strategy", "few_long"),), 0)
+    train_config = sweep.point_train_config(config, point)
+    assert train_config.data.token_budget == options.packed_token_budget("gguf:smollm2-135m-instruct", 128, 2e12, 0.9)

@@ -129,6 +129,14 @@ def step_training_flops(cfg: ModelConfig, rows: int, row_len: int) -> int:
     return rows * forward_breakdown(cfg, row_len).computed_training
 
 
+def packed_token_budget(cfg: ModelConfig, row_len: int, budget: float, fill: float = 1.0) -> int:
+    """Tokens whose packed rows of `row_len` cost `fill` x `budget` FLOPs: the selection target of
+    a packed run that trains one epoch just inside its budget (a sweep's `token_budget_fill`, and
+    the options `tokeff allocate --row-len` weighs: both call this)."""
+    per_token = step_training_flops(cfg, 1, int(row_len)) / int(row_len)
+    return int(budget * fill / per_token)
+
+
 def example_training_flops(cfg: ModelConfig, length: int) -> int:
     """Training FLOPs of one example alone in a row of its own length: the useful compute."""
     return step_training_flops(cfg, 1, length)

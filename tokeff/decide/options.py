@@ -43,11 +43,11 @@ class PackedRows:
 def packed_token_budget(model: str, row_len: int, budget: float, fill: float) -> int:
     """Tokens whose packed rows of `row_len` cost `fill` x `budget` FLOPs on `model`'s shapes: the
     selection target a packed sweep point trains one epoch of (tokeff.sweep uses the same)."""
-    from tokeff.flops import step_training_flops
+    from tokeff.flops import packed_token_budget as tokens_for
     from tokeff.models.config import get_preset
+    from tokeff.models.spec import preset_for_spec
 
-    per_token = step_training_flops(get_preset(model), 1, int(row_len)) / int(row_len)
-    return int(budget * fill / per_token)
+    return tokens_for(get_preset(preset_for_spec(model)), row_len, budget, fill)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -142,9 +142,8 @@ def _filling_token_budget(point: Point, train_config, keys, fill: float) -> int:
         data = data[name]
     if data.get("layout", "packed") != "packed" or not int(data.get("row_len", 0) or 0):
         raise UserError("config.token_budget_fill: needs the packed layout with a fixed data.row_len")
-    row_len = int(data.row_len)
-    per_token = flops.step_training_flops(get_preset(preset_for_spec(point.model)), 1, row_len) / row_len
-    return int(point.budget_flops * fill / per_token)
+    return flops.packed_token_budget(get_preset(preset_for_spec(point.model)), int(data.row_len),
+                                     point.budget_flops, fill)
 
 
 def _set(config: ml_collections.ConfigDict, dotted: str, value: Any) -> None:
