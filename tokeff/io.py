@@ -90,6 +90,17 @@ def save_figure(fig, path: str | os.PathLike, *, dpi: int = 110) -> None:
     write_bytes(path, buffer.getvalue())
 
 
+def read_user_text(path: str, field: str) -> str:
+    """The text of a file the user named in `field`, or a one-line UserError (missing, not text)."""
+    if not os.path.isfile(path):
+        raise UserError(f"{field}: file not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except UnicodeDecodeError:
+        raise UserError(f"{field}: {path} is not a text file") from None
+
+
 def read_manifest(path: str | os.PathLike) -> dict | None:
     """The manifest of a tokeff output directory, or None if `path` is not one."""
     try:

@@ -15,38 +15,18 @@ from pathlib import Path
 
 from tokeff.errors import UserError
 from tokeff.models.spec import parse_model_spec
-from tokeff.models.tokenizer import TokenizerInfo
+from tokeff.models.tokenizer import HasTokens, TokenizerInfo
 
 DEFAULT_MODEL = "gguf:smollm2-135m-instruct"
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelTokenizer:
+class ModelTokenizer(HasTokens):
     """A model's name, tokenizer info and context length: all a data task needs of a model."""
 
     name: str
     tokens: TokenizerInfo
     context_len: int
-
-    @property
-    def tokenizer(self):
-        return self.tokens.tokenizer
-
-    @property
-    def chat_template(self) -> str | None:
-        return self.tokens.chat_template
-
-    @property
-    def bos_id(self) -> int | None:
-        return self.tokens.bos_id
-
-    @property
-    def eos_id(self) -> int | None:
-        return self.tokens.eos_id
-
-    @property
-    def prepend_bos_id(self) -> int | None:
-        return self.tokens.prepend_bos_id
 
 
 def load_tokenizer(spec: str = DEFAULT_MODEL) -> ModelTokenizer:

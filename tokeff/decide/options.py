@@ -282,13 +282,9 @@ def int_list(text: str | None, field: str) -> tuple[int, ...]:
 def read_lengths(path: str):
     import numpy as np
 
-    if not os.path.isfile(path):
-        raise UserError(f"--lengths: file not found: {path}")
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except UnicodeDecodeError:
-        raise UserError(f"--lengths: {path} is not a text file") from None
+    from tokeff.io import read_user_text
+
+    text = read_user_text(path, "--lengths")
     try:
         values = json.loads(text) if text.lstrip().startswith("[") else [float(x) for x in text.split()]
         lengths = np.asarray(values, dtype=np.float64)

@@ -173,13 +173,9 @@ def sweep_points(points: list[Mapping]) -> dict:
 
 
 def _read_grid(path: str) -> dict:
-    if not os.path.isfile(path):
-        raise UserError(f"--grid: file not found: {path}")
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except UnicodeDecodeError:
-        raise UserError(f"--grid: {path} is not a text file") from None
+    from tokeff.io import read_user_text
+
+    text = read_user_text(path, "--grid")
     try:
         if path.endswith((".yaml", ".yml")):
             import yaml

@@ -13,37 +13,17 @@ import numpy as np
 from tokeff.errors import UserError
 from tokeff.models.config import ModelConfig, get_preset
 from tokeff.models.spec import parse_model_spec
-from tokeff.models.tokenizer import TokenizerInfo
+from tokeff.models.tokenizer import HasTokens, TokenizerInfo
 
 _SMOLLM2_VOCAB = 49152  # presets of this vocabulary size get the SmolLM2 tokenizer
 
 
 @dataclasses.dataclass
-class LoadedModel:
+class LoadedModel(HasTokens):
     model: object  # tokeff.models.transformer.Transformer
     config: ModelConfig
     tokens: TokenizerInfo
     name: str
-
-    @property
-    def tokenizer(self):
-        return self.tokens.tokenizer
-
-    @property
-    def chat_template(self) -> str | None:
-        return self.tokens.chat_template
-
-    @property
-    def bos_id(self) -> int | None:
-        return self.tokens.bos_id
-
-    @property
-    def eos_id(self) -> int | None:
-        return self.tokens.eos_id
-
-    @property
-    def prepend_bos_id(self) -> int | None:
-        return self.tokens.prepend_bos_id
 
 
 def load_model(spec: str, *, dtype: str = "float32", seed: int = 0) -> LoadedModel:

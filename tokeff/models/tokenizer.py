@@ -81,6 +81,33 @@ class TokenizerInfo:
         return prepended_bos(self.tokenizer, self.bos_id)
 
 
+class HasTokens:
+    """The TokenizerInfo fields read straight off anything that carries one as `.tokens`
+    (a loaded model, a tokenizer-only load), so callers write `model.eos_id`."""
+
+    tokens: TokenizerInfo
+
+    @property
+    def tokenizer(self):
+        return self.tokens.tokenizer
+
+    @property
+    def chat_template(self) -> str | None:
+        return self.tokens.chat_template
+
+    @property
+    def bos_id(self) -> int | None:
+        return self.tokens.bos_id
+
+    @property
+    def eos_id(self) -> int | None:
+        return self.tokens.eos_id
+
+    @property
+    def prepend_bos_id(self) -> int | None:
+        return self.tokens.prepend_bos_id
+
+
 def prepended_bos(tokenizer: Tokenizer | None, bos_id: int | None) -> int | None:
     """The id to put before every sequence: `bos_id` when the tokenizer's own post-processor adds
     it (Llama 3), None when it does not (SmolLM2 and Qwen2 add no BOS, although their vocabularies
