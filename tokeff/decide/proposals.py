@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-import os
 from typing import Callable, Mapping
 
 import numpy as np
