@@ -7,7 +7,7 @@ exponent grows with model size), and `farseer+diverged` (5% of runs diverged, lo
 `chinchilla` is fitted to the lower two-thirds of runs by compute and predicts the top third
 (about 10x beyond the fit). Models compared, as `tokeff backtest` runs them:
 
-- old: `--likelihood normal --discrepancy none` (the intervals before issue 15);
+- old: `--likelihood normal --discrepancy none` (the earlier intervals);
 - new: the defaults (Student-t on log loss, discrepancy growing with the distance beyond the range);
 - classic: the Huber/L-BFGS bootstrap.
 

@@ -1,7 +1,7 @@
 """Data pipeline speed on all 14,042 MMLU questions: load, render, tokenise (cold and cached),
 select subsets with every strategy, and lay out one epoch of packed batches.
 
-Target (issue 4): tokenising + selecting from all of MMLU in under 10 s on a 2-core CPU,
+Target: tokenising + selecting from all of MMLU in under 10 s on a 2-core CPU,
 cached runs much less. Run: .venv/bin/python bench/data_bench.py
 """
 

@@ -1,7 +1,7 @@
 """Fit speed: NUTS on 250 Chinchilla points (4 chains x 1000 draws, 1000 warmup) vs the classic
 Huber/L-BFGS fit with 4000 bootstrap resamples, timed in the same process (compilation included).
 
-Target (issue 5): NUTS <= 30 s with max r_hat <= 1.01 on a 2-core CPU.
+Target: NUTS <= 30 s with max r_hat <= 1.01 on a 2-core CPU.
 """
 
 import argparse

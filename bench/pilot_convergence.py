@@ -1,4 +1,4 @@
-"""Do default fits converge on pilot-style fine-tuning tables? (issue 15: >= 38 of 40 ok)
+"""Do default fits converge on pilot-style fine-tuning tables? (target: >= 38 of 40 ok)
 
 For each of `--tables` tables from `tokeff.laws.pilot.pilot_table`, `tokeff fit --form F
 --chance 0.25` with the defaults (4 chains x 1000 + 1000, target-accept 0.98, one automatic retry at

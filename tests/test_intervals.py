@@ -1,4 +1,4 @@
-"""The interval model of issue 15: distance beyond the fitted range, the learned discrepancy, the
+"""The interval model: distance beyond the fitted range, the learned discrepancy, the
 robust default likelihood, pilot tables and the accuracy floor above chance (fast: MAP fits)."""
 
 import argparse
