@@ -1,6 +1,7 @@
 """The classic baseline: Hoffmann et al.'s Huber/L-BFGS fit with Epoch AI-style bootstrap intervals.
 
-Recipe (Hoffmann et al. 2022, as Besiroglu et al. 2024 reproduce it): minimise sum_i Huber_delta(log y_i - log mean(x_i)) with delta = 1e-3 (summed,
+Recipe (Hoffmann et al. 2022, as Besiroglu et al. 2024 reproduce it): minimise
+sum_i Huber_delta(log y_i - log mean(x_i)) with delta = 1e-3 (summed,
 not averaged: averaging shrinks the gradient so L-BFGS stops early), from every point of an
 initialisation grid, keeping the best. Positive coefficients are optimised as logs (a = log A, ...).
 For chinchilla `log mean` is the log-sum-exp form and the grid is the published one.
