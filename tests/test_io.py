@@ -138,3 +138,12 @@ def test_fit_cli_refuses_a_foreign_out_before_fitting(tmp_path):
         assert proc.returncode == 2, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1 and "--out" in proc.stderr
     assert _snapshot(tmp_path) == before
+
+
+def test_atomic_files_get_the_mode_a_plain_open_gives(tmp_path):
+    import stat
+
+    write_json(tmp_path / "a.json", {})
+    (tmp_path / "b.json").write_text("{}")
+    mode = lambda p: stat.S_IMODE(os.stat(p).st_mode)  # noqa: E731
+    assert mode(tmp_path / "a.json") == mode(tmp_path / "b.json")
