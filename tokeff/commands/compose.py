@@ -59,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.bins < 1:
         raise UserError(f"--bins: must be >= 1, got {args.bins}")
+    for flag, value in (("--n-examples", args.n_examples), ("--token-budget", args.token_budget)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag}: {flag[2:].replace('-', '_')} must be a positive number, got {value}")
     if args.avg_tokens is not None and not math.isfinite(args.avg_tokens):
         raise UserError(f"--avg-tokens: must be a finite number of tokens, got {args.avg_tokens}")
     if args.row_len < 0:
