@@ -1,6 +1,8 @@
 """`tokeff allocate` and `tokeff propose` end to end on small synthetic fits saved with Fit.save."""
 
 import json
+import pathlib
+import sys
 
 import numpy as np
 import pytest
@@ -8,31 +10,10 @@ import pytest
 from tokeff.cli import _ArgumentParser
 from tokeff.errors import UserError
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / "fixtures"))
+from handmade_fit import save_fit_dir  # noqa: E402
+
 PUBLISHED = dict(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)
-
-
-def _fit_dir(path, form_name: str, draws: dict, inputs: dict, y, *, n_eval=None, ok: bool = True) -> str:
-    """A fit directory as `tokeff fit` writes it, from hand-made posterior draws."""
-    import arviz as az
-
-    from tokeff.laws.data import FitData
-    from tokeff.laws.fit import Fit
-    from tokeff.laws.forms import get_form
-    from tokeff.laws.model import Likelihood
-
-    form = get_form(form_name)
-    columns = {**form.columns, "target": "eval_loss" if form.target == "loss" else "accuracy"}
-    if n_eval is not None:
-        columns["n_eval"] = "n_eval"
-    data = FitData({k: np.asarray(v, np.float64) for k, v in inputs.items()}, np.asarray(y, np.float64),
-                   None if n_eval is None else np.asarray(n_eval, np.float64), columns)
-    lik = Likelihood()
-    diagnostics = {"divergences": 0 if ok else 12, "ok": ok, "problems": [] if ok else ["12 divergent transition(s)"]}
-    summary = {"form": form_name, "method": "nuts", "target": form.target, "columns": columns,
-               "likelihood": lik.as_dict(), "priors": {k: str(p) for k, p in form.params.items()},
-               "input_ranges": data.input_ranges(), "diagnostics": diagnostics}
-    idata = az.from_dict(posterior={k: np.asarray(v)[None, :] for k, v in draws.items()})
-    return Fit(form, "nuts", lik, data, draws, idata, summary).save(str(path), plots=False)
 
 
 def _draws(center, n=400, rel=0.02, seed=0):
@@ -48,7 +29,7 @@ def chinchilla_fit(tmp_path_factory):
     y = 1.69 + 406.4 / n**0.34 + 410.7 / d**0.28
     draws = {**_draws(PUBLISHED), "sigma": np.full(400, 0.02)}
     root = tmp_path_factory.mktemp("fits")
-    return {ok: _fit_dir(root / f"chinchilla-{ok}", "chinchilla", draws, {"N": n, "D": d}, y, ok=ok)
+    return {ok: save_fit_dir(root / f"chinchilla-{ok}", "chinchilla", draws, {"N": n, "D": d}, y, ok=ok)
             for ok in (True, False)}
 
 
@@ -59,7 +40,7 @@ def volume_fit(tmp_path_factory):
     v = np.geomspace(1e4, 1e6, 12)
     m = np.tile([1.5e5, 1.7e6], 6)
     y = np.clip(1e-3 * v**0.1 * m**0.3 + 0.25, 0, 1)
-    return _fit_dir(tmp_path_factory.mktemp("fits") / "volume", "volume", draws, {"V": v, "M": m}, y,
+    return save_fit_dir(tmp_path_factory.mktemp("fits") / "volume", "volume", draws, {"V": v, "M": m}, y,
                     n_eval=np.full(12, 200))
 
 

@@ -19,6 +19,9 @@ import sys
 import numpy as np
 import pytest
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / "fixtures"))
+from handmade_fit import save_fit_dir  # noqa: E402
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 TINY = str(REPO / "configs" / "tiny.py")
 SWEEP_TINY = str(REPO / "configs" / "sweep_tiny.py")
@@ -313,30 +316,6 @@ case("cli-extra-args-no-overrides", ["flops", "--model", "tiny", "--seq-len", "6
 # The world every case runs in.
 
 
-def _fit_dir(path: pathlib.Path, form_name: str, draws: dict, inputs: dict, y, *, n_eval=None, ok=True) -> None:
-    """A fit directory as `tokeff fit` writes it, from hand-made posterior draws (no sampling)."""
-    import arviz as az
-
-    from tokeff.laws.data import FitData
-    from tokeff.laws.fit import Fit
-    from tokeff.laws.forms import get_form
-    from tokeff.laws.model import Likelihood
-
-    form = get_form(form_name)
-    columns = {**form.columns, "target": "eval_loss" if form.target == "loss" else "accuracy"}
-    if n_eval is not None:
-        columns["n_eval"] = "n_eval"
-    data = FitData({k: np.asarray(v, np.float64) for k, v in inputs.items()}, np.asarray(y, np.float64),
-                   None if n_eval is None else np.asarray(n_eval, np.float64), columns)
-    diagnostics = {"divergences": 0, "ok": ok, "problems": [] if ok else ["12 divergent transition(s)"]}
-    summary = {"form": form_name, "method": "nuts", "target": form.target, "columns": columns,
-               "likelihood": Likelihood().as_dict(), "priors": {k: str(p) for k, p in form.params.items()},
-               "input_ranges": data.input_ranges(), "diagnostics": diagnostics}
-    idata = az.from_dict(posterior={k: np.asarray(v)[None, :] for k, v in draws.items()},
-                         observed_data={"obs": np.log(np.asarray(y, np.float64))})
-    Fit(form, "nuts", Likelihood(), data, draws, idata, summary).save(str(path), plots=False)
-
-
 def _draws(center: dict, n=200, rel=0.02, seed=0) -> dict:
     rng = np.random.default_rng(seed)
     return {k: v * np.exp(rel * rng.standard_normal(n)) for k, v in center.items()}
@@ -372,11 +351,11 @@ def _build_world(root: pathlib.Path) -> None:
     (root / "ro").mkdir()
 
     draws = {**_draws(dict(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)), "sigma": np.full(200, 0.02)}
-    _fit_dir(root / "fit-chinchilla", "chinchilla", draws, {"N": n, "D": d}, loss)
-    _fit_dir(root / "fit-unconverged", "chinchilla", draws, {"N": n, "D": d}, loss, ok=False)
+    save_fit_dir(root / "fit-chinchilla", "chinchilla", draws, {"N": n, "D": d}, loss)
+    save_fit_dir(root / "fit-unconverged", "chinchilla", draws, {"N": n, "D": d}, loss, ok=False)
     v, m = np.geomspace(1e4, 1e6, 12), np.tile([1.5e5, 1.7e6], 6)
     acc = np.clip(1e-3 * v**0.1 * m**0.3 + 0.25, 0, 1)
-    _fit_dir(root / "fit-volume", "volume", _draws(dict(A=1e-3, beta=0.1, gamma=0.3, E=0.25)), {"V": v, "M": m},
+    save_fit_dir(root / "fit-volume", "volume", _draws(dict(A=1e-3, beta=0.1, gamma=0.3, E=0.25)), {"V": v, "M": m},
              acc, n_eval=np.full(12, 200))
     for name, file, damage in [("fit-cut-summary", "summary.json", "cut"), ("fit-bad-summary", "summary.json", "junk"),
                                ("fit-cut-posterior", "posterior.nc", "cut"),
