@@ -68,3 +68,16 @@ def test_sharded_eval_matches_single_device():
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     for method in ("cloze", "letter"):
         np.testing.assert_allclose(out["sharded"][method], out["single"][method], rtol=1e-5, atol=1e-4)
+
+
+def test_batches_spread_the_rows_evenly():
+    from tokeff.eval.scoring import balanced_rows
+
+    assert balanced_rows(100, 32) == 25  # 4 batches of 25 rows, not 128 rows with 28 of padding
+    assert balanced_rows(33, 32) == 17
+    assert balanced_rows(5, 16) == 5
+    assert balanced_rows(10, 4, shards=4) == 4  # rounded up to the shard count
+    assert balanced_rows(0, 8) == 1
+    for n in range(1, 80):
+        rows = balanced_rows(n, 16)
+        assert rows <= 16 and -(-n // rows) == -(-n // 16)  # never more batches than before

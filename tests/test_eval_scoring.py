@@ -126,11 +126,12 @@ def test_letter_scoring_compares_the_letter_logits(table):
 def test_eval_flops_are_the_accountants_for_the_shapes_run(table):
     model = Bigram(table)
     results = evaluate_methods((model, word_tokenizer()), RECORDS, ("cloze", "letter"), batch_size=5)
-    # One row per question (the prompt once, then its 4 choices): 3 rows of < 16 tokens in
-    # one batch of [5, 16], reading the logits of <= 16 answer tokens per row;
-    # letter scoring: 3 prompts of 16-24 tokens (choices listed): 1 batch of [5, 24], 1 logit each.
-    assert results["cloze"].flops == flops.eval_forward_flops(model.cfg, 5, 16, 16)
-    assert results["letter"].flops == flops.eval_forward_flops(model.cfg, 5, 24, 1)
+    # One group per question (the prompt once, then its 4 choices), the 3 groups packed into
+    # one row of 17-24 tokens: one batch of [1, 24], reading the logits of <= 16 answer tokens;
+    # letter scoring: 3 prompts of 16-24 tokens (choices listed): 1 batch of [3, 24] (no pad
+    # rows: `balanced_rows`), 1 logit each.
+    assert results["cloze"].flops == flops.eval_forward_flops(model.cfg, 1, 24, 16)
+    assert results["letter"].flops == flops.eval_forward_flops(model.cfg, 3, 24, 1)
 
 
 def test_heldout_loss_is_the_mean_nll_of_the_correct_answers(table):
@@ -140,8 +141,8 @@ def test_heldout_loss_is_the_mean_nll_of_the_correct_answers(table):
             for r in RECORDS]
     assert loss.n_tokens == sum(n for _, n in refs) and loss.n_examples == 3
     assert loss.loss == pytest.approx(-sum(lp for lp, _ in refs) / loss.n_tokens, rel=1e-5)
-    # Two rows per batch, 3 rows of < 16 tokens: 2 batches of [2, 16], <= 16 logits per row.
-    assert loss.flops == 2 * flops.eval_forward_flops(Bigram(table).cfg, 2, 16, 16)
+    # The 3 correct answers after their prompts, packed into one row of <= 16 tokens: [1, 16].
+    assert loss.flops == flops.eval_forward_flops(Bigram(table).cfg, 1, 16, 16)
 
 
 def test_bucket_ladder_bounds_padding():

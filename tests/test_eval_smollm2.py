@@ -25,6 +25,7 @@ def test_smollm2_cloze_picks_the_obvious_answer():
     np.testing.assert_array_equal(results["cloze"].predicted, [1, 0])
     np.testing.assert_array_equal(results["cloze_norm"].predicted, [1, 0])
     assert 0.0 < results["cloze"].loss < 10.0
-    # One row per question (the prompt once, then its 4 choices) of <= 16 tokens: one [8, 16]
-    # batch, reading <= 16 answer-token logits a row (it was 8 rows of prompt + choice before).
-    assert results["cloze"].flops == flops.eval_forward_flops(loaded.config, 8, 16, 16)
+    # One group per question (the prompt once, then its 4 choices) of <= 16 tokens, both packed
+    # in one row: one [1, 32] batch reading <= 16 answer-token logits (it was 8 rows of prompt +
+    # choice before, then 8 padded rows of one question each).
+    assert results["cloze"].flops == flops.eval_forward_flops(loaded.config, 1, 32, 16)
