@@ -122,9 +122,10 @@ def test_config_overrides_are_typed_and_misspelt_keys_fail(tmp_path):
         load_config(str(tmp_path / "nope.py"))
 
 
-@pytest.mark.slow  # two compilations of the step: ~10 s idle, ~30 s on a loaded 2-core machine
+@pytest.mark.slow  # four compilations of the step: ~20 s idle, ~60 s on a loaded 2-core machine
 def test_gradient_accumulation_equals_the_big_batch():
-    """4 microbatches of unequal answer-token counts: same loss and update as one batch."""
+    """4 microbatches of unequal answer-token counts: same loss and update as one batch; and a
+    short batch padded to the full batch's shape: same as its rows alone."""
     import jax
     from flax import nnx
 
@@ -155,13 +156,29 @@ def test_gradient_accumulation_equals_the_big_batch():
         batch = {k: put_batch(v.reshape(m, b // m, s), batch_sharding(mesh)) for k, v in fields.items()}
         state, metrics = step(jax.device_put(initial, layout.shardings), batch, np.float32(schedule(0)))
         results.append((jax.device_get(metrics), jax.device_get(state["params"])))
-    (m1, p1), (m4, p4) = results
-    assert m1["loss"] == pytest.approx(m4["loss"], rel=1e-6)
-    assert m1["grad_norm"] == pytest.approx(m4["grad_norm"], rel=1e-5)
-    # Adam divides by sqrt(v): float32 summation-order noise in near-zero gradients shows up
-    # in the update at ~1e-6, against updates of ~lr = 3e-3.
-    for a, b_ in zip(jax.tree.leaves(p1), jax.tree.leaves(p4)):
-        np.testing.assert_allclose(a, b_, rtol=1e-4, atol=2e-5)
+    # A short batch (3 of the 8 rows) in the full batch's shape, as the loop lays it out: 8
+    # microbatches of one row, 5 of them padding that the step skips. Same loss and update as
+    # the 3 rows in a batch of their own shape.
+    import types
+
+    from tokeff.train.loop import _device_batch
+
+    short = types.SimpleNamespace(rows=3, row_len=s, **{f"{k}_BxS": v[:3] for k, v in fields.items()})
+    padded = _device_batch(short, b, mesh, full_rows=b)
+    assert padded["tokens"].shape == (b, 1, s)
+    alone = {k: put_batch(v[:3].reshape(1, 3, s), batch_sharding(mesh)) for k, v in fields.items()}
+    for batch in (alone, padded):
+        state, metrics = step(jax.device_put(initial, layout.shardings), batch, np.float32(schedule(0)))
+        results.append((jax.device_get(metrics), jax.device_get(state["params"])))
+    (m1, p1), (m4, p4), (m_alone, p_alone), (m_padded, p_padded) = results
+    for (ma, pa), (mb, pb) in (((m1, p1), (m4, p4)), ((m_alone, p_alone), (m_padded, p_padded))):
+        assert ma["loss"] == pytest.approx(mb["loss"], rel=1e-6)
+        assert ma["grad_norm"] == pytest.approx(mb["grad_norm"], rel=1e-5)
+        assert ma["loss_tokens"] == mb["loss_tokens"]
+        # Adam divides by sqrt(v): float32 summation-order noise in near-zero gradients shows up
+        # in the update at ~1e-6, against updates of ~lr = 3e-3.
+        for a, b_ in zip(jax.tree.leaves(pa), jax.tree.leaves(pb)):
+            np.testing.assert_allclose(a, b_, rtol=1e-4, atol=2e-5)
 
 
 def test_packed_selection_keeps_only_examples_that_fit_a_row():

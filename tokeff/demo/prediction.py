@@ -14,6 +14,8 @@ counts (binomial noise of the n held-out questions added).
 
 from __future__ import annotations
 
+from statistics import NormalDist
+
 import datetime
 import os
 
@@ -143,6 +145,8 @@ def check_predictions(predictions: dict, rows) -> dict:
     seeds_sd = [np.std([c["observed_loss"] for c in checked if c["strategy"] == s], ddof=1)
                 for s in strategies if sum(c["strategy"] == s for c in checked) > 1]
     ordered = sorted(observed, key=observed.get)
+    z = NormalDist().inv_cdf(0.5 + float(predictions["interval"]) / 2)
+    law_sd = float(np.median([(c["loss"]["high"] - c["loss"]["low"]) / (2 * z) for c in checked]))
     return {
         "points": checked,
         "loss_inside": sum(c["loss_inside"] for c in checked),
@@ -152,6 +156,7 @@ def check_predictions(predictions: dict, rows) -> dict:
         "observed_best": ordered[0],
         "observed_gap": observed[ordered[1]] - observed[ordered[0]] if len(ordered) > 1 else 0.0,
         "seed_sd": float(np.mean(seeds_sd)) if seeds_sd else None,
+        "law_sd": law_sd,  # the loss law's predictive spread of one run: the yardstick with one seed
         "predicted_best": predictions["predicted_best"],
         "best_agrees": predictions["predicted_best"] == ordered[0],
     }
@@ -182,12 +187,12 @@ def format_check(predictions: dict, check: dict) -> str:
         f"best strategy by loss: predicted {check['predicted_best']} (P(best) "
         f"{predictions['p_best_loss'][check['predicted_best']]:.2f}), observed {check['observed_best']} -> "
         + ("agrees" if check["best_agrees"] else "disagrees"),
-        "verdict: " + _verdict(check, predictions, gap, sd),
+        "verdict: " + _verdict(check, predictions, gap, sd, check.get("law_sd")),
     ]
     return "\n".join(lines)
 
 
-def _verdict(check, predictions, gap: float, sd: float | None) -> str:
+def _verdict(check, predictions, gap: float, sd: float | None, law_sd: float | None) -> str:
     n_eval = predictions["n_eval"]
     width = 2 * 1.96 * np.sqrt(0.25 * 0.75 / n_eval)  # a 95% interval's width near chance
     parts = [f"the loss law predicted {check['loss_inside']} of {check['n']} held-out runs inside its intervals"]
@@ -195,6 +200,11 @@ def _verdict(check, predictions, gap: float, sd: float | None) -> str:
         settled = gap > 2 * sd
         parts.append(f"the observed best strategy leads by {gap:.4f} nats, {gap / sd:.1f}x the seed-to-seed "
                      f"spread ({sd:.4f}): " + ("large enough to call" if settled else "too small to call"))
+    elif law_sd:
+        settled = gap > 2 * law_sd
+        parts.append(f"the observed best strategy leads by {gap:.4f} nats, {gap / law_sd:.1f}x the loss law's "
+                     f"predictive spread of one run ({law_sd:.4f}; one seed, so no seed-to-seed spread): "
+                     + ("large enough to call" if settled else "too small to call"))
     else:
         parts.append(f"the observed best strategy leads by {gap:.4f} nats (one seed: no spread to compare with)")
     parts.append(f"accuracy on {n_eval} questions has a 95% interval about {width:.2f} wide, so accuracy "

@@ -284,7 +284,8 @@ def _run_steps(config, plan, stream, step_fn, schedule, state, spent, meta, chec
         batch = next(batches)
         if plan.rows[step] != batch.rows:
             batch = batch.take_rows(plan.rows[step])
-        arrays = _device_batch(batch, int(config.batch_size) // int(config.microbatches), mesh)
+        arrays = _device_batch(batch, int(config.batch_size) // int(config.microbatches), mesh,
+                               full_rows=int(config.batch_size))
         shape = arrays["tokens"].shape
         t0 = time.perf_counter()
         state, metrics = step_fn(state, arrays, np.float32(schedule(step)))
@@ -312,22 +313,30 @@ def _run_steps(config, plan, stream, step_fn, schedule, state, spent, meta, chec
     return state, status, last_loss, time.perf_counter() - loop_start - compile_seconds, compile_seconds
 
 
-def _device_batch(batch, micro_rows: int, mesh) -> dict:
+def _device_batch(batch, micro_rows: int, mesh, *, full_rows: int) -> dict:
     """[microbatches, rows/microbatches, seq] arrays on the mesh.
 
-    A batch with fewer rows than usual (end of an epoch, or cut by the budget) is split into
-    the fewest microbatches of at most `micro_rows` rows that divide evenly over the shards.
+    A batch with fewer rows than usual (end of an epoch, or cut by the budget) comes in the
+    shape of a full batch of one row per shard per microbatch, its rows first and the rest
+    padding: the step skips the padding microbatches (`tokeff.train.step`), so every short
+    batch reuses one compiled step. Rows that do not split that way fall back to the fewest
+    microbatches of at most `micro_rows` rows that divide evenly over the shards (a new shape).
     """
     from tokeff.train.mesh import batch_shards
     from tokeff.train.sharding import batch_sharding, put_batch
 
     shards = batch_shards(mesh)
-    m = -(-batch.rows // micro_rows)
-    while batch.rows % (m * shards):
-        m += 1
     sharding = batch_sharding(mesh)
     fields = {"tokens": batch.tokens_BxS, "targets": batch.targets_BxS, "loss_mask": batch.loss_mask_BxS,
               "segment_ids": batch.segment_ids_BxS, "positions": batch.positions_BxS}
+    if batch.rows < full_rows and batch.rows % shards == 0 and full_rows % shards == 0:
+        slots = full_rows // shards
+        padded = {k: np.concatenate([v, np.zeros((full_rows - batch.rows, batch.row_len), v.dtype)])
+                  for k, v in fields.items()}
+        return {k: put_batch(v.reshape(slots, shards, batch.row_len), sharding) for k, v in padded.items()}
+    m = -(-batch.rows // micro_rows)
+    while batch.rows % (m * shards):
+        m += 1
     return {k: put_batch(v.reshape(m, batch.rows // m, batch.row_len), sharding) for k, v in fields.items()}
 
 

@@ -5,6 +5,12 @@ masked token losses and its token count; the gradient is divided by the total co
 the end, so accumulating M microbatches gives exactly the loss and gradient of the big batch
 (no mean-of-means bias when microbatches hold different numbers of answer tokens).
 
+Only the microbatches that hold rows run (a loop with a trip count read from the batch: a
+microbatch of padding only, segment ids all 0, is skipped). So a short batch (the end of an
+epoch, or the last step cut by the budget) can come in the shape of a full one, one row per
+microbatch (`tokeff.train.loop`), and reuse its compiled step instead of compiling a new
+shape per row count; the FLOPs run are those of its rows, as the accountant counts them.
+
 The loss never materialises the [tokens, vocab] logits: `fused_cross_entropy` unembeds the
 hidden states a chunk of positions at a time and, in the same pass, forms the chunk's gradient
 (softmax minus one-hot) and multiplies it into the hidden-state and unembedding gradients, so
@@ -126,14 +132,17 @@ def make_train_step(layout: StateLayout, tx: optax.GradientTransformation,
         params = state["params"]
         grad_fn = jax.value_and_grad(lambda p, m: loss_sums(graphdef, p, m), has_aux=True)
 
-        def accumulate(carry, micro):
-            grads, loss_sum, count = carry
+        def accumulate(carry):
+            i, grads, loss_sum, count = carry
+            micro = jax.tree.map(lambda x: jax.lax.dynamic_index_in_dim(x, i, keepdims=False), batch)
             (micro_loss, micro_count), micro_grads = grad_fn(params, micro)
             grads = jax.tree.map(jnp.add, grads, micro_grads)
-            return (grads, loss_sum + micro_loss, count + micro_count), None
+            return i + 1, grads, loss_sum + micro_loss, count + micro_count
 
+        n_micro = jnp.sum(jnp.any(batch["segment_ids"] > 0, axis=(1, 2))).astype(jnp.int32)
         zeros = jax.tree.map(jnp.zeros_like, params)
-        (grads, loss_sum, count), _ = jax.lax.scan(accumulate, (zeros, 0.0, 0.0), batch)
+        start = (jnp.int32(0), zeros, jnp.float32(0.0), jnp.float32(0.0))
+        _, grads, loss_sum, count = jax.lax.while_loop(lambda c: c[0] < n_micro, accumulate, start)
         denominator = jnp.maximum(count, 1.0)
         grads = jax.tree.map(lambda g: g / denominator, grads)
         direction, opt_state = tx.update(grads, state["opt_state"], params)
