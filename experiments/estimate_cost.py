@@ -2,7 +2,8 @@
 
 Training FLOPs are exact: every run stops at its budget (the accountant's count, tokeff.flops),
 so a point costs its budget. Evaluation adds forward passes: each held-out question (the config's eval split, counted
-from the data) is scored once per answer choice (cloze), at about --eval-tokens tokens a row. Device-hours divide by the
+from the data) is scored as the scorer runs it, its prompt once and then every choice (`tokeff.eval.scoring`), about
+--eval-tokens tokens a question of which --answer-tokens are read through the vocabulary. Device-hours divide by the
 device's peak FLOP/s times an assumed MFU — measure MFU on a short run (`tokeff train` prints
 it) and re-estimate; the published peaks below are dense bf16.
 
@@ -18,7 +19,7 @@ import sys
 from tokeff.devices import DEVICE_NAMES, peak_flops
 
 def estimate(config, *, peak_flops: float, mfu: float, eval_tokens: int, chips: int = 1,
-             overhead_s: float = 0.0, n_choices: int = 4):
+             overhead_s: float = 0.0, answer_tokens: int = 40):
     """Per-model rows (points, train FLOPs, eval FLOPs, device-hours) and the totals.
 
     `overhead_s` per point (loading the checkpoint, compiling, writing checkpoints) holds all
@@ -35,7 +36,7 @@ def estimate(config, *, peak_flops: float, mfu: float, eval_tokens: int, chips: 
     per_model = collections.OrderedDict()
     for point in sweep.grid_points(config):
         cfg = get_preset(sweep.preset_for_spec(point.model))
-        eval_flops = n_eval * flops.eval_forward_flops(cfg, n_choices, eval_tokens)
+        eval_flops = n_eval * flops.eval_forward_flops(cfg, 1, eval_tokens, min(answer_tokens, eval_tokens))
         row = per_model.setdefault(point.model, dict(points=0, train=0.0, eval=0.0, params=cfg.params,
                                                      n_eval=n_eval))
         row["points"] += 1
@@ -57,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mfu", type=float, default=0.35, help="assumed model FLOPs utilisation")
     parser.add_argument("--overhead-s", type=float, default=60.0,
                         help="seconds per point outside the FLOPs (checkpoint load, compile, saves)")
-    parser.add_argument("--eval-tokens", type=int, default=128, help="tokens per scored (question, choice) row")
+    parser.add_argument("--eval-tokens", type=int, default=160,
+                        help="tokens per scored question: its prompt once and all its choices (MMLU medical: ~50)")
+    parser.add_argument("--answer-tokens", type=int, default=40, help="answer tokens per question (all choices)")
     args, overrides = parser.parse_known_args(argv)
 
     from tokeff.errors import UserError
@@ -71,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         peak = args.peak_flops or peak_flops(args.device)
         config = load_config(args.config, overrides)
         per_model, total = estimate(config, peak_flops=peak, mfu=args.mfu, eval_tokens=args.eval_tokens,
+                                    answer_tokens=args.answer_tokens,
                                     chips=args.chips, overhead_s=args.overhead_s)
     except UserError as e:
         print(f"estimate_cost: error: {e}", file=sys.stderr)
