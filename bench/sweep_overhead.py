@@ -1,7 +1,7 @@
 """Where a sweep point's time goes: train steps, scoring, everything else — cold path vs warm engine.
 
-The same points (SmolLM2-135M-Instruct from its GGUF, MMLU medical subjects, offline; one or two
-optimizer steps each, as in the demo) run twice in this process, each into its own sweep dir:
+The same points (configs/demo.py's: SmolLM2-135M-Instruct from its GGUF, MMLU medical subjects,
+offline; at the default budget one or two optimizer steps each) run twice in this process, each into its own sweep dir:
 
 - cold: `tokeff.sweep.engine:train_and_evaluate_cold`, what every point did before the warm
   engine (load the model, tokenise, build and compile the step, train, checkpoint the end,
@@ -32,32 +32,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def sweep_config(budgets: list[float], questions: int):
-    import ml_collections
+    """The demo's sweep (configs/demo.py: model, data, optimizer, packing) at `budgets`, one seed."""
+    from tokeff.config_schemas import load_demo_config
+    from tokeff.demo import DEFAULT_CONFIG
 
-    from tokeff.train.defaults import base_config
-
-    c = ml_collections.ConfigDict()
-    c.runner = "tokeff.sweep.engine:train_and_evaluate"
-    c.train = base_config()
-    c.train.model = "gguf:smollm2-135m-instruct"
-    c.train.data.source = "mmlu"
-    c.train.data.subjects = "anatomy,clinical_knowledge,medical_genetics,nutrition"
-    c.train.data.prompt_format = "qa"
-    c.train.data.layout = "packed"
-    c.train.data.row_len = 128
-    c.train.batch_size = 4
-    c.train.optim.lr = 3e-5
-    c.train.optim.warmup_steps = 1
-    c.train.checkpoint.every_steps = 0
-    c.train.log.progress = False
-    c.axis_keys = ml_collections.ConfigDict(dict(model="model", budget="budget.flops", seed="seed",
-                                                 composition="data"))
-    c.token_budget_fill = 0.9
-    c.grid = ml_collections.ConfigDict(dict(
-        models=("gguf:smollm2-135m-instruct",), budgets=tuple(budgets), seeds=(0,),
-        compositions=(dict(strategy="few_long"), dict(strategy="many_short"), dict(strategy="balanced"))))
-    c.eval = ml_collections.ConfigDict(dict(method="cloze", max_questions=questions, batch_size=32))
-    return c
+    config = load_demo_config(DEFAULT_CONFIG)
+    config.grid.budgets, config.grid.seeds = tuple(budgets), (0,)
+    config.eval.max_questions, config.train.log.progress = int(questions), False
+    return config
 
 
 def split(row) -> tuple[float, float, float, float]:
