@@ -316,11 +316,12 @@ def _run_steps(config, plan, stream, step_fn, schedule, state, spent, meta, chec
 def _device_batch(batch, micro_rows: int, mesh, *, full_rows: int) -> dict:
     """[microbatches, rows/microbatches, seq] arrays on the mesh.
 
-    A batch with fewer rows than usual (end of an epoch, or cut by the budget) comes in the
-    shape of a full batch of one row per shard per microbatch, its rows first and the rest
+    A batch with fewer rows than usual (end of an epoch, or cut by the budget) comes as the
+    full batch's row count in microbatches of one row per shard, its rows first and the rest
     padding: the step skips the padding microbatches (`tokeff.train.step`), so every short
-    batch reuses one compiled step. Rows that do not split that way fall back to the fewest
-    microbatches of at most `micro_rows` rows that divide evenly over the shards (a new shape).
+    batch, whatever its row count, reuses one compiled step. Rows that do not split that way
+    fall back to the fewest microbatches of at most `micro_rows` rows that divide evenly over
+    the shards (a new shape).
     """
     from tokeff.train.mesh import batch_shards
     from tokeff.train.sharding import batch_sharding, put_batch
