@@ -68,9 +68,9 @@ def meshes(root) -> dict:
     shutil.copytree(source, resumed)
     shutil.rmtree(os.path.join(resumed, "checkpoints", str(STEPS)))
     os.remove(os.path.join(resumed, "summary.json"))
-    summary = train(train_config(*MESHES["data2_fsdp2_tensor2"]), resumed)
+    run = train(train_config(*MESHES["data2_fsdp2_tensor2"]), resumed)
     out["resumed_on_2x2x2"] = losses(resumed)
-    out["resumed_mesh"] = summary["mesh"]
+    out["resumed_mesh"] = run["mesh"]
     return out
 
 
