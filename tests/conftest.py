@@ -34,8 +34,8 @@ def smollm2_instruct():
 # pytest's order, those with a `slow` test first. (`--dist loadgroup` no longer groups anything
 # under pytest 9.2: xdist's group suffix is lost, pytest-dev/pytest-xdist#1386.)
 LONGEST_FIRST = (
-    "test_demo.py",
     "test_multidevice.py",
+    "test_demo.py",
     "test_backtest.py",
     "test_scaling_validation.py",
     "test_intervals.py",
