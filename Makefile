@@ -26,7 +26,7 @@ $(TEST_STAMP): $(RUN_STAMP)
 	touch $@
 
 test: $(TEST_STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=15
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=15
 
 demo: $(RUN_STAMP)
 	$(VENV)/bin/tokeff demo

@@ -24,3 +24,30 @@ def smollm2_instruct():
     from tokeff.models.load import load_model
 
     return load_model("gguf:smollm2-135m-instruct")
+
+
+# `make test` runs `pytest -n 2 --dist loadfile --no-loadscope-reorder`: each file is one unit of
+# work (its module fixtures are built once, on one worker), handed out in collection order. This
+# puts the longest files first (measured on the 2-core CI machine, longest first), so that the two
+# workers start on them at once and the short files fill in behind: the wall time is then close to
+# half the total, not the tail of the file that happened to start last. Files not listed keep
+# pytest's order, those with a `slow` test first. (`--dist loadgroup` no longer groups anything
+# under pytest 9.2: xdist's group suffix is lost, pytest-dev/pytest-xdist#1386.)
+LONGEST_FIRST = (
+    "test_multidevice.py",
+    "test_demo.py",
+    "test_backtest.py",
+    "test_scaling_validation.py",
+    "test_intervals.py",
+    "test_checkpoint_resume.py",
+    "test_sweep_engine.py",
+    "test_notebooks.py",
+    "test_bad_inputs.py",
+)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    with_slow = {item.path.name for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank) + (item.path.name not in with_slow)))

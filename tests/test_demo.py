@@ -16,9 +16,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLI = ["-m", "tokeff.cli", "demo"]  # the real `tokeff demo` entry point
 
 
-def demo(workdir):
+def demo(workdir, *overrides):
     return subprocess.run([sys.executable, *CLI, "--config", os.path.join(ROOT, "configs", "demo.py:smoke"),
-                           "--workdir", str(workdir)], cwd=ROOT, capture_output=True, text=True, timeout=900)
+                           "--workdir", str(workdir), *overrides], cwd=ROOT, capture_output=True, text=True,
+                          timeout=900)
 
 
 @pytest.mark.slow
@@ -49,6 +50,11 @@ def test_demo_smoke_end_to_end_and_resume(tmp_path):
                  "fits/composition/summary.json"):
         assert (tmp_path / "demo" / name).exists(), name
 
-    again = demo(tmp_path / "demo")  # a sweep: finished points are not retrained
+    # A rerun resumes: finished points are not retrained and the predictions are kept. Its fits are
+    # redone; shorter chains suffice here (the fit settings are not part of a run's identity).
+    predicted = (tmp_path / "demo" / "predictions.json").read_bytes()
+    again = demo(tmp_path / "demo", "--config.fit.draws=50", "--config.fit.warmup=50")
     assert again.returncode == 0, again.stderr[-4000:]
+    assert "predictions.json written" in again.stdout and "reused" in again.stdout
+    assert (tmp_path / "demo" / "predictions.json").read_bytes() == predicted
     assert len(results.read_rows(tmp_path / "demo" / "sweep" / "results.jsonl", dedupe=False)) == 9

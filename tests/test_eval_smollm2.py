@@ -12,12 +12,11 @@ EASY = [
 
 
 @pytest.mark.slow
-def test_smollm2_cloze_picks_the_obvious_answer():
+def test_smollm2_cloze_picks_the_obvious_answer(smollm2_instruct):
     from tokeff import flops
     from tokeff.eval import evaluate_methods
-    from tokeff.models.load import load_model
 
-    loaded = load_model("gguf:smollm2-135m-instruct")
+    loaded = smollm2_instruct
     results = evaluate_methods(loaded, EASY, ("cloze", "cloze_norm", "letter"), batch_size=8)
     for res in results.values():
         assert res.scores.shape == (2, 4) and np.isfinite(res.scores).all()
