@@ -55,7 +55,7 @@ class Fit:
         if observed:
             sd = None
             if "tau" in self.samples:
-                d = discrepancy_lib.distance(self.summary["discrepancy"]["log_ranges"], inputs)
+                d = discrepancy_lib.growth(self.summary["discrepancy"]["log_ranges"], inputs)
                 sd = self.samples["tau"][:, None] * d[None, :]
             return predict_observed(self.form, self.likelihood, self.samples, inputs, n_eval=n_eval, seed=seed,
                                     discrepancy_sd=sd)
