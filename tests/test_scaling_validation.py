@@ -2,8 +2,9 @@
 
 Fixed seeds, so each is deterministic; sizes are cut so the file takes well under a minute on two
 cores: recovery runs MAP/Laplace and the classic fit (the one compiled Laplace program is shared
-with the other law tests), calibration is the one NUTS check (simulation-based calibration needs
-the sampler), extrapolation a short NUTS fit. The full versions (250 points, 50 datasets per form,
+with the other law tests), calibration is the NUTS check (simulation-based calibration needs the
+sampler; with 150 instead of 200 steps 5 of 8 fits failed r-hat, so it keeps 200), extrapolation a
+short one-chain NUTS fit. The full versions (250 points, 50 datasets per form,
 4 x 1000 draws) are in the bench.
 """
 
@@ -20,11 +21,11 @@ def test_recovery_map_and_classic_cover_the_published_chinchilla_parameters():
 
 
 def test_calibration_small():
-    c = validation.calibration("finetune_multiplicative", n_datasets=8, n_points=24, chains=2, steps=150)
-    assert c.kept + c.excluded == 8 and c.kept >= 6
-    # 4 parameters x >= 6 datasets at a nominal 90%: under 70% hits means intervals far too narrow;
-    # every hit would be likely only if they were far too wide.
-    assert 0.7 <= c.pooled < 1.0, c
+    c = validation.calibration("finetune_multiplicative", n_datasets=10, n_points=30, chains=2, steps=200)
+    assert c.kept + c.excluded == 10 and c.kept >= 8
+    # 40 interval checks at a nominal 90%: fewer than 30 hits means intervals far too narrow; 40 of
+    # 40 would be likely (p = 0.015) only if they were far too wide.
+    assert 0.75 <= c.pooled < 1.0, c
     assert set(c.per_param) == {"A", "alpha", "beta", "E"}
 
 
