@@ -5,14 +5,17 @@ FLOPs, 7 model sizes each, 0.5% noise per run plus 0.5% shared per budget) drawn
 `chinchilla` (the control: truth = form), `kaplan`, `farseer` (a Farseer-like surface whose data
 exponent grows with model size), and `farseer+diverged` (5% of runs diverged, loss 1.3-3x).
 `chinchilla` is fitted to the lower two-thirds of runs by compute and predicts the top third
-(about 10x beyond the fit). Models compared, as `tokeff backtest` runs them:
+(about 12x beyond the fit), exactly as `tokeff backtest --by params*tokens_seen --frac 0.33` does.
+Models compared:
 
 - old: `--likelihood normal --discrepancy none` (the earlier intervals);
 - new: the defaults (Student-t on log loss, discrepancy growing with the distance beyond the range);
 - classic: the Huber/L-BFGS bootstrap.
 
-Prints one row per (truth, model), pooled over seeds: coverage of 50/80/90% intervals of a new run,
-median |error| and median 90% width (% of the prediction), and how many fits reported ok.
+Prints one row per (truth, model), pooled over seeds: coverage of the 50/80/90% intervals of a new
+run, median |error| and median signed error of the predictive median (% of the observed loss: is
+the median biased?), median 90% width (% of the prediction), and how many fits reported ok.
+With `--plot PATH`, a PNG of the 90% coverage per truth and model against the 80-95% target band.
 """
 
 import argparse
@@ -26,44 +29,85 @@ from tokeff.laws.simulate import isoflop_table
 MODELS = {
     "old": {"likelihood": "normal", "discrepancy": "none"},
     "new": {},
-    "classic": {"method": "classic", "bootstrap": 400},
+    "classic": {"method": "classic", "bootstrap": 200},
 }
 TRUTHS = {"chinchilla": {}, "kaplan": {}, "farseer": {}, "farseer+diverged": {"diverged": 0.05}}
+LEVELS = ("0.5", "0.8", "0.9")
+
+
+def run_one(truth: str, model: str, seeds: int, options: dict) -> dict:
+    """Backtests of one model over `seeds` tables of one truth, pooled."""
+    hits = {k: 0.0 for k in LEVELS}
+    errors, bias, widths, factors, ok, n_held, start = [], [], [], [], 0, 0, time.perf_counter()
+    for seed in range(seeds):
+        table = isoflop_table(truth.split("+")[0], seed=seed, **TRUTHS[truth])
+        r = backtest(table, "chinchilla", by="params*tokens_seen", frac=1 / 3, seed=seed, **options)
+        for k in hits:
+            hits[k] += r["coverage"][k] * r["n_held_out"]
+        h = r["held_out"]
+        signed = (np.asarray(h["median"]) - np.asarray(h["observed"])) / np.asarray(h["observed"]) * 100
+        errors.append(np.median(np.abs(signed)) if np.isfinite(signed).all() else np.nan)
+        bias.append(np.median(signed) if np.isfinite(signed).all() else np.nan)
+        widths.append(r["median_interval_width_pct"]["0.9"])
+        factors.append(r["extrapolation_factor"])
+        ok += r["all_fits_ok"]
+        n_held += r["n_held_out"]
+    return {"coverage": {k: v / n_held for k, v in hits.items()}, "error": float(np.nanmedian(errors)),
+            "bias": float(np.nanmedian(bias)), "width": float(np.median(widths)), "factor": float(np.median(factors)),
+            "ok": ok, "seeds": seeds, "seconds_per_table": (time.perf_counter() - start) / seeds}
+
+
+def plot(rows: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tokeff.io import save_figure
+
+    truths = list(dict.fromkeys(t for t, _ in rows))
+    models = list(dict.fromkeys(m for _, m in rows))
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    ax.axhspan(0.80, 0.95, color="C2", alpha=0.15, label="target 80-95%")
+    ax.axhline(0.9, color="C2", lw=0.8)
+    width = 0.8 / len(models)
+    for j, m in enumerate(models):
+        x = np.arange(len(truths)) + (j - (len(models) - 1) / 2) * width
+        ax.bar(x, [rows[(t, m)]["coverage"]["0.9"] if (t, m) in rows else np.nan for t in truths], width, label=m)
+    ax.set_xticks(np.arange(len(truths)), truths)
+    ax.set(ylim=(0, 1.02), ylabel="coverage of 90% intervals", title="held-out runs at ~12x compute (chinchilla fitted)")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    save_figure(fig, path)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--truths", nargs="*", default=list(TRUTHS))
-    parser.add_argument("--models", nargs="*", default=list(MODELS))
-    parser.add_argument("--method", default="nuts", choices=["nuts", "map"], help="for old and new")
+    parser.add_argument("--truths", nargs="*", default=list(TRUTHS), choices=list(TRUTHS))
+    parser.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--method", default="map", choices=["nuts", "map"], help="for old and new")
     parser.add_argument("--chains", type=int, default=2)
-    parser.add_argument("--draws", type=int, default=500, help="warmup = draws per chain")
+    parser.add_argument("--draws", type=int, default=500, help="NUTS: warmup = draws per chain")
+    parser.add_argument("--plot", metavar="PNG", help="write the 90%% coverage per truth and model here")
     args = parser.parse_args()
 
-    print(f"{'truth':<18}{'model':<9}{'cov50':>6}{'cov80':>6}{'cov90':>6}{'|err|%':>8}{'w90%':>7}"
-          f"{'x-extrap':>9}{'ok':>6}{'s/fit':>7}", flush=True)
+    print(f"{'truth':<18}{'model':<9}{'cov50':>6}{'cov80':>6}{'cov90':>6}{'|err|%':>8}{'bias%':>7}{'w90%':>7}"
+          f"{'x-extrap':>9}{'ok':>6}{'s/table':>8}", flush=True)
+    rows = {}
     for truth in args.truths:
-        truth_name = truth.split("+")[0]
         for model in args.models:
-            options = {"method": args.method, "chains": args.chains, "draws": args.draws, "warmup": args.draws,
-                       **MODELS[model]}
-            hits = {k: [] for k in ("0.5", "0.8", "0.9")}
-            errors, widths, factors, ok, start = [], [], [], 0, time.perf_counter()
-            for seed in range(args.seeds):
-                table = isoflop_table(truth_name, seed=seed, **TRUTHS[truth])
-                r = backtest(table, "chinchilla", by="params*tokens_seen", frac=1 / 3, seed=seed, **options)
-                for k in hits:
-                    hits[k].append(r["coverage"][k] * r["n_held_out"])
-                errors.append(r["median_abs_pct_error"] if r["median_abs_pct_error"] is not None else np.nan)
-                widths.append(r["median_interval_width_pct"]["0.9"])
-                factors.append(r["extrapolation_factor"])
-                ok += r["all_fits_ok"]
-                n_held = r["n_held_out"]
-            cov = {k: sum(v) / (n_held * args.seeds) for k, v in hits.items()}
-            print(f"{truth:<18}{model:<9}{cov['0.5']:6.2f}{cov['0.8']:6.2f}{cov['0.9']:6.2f}"
-                  f"{np.nanmedian(errors):8.2f}{np.median(widths):7.2f}{np.median(factors):9.1f}"
-                  f"{ok:>4}/{args.seeds}{(time.perf_counter() - start) / args.seeds:7.0f}", flush=True)
+            options = {"method": args.method, **MODELS[model]}
+            if options["method"] == "nuts":
+                options |= {"chains": args.chains, "draws": args.draws, "warmup": args.draws}
+            r = rows[(truth, model)] = run_one(truth, model, args.seeds, options)
+            cov = r["coverage"]
+            print(f"{truth:<18}{model:<9}{cov['0.5']:6.2f}{cov['0.8']:6.2f}{cov['0.9']:6.2f}{r['error']:8.2f}"
+                  f"{r['bias']:7.2f}{r['width']:7.2f}{r['factor']:9.1f}{r['ok']:>4}/{r['seeds']}"
+                  f"{r['seconds_per_table']:8.1f}", flush=True)
+    if args.plot:
+        plot(rows, args.plot)
+        print(f"plot: {args.plot}")
 
 
 if __name__ == "__main__":

@@ -5,19 +5,23 @@ model size or a budget share their residuals. Inside the fitted range neither sh
 bends to the data. Beyond it the error of the form grows, and the posterior of a misspecified form
 does not know. So a new observation at inputs x gets, on the likelihood's scale (log loss),
 
-    log y_new = log mean(x) + noise + tau * d(x) * z,     z ~ Normal(0, 1),
+    log y_new = log mean(x) + noise + tau * d(x)^2 * z,     z ~ Normal(0, 1),
 
 with d(x) the log-distance of x beyond the fitted range: the largest excess, in natural-log units,
 of any input or of the product of the inputs (compute, for N and D) over its range in the fit data
-(0 inside the range). The predictive variance is sigma^2 + tau^2 d(x)^2.
+(0 inside the range). The predictive variance is sigma^2 + tau^2 d(x)^4. Why d^2 (`GROWTH`): a fit
+matches the truth's level and slope at the edge of its range, so what it misses beyond is
+curvature, a second-order term.
 
-tau is learned from the fit data by internal leave-future-out: order the runs by the product of
-their inputs, refit (MAP/Laplace, cheap) on the lower three-quarters, predict the top quarter and ask how
-much wider than its own predictive spread the miss was, per unit of distance. Its posterior on a
-grid, under a weakly informative half-normal prior (`TAU_PRIOR`, in log-loss per log-unit: 0.02
-means 2% per e-fold beyond the range; real sweeps miss by ~1% at 10x), is drawn once per posterior draw. Too few runs for the
-internal split: tau keeps its prior (wide, honest). Loss targets only: an accuracy's binomial
-noise on a small eval set already dominates pilot-scale intervals.
+tau is learned from the fit data by internal leave-future-out at several origins
+(`INNER_ORIGINS`): order the runs by the product of their inputs, refit (MAP/Laplace: one compiled
+program for all origins, `tokeff.laws.laplace`) on the lower 62.5% and 75%, predict every run above,
+with d measured from *that inner fit's own range*, and ask how much wider than the inner fit's own
+predictive spread the misses were. The origins see the same top runs again, so each counts as 1/K
+of the evidence. tau's posterior on a grid, under a weakly informative half-normal prior
+(`TAU_PRIOR`: 0.02 means 2% at one e-fold beyond the range, 8% at two), is drawn once per posterior
+draw. Too few runs for the internal split: tau keeps its prior (wide, honest). Loss targets only: an
+accuracy's binomial noise on a small eval set already dominates pilot-scale intervals.
 """
 
 from __future__ import annotations
@@ -30,7 +34,15 @@ from tokeff.laws.priors import Prior
 
 MODES = ("extrapolation", "none")
 TAU_PRIOR = Prior("halfnormal", (0.02,))
-INTERNAL_FRAC = 0.25
+# Inner leave-future-out origins: refit on these fractions of the runs (ordered by the product of
+# the inputs) and predict every run above, with the distance from that inner fit's own range.
+INNER_ORIGINS = (0.625, 0.75)
+# The discrepancy's sd grows as d^GROWTH: a fit matches the truth's level and slope at the edge of its
+# range, so what it misses beyond is the curvature, a second-order term (measured: tau fitted with a
+# linear growth at the inner origins' distances understated the one at the outer distances by
+# 1.5-1.7x on Kaplan- and Farseer-like truths, i.e. growth ~ d^2).
+GROWTH = 2.0
+INNER_DRAWS = 1000
 PRODUCT = "*"  # key of the product of all inputs in a range dict
 _GRID = np.linspace(0.0, 0.5, 1001)
 
@@ -56,46 +68,62 @@ def distance(ranges: dict[str, list[float]], inputs: dict[str, np.ndarray]) -> n
     return np.max(np.stack(excess), axis=0)
 
 
-def _tau_log_posterior(residual, spread_var, dist, df: float | None) -> np.ndarray:
-    """log p(tau | internal residuals) on `_GRID`: residual ~ t_df / Normal(0, spread_var + tau^2 d^2)."""
+def growth(ranges: dict[str, list[float]], inputs: dict[str, np.ndarray]) -> np.ndarray:
+    """d(x)^GROWTH: what tau multiplies to give the discrepancy's sd at x."""
+    return distance(ranges, inputs) ** GROWTH
+
+
+def _tau_log_likelihood(residual, spread_var, dist, df: float | None) -> np.ndarray:
+    """log p(internal residuals | tau) on `_GRID`: residual ~ t_df / Normal(0, spread_var + tau^2 d^2)."""
     scale2 = spread_var[None, :] + (_GRID[:, None] * dist[None, :]) ** 2
     z2 = residual[None, :] ** 2 / scale2
     if df is None:
         ll = -0.5 * z2 - 0.5 * np.log(scale2)
     else:
         ll = -0.5 * (df + 1) * np.log1p(z2 / df) - 0.5 * np.log(scale2)
-    log_prior = -0.5 * (_GRID / TAU_PRIOR.args[0]) ** 2
-    return ll.sum(axis=1) + log_prior
+    return ll.sum(axis=1)
+
+
+def _inner_origin(form, likelihood, inner: FitData, held: FitData, *, pad_to: int, seed: int):
+    """Refit on `inner` (MAP/Laplace) and predict `held`: residuals, predictive variances, distances."""
+    from tokeff.laws.laplace import run_laplace
+    from tokeff.laws.model import predict_observed
+
+    samples, _, opt = run_laplace(form, likelihood, inner, draws=INNER_DRAWS, seed=seed, pad_to=pad_to)
+    samples = {k: v.reshape(-1) for k, v in samples.items()}
+    log_pred = np.log(predict_observed(form, likelihood, samples, held.inputs, seed=seed))
+    ok = np.all(np.isfinite(log_pred), axis=0)
+    centre = np.median(log_pred, axis=0)
+    q25, q75 = np.quantile(log_pred, [0.25, 0.75], axis=0)
+    spread_var = np.maximum(((q75 - q25) / 1.349) ** 2, 1e-12)  # robust: Student-t draws have heavy tails
+    dist = growth(log_ranges(inner.inputs), held.inputs)
+    residual = np.log(held.y) - centre
+    record = {"n_fit": inner.n_points, "n_held_out": held.n_points, "converged": bool(opt["converged"]),
+              "median_distance": float(np.median(dist[ok])) if ok.any() else None,
+              "median_abs_residual": float(np.median(np.abs(residual[ok]))) if ok.any() else None}
+    return residual[ok], spread_var[ok], dist[ok], record
 
 
 def learn_tau(form, likelihood, data: FitData, *, n_draws: int, seed: int = 0) -> tuple[np.ndarray, dict]:
     """Draws of tau (see the module doc) and a record of how they were learned, for the summary."""
-    from tokeff.laws.fit import run_laplace
-    from tokeff.laws.model import predict_observed
+    from tokeff.laws.laplace import bucket
 
     rng = np.random.default_rng(seed)
     order = np.argsort(sum(np.log(v) for v in data.inputs.values()), kind="stable")
-    n_inner = int(round(data.n_points * (1 - INTERNAL_FRAC)))
-    inner, held = data.take(order[:n_inner]), data.take(order[n_inner:])
+    n = data.n_points
+    cuts = sorted({int(round(n * f)) for f in INNER_ORIGINS})
+    cuts = [k for k in cuts if k >= len(form.params) + 2 and n - k >= 3]
+    df = likelihood.df if likelihood.kind == "student_t" else None
     log_post = -0.5 * (_GRID / TAU_PRIOR.args[0]) ** 2
-    info = {"prior": str(TAU_PRIOR), "internal_fit": n_inner, "internal_held_out": data.n_points - n_inner}
-    if n_inner >= len(form.params) + 2 and held.n_points >= 3:
-        samples, _, opt = run_laplace(form, likelihood, inner, draws=2000, seed=seed)
-        samples = {k: v.reshape(-1) for k, v in samples.items()}
-        log_pred = np.log(predict_observed(form, likelihood, samples, held.inputs, seed=seed))
-        ok = np.all(np.isfinite(log_pred), axis=0)
-        centre = np.median(log_pred, axis=0)
-        q25, q75 = np.quantile(log_pred, [0.25, 0.75], axis=0)
-        spread_var = ((q75 - q25) / 1.349) ** 2  # robust: Student-t draws have heavy tails
-        dist = distance(log_ranges(inner.inputs), held.inputs)
-        residual = np.log(held.y) - centre
-        if ok.sum() >= 3:
-            df = likelihood.df if likelihood.kind == "student_t" else None
-            log_post = _tau_log_posterior(residual[ok], np.maximum(spread_var[ok], 1e-12), dist[ok], df)
-            info |= {"internal_converged": bool(opt["converged"]),
-                     "internal_median_distance": float(np.median(dist[ok])),
-                     "internal_median_abs_residual": float(np.median(np.abs(residual[ok])))}
-    else:
+    info = {"prior": str(TAU_PRIOR), "origins": []}
+    for k in cuts:
+        residual, spread_var, dist, record = _inner_origin(
+            form, likelihood, data.take(order[:k]), data.take(order[k:]), pad_to=bucket(max(cuts)), seed=seed)
+        info["origins"].append(record)
+        if len(residual) >= 3:
+            # The origins see the same top runs again: each counts as 1/K of the evidence.
+            log_post = log_post + _tau_log_likelihood(residual, spread_var, dist, df) / len(cuts)
+    if not cuts:
         info["note"] = "too few runs for the internal split: tau keeps its prior"
     weights = np.exp(log_post - log_post.max())
     cdf = np.cumsum(weights) / weights.sum()

@@ -22,6 +22,7 @@ from tokeff.laws import diagnostics as diag_lib
 from tokeff.laws.data import FitData, prepare
 from tokeff.laws.forms import Form, get_form
 from tokeff.laws import discrepancy as discrepancy_lib
+from tokeff.laws.laplace import run_laplace
 from tokeff.laws.model import (
     Likelihood, make_model, observed, param_sites, predict_mean, predict_observed, resolve_likelihood,
 )
@@ -54,7 +55,7 @@ class Fit:
         if observed:
             sd = None
             if "tau" in self.samples:
-                d = discrepancy_lib.distance(self.summary["discrepancy"]["log_ranges"], inputs)
+                d = discrepancy_lib.growth(self.summary["discrepancy"]["log_ranges"], inputs)
                 sd = self.samples["tau"][:, None] * d[None, :]
             return predict_observed(self.form, self.likelihood, self.samples, inputs, n_eval=n_eval, seed=seed,
                                     discrepancy_sd=sd)
@@ -283,58 +284,6 @@ def run_nuts(form, lik, data, *, chains, draws, warmup, seed, target_accept=0.98
     joined = {k: np.concatenate([w[k] for w in waves]) for k in waves[0]}
     stats = {"diverging": joined.pop("diverging"), "energy": joined.pop("energy"), "mcmc": mcmc}
     return joined, stats
-
-
-def run_laplace(form, lik, data, *, draws=4000, seed=0, n_starts=16):
-    """MAP by BFGS from several prior draws (in the sampler's unconstrained space), then a Gaussian
-    at the mode with the inverse Hessian as covariance, mapped back through the constraints."""
-    import jax
-    import jax.numpy as jnp
-    from jax.flatten_util import ravel_pytree
-    from jax.scipy.optimize import minimize
-    from numpyro.infer import init_to_sample
-    from numpyro.infer.util import initialize_model
-
-    model = make_model(form, lik)
-    args = _model_args(form, data)
-    keys = jax.random.split(jax.random.PRNGKey(seed), n_starts)
-    info, potential_fn, postprocess_fn, _ = initialize_model(keys, model, model_args=args,
-                                                             init_strategy=init_to_sample)
-    z0 = info.z
-    _, unravel = ravel_pytree(jax.tree.map(lambda v: v[0], z0))
-    flat0 = jax.vmap(lambda z: ravel_pytree(z)[0])(z0)
-    energy = lambda flat: potential_fn(unravel(flat))  # noqa: E731
-    results = jax.jit(jax.vmap(lambda f0: minimize(energy, f0, method="BFGS", options={"maxiter": 200})))(flat0)
-    values = jnp.where(jnp.isfinite(results.fun), results.fun, jnp.inf)
-    best = int(jnp.argmin(values))
-    mode = results.x[best]
-    # float32 BFGS stops short on these ridges; a few Newton steps (k <= 7 parameters) finish the job.
-    newton = jax.jit(lambda m: jnp.linalg.solve(jax.hessian(energy)(m), jax.grad(energy)(m)))
-    energy_jit = jax.jit(energy)
-    for _ in range(10):
-        step, current = newton(mode), float(energy_jit(mode))
-        for scale in (1.0, 0.5, 0.25, 0.1):
-            trial = mode - scale * step
-            if bool(jnp.all(jnp.isfinite(trial))) and float(energy_jit(trial)) < current + 1e-5 * abs(current):
-                mode = trial
-                break
-    hessian = jax.hessian(energy)(mode)
-    hessian = 0.5 * (hessian + hessian.T)
-    eigvals = jnp.linalg.eigvalsh(hessian)
-    hessian_ok = bool(jnp.all(eigvals > 0))
-    cov = jnp.linalg.inv(hessian) if hessian_ok else jnp.linalg.pinv(hessian + jnp.eye(mode.shape[0]) * 1e-3)
-    cov = 0.5 * (cov + cov.T)
-    z = jax.random.multivariate_normal(jax.random.PRNGKey(seed + 1), mode, cov, (draws,), method="svd")
-    constrained = jax.vmap(lambda flat: postprocess_fn(unravel(flat)))(z)
-    point = {k: float(v) for k, v in postprocess_fn(unravel(mode)).items()}
-    # Converged when the remaining Newton step is small against the posterior scale (< 0.1 sd):
-    # scale-free, unlike a raw gradient tolerance in float32.
-    grad = jax.grad(energy)(mode)
-    newton_sd = float(jnp.sqrt(jnp.abs(grad @ cov @ grad)))
-    converged = bool(results.success[best]) or newton_sd < 0.1
-    samples = {k: np.asarray(v)[None, :] for k, v in constrained.items() if k in param_sites(form)}
-    return samples, point, {"converged": converged, "hessian_ok": hessian_ok,
-                            "extra": {"newton_step_in_sd": newton_sd}}
 
 
 def _inference_data(form, lik, data, posterior, stats):
