@@ -99,7 +99,8 @@ def test_prepare_maps_columns_and_reports_ranges():
     [
         (lambda t: t.pop("tokens_seen"), {}, r"column 'tokens_seen' not in the data \(columns: params, eval_loss"),
         (lambda t: t["params"].__setitem__(0, -1.0), {}, "non-positive"),
-        (lambda t: t["eval_loss"].__setitem__(slice(0, 3), np.nan), {}, "3 row.*NaN/inf.*--drop-invalid"),
+        (lambda t: t["eval_loss"].__setitem__(slice(0, 3), np.nan), {"exclude": False}, "3 row.*NaN/inf.*--drop-invalid"),
+        (lambda t: t["params"].__setitem__(slice(0, 3), np.nan), {}, "3 row.*NaN/inf.*--drop-invalid"),
         (lambda t: t["params"].__setitem__(slice(None), 1e9), {}, "constant in the data.*not identified"),
         (lambda t: None, {"mapping": {"Q": "params"}}, "not inputs of form"),
     ],

@@ -72,6 +72,21 @@ def clip_accuracy(mu, chance: float):
     return jnp.clip(mu, chance + ACCURACY_EPS, 1.0 - ACCURACY_EPS)
 
 
+def observation_dist(target: str, likelihood: Likelihood, location, *, sigma=None, n_eval=None):
+    """The distribution of one observation (what `observed` returns) given the law at a point: the
+    likelihood, written once for the sampler (`make_model`) and the proposal simulator
+    (`tokeff.decide.proposals`). `location` is the law's log mean for loss targets (log loss ~
+    Normal or Student-t(df) around it, scale `sigma`) and its mean for accuracy targets (correct ~
+    Binomial(n_eval, mean clipped to [chance, 1]))."""
+    import numpyro.distributions as dist
+
+    if target == "loss":
+        if likelihood.kind == "normal":
+            return dist.Normal(location, sigma)
+        return dist.StudentT(likelihood.df, location, sigma)
+    return dist.Binomial(total_count=n_eval, probs=clip_accuracy(location, likelihood.chance))
+
+
 def centred_site(name: str) -> str:
     """The sampled site behind a centred parameter (see `_sample_params`)."""
     return f"{name}_at_centre"
@@ -110,24 +125,19 @@ def make_model(form: Form, likelihood: Likelihood, *, centred: bool = True):
     `centred=False` samples every parameter directly (what `log_likelihood` needs for draws that
     carry only the form's parameters, e.g. from the classic bootstrap)."""
     import numpyro
-    import numpyro.distributions as dist
 
     def loss_model(inputs: dict, n_eval=None, obs=None):
         p = _sample_params(form, inputs, centred)
         sigma = numpyro.sample("sigma", likelihood.noise.to_numpyro())
         log_mu = form.log_mean(p, inputs)
         with numpyro.plate("points", log_mu.shape[-1]):
-            if likelihood.kind == "normal":
-                d = dist.Normal(log_mu, sigma)
-            else:
-                d = dist.StudentT(likelihood.df, log_mu, sigma)
-            return numpyro.sample("obs", d, obs=obs)
+            return numpyro.sample("obs", observation_dist(form.target, likelihood, log_mu, sigma=sigma), obs=obs)
 
     def accuracy_model(inputs: dict, n_eval=None, obs=None):
         p = _sample_params(form, inputs, centred)
-        probs = clip_accuracy(form.mean(p, inputs), likelihood.chance)
-        with numpyro.plate("points", probs.shape[-1]):
-            return numpyro.sample("obs", dist.Binomial(total_count=n_eval, probs=probs), obs=obs)
+        mu = form.mean(p, inputs)
+        with numpyro.plate("points", mu.shape[-1]):
+            return numpyro.sample("obs", observation_dist(form.target, likelihood, mu, n_eval=n_eval), obs=obs)
 
     return loss_model if form.target == "loss" else accuracy_model
 
