@@ -84,12 +84,12 @@ def test_the_laws_miss_counts_as_noise_the_run_cannot_remove():
 
 
 def test_a_simulated_outcome_is_drawn_as_the_fit_predicts_it():
-    # One predictive distribution: what `propose` simulates for a run (the law, Student-t noise and
+    # One predictive distribution: what `propose` simulates for a run (the law, the noise and
     # the discrepancy draws) is distributed as Fit.predict(observed=True) draws a new observation.
     from tokeff.laws.forms import get_form
     from tokeff.laws.model import predict_mean, predict_observed
 
-    form, lik = get_form("chinchilla"), Likelihood(kind="student_t")
+    form, lik = get_form("chinchilla"), Likelihood()
     rng = np.random.default_rng(10)
     n_draws = 20_000
     samples = {k: v * np.exp(0.02 * rng.standard_normal(n_draws))

@@ -43,12 +43,17 @@ Uncertainty = Callable[[np.ndarray], np.ndarray]  # weights [M, P] (rows sum to 
 def simulate_outcomes(target: str, likelihood: Likelihood, location_M: np.ndarray, *, sigma_M=None,
                       n_eval: float | None = None, seed: int = 0) -> np.ndarray:
     """One observation per row from the fit's own observation model (`observation_dist`): log loss
-    around `location_M` (the law's log mean, discrepancy included), or a count of correct answers."""
-    import jax
-
-    with jax.enable_x64(True):
-        d = observation_dist(target, likelihood, location_M, sigma=sigma_M, n_eval=n_eval)
-        return np.asarray(d.sample(jax.random.PRNGKey(seed)), np.float64)
+    around `location_M` (the law's log mean, discrepancy included), or a count of correct answers.
+    The distribution's own parameters are drawn from with numpy: JAX would compile its binomial and
+    Student-t samplers (seconds each) for a few dozen draws."""
+    rng = np.random.default_rng(seed)
+    d = observation_dist(target, likelihood, np.asarray(location_M, np.float64),
+                         sigma=None if sigma_M is None else np.asarray(sigma_M, np.float64), n_eval=n_eval)
+    if target != "loss":
+        return rng.binomial(int(round(n_eval)), np.asarray(d.probs, np.float64)).astype(np.float64)
+    loc, scale = np.asarray(d.loc, np.float64), np.asarray(d.scale, np.float64)
+    eps = rng.standard_normal(loc.shape) if likelihood.kind == "normal" else rng.standard_t(likelihood.df, loc.shape)
+    return loc + scale * eps
 
 
 def outcome_log_likelihood(target: str, likelihood: Likelihood, obs_M: np.ndarray, location_P: np.ndarray, *,
