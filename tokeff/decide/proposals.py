@@ -24,6 +24,7 @@ sweep points that run them out.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 from typing import Callable, Mapping
@@ -64,9 +65,19 @@ def outcome_log_likelihood(target: str, likelihood: Likelihood, obs_M: np.ndarra
 
     with jax.enable_x64(True):
         sigma = None if sigma_P is None else np.asarray(sigma_P, np.float64)[None, :]
-        d = observation_dist(target, likelihood, np.asarray(location_P, np.float64)[None, :], sigma=sigma,
-                             n_eval=n_eval)
-        return np.asarray(d.log_prob(np.asarray(obs_M, np.float64)[:, None]), np.float64)
+        n = None if n_eval is None else np.float64(n_eval)
+        log_prob = _log_prob(target, likelihood)
+        return np.asarray(log_prob(np.asarray(obs_M, np.float64)[:, None], np.asarray(location_P, np.float64)[None, :],
+                                   sigma, n), np.float64)
+
+
+@functools.lru_cache(maxsize=16)
+def _log_prob(target: str, likelihood: Likelihood):
+    """`observation_dist(...).log_prob`, compiled once per observation model and shape (eager JAX
+    would compile each of its operations separately on first use)."""
+    import jax
+
+    return jax.jit(lambda obs, loc, sigma, n: observation_dist(target, likelihood, loc, sigma=sigma, n_eval=n).log_prob(obs))
 
 
 def reweight(weights_P: np.ndarray, log_lik_MxP: np.ndarray) -> np.ndarray:
