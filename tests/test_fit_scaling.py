@@ -185,3 +185,25 @@ def test_exclusion_rule_keeps_a_steep_but_healthy_sweep():
     # Accuracy targets: only a missing measurement is excluded (a chance-level run is data).
     kept, reasons = excluded_rows(np.array([0.25, 0.0, np.nan, 1.0]), "accuracy")
     assert kept.tolist() == [True, True, False, True] and reasons[2].startswith("non-finite")
+
+
+@pytest.mark.parametrize("form_name", ["volume", "composition"])
+def test_lift_parametrisation_keeps_the_declared_prior(form_name):
+    # Sampled as (accuracy at the centre above chance, the lift's share), the floor and the lift
+    # coefficient must keep their declared priors: with eval sets of 0 questions the likelihood is
+    # flat, so NUTS draws the prior, and E must be uniform above chance and log A normal.
+    from tokeff.laws.data import FitData
+    from tokeff.laws.fit import run_nuts
+    from tokeff.laws.model import Likelihood
+
+    form = get_form(form_name).above_chance(0.25)
+    x = design(form, 12, seed=0)
+    data = FitData(x, np.zeros(12), np.zeros(12), {})
+    post, stats = run_nuts(form, Likelihood(chance=0.25), data, chains=1, draws=3000, warmup=500, seed=1)
+    lo, hi = form.params["E"].args
+    e = (post["E"].reshape(-1) - lo) / (hi - lo)
+    np.testing.assert_allclose(np.quantile(e, [0.1, 0.5, 0.9]), [0.1, 0.5, 0.9], atol=0.06)
+    m, sd = form.params["A"].args
+    log_a = np.log(post["A"].reshape(-1))
+    assert abs(log_a.mean() - m) < 0.35 and abs(log_a.std() - sd) < 0.35, (log_a.mean(), log_a.std())
+    assert int(stats["diverging"].sum()) == 0
