@@ -161,7 +161,8 @@ def test_failed_and_diverged_runs_are_excluded_by_the_stated_rule(table, tmp_pat
     csv = tmp_path / "runs.csv"
     pd.concat([table.iloc[:20], bad, table.iloc[20:]], ignore_index=True).to_csv(csv, index=False)
     out = tmp_path / "fit"
-    assert main(["fit", str(csv), "--form", "test_power_law", "--method", "map", "--no-plots", "--out", str(out)]) == 0
+    assert main(["fit", str(csv), "--form", "test_power_law", "--method", "map", "--discrepancy", "none", "--no-plots",
+                 "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "excluded 3 row(s) not drawn from the law: row 20 (eval_loss nan: non-finite target)" in printed
     assert "row 22 (eval_loss 10.8: diverged)" in printed
@@ -187,8 +188,7 @@ def test_exclusion_rule_keeps_a_steep_but_healthy_sweep():
     assert kept.tolist() == [True, True, False, True] and reasons[2].startswith("non-finite")
 
 
-@pytest.mark.parametrize("form_name", ["volume", "composition"])
-def test_lift_parametrisation_keeps_the_declared_prior(form_name):
+def test_lift_parametrisation_keeps_the_declared_prior():
     # Sampled as (accuracy at the centre above chance, the lift's share), the floor and the lift
     # coefficient must keep their declared priors: with eval sets of 0 questions the likelihood is
     # flat, so NUTS draws the prior, and E must be uniform above chance and log A normal.
@@ -196,10 +196,10 @@ def test_lift_parametrisation_keeps_the_declared_prior(form_name):
     from tokeff.laws.fit import run_nuts
     from tokeff.laws.model import Likelihood
 
-    form = get_form(form_name).above_chance(0.25)
+    form = get_form("volume").above_chance(0.25)  # composition and the _at_one_model forms share the code
     x = design(form, 12, seed=0)
     data = FitData(x, np.zeros(12), np.zeros(12), {})
-    post, stats = run_nuts(form, Likelihood(chance=0.25), data, chains=1, draws=3000, warmup=500, seed=1)
+    post, stats = run_nuts(form, Likelihood(chance=0.25), data, chains=1, draws=2000, warmup=300, seed=1)
     lo, hi = form.params["E"].args
     e = (post["E"].reshape(-1) - lo) / (hi - lo)
     np.testing.assert_allclose(np.quantile(e, [0.1, 0.5, 0.9]), [0.1, 0.5, 0.9], atol=0.06)
