@@ -31,7 +31,8 @@ import numpy as np
 
 from tokeff.decide.frontier import chinchilla_frontier
 from tokeff.decide.summaries import effective_sample_size
-from tokeff.decide.proposals import Noise, expected_information, interval_width, replicates, reweight
+from tokeff.decide.proposals import expected_information, interval_width, outcome_log_likelihood, replicates, reweight
+from tokeff.laws.model import Likelihood
 from tokeff.laws.simulate import CHINCHILLA_PUBLISHED
 
 SIGMA = 0.02
@@ -77,7 +78,7 @@ def log_lik(z: np.ndarray, data: list[tuple[float, float, float]]) -> np.ndarray
     p = params(z)
     out = np.zeros(len(z))
     for n, d, log_y in data:
-        out += Noise("loss").log_likelihood(np.array([log_y]), loss(p, n, d), p["sigma"], 0)[0]
+        out += outcome_log_likelihood("loss", Likelihood(), np.array([log_y]), np.log(loss(p, n, d)), sigma_P=p["sigma"])[0]
     return out
 
 
@@ -150,8 +151,8 @@ def run_design(design: str, seed: int, target: float, particles: int, max_runs: 
             mean_SxC = loss({k: v[:, None] for k, v in p.items()}, n_c[None, :], d_c[None, :])
             n_opt, _ = chinchilla_frontier(p, np.array([C_TARGET]))
             reps = replicates(cost_c, cost_c.max())
-            eig = expected_information(mean_SxC, Noise("loss"), interval_width(np.log10(n_opt[:, 0])),
-                                       sigma_S=p["sigma"], replicates_C=reps, n_sims=32, seed=seed * 1000 + step)
+            eig = expected_information(mean_SxC, "loss", Likelihood(), interval_width(np.log10(n_opt[:, 0])),
+                                       sigma_P=p["sigma"], replicates_C=reps, n_sims=32, seed=seed * 1000 + step)
             c = int(np.argmax(np.maximum(eig, 0) / (reps * cost_c)))
         log_y = float(np.log(loss(truth, n_c[c], d_c[c])[0]) + SIGMA * world_rng.standard_normal())
         post.observe(n_c[c], d_c[c], log_y)

@@ -151,3 +151,59 @@ def test_accuracy_classic_refused(table):
         d = simulate(form, {"A": 1e-3, "beta": 0.2, "gamma": 0.1, "E": 0.2}, design(form, 20, seed=0))
         fit({"V": d["V"], "params": d["M"], "accuracy": d["y"], "n_eval": d["n_eval"]}, "volume",
             method="classic", mapping={"V": "V"})
+
+
+def test_failed_and_diverged_runs_are_excluded_by_the_stated_rule(table, tmp_path, capsys):
+    # Three runs that are not draws from the law: a NaN loss (crashed), an inf loss (overflowed) and
+    # one that diverged back to an initial-level loss (ln 50k vocab ~ 10.8). The fit leaves them out,
+    # says so, and recovers the law from the rest; without the rule the NaN row is refused.
+    bad = pd.DataFrame({"params": [3e7, 5e8, 2e9], "eval_loss": [np.nan, np.inf, 10.8]})
+    csv = tmp_path / "runs.csv"
+    pd.concat([table.iloc[:20], bad, table.iloc[20:]], ignore_index=True).to_csv(csv, index=False)
+    out = tmp_path / "fit"
+    assert main(["fit", str(csv), "--form", "test_power_law", "--method", "map", "--discrepancy", "none", "--no-plots",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "excluded 3 row(s) not drawn from the law: row 20 (eval_loss nan: non-finite target)" in printed
+    assert "row 22 (eval_loss 10.8: diverged)" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_points"] == 40 and [e["row"] for e in summary["excluded"]] == [20, 21, 22]
+    assert summary["excluded"][1]["value"] == "inf" and "far-out fence" in summary["excluded"][2]["reason"]
+    for name, value in TRUE.items():
+        assert _inside(summary, name, value), (name, summary["params"][name])
+    assert main(["fit", str(csv), "--form", "test_power_law", "--method", "map", "--no-exclude",
+                 "--out", str(tmp_path / "kept")]) == 2
+    assert "2 row(s) with NaN/inf" in capsys.readouterr().err and not (tmp_path / "kept").exists()
+
+
+def test_exclusion_rule_keeps_a_steep_but_healthy_sweep():
+    from tokeff.laws.data import excluded_rows
+
+    # Losses from 2.0 to 6.5 (a 5M-param run at few tokens next to large ones): spread, not divergence.
+    healthy = np.geomspace(2.0, 6.5, 30)
+    assert excluded_rows(healthy, "loss")[0].all()
+    assert excluded_rows(np.append(healthy, 40.0), "loss")[0].tolist() == [True] * 30 + [False]
+    # Accuracy targets: only a missing measurement is excluded (a chance-level run is data).
+    kept, reasons = excluded_rows(np.array([0.25, 0.0, np.nan, 1.0]), "accuracy")
+    assert kept.tolist() == [True, True, False, True] and reasons[2].startswith("non-finite")
+
+
+def test_lift_parametrisation_keeps_the_declared_prior():
+    # Sampled as (accuracy at the centre above chance, the lift's share), the floor and the lift
+    # coefficient must keep their declared priors: with eval sets of 0 questions the likelihood is
+    # flat, so NUTS draws the prior, and E must be uniform above chance and log A normal.
+    from tokeff.laws.data import FitData
+    from tokeff.laws.fit import run_nuts
+    from tokeff.laws.model import Likelihood
+
+    form = get_form("volume").above_chance(0.25)  # composition and the _at_one_model forms share the code
+    x = design(form, 12, seed=0)
+    data = FitData(x, np.zeros(12), np.zeros(12), {})
+    post, stats = run_nuts(form, Likelihood(chance=0.25), data, chains=1, draws=2000, warmup=300, seed=1)
+    lo, hi = form.params["E"].args
+    e = (post["E"].reshape(-1) - lo) / (hi - lo)
+    np.testing.assert_allclose(np.quantile(e, [0.1, 0.5, 0.9]), [0.1, 0.5, 0.9], atol=0.06)
+    m, sd = form.params["A"].args
+    log_a = np.log(post["A"].reshape(-1))
+    assert abs(log_a.mean() - m) < 0.35 and abs(log_a.std() - sd) < 0.35, (log_a.mean(), log_a.std())
+    assert int(stats["diverging"].sum()) == 0

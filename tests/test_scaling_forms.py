@@ -99,7 +99,8 @@ def test_prepare_maps_columns_and_reports_ranges():
     [
         (lambda t: t.pop("tokens_seen"), {}, r"column 'tokens_seen' not in the data \(columns: params, eval_loss"),
         (lambda t: t["params"].__setitem__(0, -1.0), {}, "non-positive"),
-        (lambda t: t["eval_loss"].__setitem__(slice(0, 3), np.nan), {}, "3 row.*NaN/inf.*--drop-invalid"),
+        (lambda t: t["eval_loss"].__setitem__(slice(0, 3), np.nan), {"exclude": False}, "3 row.*NaN/inf.*--drop-invalid"),
+        (lambda t: t["params"].__setitem__(slice(0, 3), np.nan), {}, "3 row.*NaN/inf.*--drop-invalid"),
         (lambda t: t["params"].__setitem__(slice(None), 1e9), {}, "constant in the data.*not identified"),
         (lambda t: None, {"mapping": {"Q": "params"}}, "not inputs of form"),
     ],
@@ -139,7 +140,7 @@ def test_centring_offsets_match_the_mean_and_keep_the_prior(name):
     import jax.numpy as jnp
     from numpyro.infer.util import log_density
 
-    from tokeff.laws.model import Likelihood, centred_site, make_model, observed
+    from tokeff.laws.model import LIFT_SITES, Likelihood, _lift_pair, centred_site, make_model, observed
     from tokeff.laws.simulate import prior_draw
 
     form = get_form(name)
@@ -166,6 +167,16 @@ def test_centring_offsets_match_the_mean_and_keep_the_prior(name):
             jacobian += float(jnp.log(p[coef]))
         else:
             centred_values[centred_site(coef)] = p[coef] + offset(p, centre)
+    lift = _lift_pair(form)
+    if lift:  # floor and lift sampled as (h, u): the density gains -log s + log(1 - s_min) (model.py)
+        floor, coef = lift
+        lo, hi = form.params[floor].args
+        t0 = p[coef] * jnp.exp(form.centring[coef](p, centre))
+        h = p[floor] - lo + t0
+        s, s_min = t0 / h, jnp.clip(1.0 - (hi - lo) / h, 0.0, 1.0)
+        del centred_values[centred_site(coef)], centred_values[floor]
+        centred_values |= {LIFT_SITES[0]: h, LIFT_SITES[1]: (s - s_min) / (1.0 - s_min)}
+        jacobian += float(-jnp.log(s) + jnp.log1p(-s_min))
     centred, _ = log_density(make_model(form, Likelihood()), (x, n_eval, obs), {}, centred_values)
     assert float(centred) == pytest.approx(float(plain) + jacobian, rel=1e-5, abs=1e-3)
 

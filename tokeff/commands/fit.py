@@ -37,7 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a prior, e.g. --prior alpha='uniform(0.1, 0.6)'")
     parser.add_argument("--module", action="append", default=[],
                         help="import this Python module first (it may register your own forms)")
-    parser.add_argument("--drop-invalid", action="store_true", help="drop rows with NaN/inf instead of refusing")
+    parser.add_argument("--drop-invalid", action="store_true", help="drop rows with NaN/inf inputs instead of refusing")
+    parser.add_argument("--no-exclude", action="store_true",
+                        help="keep every row: no exclusion of failed runs (non-finite target) or diverged runs"
+                             " (loss above the far-out fence); a non-finite target is then refused")
     parser.add_argument("--no-plots", action="store_true")
 
 
@@ -52,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from tokeff.laws.forms import import_form_modules
 
     import_form_modules(args.module)
-    from tokeff.laws.data import parse_mapping
+    from tokeff.laws.data import format_exclusions, parse_mapping
     from tokeff.laws.diagnostics import format_diagnostics
     from tokeff.laws.fit import fit
 
@@ -74,10 +77,13 @@ def run(args: argparse.Namespace) -> int:
         target_accept=args.target_accept,
         bootstrap=args.bootstrap,
         drop_invalid=args.drop_invalid,
+        exclude=not args.no_exclude,
     )
     path = result.save(args.out, plots=not args.no_plots, force=args.force)
     s = result.summary
     print(f"{s['form']} ({s['method']}) on {s['n_points']} points in {s['wall_seconds']:.1f} s -> {path}")
+    if s["excluded"]:
+        print(format_exclusions(s["excluded"], s["columns"]["target"]))
     label = "bootstrap" if s["method"] == "classic" else "posterior"
     print(f"{'param':<10} {'median':>11} {'q05':>11} {'q95':>11} {'r_hat':>7} {'ess_bulk':>9}   ({label})")
     for name, p in s["params"].items():
@@ -98,4 +104,5 @@ def fit_options(args: argparse.Namespace) -> dict:
         "priors": parse_mapping(args.prior), "likelihood": args.likelihood, "discrepancy": args.discrepancy, "chance": args.chance,
         "chains": args.chains, "draws": args.draws, "warmup": args.warmup, "seed": args.seed,
         "target_accept": args.target_accept, "bootstrap": args.bootstrap, "drop_invalid": args.drop_invalid,
+        "exclude": not args.no_exclude,
     }

@@ -79,7 +79,7 @@ def allocate_fit(fit, budget: float, space: OptionSpace | None = None) -> dict:
         if space is None or not space.models:
             raise UserError(f"models: form {form.name} chooses among models; give candidates (--models)")
         result = allocate_finetuning(form, fit.samples, budget, space, columns=fit.data.columns,
-                                     chance=fit.likelihood.chance)
+                                     chance=fit.likelihood.chance, miss=fit.discrepancy_sd)
         best = Option(**{k: result["decision"][k] for k in
                          ("model", "n_examples", "avg_tokens", "epochs", "flops", "strategy")})
         chosen = {k: float(v[0]) for k, v in option_inputs([best], fit.data.columns).items()}

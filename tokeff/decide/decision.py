@@ -7,7 +7,7 @@ chosen option is the best and its expected regret, so near-ties are visible inst
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -81,14 +81,32 @@ def decide(utility_PxO: np.ndarray, weights_P: np.ndarray | None = None, *,
     return Decision(order, eu, p_best, regret, p12, se, bool(reasons), "; ".join(reasons))
 
 
+# [P, O] sd on the log scale of what the law misses at the options' inputs (`Fit.discrepancy_sd`).
+MissFn = Callable[[Mapping[str, np.ndarray]], "np.ndarray | None"]
+
+
+def with_miss(metric_PxO: np.ndarray, miss_sd_PxO: np.ndarray | None, *, seed: int = 0) -> np.ndarray:
+    """The metric the options would really have: the law's mean times exp(what the law misses
+    there), one draw of the miss per posterior draw (loss forms: the fit's discrepancy term, the
+    one `Fit.predict(observed=True)` adds; 0 inside the fitted range). Fixed seed: one decision."""
+    if miss_sd_PxO is None:
+        return metric_PxO
+    z = np.random.default_rng(seed).standard_normal(np.shape(miss_sd_PxO))
+    return metric_PxO * np.exp(miss_sd_PxO * z)
+
+
 def decide_at(form, samples: Mapping[str, np.ndarray], space: OptionSpace, budget: float, *,
-              columns: Mapping[str, str], weights_P: np.ndarray | None = None, chance: float | None = None):
-    """Options at `budget`, their predicted metric [P, O], and the expected-utility decision."""
+              columns: Mapping[str, str], weights_P: np.ndarray | None = None, chance: float | None = None,
+              miss: MissFn | None = None):
+    """Options at `budget`, their predicted metric [P, O] (with the law's miss, given `miss`), and
+    the expected-utility decision."""
     options, infeasible = space.at(budget)
     if not options:
         return options, infeasible, None, None
-    metric_PxO = predicted_metric(form.mean, samples, option_inputs(options, columns),
-                                  chance=chance if form.target == "accuracy" else None)
+    inputs_O = option_inputs(options, columns)
+    metric_PxO = predicted_metric(form.mean, samples, inputs_O, chance=chance if form.target == "accuracy" else None)
+    if miss is not None and form.target == "loss":
+        metric_PxO = with_miss(metric_PxO, miss(inputs_O))
     sign = 1.0 if form.target == "accuracy" else -1.0
     return options, infeasible, metric_PxO, decide(sign * metric_PxO, weights_P)
 
@@ -103,11 +121,12 @@ def _option_report(option: Option, metric_P: np.ndarray, decision: Decision, k: 
 
 def allocate_finetuning(form, samples: Mapping[str, np.ndarray], budget: float, space: OptionSpace, *,
                         columns: Mapping[str, str], n_budgets: int = 9,
-                        weights_P: np.ndarray | None = None, chance: float | None = None) -> dict:
+                        weights_P: np.ndarray | None = None, chance: float | None = None,
+                        miss: MissFn | None = None) -> dict:
     """The best option at `budget` (expected utility), all options ranked, and the decision
-    across a range of budgets."""
-    options, infeasible, metric_PxO, decision = decide_at(form, samples, space, budget,
-                                                          columns=columns, weights_P=weights_P, chance=chance)
+    across a range of budgets; `miss` as in `decide_at`."""
+    options, infeasible, metric_PxO, decision = decide_at(form, samples, space, budget, columns=columns,
+                                                          weights_P=weights_P, chance=chance, miss=miss)
     if decision is None:
         reasons = "; ".join(f"{i.label}: {i.reason}" for i in infeasible[:3])
         raise UserError(f"budget: no feasible option at {budget:.3g} FLOPs ({reasons})")
@@ -115,7 +134,7 @@ def allocate_finetuning(form, samples: Mapping[str, np.ndarray], budget: float, 
     sweep = []
     for c in np.geomspace(budget / 10, budget * 10, n_budgets):
         opts, _, m_PxO, d = decide_at(form, samples, space, float(c), columns=columns, weights_P=weights_P,
-                                      chance=chance)
+                                      chance=chance, miss=miss)
         if d is None:
             sweep.append({"budget_flops": float(c), "decision": None})
             continue

@@ -11,9 +11,11 @@ frontier. The inner posterior is the current draws reweighted by the simulated o
 likelihood (importance reweighting): no refit per candidate, so hundreds of candidates score in
 seconds. Candidates rank by EIG / FLOPs, each scored as the replicates of it that a common
 FLOP horizon buys (`replicates`): one run each would favour cheap runs whose information
-saturates; bench/proposal_efficiency.py validates this ranking. The likelihood is the fit's
-own: log loss ~ Normal or Student-t(sigma), or correct answers ~ Binomial(n_eval, accuracy)
-(tokeff.laws.model).
+saturates; bench/proposal_efficiency.py validates this ranking. Outcomes are simulated and
+scored with the fit's own predictive distribution: its observation model
+(`tokeff.laws.model.observation_dist`: log loss ~ Normal or Student-t(sigma), or correct answers ~
+Binomial(n_eval, accuracy)) around the law's mean plus, for loss forms, the fit's discrepancy
+draws (what the law misses beyond the fitted range), as `Fit.predict(observed=True)` draws them.
 
 `propose` is the whole `tokeff propose` computation: candidates in, ranked proposals and the
 sweep points that run them out.
@@ -22,6 +24,7 @@ sweep points that run them out.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 from typing import Callable, Mapping
@@ -33,42 +36,48 @@ from tokeff.decide.decision import decide_at, predicted_metric
 from tokeff.decide.options import Option, OptionSpace, example_flops, option_inputs, strategy_options
 from tokeff.decide.summaries import normalized_weights
 from tokeff.errors import UserError
-from tokeff.laws.model import ACCURACY_EPS
+from tokeff.laws.model import Likelihood, observation_dist
 
 Uncertainty = Callable[[np.ndarray], np.ndarray]  # weights [M, P] (rows sum to 1) -> U [M]
 
 
-@dataclasses.dataclass(frozen=True)
-class Noise:
-    """The observation model of a fit, as the proposal simulator needs it."""
+def simulate_outcomes(target: str, likelihood: Likelihood, location_M: np.ndarray, *, sigma_M=None,
+                      n_eval: float | None = None, seed: int = 0) -> np.ndarray:
+    """One observation per row from the fit's own observation model (`observation_dist`): log loss
+    around `location_M` (the law's log mean, discrepancy included), or a count of correct answers.
+    The distribution's own parameters are drawn from with numpy: JAX would compile its binomial and
+    Student-t samplers (seconds each) for a few dozen draws."""
+    rng = np.random.default_rng(seed)
+    d = observation_dist(target, likelihood, np.asarray(location_M, np.float64),
+                         sigma=None if sigma_M is None else np.asarray(sigma_M, np.float64), n_eval=n_eval)
+    if target != "loss":
+        return rng.binomial(int(round(n_eval)), np.asarray(d.probs, np.float64)).astype(np.float64)
+    loc, scale = np.asarray(d.loc, np.float64), np.asarray(d.scale, np.float64)
+    eps = rng.standard_normal(loc.shape) if likelihood.kind == "normal" else rng.standard_t(likelihood.df, loc.shape)
+    return loc + scale * eps
 
-    target: str                # "loss" | "accuracy"
-    kind: str = "normal"       # loss: "normal" | "student_t"
-    df: float = 4.0
-    chance: float = 0.0        # accuracy: the mean is clipped as the fit's likelihood clips it
 
-    def _probs(self, mean):
-        return np.clip(mean, self.chance + ACCURACY_EPS, 1.0 - ACCURACY_EPS)
+def outcome_log_likelihood(target: str, likelihood: Likelihood, obs_M: np.ndarray, location_P: np.ndarray, *,
+                           sigma_P=None, n_eval: float | None = None) -> np.ndarray:
+    """log p(obs_m | draw s) for every pair, [M, P], from the same observation model (float64: many
+    replicates make a sharp likelihood whose differences float32 would round away)."""
+    import jax
 
-    def simulate(self, mean_M: np.ndarray, sigma_M: np.ndarray | None, n_eval: float,
-                 rng: np.random.Generator) -> np.ndarray:
-        """One observation per row: log loss, or a count of correct answers."""
-        if self.target == "loss":
-            eps = rng.standard_normal(mean_M.shape) if self.kind == "normal" else rng.standard_t(self.df, mean_M.shape)
-            return np.log(mean_M) + sigma_M * eps
-        return rng.binomial(int(n_eval), self._probs(mean_M)).astype(np.float64)
+    with jax.enable_x64(True):
+        sigma = None if sigma_P is None else np.asarray(sigma_P, np.float64)[None, :]
+        n = None if n_eval is None else np.float64(n_eval)
+        log_prob = _log_prob(target, likelihood)
+        return np.asarray(log_prob(np.asarray(obs_M, np.float64)[:, None], np.asarray(location_P, np.float64)[None, :],
+                                   sigma, n), np.float64)
 
-    def log_likelihood(self, obs_M: np.ndarray, mean_P: np.ndarray, sigma_P: np.ndarray | None,
-                       n_eval: float) -> np.ndarray:
-        """log p(obs_m | theta_s) for every pair: [M, P] (constants in theta dropped)."""
-        if self.target == "loss":
-            z = (obs_M[:, None] - np.log(mean_P)[None, :]) / sigma_P[None, :]
-            if self.kind == "normal":
-                return -0.5 * z**2 - np.log(sigma_P)[None, :]
-            return -0.5 * (self.df + 1) * np.log1p(z**2 / self.df) - np.log(sigma_P)[None, :]
-        p = self._probs(mean_P)[None, :]
-        k = obs_M[:, None]
-        return k * np.log(p) + (n_eval - k) * np.log1p(-p)
+
+@functools.lru_cache(maxsize=16)
+def _log_prob(target: str, likelihood: Likelihood):
+    """`observation_dist(...).log_prob`, compiled once per observation model and shape (eager JAX
+    would compile each of its operations separately on first use)."""
+    import jax
+
+    return jax.jit(lambda obs, loc, sigma, n: observation_dist(target, likelihood, loc, sigma=sigma, n_eval=n).log_prob(obs))
 
 
 def reweight(weights_P: np.ndarray, log_lik_MxP: np.ndarray) -> np.ndarray:
@@ -108,30 +117,38 @@ def interval_width(x_P: np.ndarray, level: float = 0.9) -> Uncertainty:
     return width
 
 
-def expected_information(mean_PxC: np.ndarray, noise: Noise, uncertainty: Uncertainty, *,
-                         sigma_P: np.ndarray | None = None, n_eval_C: np.ndarray | None = None,
-                         replicates_C: np.ndarray | None = None, weights_P: np.ndarray | None = None,
-                         n_sims: int = 64, seed: int = 0) -> np.ndarray:
+def expected_information(mean_PxC: np.ndarray, target: str, likelihood: Likelihood, uncertainty: Uncertainty, *,
+                         sigma_P: np.ndarray | None = None, log_shift_PxC: np.ndarray | None = None,
+                         n_eval_C: np.ndarray | None = None, replicates_C: np.ndarray | None = None,
+                         weights_P: np.ndarray | None = None, n_sims: int = 64, seed: int = 0) -> np.ndarray:
     """Expected reduction of the decision uncertainty from running each candidate r times: [C].
 
-    mean_PxC: the law's mean at each candidate, per draw. Outcomes are simulated from draws
-    picked by their weights (the posterior predictive), then every draw is reweighted by each
-    simulated outcome's likelihood. r replicates (new seeds) of a run are scored as one run
-    with sigma / sqrt(r) (loss) or r x n_eval questions (accuracy): their mean is what they add.
+    mean_PxC: the law's mean at each candidate, per draw. log_shift_PxC (loss targets): what the
+    law misses there, per draw (the fit's discrepancy draws, `Fit.discrepancy_sd` x a normal), so
+    a draw is (theta, miss at c) and one run's outcome is distributed exactly as `Fit.predict(
+    observed=True)` draws it. Outcomes are simulated from draws picked by their weights (the
+    posterior predictive), then every draw is reweighted by each simulated outcome's likelihood.
+    r replicates (new seeds) of a run share its miss and are scored as one run with sigma /
+    sqrt(r) (loss) or r x n_eval questions (accuracy): their mean is what they add.
     """
     rng = np.random.default_rng(seed)
     n_draws, n_cand = mean_PxC.shape
     w = normalized_weights(n_draws, weights_P)
     u_now = float(uncertainty(w[None, :])[0])
+    location_PxC = np.asarray(mean_PxC, np.float64)
+    if target == "loss":
+        location_PxC = np.log(location_PxC) + (0.0 if log_shift_PxC is None else log_shift_PxC)
     eig_C = np.empty(n_cand)
     for c in range(n_cand):
         sims = rng.choice(n_draws, size=n_sims, p=w)
         r = 1.0 if replicates_C is None else float(replicates_C[c])
         n_eval = None if n_eval_C is None else float(n_eval_C[c]) * r
-        sigma_c = None if sigma_P is None else sigma_P / np.sqrt(r)
-        obs_M = noise.simulate(mean_PxC[sims, c], None if sigma_c is None else sigma_c[sims], n_eval, rng)
-        w_MxP = reweight(w, noise.log_likelihood(obs_M, mean_PxC[:, c], sigma_c, n_eval))
-        eig_C[c] = u_now - float(uncertainty(w_MxP).mean())
+        sigma_c = None if sigma_P is None else np.asarray(sigma_P, np.float64) / np.sqrt(r)
+        obs_M = simulate_outcomes(target, likelihood, location_PxC[sims, c],
+                                  sigma_M=None if sigma_c is None else sigma_c[sims], n_eval=n_eval,
+                                  seed=int(rng.integers(2**31)))
+        log_lik = outcome_log_likelihood(target, likelihood, obs_M, location_PxC[:, c], sigma_P=sigma_c, n_eval=n_eval)
+        eig_C[c] = u_now - float(uncertainty(reweight(w, log_lik)).mean())
     return eig_C
 
 
@@ -262,22 +279,24 @@ def propose(fit, cands: list[tuple[Option, int]], space: OptionSpace, budget: fl
             lengths=() if space.strategies else tuple(sorted({int(round(o.avg_tokens)) for o, _ in cands})),
             strategies=space.strategies, epochs=tuple(sorted({o.epochs for o, _ in cands})), pool=space.pool)
         opts, _, metric_PxO, _ = decide_at(form, samples, decision_space, budget, columns=fit.data.columns,
-                                           chance=fit.likelihood.chance)
+                                           chance=fit.likelihood.chance, miss=fit.discrepancy_sd)
         if not opts:
             raise UserError(f"--budget: no feasible option at {budget:.3g} FLOPs to decide between")
         uncertainty = option_entropy(metric_PxO if form.target == "accuracy" else -metric_PxO)
         measure = f"entropy (nats) of which of {len(opts)} options is best"
 
-    lik = fit.likelihood
-    noise = Noise(form.target, lik.kind, lik.df, lik.chance)
     inputs_C = option_inputs([o for o, _ in cands], fit.data.columns)
     mean_PxC = predicted_metric(form.mean, samples, inputs_C)
+    # What the law misses at each candidate, per draw: the fit's own discrepancy (loss forms).
+    sd_PxC = fit.discrepancy_sd(inputs_C)
+    log_shift_PxC = None if sd_PxC is None else sd_PxC * np.random.default_rng(seed).standard_normal(sd_PxC.shape)
     n_eval = n_eval or (int(np.median(fit.data.n_eval)) if fit.data.n_eval is not None else 200)
     flops_C = np.array([o.flops for o, _ in cands])
     horizon = horizon or float(flops_C.max())
     reps_C = replicates(flops_C, horizon)
     eig_C = expected_information(
-        mean_PxC, noise, uncertainty, sigma_P=np.asarray(samples["sigma"]) if form.target == "loss" else None,
+        mean_PxC, form.target, fit.likelihood, uncertainty,
+        sigma_P=np.asarray(samples["sigma"]) if form.target == "loss" else None, log_shift_PxC=log_shift_PxC,
         n_eval_C=np.full(len(cands), n_eval), replicates_C=reps_C, n_sims=sims, seed=seed)
     ranked = rank(eig_C, reps_C * flops_C)[: top]
     n_draws = mean_PxC.shape[0]

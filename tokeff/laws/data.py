@@ -3,7 +3,18 @@
 Columns follow the results-table schema by default (each form names its default columns); `mapping`
 (`--map VAR=COLUMN`) points an input or the target at any column, and `a*b` multiplies two columns
 (the volume law's V = n_examples*avg_tokens). Inputs and loss targets enter through logs, so they
-must be positive; rows with NaN/inf are refused with a count unless `drop_invalid`.
+must be positive; rows with NaN/inf inputs are refused with a count unless `drop_invalid`.
+
+Rows that are not draws from the law are excluded by one stated rule (`excluded_rows`), and each
+exclusion is reported (row, value, reason) in the fit's summary and printed by `tokeff fit`:
+- a non-finite target (NaN/inf loss or accuracy): the run failed or diverged and measured nothing;
+- loss targets, a diverged run: a loss above the "far-out" fence of the table's log losses,
+  `log y > Q3 + max(3 IQR, log 2)` (Tukey's far-out fence, and at least twice the upper-quartile
+  loss). A run that diverges climbs back towards its initial loss (ln vocab, 7-12 nats, against
+  1.5-4 for trained runs) or beyond; a run that merely trained less sits inside the spread that
+  the design produces. The fence is on log loss, so it is scale-free, needs no vocabulary size,
+  and is computed from the table alone (not from a fit, which a diverged run would distort).
+Nothing else is dropped: the Student-t likelihood down-weights the outliers that stay.
 """
 
 from __future__ import annotations
@@ -19,6 +30,9 @@ from tokeff.laws.forms import Form
 
 DEFAULT_TARGET = {"loss": "eval_loss", "accuracy": "accuracy"}
 DEFAULT_COUNT = "n_eval"
+# The diverged-run fence on log loss: Q3 + max(FAR_OUT_IQR * IQR, log(MIN_DIVERGED_RATIO)).
+FAR_OUT_IQR = 3.0
+MIN_DIVERGED_RATIO = 2.0
 
 
 @dataclasses.dataclass
@@ -31,6 +45,8 @@ class FitData:
     columns: dict[str, str]  # form variable (and "target", "n_eval") -> source column expression
     # Other per-row columns carried along (e.g. a backtest's ordering), not seen by the fit.
     extra: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    # Table rows left out by the exclusion rule (module doc): {"row" (0-based), "value", "reason"}.
+    excluded: list[dict] = dataclasses.field(default_factory=list)
 
     @property
     def n_points(self) -> int:
@@ -40,7 +56,7 @@ class FitData:
         """The rows `rows` (indices or a mask), e.g. the runs below a backtest's cut."""
         pick = lambda v: None if v is None else np.asarray(v)[rows]  # noqa: E731
         return FitData({k: pick(v) for k, v in self.inputs.items()}, pick(self.y), pick(self.n_eval),
-                       dict(self.columns), {k: pick(v) for k, v in self.extra.items()})
+                       dict(self.columns), {k: pick(v) for k, v in self.extra.items()}, list(self.excluded))
 
     def input_ranges(self) -> dict[str, list[float]]:
         return {k: [float(v.min()), float(v.max())] for k, v in self.inputs.items()}
@@ -158,6 +174,30 @@ def column_values(frame, expr: str, role: str) -> np.ndarray:
     return values
 
 
+def excluded_rows(y: np.ndarray, target: str) -> tuple[np.ndarray, list[str | None]]:
+    """The exclusion rule of the module doc: (mask of rows kept, reason per row or None)."""
+    reasons: list[str | None] = [None] * len(y)
+    finite = np.isfinite(y)
+    for i in np.flatnonzero(~finite):
+        reasons[i] = "non-finite target: a failed or diverged run"
+    if target == "loss" and finite.sum() >= 4 and (y[finite] > 0).all():
+        log_y = np.log(y[finite])
+        q1, q3 = np.quantile(log_y, [0.25, 0.75])
+        fence = q3 + max(FAR_OUT_IQR * (q3 - q1), np.log(MIN_DIVERGED_RATIO))
+        for i in np.flatnonzero(finite):
+            if np.log(y[i]) > fence:
+                reasons[i] = (f"diverged: loss above the far-out fence {np.exp(fence):.4g}"
+                              f" (Q3 + max({FAR_OUT_IQR:g} IQR, log {MIN_DIVERGED_RATIO:g}) of log loss)")
+    return np.array([r is None for r in reasons], bool), reasons
+
+
+def format_exclusions(excluded: list[dict], target_column: str, shown: int = 5) -> str:
+    """The line `tokeff fit` prints about the exclusion rule (rows are 0-based table rows)."""
+    parts = [f"row {e['row']} ({target_column} {e['value']}: {e['reason'].split(':')[0]})" for e in excluded[:shown]]
+    more = f", and {len(excluded) - shown} more (summary.json: excluded)" if len(excluded) > shown else ""
+    return f"excluded {len(excluded)} row(s) not drawn from the law: " + ", ".join(parts) + more
+
+
 def prepare(
     table,
     form: Form,
@@ -165,10 +205,13 @@ def prepare(
     mapping: Mapping[str, str] | None = None,
     target: str | None = None,
     drop_invalid: bool = False,
+    exclude: bool = True,
     min_points: int | None = None,
     keep: tuple[str, ...] = (),
 ) -> FitData:
-    """Select, validate and convert the columns a form needs. `table`: DataFrame, path, or dict of columns."""
+    """Select, validate and convert the columns a form needs. `table`: DataFrame, path, or dict of columns.
+    With `exclude` (the default) rows that are not draws from the law are left out by the rule of
+    the module doc and listed in `FitData.excluded`; without it a non-finite target is refused."""
     import pandas as pd
 
     if isinstance(table, (str, os.PathLike)):
@@ -194,6 +237,15 @@ def prepare(
     y = column_values(table, columns["target"], "target")
     n_eval = column_values(table, columns["n_eval"], "input n_eval") if "n_eval" in columns else None
     extra = {k: table[k].to_numpy() for k in keep}
+
+    excluded = []
+    if exclude:
+        kept, reasons = excluded_rows(y, form.target)
+        excluded = [{"row": int(i), "value": float(y[i]) if np.isfinite(y[i]) else str(y[i]), "reason": reasons[i]}
+                    for i in np.flatnonzero(~kept)]
+        inputs, y = {k: v[kept] for k, v in inputs.items()}, y[kept]
+        n_eval = n_eval[kept] if n_eval is not None else None
+        extra = {k: v[kept] for k, v in extra.items()}
 
     stacked = np.stack([*inputs.values(), y] + ([n_eval] if n_eval is not None else []), axis=1)
     finite = np.isfinite(stacked).all(axis=1)
@@ -229,4 +281,4 @@ def prepare(
                 f"input {var} (column '{columns[var]}'): constant in the data ({v[0]:.4g}); the parameters"
                 f" attached to it are not identified: vary it, or use a form without it"
             )
-    return FitData(inputs=inputs, y=y, n_eval=n_eval, columns=columns, extra=extra)
+    return FitData(inputs=inputs, y=y, n_eval=n_eval, columns=columns, extra=extra, excluded=excluded)

@@ -53,13 +53,18 @@ class Fit:
         """[S, n] draws of the law's mean at `inputs` or, with `observed`, of a new measurement."""
         inputs = {k: np.asarray(inputs[k], np.float64) for k in self.form.inputs}
         if observed:
-            sd = None
-            if "tau" in self.samples:
-                d = discrepancy_lib.growth(self.summary["discrepancy"]["log_ranges"], inputs)
-                sd = self.samples["tau"][:, None] * d[None, :]
             return predict_observed(self.form, self.likelihood, self.samples, inputs, n_eval=n_eval, seed=seed,
-                                    discrepancy_sd=sd)
+                                    discrepancy_sd=self.discrepancy_sd(inputs))
         return predict_mean(self.form, self.samples, inputs)
+
+    def discrepancy_sd(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray | None:
+        """[S, n] sd (log-loss scale) of what the law misses at `inputs`, tau x the growth of the
+        distance beyond the fitted range (`tokeff.laws.discrepancy`); None without that term."""
+        if "tau" not in self.samples:
+            return None
+        d = discrepancy_lib.growth(self.summary["discrepancy"]["log_ranges"],
+                                     {k: np.asarray(inputs[k], np.float64) for k in self.form.inputs})
+        return self.samples["tau"][:, None] * d[None, :]
 
     def save(self, path: str, *, plots: bool = True, force: bool = False) -> str:
         """Write the fit to `path` (summary.json, posterior.nc, data.csv, plots), staged and moved
@@ -135,6 +140,7 @@ def fit(
     bootstrap: int = 4000,
     laplace_draws: int = 4000,
     drop_invalid: bool = False,
+    exclude: bool = True,
     progress: bool = False,
 ) -> Fit:
     """Fit `form` to `table` (DataFrame, dict of columns or a .csv/.jsonl path); see the module doc."""
@@ -150,7 +156,7 @@ def fit(
         likelihood = Likelihood(kind=resolve_likelihood(likelihood, form.target, method), chance=chance)
     lik = likelihood
     data = table if isinstance(table, FitData) else prepare(
-        table, form, mapping=mapping, target=target, drop_invalid=drop_invalid
+        table, form, mapping=mapping, target=target, drop_invalid=drop_invalid, exclude=exclude
     )
     for name, value in (("--chains", chains), ("--draws", draws), ("--warmup", warmup)):
         if value < 1:
@@ -340,6 +346,8 @@ def _summary(form, method, lik, data, idata, sites, diagnostics, settings, point
         "inputs": list(form.inputs),
         "columns": data.columns,
         "n_points": data.n_points,
+        # Rows the exclusion rule left out (tokeff.laws.data): row, value and reason each.
+        "excluded": list(data.excluded),
         "input_ranges": data.input_ranges(),
         "target_range": [float(data.y.min()), float(data.y.max())],
         "likelihood": lik.as_dict(),

@@ -67,6 +67,14 @@ class Form:
     # uniform(lo, hi) prior is read as a fraction of the way from chance to 1 (`above_chance`):
     # below chance the clipped likelihood is flat, and pilot fits near chance diverged on that edge.
     floor: str | None = None
+    # Accuracy forms with a floor: the centred coefficient whose term is the whole lift above the
+    # floor (mean = floor + term). NUTS then samples the pair as (h, s): h the accuracy at the
+    # data's centre above the floor prior's lower bound (chance), which the data pin down, and s
+    # the share of h the term carries (`tokeff.laws.model._sample_lift`). Same prior (with its
+    # Jacobian), same posterior; in (E, log term) the posterior of near-chance data is an L-shaped
+    # ridge (floor at chance and the term carrying the lift, or the floor carrying it and the
+    # term vanishing) whose corner diverged; in (h, s) it is straight.
+    lift: str | None = None
     description: str = ""
 
     def __post_init__(self):
@@ -80,6 +88,8 @@ class Form:
         unknown = set(self.centring) - set(self.params)
         if unknown:
             raise UserError(f"form {self.name}: centring names {sorted(unknown)}, which are not parameters")
+        if self.lift is not None and (self.floor is None or self.lift not in self.centring):
+            raise UserError(f"form {self.name}: lift '{self.lift}' needs a floor and a centring entry for it")
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -252,6 +262,7 @@ register_form(
         centring={"A": lambda p, x: p["beta"] * jnp.log(x["V"]) + p["gamma"] * jnp.log(x["M"])},
         columns={"V": "n_examples*avg_tokens", "M": "params"},
         floor="E",
+        lift="A",
         typical_ranges={"V": (1e4, 1e7), "M": (1.35e8, 1.7e9)},
         description="Lagasse et al. 2025 token-efficiency law: acc = A V^beta M^gamma + E, V = N*L",
     )
@@ -281,6 +292,7 @@ register_form(
         },
         columns={"N": "n_examples", "L": "avg_tokens", "M": "params"},
         floor="E",
+        lift="A",
         typical_ranges={"N": (100, 1e4), "L": (50, 1000), "M": (1.35e8, 1.7e9)},
         description="acc = A N^beta_N L^beta_L M^gamma + E: examples and length enter separately",
     )
@@ -307,6 +319,7 @@ def _at_one_model(base: Form) -> Form:
         typical_ranges={k: v for k, v in base.typical_ranges.items() if k != "M"},
         centring={k: (lambda p, x, f=f: f(*fixed(p, x))) for k, f in base.centring.items()},
         floor=base.floor,
+        lift=base.lift,
         description=f"{base.description}; at one model size (M^gamma absorbed into A)",
     )
 

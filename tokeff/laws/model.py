@@ -72,6 +72,21 @@ def clip_accuracy(mu, chance: float):
     return jnp.clip(mu, chance + ACCURACY_EPS, 1.0 - ACCURACY_EPS)
 
 
+def observation_dist(target: str, likelihood: Likelihood, location, *, sigma=None, n_eval=None):
+    """The distribution of one observation (what `observed` returns) given the law at a point: the
+    likelihood, written once for the sampler (`make_model`) and the proposal simulator
+    (`tokeff.decide.proposals`). `location` is the law's log mean for loss targets (log loss ~
+    Normal or Student-t(df) around it, scale `sigma`) and its mean for accuracy targets (correct ~
+    Binomial(n_eval, mean clipped to [chance, 1]))."""
+    import numpyro.distributions as dist
+
+    if target == "loss":
+        if likelihood.kind == "normal":
+            return dist.Normal(location, sigma)
+        return dist.StudentT(likelihood.df, location, sigma)
+    return dist.Binomial(total_count=n_eval, probs=clip_accuracy(location, likelihood.chance))
+
+
 def centred_site(name: str) -> str:
     """The sampled site behind a centred parameter (see `_sample_params`)."""
     return f"{name}_at_centre"
@@ -89,8 +104,12 @@ def _sample_params(form: Form, inputs: Mapping, centred: bool) -> dict:
 
     centre = {k: jnp.exp(jnp.mean(jnp.log(v))) for k, v in inputs.items()} if centred else None
     to_centre = [k for k in form.centring if centred and (form.params[k].positive() or form.params[k].shiftable())]
-    p = {name: numpyro.sample(name, prior.to_numpyro()) for name, prior in form.params.items() if name not in to_centre}
+    lift = _lift_pair(form) if centred else None
+    later = set(to_centre) | (set(lift) if lift else set())
+    p = {name: numpyro.sample(name, prior.to_numpyro()) for name, prior in form.params.items() if name not in later}
     for name in to_centre:
+        if lift and name in lift:
+            continue
         prior, offset = form.params[name], form.centring[name](p, centre)
         if prior.positive():
             log_value = dist.TransformedDistribution(
@@ -101,7 +120,42 @@ def _sample_params(form: Form, inputs: Mapping, centred: bool) -> dict:
         else:
             t = numpyro.sample(centred_site(name), prior.shifted_numpyro(offset))
             p[name] = numpyro.deterministic(name, t - offset)
+    if lift:
+        _sample_lift(form, *lift, p, centre)
     return p
+
+
+def _lift_pair(form: Form) -> tuple[str, str] | None:
+    """(floor, lift coefficient) when `form.lift` applies: a uniform floor, a positive coefficient."""
+    if form.lift is None or form.params[form.floor].dist != "uniform" or not form.params[form.lift].positive():
+        return None
+    return form.floor, form.lift
+
+
+# Site names of the (h, s) parametrisation of an accuracy form's floor and lift (`Form.lift`).
+LIFT_SITES = ("accuracy_at_centre_above_floor", "lift_share")
+
+
+def _sample_lift(form: Form, floor: str, lift: str, p: dict, centre: Mapping) -> None:
+    """Sample the floor E ~ uniform(lo, hi) and the lift coefficient A (its own prior) as
+    h = mean(x0) - lo = E - lo + T0 and s = T0 / h, T0 = A x0-offset the term at the centre x0:
+    E = lo + (1 - s) h, log A = log(s h) - offset. The prior density in (h, u), u in (0, 1) the
+    position of s within the values that keep E < hi, is p_E(E) p_logA(log A) / s x (1 - s_min):
+    the Jacobians of (h, s) -> (E, log A) (1/s) and of u -> s. The data inform h directly."""
+    import numpyro
+    import numpyro.distributions as dist
+    from numpyro.distributions import constraints
+
+    lo, hi = form.params[floor].args
+    h = numpyro.sample(LIFT_SITES[0], dist.ImproperUniform(constraints.positive, (), ()))
+    u = numpyro.sample(LIFT_SITES[1], dist.ImproperUniform(constraints.unit_interval, (), ()))
+    s_min = jnp.clip(1.0 - (hi - lo) / h, 0.0, 1.0)  # below it, E = lo + (1 - s) h would pass hi
+    s = s_min + (1.0 - s_min) * u
+    log_a = jnp.log(s) + jnp.log(h) - form.centring[lift](p, centre)
+    numpyro.factor("lift_prior", -jnp.log(hi - lo) + form.params[lift].to_numpyro().log_prob(jnp.exp(log_a)) + log_a
+                   - jnp.log(s) + jnp.log1p(-s_min))
+    p[floor] = numpyro.deterministic(floor, lo + (1.0 - s) * h)
+    p[lift] = numpyro.deterministic(lift, jnp.exp(log_a))
 
 
 def make_model(form: Form, likelihood: Likelihood, *, centred: bool = True):
@@ -110,24 +164,19 @@ def make_model(form: Form, likelihood: Likelihood, *, centred: bool = True):
     `centred=False` samples every parameter directly (what `log_likelihood` needs for draws that
     carry only the form's parameters, e.g. from the classic bootstrap)."""
     import numpyro
-    import numpyro.distributions as dist
 
     def loss_model(inputs: dict, n_eval=None, obs=None):
         p = _sample_params(form, inputs, centred)
         sigma = numpyro.sample("sigma", likelihood.noise.to_numpyro())
         log_mu = form.log_mean(p, inputs)
         with numpyro.plate("points", log_mu.shape[-1]):
-            if likelihood.kind == "normal":
-                d = dist.Normal(log_mu, sigma)
-            else:
-                d = dist.StudentT(likelihood.df, log_mu, sigma)
-            return numpyro.sample("obs", d, obs=obs)
+            return numpyro.sample("obs", observation_dist(form.target, likelihood, log_mu, sigma=sigma), obs=obs)
 
     def accuracy_model(inputs: dict, n_eval=None, obs=None):
         p = _sample_params(form, inputs, centred)
-        probs = clip_accuracy(form.mean(p, inputs), likelihood.chance)
-        with numpyro.plate("points", probs.shape[-1]):
-            return numpyro.sample("obs", dist.Binomial(total_count=n_eval, probs=probs), obs=obs)
+        mu = form.mean(p, inputs)
+        with numpyro.plate("points", mu.shape[-1]):
+            return numpyro.sample("obs", observation_dist(form.target, likelihood, mu, n_eval=n_eval), obs=obs)
 
     return loss_model if form.target == "loss" else accuracy_model
 
