@@ -169,21 +169,25 @@ def format_check(predictions: dict, check: dict) -> str:
              f"{', '.join(f'{b:.3g}' for b in predictions['fitted_on_budgets'])}; predictions.json written "
              f"{predictions['written_at']}, before these runs were scored)",
              f"{'strategy':<11}{'seed':>4}{'N':>5}{'L':>7}  {'loss predicted [' + str(pct) + '%]':<26}{'observed':>9}  "
-             f"{'accuracy predicted [' + str(pct) + '%]':<30}{'observed [95% Wilson]':<24}"]
+             f"{'accuracy: law [' + str(pct) + '%]':<24}{'a new score [' + str(pct) + '%]':<18}"
+             f"{'observed [95% Wilson]':<24}"]
     for c in check["points"]:
-        lp, ap = c["loss"], c["accuracy"]
+        lp, ap, op = c["loss"], c["accuracy"], c["accuracy_observed"]
         lo, hi = c["observed_accuracy_ci95"]
         lines.append(
             f"{c['strategy']:<11}{c['seed']:>4}{c['n_examples']:>5}{c['avg_tokens']:>7.1f}  "
             f"{lp['median']:.4f} [{lp['low']:.4f}, {lp['high']:.4f}]{'' :<2}{c['observed_loss']:>9.4f}"
             f"{' in ' if c['loss_inside'] else ' OUT'} "
-            f"{ap['median']:.3f} [{ap['low']:.3f}, {ap['high']:.3f}]{'':<9}"
+            f"{ap['median']:.3f} [{ap['low']:.3f}, {ap['high']:.3f}]{'':<3}"
+            f"[{op['low']:.3f}, {op['high']:.3f}]{'':<4}"
             f"{c['observed_accuracy']:.3f} [{lo:.3f}, {hi:.3f}]{' in' if c['accuracy_inside'] else ' OUT'}")
     n = check["n"]
     gap, sd = check["observed_gap"], check["seed_sd"]
     lines += [
         f"inside the {pct}% intervals: loss {check['loss_inside']}/{n}, accuracy {check['accuracy_inside']}/{n} "
-        f"(expected about {predictions['interval'] * n:.0f}/{n} if the intervals are calibrated)",
+        f"(expected about {predictions['interval'] * n:.0f}/{n} if the intervals are calibrated; an observed "
+        f"accuracy is checked against the interval of a new score on {predictions['n_eval']} questions, the "
+        f"law's interval for the accuracy itself being narrower)",
         f"best strategy by loss: predicted {check['predicted_best']} (P(best) "
         f"{predictions['p_best_loss'][check['predicted_best']]:.2f}), observed {check['observed_best']} -> "
         + ("agrees" if check["best_agrees"] else "disagrees"),
