@@ -28,7 +28,9 @@ MESHES = {  # name -> (data, fsdp, tensor)
     "data2_fsdp2_tensor2": (2, 2, 2),
 }
 # Sweep points of one model and seed (one initialisation per device), told apart by composition.
-COMPOSITIONS = tuple(dict(strategy=s, token_budget=t) for s in ("few_long", "many_short") for t in (900, 1100))
+# Eight for the lanes (one per simulated device), the first four for the two-process split.
+COMPOSITIONS = tuple(dict(strategy=s, token_budget=t)
+                     for s in ("few_long", "many_short", "balanced", "random") for t in (900, 1100))
 
 
 # ----------------------------------------------------------------------------- training on meshes
@@ -76,14 +78,14 @@ def meshes(root) -> dict:
 
 # ----------------------------------------------------------------------------- sweeps
 
-def sweep_config():
+def sweep_config(n_points: int):
     from tokeff.train.config import load_config
 
     config = load_config(os.path.join(ROOT, "configs", "sweep_tiny.py"),
                          ["--config.grid.budgets=(2e9,)", "--config.eval.max_questions=16",
                           "--config.train.checkpoint.every_steps=0"])
     with config.unlocked():
-        config.grid.compositions = COMPOSITIONS
+        config.grid.compositions = COMPOSITIONS[:n_points]
     return config
 
 
@@ -122,7 +124,7 @@ def lanes(root) -> dict:
     from tokeff import sweep
     from tokeff.sweep.engine import WarmEngine
 
-    config = sweep_config()
+    config = sweep_config(8)
     watched = Watched()
     together = sweep.run_sweep(config, os.path.join(root, "together"), runner=watched, progress=False)
     engine = WarmEngine()
@@ -155,7 +157,7 @@ def host(index, port, root):
     config.distributed.cpu_collectives = "gloo"
     trained = train(config, os.path.join(root, "run"))
     watched = Watched()
-    rows = sweep.run_sweep(sweep_config(), os.path.join(root, "sweep"), runner=watched, progress=False)
+    rows = sweep.run_sweep(sweep_config(4), os.path.join(root, "sweep"), runner=watched, progress=False)
     print(json.dumps({"process": index, "devices": trained["devices"], "losses": losses(os.path.join(root, "run")),
                       "flops_used": trained["flops_used"], "rows": summary(rows), "ran": sorted(watched.devices),
                       "most": watched.most}))
