@@ -63,6 +63,7 @@ def _programs(form: Form, lik: Likelihood, args: tuple) -> _Programs:
     import jax.numpy as jnp
     import numpyro
     from jax.flatten_util import ravel_pytree
+    from numpyro.infer import init_to_sample
     from numpyro.infer.util import constrain_fn, potential_energy, unconstrain_fn
 
     base = make_model(form, lik)
@@ -82,7 +83,12 @@ def _programs(form: Form, lik: Likelihood, args: tuple) -> _Programs:
         with ObsWeight(weight):
             return base(inputs, n_eval, obs)
 
-    trace = numpyro.handlers.trace(numpyro.handlers.seed(model, 0)).get_trace(*args)
+    def prior_draw(key):
+        """A model seeded at `key` whose latent sites take prior draws (uniform in the unconstrained
+        space for improper sites, such as the accuracy laws' lift parametrisation)."""
+        return numpyro.handlers.substitute(numpyro.handlers.seed(model, key), substitute_fn=init_to_sample)
+
+    trace = numpyro.handlers.trace(prior_draw(0)).get_trace(*args)
     latent = [k for k, s in trace.items() if s["type"] == "sample" and not s["is_observed"]]
     _, unravel = ravel_pytree({k: jnp.zeros(jnp.shape(trace[k]["value"])) for k in latent})
     energy = lambda flat, a: potential_energy(model, a, {}, unravel(flat))  # noqa: E731
@@ -90,7 +96,7 @@ def _programs(form: Form, lik: Likelihood, args: tuple) -> _Programs:
 
     def start(key, a):
         """A draw from the prior, in the unconstrained space the optimiser moves in."""
-        tr = numpyro.handlers.trace(numpyro.handlers.seed(model, key)).get_trace(*a)
+        tr = numpyro.handlers.trace(prior_draw(key)).get_trace(*a)
         return ravel_pytree(unconstrain_fn(model, a, {}, {k: tr[k]["value"] for k in latent}))[0]
 
     def step(x, a):
