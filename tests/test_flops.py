@@ -47,7 +47,24 @@ def test_same_tokens_in_longer_rows_cost_more():
     attention = lambda s: (lambda b: b.attn_scores + b.attn_values)(flops.forward_breakdown(cfg, s))
     # The linear terms cancel: the whole difference is the quadratic attention term.
     assert long - short == 3 * (attention(256) - 4 * attention(64)) > 0
-    assert flops.forward_breakdown(cfg, 256).attn_scores == 16 * flops.forward_breakdown(cfg, 64).attn_scores
+    # 64 tokens: one dense block. 256: two query blocks of 128, against 128 and 256 keys.
+    assert flops.forward_breakdown(cfg, 64).attn_scores == 2 * (2 * 4 * 64 * 64 * 16)
+    assert flops.forward_breakdown(cfg, 256).attn_scores == 2 * (2 * 4 * (128 * 128 + 128 * 256) * 16)
+
+
+def test_causal_blocks_skip_only_keys_after_the_block():
+    from tokeff.models.causal_blocks import query_blocks, score_entries
+
+    assert query_blocks(128) == ((0, 128),) and score_entries(128) == 128 * 128
+    assert query_blocks(300) == ((0, 128), (128, 256), (256, 300))
+    assert score_entries(512) == 10 * 128 * 128  # 1 + 2 + 3 + 4 blocks of 128 x 128
+    assert len(query_blocks(4096)) == 8 and score_entries(4096) == 36 * 512 * 512
+    for s in (1, 7, 128, 129, 300, 1000, 2048, 3000):
+        blocks = query_blocks(s)
+        assert blocks[0][0] == 0 and blocks[-1][1] == s
+        assert all(hi == lo2 for (_, hi), (lo2, _) in zip(blocks, blocks[1:]))
+        # every causal pair (key <= query) is inside a computed block
+        assert s * (s + 1) // 2 <= score_entries(s) <= s * s
 
 
 def test_batch_flops_padded_and_packed():

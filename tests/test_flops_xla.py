@@ -45,8 +45,17 @@ def test_forward_matches_xla():
     assert 0 <= xla.cost_analysis / xla.dot_flops - 1 < 0.02
 
 
+def test_causal_query_blocks_match_xla():
+    """Rows of 320 run attention in three query blocks (128, 128, 64) against key prefixes of
+    128, 256 and 320: XLA's matmuls are exactly the blocks the accountant charges."""
+    cfg = get_preset("tiny", d_model=128, head_dim=32, d_ff=384, max_seq_len=512)
+    xla = flops.xla_step_flops(cfg, 1, 320)
+    assert xla.dot_flops == flops.step_training_flops(cfg, 1, 320)
+    assert flops.forward_breakdown(cfg, 320).attn_scores < flops.forward_breakdown(cfg, 128).attn_scores * 6.25
+
+
 def test_packed_rows_compute_the_same_matmuls():
-    # Segment ids only change the mask: the dense kernel still computes every S×S entry.
+    # Segment ids only change the mask: the computed blocks are the same, masked or not.
     cfg = CONFIGS["gqa-tied"]
     packed = flops.xla_step_flops(cfg, ROWS, ROW_LEN, packed=True)
     assert packed.dot_flops == flops.step_training_flops(cfg, ROWS, ROW_LEN)

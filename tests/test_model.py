@@ -71,6 +71,33 @@ def test_packed_row_equals_each_example_alone(tiny):
     assert np.isfinite(packed).all()
 
 
+def test_causal_query_blocks_equal_dense_attention():
+    """Rows longer than one query block (128) run attention block by block, each block against
+    its key prefix. Dense references: the KV-cache path (one span over every slot, causal mask)
+    for a plain row, and each example alone (rows under 128 tokens: one dense block) for a
+    packed row whose segments cross block boundaries."""
+    cfg = get_preset("tiny", max_seq_len=512)
+    model = Transformer(cfg, nnx.Rngs(2))
+    rng = np.random.default_rng(1)
+    tokens = jnp.asarray(rng.integers(0, cfg.vocab_size, (2, 300)), jnp.int32)
+    blocked = nnx.jit(lambda m, t: m.hidden_states(t))(model, tokens)
+    dense = nnx.jit(lambda m, t: m.extend(t, m.init_cache(2, 300), jnp.int32(0))[0])(model, tokens)
+    np.testing.assert_allclose(np.asarray(blocked), np.asarray(dense), atol=2e-5)
+
+    lengths = (100, 120, 70)  # segments span the blocks [0, 128), [128, 256), [256, 300)
+    examples = [rng.integers(0, cfg.vocab_size, n) for n in lengths]
+    row = np.concatenate(examples + [np.zeros(10, np.int64)])[None]
+    segments = np.concatenate([np.full(n, i + 1) for i, n in enumerate(lengths)] + [np.zeros(10, int)])[None]
+    positions = np.concatenate([np.arange(n) for n in lengths] + [np.zeros(10, int)])[None]
+    packed = np.asarray(forward(model, jnp.asarray(row), positions_BxS=jnp.asarray(positions),
+                                segment_ids_BxS=jnp.asarray(segments)))
+    start = 0
+    for example in examples:
+        alone = np.asarray(forward(model, jnp.asarray(example[None])))
+        np.testing.assert_allclose(packed[0, start:start + len(example)], alone[0], atol=2e-5)
+        start += len(example)
+
+
 def test_all_padding_row_is_finite_and_gradients_too(tiny):
     model = tiny
     tokens = jnp.zeros((2, 5), jnp.int32)

@@ -9,10 +9,13 @@ What is counted, per layer, for one row of S tokens (D model width, H query head
 K head dim, F MLP width, V vocabulary: the package's axis legend, tokeff/__init__.py):
 
 - qkv: 2·S·D·(H + 2G)·K — grouped-query attention projects G, not H, key/value heads.
-- attn_scores (q·kᵀ) and attn_values (p·v): 2·H·S·S·K each. Quadratic in the row length:
-  this is why the same tokens in longer examples cost more. Dense causal attention computes
-  the full S×S score matrix and masks it, so masked (future) entries ARE counted; so are
-  cross-segment entries of a packed row and the entries of padding positions.
+- attn_scores (q·kᵀ) and attn_values (p·v): 2·H·E·K each, E the query-key pairs scored.
+  Attention runs by causal query blocks (`tokeff.models.causal_blocks`): a block of queries
+  is scored against the keys up to its own end, so the blocks above the diagonal are skipped
+  and E = `score_entries(S)` (S² up to 128 tokens, 0.625·S² at 512, 0.5625·S² from 1024 on).
+  Still quadratic in the row length: this is why the same tokens in longer examples cost
+  more. The masked entries inside the computed blocks (the diagonal blocks' future keys,
+  cross-segment entries of a packed row, padding positions) ARE counted: they are computed.
 - out_proj: 2·S·H·K·D.
 - mlp: 2·S·3·D·F (SwiGLU: gate, up and down matmuls).
 plus, once, logits: 2·S·D·V. The embedding lookup is a gather: 0 FLOPs.
@@ -49,6 +52,7 @@ import re
 from collections.abc import Sequence
 
 from tokeff.errors import UserError
+from tokeff.models.causal_blocks import score_entries
 from tokeff.models.config import ModelConfig
 
 _COMPONENTS = ("qkv", "attn_scores", "attn_values", "out_proj", "mlp", "logits")
@@ -98,13 +102,13 @@ def _check_len(name: str, value: int) -> int:
 
 
 def forward_breakdown(cfg: ModelConfig, seq_len: int) -> FlopBreakdown:
-    """Forward FLOPs of ONE row of `seq_len` tokens, dense causal attention (masked entries
-    counted: the dense kernel computes them before masking)."""
+    """Forward FLOPs of ONE row of `seq_len` tokens; attention counts the query-key pairs of
+    the causal query blocks the model computes (masked entries inside them included)."""
     s = _check_len("seq_len", seq_len)
     d, h, k, hd, layers = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.n_layers
     qkv = layers * 2 * s * d * (h + 2 * k) * hd
-    attn_scores = layers * 2 * h * s * s * hd
-    attn_values = layers * 2 * h * s * s * hd
+    attn_scores = layers * 2 * h * score_entries(s) * hd
+    attn_values = layers * 2 * h * score_entries(s) * hd
     out_proj = layers * 2 * s * h * hd * d
     mlp = layers * 2 * s * 3 * d * cfg.d_ff
     # Remat recomputes each block's forward inside its backward, except the MLP down

@@ -31,7 +31,6 @@ from `tokeff.flops.eval_forward_flops`: evaluation compute is recorded, never ch
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Sequence
 
 import jax
@@ -42,6 +41,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
 from tokeff import flops as flops_lib
+from tokeff.devices import backend_jit
 from tokeff.errors import UserError
 from tokeff.models.config import ModelConfig
 
@@ -83,7 +83,7 @@ def _read_logprobs(model, tokens_BxS, positions_BxS, groups_BxS, blocks_BxS, rea
     return target_BxN - jax.nn.logsumexp(logits_BxNxV, axis=-1)
 
 
-@functools.partial(jax.jit, static_argnames="graphdef")
+@backend_jit(static_argnames="graphdef")
 def _scored_sums(graphdef, state, tokens_BxS, positions_BxS, groups_BxS, blocks_BxS, read_BxN, targets_BxN,
                  owner_BxN):
     """Per row, the sums of read log-probabilities by owner slot [B, N] (slot -1: not scored)."""
@@ -96,7 +96,7 @@ def _scored_sums(graphdef, state, tokens_BxS, positions_BxS, groups_BxS, blocks_
     return jnp.sum(jnp.where(owner_BxN[:, None, :] == slots_N[None, :, None], logprob_BxN[:, None, :], 0.0), -1)
 
 
-@functools.partial(jax.jit, static_argnames="graphdef")
+@backend_jit(static_argnames="graphdef")
 def _candidate_logprobs(graphdef, state, tokens_BxS, last_B, candidates_K):
     model = nnx.merge(graphdef, state)
     s = tokens_BxS.shape[1]

@@ -11,13 +11,14 @@ compilation.
 
 from __future__ import annotations
 
-import functools
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+
+from tokeff.devices import backend_jit
 
 _BUCKET = 64
 
@@ -44,7 +45,7 @@ def greedy_generate(model, prompt_ids: Sequence[int], max_new_tokens: int,
     return out[:-1] if out and out[-1] in set(stop_ids) else out
 
 
-@functools.partial(jax.jit, static_argnames="prompt_slots")
+@backend_jit(static_argnames="prompt_slots")
 def _decode(graphdef, state, tokens_1xT, start, end, stops, prompt_slots):
     model = nnx.merge(graphdef, state)
     _, cache = model.extend(tokens_1xT[:, :prompt_slots], model.init_cache(1, tokens_1xT.shape[1]), 0)

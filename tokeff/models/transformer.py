@@ -14,8 +14,10 @@ the softmax is empty and no NaN appears.
 Callers that read only some logits use `hidden_states` and `logits` apart (scoring reads the
 answer positions only; the training loss unembeds chunk by chunk). `extend` runs tokens
 against a KV cache (`init_cache`): generation feeds one token per step instead of the whole
-buffer. Attention computes the dense [S, T] scores of each KV group without repeating K/V
-for its query heads; on this CPU it runs faster than torch's sdpa (docs/speed.md).
+buffer. Attention runs by causal query blocks (`tokeff.models.causal_blocks`): each block of
+queries is scored against the keys up to its end only, so the blocks above the diagonal are
+never computed (the FLOP account counts what runs). Each KV group is one matmul over its R
+query heads, without repeating K/V (docs/speed.md).
 
 The layer stack is a Python loop (unrolled under jit): XLA's cost analysis then counts every
 layer, which the FLOP cross-check in `tokeff.flops` relies on (a scan body counts once).
@@ -48,6 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from tokeff.models.causal_blocks import query_blocks
 from tokeff.models.config import ModelConfig
 
 _INIT_STD = 0.02  # HF `initializer_range` for Llama/Qwen2/SmolLM2.
@@ -127,6 +130,20 @@ def apply_rope(x_BxSxNxK: jax.Array, positions_BxS: jax.Array, inv_freq: np.ndar
     return rotated.astype(x_BxSxNxK.dtype)
 
 
+def _attend(q_BxGxRxCxK: jax.Array, k_BxGxTxK: jax.Array, v_BxGxTxK: jax.Array,
+            mask_BxCxT: jax.Array) -> jax.Array:
+    """Softmax attention of C queries per head over T keys, scores and softmax in float32."""
+    b, g, r, c, k = q_BxGxRxCxK.shape
+    t = k_BxGxTxK.shape[2]
+    q_BxGxMxK = q_BxGxRxCxK.reshape(b, g, r * c, k)
+    scores_BxGxMxT = jnp.einsum("bgmk,bgtk->bgmt", q_BxGxMxK, k_BxGxTxK,
+                                preferred_element_type=jnp.float32) / math.sqrt(k)
+    scores_BxGxRxCxT = scores_BxGxMxT.reshape(b, g, r, c, t)
+    scores_BxGxRxCxT = jnp.where(mask_BxCxT[:, None, None], scores_BxGxRxCxT, jnp.finfo(jnp.float32).min)
+    probs_BxGxMxT = jax.nn.softmax(scores_BxGxRxCxT, axis=-1).astype(q_BxGxRxCxK.dtype).reshape(b, g, r * c, t)
+    return jnp.einsum("bgmt,bgtk->bgmk", probs_BxGxMxT, v_BxGxTxK).reshape(b, g, r, c, k)
+
+
 class Attention(nnx.Module):
     """Grouped-query attention: G key/value heads, each shared by H/G query heads."""
 
@@ -163,15 +180,23 @@ class Attention(nnx.Module):
             v_BxTxGxK = jax.lax.dynamic_update_slice_in_dim(cache[1], v_BxTxGxK.astype(cache[1].dtype), index, 1)
             cache = (k_BxTxGxK, v_BxTxGxK)
         b, s, h, k = q_BxSxHxK.shape
-        # GQA without repeating K/V: the R = H/G query heads of a group share one key head.
-        q_BxSxGxRxK = q_BxSxHxK.reshape(b, s, self.n_kv_heads, self.group, k)
-        scores_BxGxRxSxT = jnp.einsum(
-            "bsgrk,btgk->bgrst", q_BxSxGxRxK, k_BxTxGxK, preferred_element_type=jnp.float32
-        ) / math.sqrt(k)
-        scores_BxGxRxSxT = jnp.where(mask_BxSxT[:, None, None], scores_BxGxRxSxT, jnp.finfo(jnp.float32).min)
-        probs_BxGxRxSxT = jax.nn.softmax(scores_BxGxRxSxT, axis=-1).astype(dt)
-        out_BxSxGxRxK = jnp.einsum("bgrst,btgk->bsgrk", probs_BxGxRxSxT, v_BxTxGxK)
-        out_BxSxHxK = out_BxSxGxRxK.reshape(b, s, h, k)
+        g, r = self.n_kv_heads, self.group
+        # GQA without repeating K/V: the R = H/G query heads of a group share one key head, so
+        # each group is one matmul whose R x S query rows all meet the same keys.
+        q_BxGxRxSxK = q_BxSxHxK.reshape(b, s, g, r, k).transpose(0, 2, 3, 1, 4)
+        k_BxGxTxK = k_BxTxGxK.transpose(0, 2, 1, 3)
+        v_BxGxTxK = v_BxTxGxK.transpose(0, 2, 1, 3)
+        if cache is None:  # keys are the queries' own tokens: skip the blocks above the diagonal
+            spans = [(lo, hi, hi) for lo, hi in query_blocks(s)]
+        else:  # new tokens against every cache slot (the mask hides the unwritten ones)
+            spans = [(0, s, k_BxGxTxK.shape[2])]
+        out_blocks = [
+            _attend(q_BxGxRxSxK[:, :, :, lo:hi], k_BxGxTxK[:, :, :keys], v_BxGxTxK[:, :, :keys],
+                    mask_BxSxT[:, lo:hi, :keys])
+            for lo, hi, keys in spans
+        ]
+        out_BxGxRxSxK = out_blocks[0] if len(out_blocks) == 1 else jnp.concatenate(out_blocks, axis=3)
+        out_BxSxHxK = out_BxGxRxSxK.transpose(0, 3, 1, 2, 4).reshape(b, s, h, k)
         return jnp.einsum("bshk,hkd->bsd", out_BxSxHxK, self.o[...].astype(dt)), cache
 
 
@@ -257,7 +282,8 @@ class Transformer(nnx.Module):
     ) -> jax.Array:
         """Final-normed hidden states [B, S, D] (compute dtype). `mask_BxSxS` (True = query s
         may attend to key t) replaces the causal same-segment mask built from `segment_ids_BxS`:
-        scoring uses it to let every answer choice of a question see one shared prompt."""
+        scoring uses it to let every answer choice of a question see one shared prompt. It is
+        intersected with the causal mask (attention skips keys after their query)."""
         cfg = self.cfg
         b, s = tokens_BxS.shape
         if positions_BxS is None:
@@ -266,6 +292,8 @@ class Transformer(nnx.Module):
             if segment_ids_BxS is None:
                 segment_ids_BxS = jnp.ones((b, s), jnp.int32)
             mask_BxSxS = attention_mask(segment_ids_BxS)
+        else:  # attention runs by causal query blocks: a key after its query is never seen
+            mask_BxSxS = mask_BxSxS & jnp.tril(jnp.ones((s, s), jnp.bool_))
         inv_freq = rope_frequencies(cfg)
         x_BxSxD = jnp.take(self.embedding[...], tokens_BxS, axis=0).astype(jnp.dtype(cfg.dtype))
         run = nnx.remat(_run_block) if cfg.remat else _run_block

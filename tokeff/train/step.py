@@ -30,6 +30,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from tokeff.devices import compiler_options
 from tokeff.train.sharding import batch_sharding
 from tokeff.train.state import StateLayout
 
@@ -50,14 +51,19 @@ def _chunk_len(rows: int, seq: int) -> int:
 
 def _chunk_terms(h_BxCxD, w_VxD, targets_BxC, weights_BxC, with_grads: bool):
     logits_BxCxV = jnp.einsum("bcd,vd->bcv", h_BxCxD, w_VxD, preferred_element_type=jnp.float32)
-    lse_BxC = jax.nn.logsumexp(logits_BxCxV, axis=-1)
+    # One exp pass serves both the log-sum-exp and the softmax of the gradient.
+    max_BxCx1 = jax.lax.stop_gradient(jnp.max(logits_BxCxV, axis=-1, keepdims=True))
+    exp_BxCxV = jnp.exp(logits_BxCxV - max_BxCx1)
+    sum_BxC = jnp.sum(exp_BxCxV, axis=-1)
+    lse_BxC = max_BxCx1[..., 0] + jnp.log(sum_BxC)
     target_BxC = jnp.take_along_axis(logits_BxCxV, targets_BxC[..., None], axis=-1)[..., 0]
     loss = jnp.sum(weights_BxC * (lse_BxC - target_BxC))
     if not with_grads:
         return loss, None, None
     vocab_V = jnp.arange(w_VxD.shape[0], dtype=targets_BxC.dtype)
-    probs_BxCxV = jnp.exp(logits_BxCxV - lse_BxC[..., None])
-    dlogits_BxCxV = (probs_BxCxV - (vocab_V == targets_BxC[..., None])) * weights_BxC[..., None]
+    is_target_BxCxV = vocab_V == targets_BxC[..., None]
+    dlogits_BxCxV = (exp_BxCxV * (weights_BxC / sum_BxC)[..., None]
+                     - jnp.where(is_target_BxCxV, weights_BxC[..., None], 0.0))
     dlogits_BxCxV = dlogits_BxCxV.astype(w_VxD.dtype)
     dh_BxCxD = jnp.einsum("bcv,vd->bcd", dlogits_BxCxV, w_VxD)
     dw_VxD = jnp.einsum("bcv,bcd->vd", dlogits_BxCxV, h_BxCxD, preferred_element_type=jnp.float32)
@@ -168,4 +174,5 @@ def make_train_step(layout: StateLayout, tx: optax.GradientTransformation,
     replicated = NamedSharding(mesh, P())
     batch_shardings = {k: batch_sharding(mesh) for k in BATCH_KEYS}
     return jax.jit(step, in_shardings=(layout.shardings, batch_shardings, replicated),
-                   out_shardings=(layout.shardings, replicated), donate_argnums=0)
+                   out_shardings=(layout.shardings, replicated), donate_argnums=0,
+                   compiler_options=compiler_options(mesh.devices.flat[0].platform) or None)
