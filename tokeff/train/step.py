@@ -6,7 +6,8 @@ the end, so accumulating M microbatches gives exactly the loss and gradient of t
 (no mean-of-means bias when microbatches hold different numbers of answer tokens).
 
 Only the microbatches that hold rows run (a loop with a trip count read from the batch: a
-microbatch of padding only, segment ids all 0, is skipped). So every short batch (the end of
+microbatch of padding only, segment ids all 0, is skipped). A batch of one microbatch skips the
+loop, and with it the zero-filled gradient accumulator (a copy of the parameters in memory). So every short batch (the end of
 an epoch, or the last step cut by the budget) can come in one shape, the full batch's rows as
 one row per microbatch (`tokeff.train.loop`), and reuse one compiled step instead of
 compiling a shape per row count; the FLOPs run are those of its rows, as the accountant counts.
@@ -145,10 +146,13 @@ def make_train_step(layout: StateLayout, tx: optax.GradientTransformation,
             grads = jax.tree.map(jnp.add, grads, micro_grads)
             return i + 1, grads, loss_sum + micro_loss, count + micro_count
 
-        n_micro = jnp.sum(jnp.any(batch["segment_ids"] > 0, axis=(1, 2))).astype(jnp.int32)
-        zeros = jax.tree.map(jnp.zeros_like, params)
-        start = (jnp.int32(0), zeros, jnp.float32(0.0), jnp.float32(0.0))
-        _, grads, loss_sum, count = jax.lax.while_loop(lambda c: c[0] < n_micro, accumulate, start)
+        if batch["tokens"].shape[0] == 1:  # one microbatch: no loop, no zero-filled accumulator
+            (loss_sum, count), grads = grad_fn(params, jax.tree.map(lambda x: x[0], batch))
+        else:
+            n_micro = jnp.sum(jnp.any(batch["segment_ids"] > 0, axis=(1, 2))).astype(jnp.int32)
+            zeros = jax.tree.map(jnp.zeros_like, params)
+            start = (jnp.int32(0), zeros, jnp.float32(0.0), jnp.float32(0.0))
+            _, grads, loss_sum, count = jax.lax.while_loop(lambda c: c[0] < n_micro, accumulate, start)
         denominator = jnp.maximum(count, 1.0)
         grads = jax.tree.map(lambda g: g / denominator, grads)
         direction, opt_state = tx.update(grads, state["opt_state"], params)
