@@ -13,12 +13,21 @@ Models compared:
 - classic: the Huber/L-BFGS bootstrap.
 
 Prints one row per (truth, model), pooled over seeds: coverage of the 50/80/90% intervals of a new
-run, median |error| and median signed error of the predictive median (% of the observed loss: is
+run (and `sd90`, the sd across seeds of one table's 90% coverage: how much a single sweep can
+say), median |error| (and its sd across seeds) and median signed error of the predictive median (% of the observed loss: is
 the median biased?), median 90% width (% of the prediction), and how many fits reported ok.
 With `--plot PATH`, a PNG of the 90% coverage per truth and model against the 80-95% target band.
+
+`--real CSV` (repeatable) adds a row per real table, backtested the same way (top third by
+compute). A CSV has columns `params`, `tokens_seen`, `eval_loss`, or those of Epoch AI's extraction
+of Chinchilla's runs (`Model Size`, `Training FLOP`, `loss`; tokens = FLOP / 6N):
+https://github.com/epoch-research/analyzing-chinchilla/blob/main/data/svg_extracted_data.csv
+(245 runs; the repository states no licence, so no copy is kept here: pass the path).
+It is a check, not a target: nothing in the model is tuned to it.
 """
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -38,12 +47,14 @@ LEVELS = ("0.5", "0.8", "0.9")
 def run_one(truth: str, model: str, seeds: int, options: dict) -> dict:
     """Backtests of one model over `seeds` tables of one truth, pooled."""
     hits = {k: 0.0 for k in LEVELS}
-    errors, bias, widths, factors, ok, n_held, start = [], [], [], [], 0, 0, time.perf_counter()
+    errors, bias, widths, factors, per_seed90, ok, n_held = [], [], [], [], [], 0, 0
+    start = time.perf_counter()
     for seed in range(seeds):
         table = isoflop_table(truth.split("+")[0], seed=seed, **TRUTHS[truth])
         r = backtest(table, "chinchilla", by="params*tokens_seen", frac=1 / 3, seed=seed, **options)
         for k in hits:
             hits[k] += r["coverage"][k] * r["n_held_out"]
+        per_seed90.append(r["coverage"]["0.9"])
         h = r["held_out"]
         signed = (np.asarray(h["median"]) - np.asarray(h["observed"])) / np.asarray(h["observed"]) * 100
         errors.append(np.median(np.abs(signed)) if np.isfinite(signed).all() else np.nan)
@@ -54,7 +65,32 @@ def run_one(truth: str, model: str, seeds: int, options: dict) -> dict:
         n_held += r["n_held_out"]
     return {"coverage": {k: v / n_held for k, v in hits.items()}, "error": float(np.nanmedian(errors)),
             "bias": float(np.nanmedian(bias)), "width": float(np.median(widths)), "factor": float(np.median(factors)),
-            "ok": ok, "seeds": seeds, "seconds_per_table": (time.perf_counter() - start) / seeds}
+            "sd90": float(np.std(per_seed90, ddof=1)) if seeds > 1 else np.nan,
+            "sd_error": float(np.nanstd(errors, ddof=1)) if seeds > 1 else np.nan, "ok": ok, "seeds": seeds, "seconds_per_table": (time.perf_counter() - start) / seeds}
+
+
+def read_real(path: str) -> dict[str, np.ndarray]:
+    """A real table as params / tokens_seen / eval_loss columns (see the module doc)."""
+    import pandas as pd
+
+    frame = pd.read_csv(path)
+    if {"Model Size", "Training FLOP", "loss"} <= set(frame.columns):
+        n, c = frame["Model Size"].to_numpy(float), frame["Training FLOP"].to_numpy(float)
+        return {"params": n, "tokens_seen": c / (6 * n), "eval_loss": frame["loss"].to_numpy(float)}
+    return {k: frame[k].to_numpy(float) for k in ("params", "tokens_seen", "eval_loss")}
+
+
+def run_real(path: str, options: dict) -> dict:
+    """One backtest of a real table: the same cut as the simulations."""
+    start = time.perf_counter()
+    r = backtest(read_real(path), "chinchilla", by="params*tokens_seen", frac=1 / 3, seed=0, **options)
+    h = r["held_out"]
+    signed = (np.asarray(h["median"]) - np.asarray(h["observed"])) / np.asarray(h["observed"]) * 100
+    finite = np.isfinite(signed).all()
+    return {"coverage": r["coverage"], "error": float(np.median(np.abs(signed))) if finite else np.nan,
+            "bias": float(np.median(signed)) if finite else np.nan, "width": r["median_interval_width_pct"]["0.9"],
+            "factor": r["extrapolation_factor"], "sd90": np.nan, "sd_error": np.nan, "ok": int(r["all_fits_ok"]), "seeds": 1,
+            "seconds_per_table": time.perf_counter() - start}
 
 
 def plot(rows: dict, path: str) -> None:
@@ -89,20 +125,23 @@ def main():
     parser.add_argument("--method", default="map", choices=["nuts", "map"], help="for old and new")
     parser.add_argument("--chains", type=int, default=2)
     parser.add_argument("--draws", type=int, default=500, help="NUTS: warmup = draws per chain")
+    parser.add_argument("--real", action="append", default=[], metavar="CSV",
+                        help="a real table to backtest too (see the module doc); repeatable")
     parser.add_argument("--plot", metavar="PNG", help="write the 90%% coverage per truth and model here")
     args = parser.parse_args()
 
-    print(f"{'truth':<18}{'model':<9}{'cov50':>6}{'cov80':>6}{'cov90':>6}{'|err|%':>8}{'bias%':>7}{'w90%':>7}"
+    print(f"{'truth':<18}{'model':<9}{'cov50':>6}{'cov80':>6}{'cov90':>6}{'sd90':>6}{'|err|%':>8}{'sd':>6}{'bias%':>7}{'w90%':>7}"
           f"{'x-extrap':>9}{'ok':>6}{'s/table':>8}", flush=True)
     rows = {}
-    for truth in args.truths:
+    cases = [(t, None) for t in args.truths] + [(f"real:{os.path.basename(p)[:12]}", p) for p in args.real]
+    for truth, path in cases:
         for model in args.models:
             options = {"method": args.method, **MODELS[model]}
             if options["method"] == "nuts":
                 options |= {"chains": args.chains, "draws": args.draws, "warmup": args.draws}
-            r = rows[(truth, model)] = run_one(truth, model, args.seeds, options)
+            r = rows[(truth, model)] = (run_real(path, options) if path else run_one(truth, model, args.seeds, options))
             cov = r["coverage"]
-            print(f"{truth:<18}{model:<9}{cov['0.5']:6.2f}{cov['0.8']:6.2f}{cov['0.9']:6.2f}{r['error']:8.2f}"
+            print(f"{truth:<18}{model:<9}{cov['0.5']:6.2f}{cov['0.8']:6.2f}{cov['0.9']:6.2f}{r['sd90']:6.2f}{r['error']:8.2f}{r['sd_error']:6.2f}"
                   f"{r['bias']:7.2f}{r['width']:7.2f}{r['factor']:9.1f}{r['ok']:>4}/{r['seeds']}"
                   f"{r['seconds_per_table']:8.1f}", flush=True)
     if args.plot:

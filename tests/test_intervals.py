@@ -76,3 +76,24 @@ def test_accuracy_floor_prior_starts_at_chance():
     assert result.summary["priors"]["E"].startswith("uniform(0.25")
     pred = result.predict(result.data.inputs)
     assert np.isfinite(pred).all()
+
+
+def test_nuts_starts_the_lift_where_the_law_is_a_valid_accuracy():
+    # numpyro would start the improper h at exp(U(-2, 2)), up to 7.4: a law above 1 at most rows,
+    # where the clipped likelihood is flat and a chain can stay (pilot volume tables 27 and 38).
+    import numpyro
+
+    from tokeff.laws.model import LIFT_SITES, Likelihood, init_strategy, make_model
+
+    form = get_form("volume").above_chance(0.25)
+    t = pilot_table(27)
+    x = {"V": t["n_examples"] * t["avg_tokens"], "M": t["params"]}
+    starts = []
+    for k in range(40):
+        model = numpyro.handlers.substitute(numpyro.handlers.seed(make_model(form, Likelihood(chance=0.25)), k),
+                                            substitute_fn=init_strategy(form))
+        trace = numpyro.handlers.trace(model).get_trace(x, t["n_eval"], np.round(t["accuracy"] * t["n_eval"]))
+        starts.append(float(trace[LIFT_SITES[0]]["value"]))
+    assert 0 < min(starts) and max(starts) < 0.75  # the accuracy at the centre stays in (chance, 1)
+    assert max(starts) - min(starts) > 0.5  # spread over the range, as the chains' starts should be
+    assert init_strategy(get_form("chinchilla")) is numpyro.infer.init_to_sample

@@ -24,7 +24,7 @@ from tokeff.laws.forms import Form, get_form
 from tokeff.laws import discrepancy as discrepancy_lib
 from tokeff.laws.laplace import run_laplace
 from tokeff.laws.model import (
-    Likelihood, make_model, observed, param_sites, predict_mean, predict_observed, resolve_likelihood,
+    Likelihood, init_strategy, make_model, observed, param_sites, predict_mean, predict_observed, resolve_likelihood,
 )
 
 METHODS = ("nuts", "map", "classic")
@@ -258,7 +258,7 @@ def run_nuts(form, lik, data, *, chains, draws, warmup, seed, target_accept=0.98
     per run; see `tokeff.laws.validation.calibration` for the `jax.clear_caches()` that frees them."""
     import jax
     import numpyro
-    from numpyro.infer import MCMC, NUTS, init_to_sample
+    from numpyro.infer import MCMC, NUTS
 
     devices = jax.local_device_count()
     if chain_method is None and devices > 1 and chains > 1:
@@ -269,7 +269,7 @@ def run_nuts(form, lik, data, *, chains, draws, warmup, seed, target_accept=0.98
 
     def sampler(n_chains):
         kernel = NUTS(make_model(form, lik), target_accept_prob=target_accept, dense_mass=True,
-                      init_strategy=init_to_sample)
+                      init_strategy=init_strategy(form))
         return MCMC(kernel, num_warmup=warmup, num_samples=draws, num_chains=n_chains, chain_method=chain_method,
                     progress_bar=progress and chain_method != "vectorized", jit_model_args=True)
 
