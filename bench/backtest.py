@@ -44,6 +44,16 @@ TRUTHS = {"chinchilla": {}, "kaplan": {}, "farseer": {}, "farseer+diverged": {"d
 LEVELS = ("0.5", "0.8", "0.9")
 
 
+def error_and_bias(held_out: dict) -> tuple[float, float]:
+    """(median |error|, median signed error) of the predictive medians, % of the observed loss;
+    NaN when a prediction is not finite."""
+    observed = np.asarray(held_out["observed"])
+    signed = (np.asarray(held_out["median"]) - observed) / observed * 100
+    if not np.isfinite(signed).all():
+        return np.nan, np.nan
+    return float(np.median(np.abs(signed))), float(np.median(signed))
+
+
 def run_one(truth: str, model: str, seeds: int, options: dict) -> dict:
     """Backtests of one model over `seeds` tables of one truth, pooled."""
     hits = {k: 0.0 for k in LEVELS}
@@ -55,10 +65,9 @@ def run_one(truth: str, model: str, seeds: int, options: dict) -> dict:
         for k in hits:
             hits[k] += r["coverage"][k] * r["n_held_out"]
         per_seed90.append(r["coverage"]["0.9"])
-        h = r["held_out"]
-        signed = (np.asarray(h["median"]) - np.asarray(h["observed"])) / np.asarray(h["observed"]) * 100
-        errors.append(np.median(np.abs(signed)) if np.isfinite(signed).all() else np.nan)
-        bias.append(np.median(signed) if np.isfinite(signed).all() else np.nan)
+        error, signed_error = error_and_bias(r["held_out"])
+        errors.append(error)
+        bias.append(signed_error)
         widths.append(r["median_interval_width_pct"]["0.9"])
         factors.append(r["extrapolation_factor"])
         ok += r["all_fits_ok"]
@@ -84,11 +93,9 @@ def run_real(path: str, options: dict) -> dict:
     """One backtest of a real table: the same cut as the simulations."""
     start = time.perf_counter()
     r = backtest(read_real(path), "chinchilla", by="params*tokens_seen", frac=1 / 3, seed=0, **options)
-    h = r["held_out"]
-    signed = (np.asarray(h["median"]) - np.asarray(h["observed"])) / np.asarray(h["observed"]) * 100
-    finite = np.isfinite(signed).all()
-    return {"coverage": r["coverage"], "error": float(np.median(np.abs(signed))) if finite else np.nan,
-            "bias": float(np.median(signed)) if finite else np.nan, "width": r["median_interval_width_pct"]["0.9"],
+    error, signed_error = error_and_bias(r["held_out"])
+    return {"coverage": r["coverage"], "error": error, "bias": signed_error,
+            "width": r["median_interval_width_pct"]["0.9"],
             "factor": r["extrapolation_factor"], "sd90": np.nan, "sd_error": np.nan, "ok": int(r["all_fits_ok"]), "seeds": 1,
             "seconds_per_table": time.perf_counter() - start}
 

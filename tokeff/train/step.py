@@ -6,11 +6,12 @@ the end, so accumulating M microbatches gives exactly the loss and gradient of t
 (no mean-of-means bias when microbatches hold different numbers of answer tokens).
 
 Only the microbatches that hold rows run (a loop with a trip count read from the batch: a
-microbatch of padding only, segment ids all 0, is skipped). A batch of one microbatch skips the
-loop, and with it the zero-filled gradient accumulator (a copy of the parameters in memory). So every short batch (the end of
+microbatch of padding only, segment ids all 0, is skipped). So every short batch (the end of
 an epoch, or the last step cut by the budget) can come in one shape, the full batch's rows as
 one row per microbatch (`tokeff.train.loop`), and reuse one compiled step instead of
 compiling a shape per row count; the FLOPs run are those of its rows, as the accountant counts.
+A batch of one microbatch skips the loop, and with it the zero-filled gradient accumulator (a
+copy of the parameters in memory).
 
 The loss never materialises the [tokens, vocab] logits: `fused_cross_entropy` unembeds the
 hidden states a chunk of positions at a time and, in the same pass, forms the chunk's gradient
