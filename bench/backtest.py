@@ -3,13 +3,16 @@
 Each table is an isoFLOP sweep (`tokeff.laws.simulate.isoflop_table`: 12 budgets 1e18-1e21
 FLOPs, 7 model sizes each, 0.5% noise per run plus 0.5% shared per budget) drawn from a truth:
 `chinchilla` (the control: truth = form), `kaplan`, `farseer` (a Farseer-like surface whose data
-exponent grows with model size), and `farseer+diverged` (5% of runs diverged, loss 1.3-3x).
+exponent grows with model size), `farseer+diverged` (5% of runs diverged, loss 1.3-3x) and
+`farseer+stalled` (15% of runs trained 2-30% worse: inside the exclusion fence).
 `chinchilla` is fitted to the lower two-thirds of runs by compute and predicts the top third
 (about 12x beyond the fit), exactly as `tokeff backtest --by params*tokens_seen --frac 0.33` does.
 Models compared:
 
 - old: `--likelihood normal --discrepancy none` (the earlier intervals);
-- new: the defaults (Student-t on log loss, discrepancy growing with the distance beyond the range);
+- student_t: the previous defaults, `--likelihood student_t` (Student-t on log loss, discrepancy
+  growing with the distance beyond the range);
+- new: the defaults (the same, plus a one-sided share of failed runs: `--likelihood failures`);
 - classic: the Huber/L-BFGS bootstrap.
 
 Prints one row per (truth, model), pooled over seeds: coverage of the 50/80/90% intervals of a new
@@ -22,7 +25,8 @@ With `--plot PATH`, a PNG of the 90% coverage per truth and model against the 80
 compute). A CSV has columns `params`, `tokens_seen`, `eval_loss`, or those of Epoch AI's extraction
 of Chinchilla's runs (`Model Size`, `Training FLOP`, `loss`; tokens = FLOP / 6N):
 https://github.com/epoch-research/analyzing-chinchilla/blob/main/data/svg_extracted_data.csv
-(245 runs; the repository states no licence, so no copy is kept here: pass the path).
+(245 runs; the repository states no licence, so no copy is kept here: pass the path), and
+Porian et al.'s isoFLOP sweeps as `bench/porian_tables.py` writes them (with a `budget` column).
 It is a check, not a target: nothing in the model is tuned to it.
 """
 
@@ -37,10 +41,12 @@ from tokeff.laws.simulate import isoflop_table
 
 MODELS = {
     "old": {"likelihood": "normal", "discrepancy": "none"},
+    "student_t": {"likelihood": "student_t"},
     "new": {},
     "classic": {"method": "classic", "bootstrap": 200},
 }
-TRUTHS = {"chinchilla": {}, "kaplan": {}, "farseer": {}, "farseer+diverged": {"diverged": 0.05}}
+TRUTHS = {"chinchilla": {}, "kaplan": {}, "farseer": {}, "farseer+diverged": {"diverged": 0.05},
+          "farseer+stalled": {"stalled": 0.15}}
 LEVELS = ("0.5", "0.8", "0.9")
 
 
@@ -86,7 +92,13 @@ def read_real(path: str) -> dict[str, np.ndarray]:
     if {"Model Size", "Training FLOP", "loss"} <= set(frame.columns):
         n, c = frame["Model Size"].to_numpy(float), frame["Training FLOP"].to_numpy(float)
         return {"params": n, "tokens_seen": c / (6 * n), "eval_loss": frame["loss"].to_numpy(float)}
-    return {k: frame[k].to_numpy(float) for k in ("params", "tokens_seen", "eval_loss")}
+    columns = ("params", "tokens_seen", "eval_loss") + (("budget",) if "budget" in frame.columns else ())
+    return {k: frame[k].to_numpy(float) for k in columns}
+
+
+def real_name(path: str) -> str:
+    """A short label: the file name up to its first underscore (chinchilla, porian4, ...)."""
+    return os.path.splitext(os.path.basename(path))[0].split("_")[0][:14]
 
 
 def run_real(path: str, options: dict) -> dict:
@@ -110,16 +122,17 @@ def plot(rows: dict, path: str) -> None:
 
     truths = list(dict.fromkeys(t for t, _ in rows))
     models = list(dict.fromkeys(m for _, m in rows))
-    fig, ax = plt.subplots(figsize=(7, 3.8))
+    fig, ax = plt.subplots(figsize=(10, 4.2))
     ax.axhspan(0.80, 0.95, color="C2", alpha=0.15, label="target 80-95%")
     ax.axhline(0.9, color="C2", lw=0.8)
     width = 0.8 / len(models)
     for j, m in enumerate(models):
         x = np.arange(len(truths)) + (j - (len(models) - 1) / 2) * width
         ax.bar(x, [rows[(t, m)]["coverage"]["0.9"] if (t, m) in rows else np.nan for t in truths], width, label=m)
-    ax.set_xticks(np.arange(len(truths)), truths)
-    ax.set(ylim=(0, 1.02), ylabel="coverage of 90% intervals", title="held-out runs at ~12x compute (chinchilla fitted)")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.set_xticks(np.arange(len(truths)), truths, rotation=25, ha="right", fontsize=8)
+    ax.set(ylim=(0, 1.02), ylabel="coverage of 90% intervals",
+           title="top third by compute held out, chinchilla fitted (simulated: ~12x beyond the fit; real: 16-60x)")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     save_figure(fig, path)
 
@@ -137,10 +150,10 @@ def main():
     parser.add_argument("--plot", metavar="PNG", help="write the 90%% coverage per truth and model here")
     args = parser.parse_args()
 
-    print(f"{'truth':<18}{'model':<9}{'cov50':>6}{'cov80':>6}{'cov90':>6}{'sd90':>6}{'|err|%':>8}{'sd':>6}{'bias%':>7}{'w90%':>7}"
+    print(f"{'truth':<18}{'model':<10}{'cov50':>6}{'cov80':>6}{'cov90':>6}{'sd90':>6}{'|err|%':>8}{'sd':>6}{'bias%':>7}{'w90%':>7}"
           f"{'x-extrap':>9}{'ok':>6}{'s/table':>8}", flush=True)
     rows = {}
-    cases = [(t, None) for t in args.truths] + [(f"real:{os.path.basename(p)[:12]}", p) for p in args.real]
+    cases = [(t, None) for t in args.truths] + [(f"real:{real_name(p)}", p) for p in args.real]
     for truth, path in cases:
         for model in args.models:
             options = {"method": args.method, **MODELS[model]}
@@ -148,7 +161,7 @@ def main():
                 options |= {"chains": args.chains, "draws": args.draws, "warmup": args.draws}
             r = rows[(truth, model)] = (run_real(path, options) if path else run_one(truth, model, args.seeds, options))
             cov = r["coverage"]
-            print(f"{truth:<18}{model:<9}{cov['0.5']:6.2f}{cov['0.8']:6.2f}{cov['0.9']:6.2f}{r['sd90']:6.2f}{r['error']:8.2f}{r['sd_error']:6.2f}"
+            print(f"{truth:<18}{model:<10}{cov['0.5']:6.2f}{cov['0.8']:6.2f}{cov['0.9']:6.2f}{r['sd90']:6.2f}{r['error']:8.2f}{r['sd_error']:6.2f}"
                   f"{r['bias']:7.2f}{r['width']:7.2f}{r['factor']:9.1f}{r['ok']:>4}/{r['seeds']}"
                   f"{r['seconds_per_table']:8.1f}", flush=True)
     if args.plot:

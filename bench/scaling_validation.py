@@ -28,6 +28,8 @@ def main():
     parser.add_argument("--sbc-chains", type=int, default=2)
     parser.add_argument("--chains", type=int, default=4)
     parser.add_argument("--forms", nargs="*", default=BUILT_IN)
+    parser.add_argument("--likelihood", default="normal", choices=["normal", "student_t", "failures"],
+                        help="SBC: simulated and fitted noise model of loss forms (accuracy forms: binomial)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["recovery", "calibration", "extrapolation"])
     args = parser.parse_args()
 
@@ -60,13 +62,16 @@ def main():
               f"(median interval width {r['median_width_percent']:.1f}% of the loss)", flush=True)
 
     if "calibration" not in args.skip:
-        print(f"== calibration: {args.sbc_draws} prior draws per form, {args.sbc_points} points, "
+        from tokeff.laws.model import Likelihood
+
+        print(f"== calibration ({args.likelihood} loss noise): {args.sbc_draws} prior draws per form, {args.sbc_points} points, "
               f"NUTS {args.sbc_chains} chains x {args.sbc_steps} (+{args.sbc_steps} warmup)")
         print(f"{'form':<24} {'coverage90':>10} {'excluded':>9} {'minutes':>8}  per-parameter coverage", flush=True)
         ok = True
         for name in args.forms:
             c = validation.calibration(name, n_datasets=args.sbc_draws, n_points=args.sbc_points,
-                                       chains=args.sbc_chains, steps=args.sbc_steps, progress=True)
+                                       chains=args.sbc_chains, steps=args.sbc_steps, progress=True,
+                                       likelihood=Likelihood(kind=args.likelihood))
             ok &= 0.85 <= c.pooled <= 0.95
             per = "  ".join(f"{p} {v:.2f}" for p, v in c.per_param.items())
             print(f"{name:<24} {c.pooled:10.3f} {c.excluded:>5}/{args.sbc_draws:<3} {c.seconds / 60:8.1f}  {per}",

@@ -8,7 +8,10 @@ short one-chain NUTS fit. The full versions (250 points, 50 datasets per form,
 4 x 1000 draws) are in the bench.
 """
 
+import numpy as np
+
 from tokeff.laws import validation
+from tokeff.laws.forms import get_form
 
 
 def test_recovery_map_and_classic_cover_the_published_chinchilla_parameters():
@@ -34,3 +37,17 @@ def test_extrapolation_small():
     assert r["n_fit"] == 40 and r["n_predicted"] == 20
     assert r["fit"].diagnostics["divergences"] == 0  # the centred parametrisation's point
     assert 0.6 <= r["coverage"] <= 1.0 and 0 < r["median_width_percent"] < 30, r
+
+
+def test_simulated_failures_are_one_sided_at_the_drawn_share():
+    from tokeff.laws.model import Likelihood
+    from tokeff.laws.simulate import design, simulate
+
+    form = get_form("chinchilla")
+    truth = {"E": 1.8, "A": 400.0, "B": 400.0, "alpha": 0.34, "beta": 0.28}
+    x = design(form, 20_000, seed=0)
+    d = simulate(form, truth, x, sigma=0.01, likelihood=Likelihood(kind="failures"), failures=(0.2, 0.2), seed=0)
+    law = np.asarray(form.mean(truth, {k: x[k] for k in form.inputs}), np.float64)
+    residual = np.log(d["y"] / law)
+    assert abs(np.mean(residual > 0.05) - 0.2 * 0.81) < 0.01  # P(|N(0, 0.2)| > 0.05) = 0.80, + noise
+    assert np.mean(residual < -0.1) < 0.002  # a failed run is never better than the law (t tails: 3e-4)

@@ -26,9 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target-accept", type=float, default=0.98,
                         help="NUTS target acceptance probability (higher: smaller steps, fewer divergences)")
     parser.add_argument("--bootstrap", type=int, default=4000, help="bootstrap resamples (--method classic)")
-    parser.add_argument("--likelihood", default="auto", choices=["auto", "normal", "student_t"],
-                        help="noise model on log loss (loss forms); auto: student_t, robust to diverged runs"
-                             " (normal: the earlier default)")
+    parser.add_argument("--likelihood", default="auto", choices=["auto", "normal", "student_t", "failures"],
+                        help="noise model on log loss (loss forms); auto: failures (Student-t runs plus a"
+                             " learned share of runs that trained worse than the law); student_t: the previous"
+                             " default; normal: the earliest")
     parser.add_argument("--discrepancy", default="extrapolation", choices=["extrapolation", "none"],
                         help="loss forms: widen predictive intervals with the distance beyond the fitted range,"
                              " at a rate learned by internal leave-future-out (none: the earlier intervals)")
@@ -85,11 +86,11 @@ def run(args: argparse.Namespace) -> int:
     if s["excluded"]:
         print(format_exclusions(s["excluded"], s["columns"]["target"]))
     label = "bootstrap" if s["method"] == "classic" else "posterior"
-    print(f"{'param':<10} {'median':>11} {'q05':>11} {'q95':>11} {'r_hat':>7} {'ess_bulk':>9}   ({label})")
+    print(f"{'param':<13} {'median':>11} {'q05':>11} {'q95':>11} {'r_hat':>7} {'ess_bulk':>9}   ({label})")
     for name, p in s["params"].items():
         r_hat = f"{p['r_hat']:7.3f}" if p["r_hat"] is not None else f"{'-':>7}"
         ess = f"{p['ess_bulk']:9.0f}" if p["ess_bulk"] is not None else f"{'-':>9}"
-        print(f"{name:<10} {p['median']:11.4g} {p['q05']:11.4g} {p['q95']:11.4g} {r_hat} {ess}")
+        print(f"{name:<13} {p['median']:11.4g} {p['q05']:11.4g} {p['q95']:11.4g} {r_hat} {ess}")
     print(format_diagnostics(result.diagnostics))
     return 0
 

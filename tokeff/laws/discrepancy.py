@@ -73,21 +73,33 @@ def growth(ranges: dict[str, list[float]], inputs: dict[str, np.ndarray]) -> np.
     return distance(ranges, inputs) ** GROWTH
 
 
-def _tau_log_likelihood(residual, spread_var, dist, df: float | None) -> np.ndarray:
-    """log p(internal residuals | tau) on `_GRID`: residual ~ t_df / Normal(0, spread_var + tau^2 d^2)."""
+def _tau_log_likelihood(residual, spread_var, dist, df: float | None, failures=None) -> np.ndarray:
+    """log p(internal residuals | tau) on `_GRID`: residual ~ t_df / Normal(0, spread_var + tau^2 d^2);
+    with `failures` (prob, scale: the inner fit's), a run fails with that probability, and a failed
+    run's residual is that spread plus a half-normal shift (`tokeff.laws.model`), so failed runs
+    above the fit do not pass for a discrepancy."""
+    from scipy.special import gammaln, log_ndtr
+
     scale2 = spread_var[None, :] + (_GRID[:, None] * dist[None, :]) ** 2
     z2 = residual[None, :] ** 2 / scale2
     if df is None:
-        ll = -0.5 * z2 - 0.5 * np.log(scale2)
+        ll = -0.5 * z2 - 0.5 * np.log(scale2 * 2 * np.pi)
     else:
-        ll = -0.5 * (df + 1) * np.log1p(z2 / df) - 0.5 * np.log(scale2)
+        ll = (gammaln((df + 1) / 2) - gammaln(df / 2) - 0.5 * np.log(df * np.pi * scale2)
+              - 0.5 * (df + 1) * np.log1p(z2 / df))
+    if failures is not None:
+        prob, shift = failures
+        omega2 = scale2 + shift ** 2
+        failed = (np.log(2.0) - 0.5 * np.log(2 * np.pi * omega2) - 0.5 * residual[None, :] ** 2 / omega2
+                  + log_ndtr(residual[None, :] * shift / np.sqrt(scale2 * omega2)))
+        ll = np.logaddexp(np.log1p(-prob) + ll, np.log(prob) + failed)
     return ll.sum(axis=1)
 
 
 def _inner_origin(form, likelihood, inner: FitData, held: FitData, *, pad_to: int, seed: int):
     """Refit on `inner` (MAP/Laplace) and predict `held`: residuals, predictive variances, distances."""
     from tokeff.laws.laplace import run_laplace
-    from tokeff.laws.model import predict_observed
+    from tokeff.laws.model import FAILURE_SITES, predict_observed
 
     samples, _, opt = run_laplace(form, likelihood, inner, draws=INNER_DRAWS, seed=seed, pad_to=pad_to)
     samples = {k: v.reshape(-1) for k, v in samples.items()}
@@ -98,10 +110,11 @@ def _inner_origin(form, likelihood, inner: FitData, held: FitData, *, pad_to: in
     spread_var = np.maximum(((q75 - q25) / 1.349) ** 2, 1e-12)  # robust: Student-t draws have heavy tails
     dist = growth(log_ranges(inner.inputs), held.inputs)
     residual = np.log(held.y) - centre
+    failures = tuple(float(np.median(samples[k])) for k in FAILURE_SITES) if likelihood.kind == "failures" else None
     record = {"n_fit": inner.n_points, "n_held_out": held.n_points, "converged": bool(opt["converged"]),
               "median_distance": float(np.median(dist[ok])) if ok.any() else None,
               "median_abs_residual": float(np.median(np.abs(residual[ok]))) if ok.any() else None}
-    return residual[ok], spread_var[ok], dist[ok], record
+    return residual[ok], spread_var[ok], dist[ok], failures, record
 
 
 def learn_tau(form, likelihood, data: FitData, *, n_draws: int, seed: int = 0) -> tuple[np.ndarray, dict]:
@@ -113,16 +126,16 @@ def learn_tau(form, likelihood, data: FitData, *, n_draws: int, seed: int = 0) -
     n = data.n_points
     cuts = sorted({int(round(n * f)) for f in INNER_ORIGINS})
     cuts = [k for k in cuts if k >= len(form.params) + 2 and n - k >= 3]
-    df = likelihood.df if likelihood.kind == "student_t" else None
+    df = likelihood.df if likelihood.kind != "normal" else None
     log_post = -0.5 * (_GRID / TAU_PRIOR.args[0]) ** 2
     info = {"prior": str(TAU_PRIOR), "origins": []}
     for k in cuts:
-        residual, spread_var, dist, record = _inner_origin(
+        residual, spread_var, dist, failures, record = _inner_origin(
             form, likelihood, data.take(order[:k]), data.take(order[k:]), pad_to=bucket(max(cuts)), seed=seed)
         info["origins"].append(record)
         if len(residual) >= 3:
             # The origins see the same top runs again: each counts as 1/K of the evidence.
-            log_post = log_post + _tau_log_likelihood(residual, spread_var, dist, df) / len(cuts)
+            log_post = log_post + _tau_log_likelihood(residual, spread_var, dist, df, failures) / len(cuts)
     if not cuts:
         info["note"] = "too few runs for the internal split: tau keeps its prior"
     weights = np.exp(log_post - log_post.max())

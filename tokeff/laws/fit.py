@@ -108,7 +108,7 @@ def load_fit(path: str) -> Fit:
         likelihood = Likelihood.from_dict(summary["likelihood"])
         where = os.path.join(path, "posterior.nc")
         idata = az.from_netcdf(where)
-        sites = param_sites(form) + (("tau",) if "tau" in idata.posterior else ())
+        sites = param_sites(form, likelihood) + (("tau",) if "tau" in idata.posterior else ())
         samples = {k: idata.posterior[k].values.reshape(-1) for k in sites}
         where = os.path.join(path, "data.csv")
         data = FitData.from_frame(pd.read_csv(where), summary["columns"])
@@ -193,7 +193,7 @@ def fit(
         stats = None
         settings |= {"bootstrap": bootstrap, "grid_size": result["grid_size"]}
     idata = _inference_data(form, lik, data, posterior, stats)
-    sites = list(param_sites(form))
+    sites = list(param_sites(form, lik))
     if method == "nuts":
         diagnostics = diag_lib.nuts_diagnostics(idata, sites)
     elif method == "map":
@@ -275,7 +275,7 @@ def run_nuts(form, lik, data, *, chains, draws, warmup, seed, target_accept=0.98
 
     if mcmc is None or mcmc.num_chains != per_wave:
         mcmc = sampler(per_wave)
-    sites, args = param_sites(form), _model_args(form, data)
+    sites, args = param_sites(form, lik), _model_args(form, data)
     waves = []
     for i, start in enumerate(range(0, chains, per_wave)):
         wave_mcmc = mcmc if chains - start >= per_wave else sampler(chains - start)

@@ -22,7 +22,7 @@ import numpy as np
 
 from tokeff.laws.data import FitData
 from tokeff.laws.forms import Form
-from tokeff.laws.model import Likelihood, make_model, observed, param_sites
+from tokeff.laws.model import Likelihood, init_strategy, make_model, observed, param_sites
 
 MIN_BUCKET = 32
 N_STARTS = 16  # prior draws the optimiser starts from; the lowest energy wins
@@ -44,6 +44,7 @@ class _Programs:
     likelihood: Likelihood
     solve: object  # (keys, args) -> mode, energy, gradient, Hessian of the best start
     constrain: object  # ([S, k] unconstrained draws, args) -> {site: [S]}
+    starts: object  # (keys, args) -> {site: [len(keys)]}: where `solve` descends from, constrained
 
 
 _CACHE: dict[tuple, _Programs] = {}
@@ -63,7 +64,6 @@ def _programs(form: Form, lik: Likelihood, args: tuple) -> _Programs:
     import jax.numpy as jnp
     import numpyro
     from jax.flatten_util import ravel_pytree
-    from numpyro.infer import init_to_sample
     from numpyro.infer.util import constrain_fn, potential_energy, unconstrain_fn
 
     base = make_model(form, lik)
@@ -84,9 +84,9 @@ def _programs(form: Form, lik: Likelihood, args: tuple) -> _Programs:
             return base(inputs, n_eval, obs)
 
     def prior_draw(key):
-        """A model seeded at `key` whose latent sites take prior draws (uniform in the unconstrained
-        space for improper sites, such as the accuracy laws' lift parametrisation)."""
-        return numpyro.handlers.substitute(numpyro.handlers.seed(model, key), substitute_fn=init_to_sample)
+        """A model seeded at `key` whose latent sites take the starts NUTS takes (`init_strategy`:
+        prior draws, and the accuracy laws' improper lift h inside the values an accuracy can take)."""
+        return numpyro.handlers.substitute(numpyro.handlers.seed(model, key), substitute_fn=init_strategy(form))
 
     trace = numpyro.handlers.trace(prior_draw(0)).get_trace(*args)
     latent = [k for k, s in trace.items() if s["type"] == "sample" and not s["is_observed"]]
@@ -129,7 +129,11 @@ def _programs(form: Form, lik: Likelihood, args: tuple) -> _Programs:
     def constrain(z, a):
         return jax.vmap(lambda flat: constrain_fn(model, a, {}, unravel(flat), return_deterministic=True))(z)
 
-    programs = _Programs(form, lik, solve, constrain)
+    @jax.jit
+    def starts(keys, a):
+        return constrain(jax.vmap(lambda k: start(k, a))(keys), a)
+
+    programs = _Programs(form, lik, solve, constrain, starts)
     _CACHE[key] = programs
     return programs
 
@@ -173,6 +177,6 @@ def run_laplace(form: Form, lik: Likelihood, data: FitData, *, draws: int = 4000
     # scale-free, unlike a raw gradient tolerance in float32.
     newton_sd = float(np.sqrt(np.abs(grad @ cov @ grad)))
     converged = bool(np.isfinite(energy)) and newton_sd < 0.1
-    samples = {k: np.asarray(v[1:])[None, :] for k, v in constrained.items() if k in param_sites(form)}
+    samples = {k: np.asarray(v[1:])[None, :] for k, v in constrained.items() if k in param_sites(form, lik)}
     return samples, point, {"converged": converged, "hessian_ok": hessian_ok,
                             "extra": {"newton_step_in_sd": newton_sd}}

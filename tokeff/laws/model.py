@@ -24,10 +24,20 @@ from tokeff.errors import UserError
 from tokeff.laws.forms import Form
 from tokeff.laws.priors import Prior
 
-LIKELIHOODS = ("normal", "student_t")
-# "auto": Student-t (df 4) on log loss, which down-weights diverged or failed runs instead of bending
-# the law to them; the classic Huber recipe and accuracy targets (binomial) need no choice.
-DEFAULT_LOSS_LIKELIHOOD = "student_t"
+LIKELIHOODS = ("normal", "student_t", "failures")
+# "failures": Student-t (df 4) runs on log loss, plus a share `failure_prob` of runs that trained
+# worse than the law says (half-diverged, stalled, an isoFLOP arm the form cannot follow):
+# log y = log mean + noise + |shift|, shift ~ Normal(0, failure_scale). A run never trains *better*
+# than the law because it failed, so the failure part is one-sided (a skew-normal: noise, taken as
+# Normal, plus a half-normal shift). Such runs then neither bend the law (as they do a Normal fit)
+# nor pull it up symmetrically (as they do a Student-t fit). A *new* run is predicted as one that
+# trains as designed: the law, Student-t noise and the discrepancy (`tokeff.laws.discrepancy`);
+# the fit reports the failure share. "auto" means "failures" for loss targets; the classic Huber
+# recipe and accuracy targets (binomial) need no choice.
+DEFAULT_LOSS_LIKELIHOOD = "failures"
+FAILURE_PROB_PRIOR = Prior("uniform", (0.0, 0.5))  # failures are the minority of a sweep, by definition
+FAILURE_SCALE_PRIOR = Prior("lognormal", (-1.5, 0.75))  # median 22% on the loss, 95%: 5%-100%
+FAILURE_SITES = ("failure_prob", "failure_scale")
 
 
 def resolve_likelihood(kind: str, target: str, method: str) -> str:
@@ -73,17 +83,74 @@ def clip_accuracy(mu, chance: float):
     return jnp.clip(mu, chance + ACCURACY_EPS, 1.0 - ACCURACY_EPS)
 
 
-def observation_dist(target: str, likelihood: Likelihood, location, *, sigma=None, n_eval=None):
+class LossWithFailures:
+    """The "failures" likelihood of log loss: location + Student-t(df) noise, or, with probability
+    `prob`, a failed run: location + Normal noise + a half-normal shift of scale `shift` (a
+    skew-normal, so the density stays smooth for NUTS). The fit scores rows with `log_prob`;
+    simulations draw with `sample`."""
+
+    def __init__(self, df, loc, scale, prob, shift):
+        self.df = df
+        self.loc, self.scale, self.prob, self.shift = (jnp.asarray(v) for v in (loc, scale, prob, shift))
+
+    def failed_log_prob(self, value):
+        from jax.scipy.special import log_ndtr
+
+        omega = jnp.sqrt(self.scale ** 2 + self.shift ** 2)
+        z = (value - self.loc) / omega
+        return jnp.log(2.0) - jnp.log(omega) - 0.5 * z ** 2 - 0.5 * jnp.log(2 * jnp.pi) + log_ndtr(z * self.shift / self.scale)
+
+    def log_prob(self, value):
+        import numpyro.distributions as dist
+
+        ok = dist.StudentT(self.df, self.loc, self.scale).log_prob(value)
+        return jnp.logaddexp(jnp.log1p(-self.prob) + ok, jnp.log(self.prob) + self.failed_log_prob(value))
+
+    def sample(self, key, sample_shape=()):
+        shape = tuple(sample_shape) + jnp.broadcast_shapes(*(jnp.shape(v) for v in (self.loc, self.scale, self.prob, self.shift)))
+        k_ok, k_noise, k_shift, k_which = jax.random.split(key, 4)
+        ok = self.loc + self.scale * jax.random.t(k_ok, self.df, shape)
+        failed = self.loc + self.scale * jax.random.normal(k_noise, shape) + self.shift * jnp.abs(jax.random.normal(k_shift, shape))
+        return jnp.where(jax.random.uniform(k_which, shape) < self.prob, failed, ok)
+
+
+def _failures_dist(df, loc, scale, prob, shift):
+    """`LossWithFailures` as a numpyro distribution (what a model's observed site needs)."""
+    import numpyro.distributions as dist
+    from numpyro.distributions import constraints
+
+    class WithFailures(dist.Distribution):
+        support = constraints.real
+
+        def __init__(self):
+            self.impl = LossWithFailures(df, loc, scale, prob, shift)
+            batch = jnp.broadcast_shapes(*(jnp.shape(v) for v in (loc, scale, prob, shift)))
+            super().__init__(batch_shape=batch, validate_args=False)
+
+        def log_prob(self, value):
+            return self.impl.log_prob(value)
+
+        def sample(self, key, sample_shape=()):
+            return self.impl.sample(key, sample_shape)
+
+    return WithFailures()
+
+
+def observation_dist(target: str, likelihood: Likelihood, location, *, sigma=None, n_eval=None, failures=None):
     """The distribution of one observation (what `observed` returns) given the law at a point: the
     likelihood, written once for the sampler (`make_model`) and the proposal simulator
     (`tokeff.decide.proposals`). `location` is the law's log mean for loss targets (log loss ~
     Normal or Student-t(df) around it, scale `sigma`) and its mean for accuracy targets (correct ~
-    Binomial(n_eval, mean clipped to [chance, 1]))."""
+    Binomial(n_eval, mean clipped to [chance, 1])). With the "failures" likelihood, `failures`
+    (share, scale) gives the fitted rows' `LossWithFailures`; without it, a run that trains as
+    designed (Student-t), which is what predictions and proposals simulate."""
     import numpyro.distributions as dist
 
     if target == "loss":
         if likelihood.kind == "normal":
             return dist.Normal(location, sigma)
+        if likelihood.kind == "failures" and failures is not None:
+            return _failures_dist(likelihood.df, location, sigma, *failures)
         return dist.StudentT(likelihood.df, location, sigma)
     return dist.Binomial(total_count=n_eval, probs=clip_accuracy(location, likelihood.chance))
 
@@ -196,9 +263,14 @@ def make_model(form: Form, likelihood: Likelihood, *, centred: bool = True):
     def loss_model(inputs: dict, n_eval=None, obs=None):
         p = _sample_params(form, inputs, centred)
         sigma = numpyro.sample("sigma", likelihood.noise.to_numpyro())
+        failures = None
+        if likelihood.kind == "failures":
+            failures = (numpyro.sample(FAILURE_SITES[0], FAILURE_PROB_PRIOR.to_numpyro()),
+                        numpyro.sample(FAILURE_SITES[1], FAILURE_SCALE_PRIOR.to_numpyro()))
         log_mu = form.log_mean(p, inputs)
         with numpyro.plate("points", log_mu.shape[-1]):
-            return numpyro.sample("obs", observation_dist(form.target, likelihood, log_mu, sigma=sigma), obs=obs)
+            return numpyro.sample("obs", observation_dist(form.target, likelihood, log_mu, sigma=sigma,
+                                                          failures=failures), obs=obs)
 
     def accuracy_model(inputs: dict, n_eval=None, obs=None):
         p = _sample_params(form, inputs, centred)
@@ -209,9 +281,12 @@ def make_model(form: Form, likelihood: Likelihood, *, centred: bool = True):
     return loss_model if form.target == "loss" else accuracy_model
 
 
-def param_sites(form: Form) -> tuple[str, ...]:
-    """All sampled sites: the form's parameters, plus sigma for loss targets."""
-    return form.param_names + (("sigma",) if form.target == "loss" else ())
+def param_sites(form: Form, likelihood: Likelihood | None = None) -> tuple[str, ...]:
+    """All sampled sites: the form's parameters, plus sigma for loss targets (and the failures' share
+    and scale with the "failures" likelihood)."""
+    if form.target != "loss":
+        return form.param_names
+    return form.param_names + ("sigma",) + (FAILURE_SITES if likelihood and likelihood.kind == "failures" else ())
 
 
 def predict_mean(form: Form, samples: Mapping[str, np.ndarray], inputs: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -233,16 +308,16 @@ def predict_observed(
 ) -> np.ndarray:
     """Posterior predictive draws of the target itself (loss, or accuracy = correct / n_eval): [S, n].
     `discrepancy_sd` ([S, n], log-loss scale): the extra spread of what the law misses there
-    (`tokeff.laws.discrepancy`), added as a Normal on log loss."""
+    (`tokeff.laws.discrepancy`), added as a Normal on log loss. With the "failures" likelihood a new
+    run is one that trains as designed (the failure share is reported, not drawn)."""
     mu = predict_mean(form, samples, inputs)
     key, key_d = jax.random.split(jax.random.PRNGKey(seed))
     if form.target == "loss":
         sigma = np.asarray(samples["sigma"])[:, None]
         if likelihood.kind == "normal":
-            eps = jax.random.normal(key, mu.shape)
-        else:
-            eps = jax.random.t(key, likelihood.df, mu.shape)
-        log_y = np.log(mu) + sigma * np.asarray(eps)
+            log_y = np.log(mu) + sigma * np.asarray(jax.random.normal(key, mu.shape))
+        else:  # Student-t; with "failures", a new run that trains as designed (module doc)
+            log_y = np.log(mu) + sigma * np.asarray(jax.random.t(key, likelihood.df, mu.shape))
         if discrepancy_sd is not None:
             log_y = log_y + discrepancy_sd * np.asarray(jax.random.normal(key_d, mu.shape))
         return np.exp(log_y)

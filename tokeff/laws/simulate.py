@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from tokeff.laws.forms import Form
-from tokeff.laws.model import clip_accuracy
+from tokeff.laws.model import Likelihood, clip_accuracy
 from tokeff.published import CHINCHILLA_UNROUNDED as CHINCHILLA_PUBLISHED
 
 
@@ -33,8 +33,12 @@ def simulate(
     n_eval: int | np.ndarray = 200,
     chance: float = 0.0,
     seed: int = 0,
+    likelihood: Likelihood | None = None,
+    failures: tuple[float, float] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Columns of a table: the inputs, plus `y` (loss or accuracy) and, for accuracy, `n_eval`."""
+    """Columns of a table: the inputs, plus `y` (loss or accuracy) and, for accuracy, `n_eval`.
+    Loss noise is log-normal, or drawn from `likelihood` (Student-t; with "failures", a share
+    `failures[0]` of failed runs shifted up at scale `failures[1]`, as `tokeff.laws.model` fits it)."""
     import jax.numpy as jnp
 
     rng = np.random.default_rng(seed)
@@ -44,7 +48,13 @@ def simulate(
     out = {k: np.asarray(v, np.float64) for k, v in inputs.items()}
     if form.target == "loss":
         log_mu = np.asarray(form.log_mean(p, x), np.float64)
-        out["y"] = np.exp(log_mu + sigma * rng.standard_normal(n))
+        kind = likelihood.kind if likelihood else "normal"
+        eps = rng.standard_normal(n) if kind == "normal" else rng.standard_t(likelihood.df, n)
+        if kind == "failures":
+            failed = rng.uniform(size=n) < failures[0]
+            eps = np.where(failed, rng.standard_normal(n), eps)  # a failed run: Normal noise + |shift|
+            log_mu = log_mu + failed * failures[1] * np.abs(rng.standard_normal(n))
+        out["y"] = np.exp(log_mu + sigma * eps)
     else:
         probs = np.asarray(clip_accuracy(form.mean(p, x), chance), np.float64)
         counts = np.broadcast_to(np.asarray(n_eval), (n,)).astype(np.int64)
@@ -97,12 +107,15 @@ def isoflop_table(
     sigma: float = 0.005,
     group_sigma: float = 0.005,
     diverged: float = 0.0,
+    stalled: float = 0.0,
 ) -> dict[str, np.ndarray]:
     """An isoFLOP sweep like a real one: `budgets` compute budgets log-spaced over `flops`, at each
     `per_budget` model sizes within 4x of a 20-tokens-per-parameter optimum (D = C / 6N), loss drawn
     from `true_loss` with log-normal noise `sigma` per run plus a shared offset `group_sigma` per
     budget (runs of one sweep share data order, code and hardware: correlated residuals), and a
-    fraction `diverged` of runs whose loss is 1.3-3x what it should be (a failed run left in)."""
+    fraction `diverged` of runs whose loss is 1.3-3x what it should be (a failed run left in), and a
+    fraction `stalled` that trained 2-30% worse than the law (a loss spike, a bad schedule: inside
+    the exclusion fence, so only the likelihood can tell them apart)."""
     rng = np.random.default_rng(seed)
     c = np.repeat(np.exp(np.linspace(np.log(flops[0]), np.log(flops[1]), budgets)), per_budget)
     n_opt = np.sqrt(c / 6 / 20)
@@ -113,4 +126,7 @@ def isoflop_table(
     log_loss = np.log(true_loss(truth, n, d)) + rng.normal(0, group_sigma, budgets)[group] + rng.normal(0, sigma, c.shape)
     bad = rng.uniform(size=c.shape) < diverged
     log_loss[bad] += np.log(rng.uniform(1.3, 3.0, bad.sum()))
-    return {"params": n, "tokens_seen": d, "eval_loss": np.exp(log_loss), "budget": c, "diverged": bad.astype(float)}
+    slow = ~bad & (rng.uniform(size=c.shape) < stalled)
+    log_loss[slow] += np.log(rng.uniform(1.02, 1.3, slow.sum()))
+    return {"params": n, "tokens_seen": d, "eval_loss": np.exp(log_loss), "budget": c, "diverged": bad.astype(float),
+            "stalled": slow.astype(float)}

@@ -23,7 +23,7 @@ import numpy as np
 
 from tokeff.laws.data import FitData
 from tokeff.laws.forms import Form, get_form
-from tokeff.laws.model import Likelihood
+from tokeff.laws.model import FAILURE_PROB_PRIOR, FAILURE_SCALE_PRIOR, FAILURE_SITES, Likelihood
 from tokeff.laws.simulate import CHINCHILLA_PUBLISHED, design, prior_draw, simulate
 
 R_HAT_EXCLUDE = 1.05
@@ -73,10 +73,13 @@ def calibration(
     n_eval: int = 200,
     seed: int = 0,
     progress: bool = False,
+    likelihood: Likelihood | None = None,
 ) -> Calibration:
     """Simulation-based calibration of NUTS for `form` (see the module doc). One compiled sampler
     serves every dataset (same shapes, data passed as arguments; chains one after another, so run
-    forms in separate processes to use several cores); `steps` is warmup = draws."""
+    forms in separate processes to use several cores); `steps` is warmup = draws. `likelihood`
+    (default: Normal) is both simulated and fitted; with "failures" the failure share and scale are
+    drawn from their priors too, and their coverage is pooled with the form's parameters."""
     import jax
     from tqdm.auto import tqdm
 
@@ -84,9 +87,11 @@ def calibration(
     from tokeff.laws.fit import run_nuts
 
     form = get_form(form) if isinstance(form, str) else form
-    lik = Likelihood()
+    lik = likelihood or Likelihood()
     x = design(form, n_points, seed=seed)
-    hits: dict[str, list[bool]] = {p: [] for p in form.param_names}
+    with_failures = form.target == "loss" and lik.kind == "failures"
+    checked = form.param_names + (FAILURE_SITES if with_failures else ())
+    hits: dict[str, list[bool]] = {p: [] for p in checked}
     excluded, mcmc, start, records = 0, None, time.perf_counter(), []
     tail = (1 - level) / 2
     for i in tqdm(range(n_datasets), desc=f"SBC {form.name}", disable=not progress):
@@ -97,7 +102,12 @@ def calibration(
             mcmc = None
         truth = prior_draw(form, seed + 1000 + i)
         sigma = float(lik.noise.to_numpyro().sample(jax.random.PRNGKey(seed + 5000 + i)))
-        d = simulate(form, truth, x, sigma=sigma, n_eval=n_eval, seed=seed + i)
+        failures = None
+        if with_failures:
+            k1, k2 = jax.random.split(jax.random.PRNGKey(seed + 7000 + i))
+            failures = (float(FAILURE_PROB_PRIOR.to_numpyro().sample(k1)), float(FAILURE_SCALE_PRIOR.to_numpyro().sample(k2)))
+            truth = {**truth, **dict(zip(FAILURE_SITES, failures))}
+        d = simulate(form, truth, x, sigma=sigma, n_eval=n_eval, seed=seed + i, likelihood=lik, failures=failures)
         data = FitData({k: d[k] for k in form.inputs}, d["y"], d.get("n_eval"), {})
         post, stats = run_nuts(form, lik, data, chains=chains, draws=steps, warmup=steps, seed=seed + i, mcmc=mcmc,
                                chain_method="sequential")
@@ -109,7 +119,7 @@ def calibration(
         if record["excluded"]:
             excluded += 1
             continue
-        for p in form.param_names:
+        for p in checked:
             lo, hi = np.quantile(post[p].reshape(-1), [tail, 1 - tail])
             record["hits"][p] = bool(lo <= truth[p] <= hi)
             hits[p].append(record["hits"][p])
