@@ -25,8 +25,11 @@ With `--plot PATH`, a PNG of the 90% coverage per truth and model against the 80
 compute). A CSV has columns `params`, `tokens_seen`, `eval_loss`, or those of Epoch AI's extraction
 of Chinchilla's runs (`Model Size`, `Training FLOP`, `loss`; tokens = FLOP / 6N):
 https://github.com/epoch-research/analyzing-chinchilla/blob/main/data/svg_extracted_data.csv
-(245 runs; the repository states no licence, so no copy is kept here: pass the path), and
-Porian et al.'s isoFLOP sweeps as `bench/porian_tables.py` writes them (with a `budget` column).
+(245 runs; the repository states no licence, so no copy is kept here: pass the path), or
+`summary_df.pickle.xz` of https://github.com/formll/resolving-scaling-law-discrepancies (Porian et
+al. 2024, MIT licence; not stored here either): one row per sweep setting (`porian_tables`), each
+11-12 isoFLOP budgets of 1.25e16-2.56e19 FLOPs over 5M-900M parameters, with the undertrained and
+unstable runs real sweeps have left in.
 It is a check, not a target: nothing in the model is tuned to it.
 """
 
@@ -96,15 +99,33 @@ def read_real(path: str) -> dict[str, np.ndarray]:
     return {k: frame[k].to_numpy(float) for k in columns}
 
 
-def real_name(path: str) -> str:
-    """A short label: the file name up to its first underscore (chinchilla, porian4, ...)."""
-    return os.path.splitext(os.path.basename(path))[0].split("_")[0][:14]
+def porian_tables(path: str) -> dict[str, dict[str, np.ndarray]]:
+    """Porian et al.'s sweeps from their `summary_df.pickle.xz`: {"porian<i>": table} per setting
+    (hparams, warmup, decay, parameter count), one row per run of every budget."""
+    import pandas as pd
+
+    out = {}
+    for i, setting in pd.read_pickle(path).iterrows():
+        rows = np.array([(n, t, loss, b["flops"])
+                         for _, b in setting["data"].iterrows() if isinstance(b["orig_n"], pd.Series)
+                         for n, t, loss in zip(b["orig_n"], b["orig_t"], b["orig_loss"])], np.float64)
+        out[f"porian{i}"] = dict(zip(("params", "tokens_seen", "eval_loss", "budget"), rows.T))
+    return out
 
 
-def run_real(path: str, options: dict) -> dict:
+def real_tables(path: str) -> dict[str, dict[str, np.ndarray]]:
+    """{label: table} for one `--real` path: a CSV (one table) or Porian et al.'s pickle (five)."""
+    if path.endswith((".pickle.xz", ".pickle", ".pkl")):
+        return porian_tables(path)
+    table = read_real(path)
+    epoch = "Model Size" in open(path).readline()  # Epoch AI's extraction of Chinchilla's runs
+    return {"chinchilla" if epoch else os.path.splitext(os.path.basename(path))[0][:14]: table}
+
+
+def run_real(table: dict, options: dict) -> dict:
     """One backtest of a real table: the same cut as the simulations."""
     start = time.perf_counter()
-    r = backtest(read_real(path), "chinchilla", by="params*tokens_seen", frac=1 / 3, seed=0, **options)
+    r = backtest(table, "chinchilla", by="params*tokens_seen", frac=1 / 3, seed=0, **options)
     error, signed_error = error_and_bias(r["held_out"])
     return {"coverage": r["coverage"], "error": error, "bias": signed_error,
             "width": r["median_interval_width_pct"]["0.9"],
@@ -146,20 +167,21 @@ def main():
     parser.add_argument("--chains", type=int, default=2)
     parser.add_argument("--draws", type=int, default=500, help="NUTS: warmup = draws per chain")
     parser.add_argument("--real", action="append", default=[], metavar="CSV",
-                        help="a real table to backtest too (see the module doc); repeatable")
+                        help="a real table (CSV) or Porian et al.'s pickle to backtest too (see the module doc); repeatable")
     parser.add_argument("--plot", metavar="PNG", help="write the 90%% coverage per truth and model here")
     args = parser.parse_args()
 
     print(f"{'truth':<18}{'model':<10}{'cov50':>6}{'cov80':>6}{'cov90':>6}{'sd90':>6}{'|err|%':>8}{'sd':>6}{'bias%':>7}{'w90%':>7}"
           f"{'x-extrap':>9}{'ok':>6}{'s/table':>8}", flush=True)
     rows = {}
-    cases = [(t, None) for t in args.truths] + [(f"real:{real_name(p)}", p) for p in args.real]
-    for truth, path in cases:
+    cases = [(t, None) for t in args.truths] + [
+        (f"real:{name}", table) for p in args.real for name, table in real_tables(p).items()]
+    for truth, table in cases:
         for model in args.models:
             options = {"method": args.method, **MODELS[model]}
             if options["method"] == "nuts":
                 options |= {"chains": args.chains, "draws": args.draws, "warmup": args.draws}
-            r = rows[(truth, model)] = (run_real(path, options) if path else run_one(truth, model, args.seeds, options))
+            r = rows[(truth, model)] = (run_real(table, options) if table is not None else run_one(truth, model, args.seeds, options))
             cov = r["coverage"]
             print(f"{truth:<18}{model:<10}{cov['0.5']:6.2f}{cov['0.8']:6.2f}{cov['0.9']:6.2f}{r['sd90']:6.2f}{r['error']:8.2f}{r['sd_error']:6.2f}"
                   f"{r['bias']:7.2f}{r['width']:7.2f}{r['factor']:9.1f}{r['ok']:>4}/{r['seeds']}"
