@@ -87,16 +87,17 @@ def run_one(truth: str, model: str, seeds: int, options: dict) -> dict:
             "sd_error": float(np.nanstd(errors, ddof=1)) if seeds > 1 else np.nan, "ok": ok, "seeds": seeds, "seconds_per_table": (time.perf_counter() - start) / seeds}
 
 
-def read_real(path: str) -> dict[str, np.ndarray]:
-    """A real table as params / tokens_seen / eval_loss columns (see the module doc)."""
+def read_real(path: str) -> tuple[str, dict[str, np.ndarray]]:
+    """(label, table) of a real CSV as params / tokens_seen / eval_loss (+ budget) columns (see the
+    module doc); Epoch AI's extraction is labelled `chinchilla`."""
     import pandas as pd
 
     frame = pd.read_csv(path)
     if {"Model Size", "Training FLOP", "loss"} <= set(frame.columns):
         n, c = frame["Model Size"].to_numpy(float), frame["Training FLOP"].to_numpy(float)
-        return {"params": n, "tokens_seen": c / (6 * n), "eval_loss": frame["loss"].to_numpy(float)}
+        return "chinchilla", {"params": n, "tokens_seen": c / (6 * n), "eval_loss": frame["loss"].to_numpy(float)}
     columns = ("params", "tokens_seen", "eval_loss") + (("budget",) if "budget" in frame.columns else ())
-    return {k: frame[k].to_numpy(float) for k in columns}
+    return os.path.splitext(os.path.basename(path))[0][:14], {k: frame[k].to_numpy(float) for k in columns}
 
 
 def porian_tables(path: str) -> dict[str, dict[str, np.ndarray]]:
@@ -117,9 +118,8 @@ def real_tables(path: str) -> dict[str, dict[str, np.ndarray]]:
     """{label: table} for one `--real` path: a CSV (one table) or Porian et al.'s pickle (five)."""
     if path.endswith((".pickle.xz", ".pickle", ".pkl")):
         return porian_tables(path)
-    table = read_real(path)
-    epoch = "Model Size" in open(path).readline()  # Epoch AI's extraction of Chinchilla's runs
-    return {"chinchilla" if epoch else os.path.splitext(os.path.basename(path))[0][:14]: table}
+    label, table = read_real(path)
+    return {label: table}
 
 
 def run_real(table: dict, options: dict) -> dict:

@@ -73,27 +73,19 @@ def growth(ranges: dict[str, list[float]], inputs: dict[str, np.ndarray]) -> np.
     return distance(ranges, inputs) ** GROWTH
 
 
-def _tau_log_likelihood(residual, spread_var, dist, df: float | None, failures=None) -> np.ndarray:
-    """log p(internal residuals | tau) on `_GRID`: residual ~ t_df / Normal(0, spread_var + tau^2 d^2);
-    with `failures` (prob, scale: the inner fit's), a run fails with that probability, and a failed
-    run's residual is that spread plus a half-normal shift (`tokeff.laws.model`), so failed runs
-    above the fit do not pass for a discrepancy."""
-    from scipy.special import gammaln, log_ndtr
+def _tau_log_likelihood(residual, spread_var, dist, likelihood, failures=None) -> np.ndarray:
+    """log p(internal residuals | tau) on `_GRID`: each residual scored by the fit's own observation
+    model (`observation_dist`) at scale sqrt(spread_var + tau^2 d^2); with `failures` (the inner
+    fit's share and scale) a run may have failed, so failed runs above the fit do not pass for a
+    discrepancy. float64: the grid's log-likelihoods differ by less than float32 resolves."""
+    import jax
 
-    scale2 = spread_var[None, :] + (_GRID[:, None] * dist[None, :]) ** 2
-    z2 = residual[None, :] ** 2 / scale2
-    if df is None:
-        ll = -0.5 * z2 - 0.5 * np.log(scale2 * 2 * np.pi)
-    else:
-        ll = (gammaln((df + 1) / 2) - gammaln(df / 2) - 0.5 * np.log(df * np.pi * scale2)
-              - 0.5 * (df + 1) * np.log1p(z2 / df))
-    if failures is not None:
-        prob, shift = failures
-        omega2 = scale2 + shift ** 2
-        failed = (np.log(2.0) - 0.5 * np.log(2 * np.pi * omega2) - 0.5 * residual[None, :] ** 2 / omega2
-                  + log_ndtr(residual[None, :] * shift / np.sqrt(scale2 * omega2)))
-        ll = np.logaddexp(np.log1p(-prob) + ll, np.log(prob) + failed)
-    return ll.sum(axis=1)
+    from tokeff.laws.model import observation_dist
+
+    scale = np.sqrt(spread_var[None, :] + (_GRID[:, None] * dist[None, :]) ** 2)
+    with jax.enable_x64(True):
+        ll = observation_dist("loss", likelihood, 0.0, sigma=scale, failures=failures).log_prob(residual[None, :])
+    return np.asarray(ll, np.float64).sum(axis=1)
 
 
 def _inner_origin(form, likelihood, inner: FitData, held: FitData, *, pad_to: int, seed: int):
@@ -126,7 +118,6 @@ def learn_tau(form, likelihood, data: FitData, *, n_draws: int, seed: int = 0) -
     n = data.n_points
     cuts = sorted({int(round(n * f)) for f in INNER_ORIGINS})
     cuts = [k for k in cuts if k >= len(form.params) + 2 and n - k >= 3]
-    df = likelihood.df if likelihood.kind != "normal" else None
     log_post = -0.5 * (_GRID / TAU_PRIOR.args[0]) ** 2
     info = {"prior": str(TAU_PRIOR), "origins": []}
     for k in cuts:
@@ -135,7 +126,7 @@ def learn_tau(form, likelihood, data: FitData, *, n_draws: int, seed: int = 0) -
         info["origins"].append(record)
         if len(residual) >= 3:
             # The origins see the same top runs again: each counts as 1/K of the evidence.
-            log_post = log_post + _tau_log_likelihood(residual, spread_var, dist, df, failures) / len(cuts)
+            log_post = log_post + _tau_log_likelihood(residual, spread_var, dist, likelihood, failures) / len(cuts)
     if not cuts:
         info["note"] = "too few runs for the internal split: tau keeps its prior"
     weights = np.exp(log_post - log_post.max())

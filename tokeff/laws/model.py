@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from functools import partial
+from functools import cache, partial
 
 import jax
 import jax.numpy as jnp
@@ -114,15 +114,17 @@ class LossWithFailures:
         return jnp.where(jax.random.uniform(k_which, shape) < self.prob, failed, ok)
 
 
-def _failures_dist(df, loc, scale, prob, shift):
-    """`LossWithFailures` as a numpyro distribution (what a model's observed site needs)."""
+@cache
+def _failures_distribution():
+    """`LossWithFailures` as a numpyro distribution class (what a model's observed site needs);
+    built once, on first use, so that importing this module does not import numpyro."""
     import numpyro.distributions as dist
     from numpyro.distributions import constraints
 
     class WithFailures(dist.Distribution):
         support = constraints.real
 
-        def __init__(self):
+        def __init__(self, df, loc, scale, prob, shift):
             self.impl = LossWithFailures(df, loc, scale, prob, shift)
             batch = jnp.broadcast_shapes(*(jnp.shape(v) for v in (loc, scale, prob, shift)))
             super().__init__(batch_shape=batch, validate_args=False)
@@ -133,7 +135,7 @@ def _failures_dist(df, loc, scale, prob, shift):
         def sample(self, key, sample_shape=()):
             return self.impl.sample(key, sample_shape)
 
-    return WithFailures()
+    return WithFailures
 
 
 def observation_dist(target: str, likelihood: Likelihood, location, *, sigma=None, n_eval=None, failures=None):
@@ -150,7 +152,7 @@ def observation_dist(target: str, likelihood: Likelihood, location, *, sigma=Non
         if likelihood.kind == "normal":
             return dist.Normal(location, sigma)
         if likelihood.kind == "failures" and failures is not None:
-            return _failures_dist(likelihood.df, location, sigma, *failures)
+            return _failures_distribution()(likelihood.df, location, sigma, *failures)
         return dist.StudentT(likelihood.df, location, sigma)
     return dist.Binomial(total_count=n_eval, probs=clip_accuracy(location, likelihood.chance))
 
