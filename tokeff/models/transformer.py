@@ -120,8 +120,10 @@ def rope_frequencies(cfg: ModelConfig) -> np.ndarray:
     return np.where(medium, smoothed, scaled)
 
 
-def apply_rope(x_BxSxNxK: jax.Array, positions_BxS: jax.Array, inv_freq: np.ndarray) -> jax.Array:
-    """Rotary embedding, half-split layout (HF `rotate_half`), phases in float32.
+def apply_rope(x_BxSxNxK: jax.Array, positions_BxS: jax.Array, inv_freq: np.ndarray,
+               scale: float = 1.0) -> jax.Array:
+    """Rotary embedding, half-split layout (HF `rotate_half`), phases in float32, times `scale`
+    (applied in float32, before the cast back to the compute dtype).
 
     Written as x * cos + rotate_half(x) * sin with the sign folded into the sine, so the halves
     are swapped once instead of split and rejoined: half the forward time on 2 cores, the
@@ -134,7 +136,8 @@ def apply_rope(x_BxSxNxK: jax.Array, positions_BxS: jax.Array, inv_freq: np.ndar
     x_BxSxNxK32 = x_BxSxNxK.astype(jnp.float32)
     half = x_BxSxNxK.shape[-1] // 2
     swapped_BxSxNxK = jnp.concatenate([x_BxSxNxK32[..., half:], x_BxSxNxK32[..., :half]], -1)
-    return (x_BxSxNxK32 * cos_BxSx1xK + swapped_BxSxNxK * signed_sin_BxSx1xK).astype(x_BxSxNxK.dtype)
+    rotated_BxSxNxK = x_BxSxNxK32 * cos_BxSx1xK + swapped_BxSxNxK * signed_sin_BxSx1xK
+    return (rotated_BxSxNxK * scale if scale != 1.0 else rotated_BxSxNxK).astype(x_BxSxNxK.dtype)
 
 
 def dense(x: jax.Array, w: jax.Array, contract: int = 1) -> jax.Array:
@@ -230,9 +233,9 @@ class Attention(nnx.Module):
             k_BxSxGxK = k_BxSxGxK + self.k_bias[...].astype(dt)
             v_BxSxGxK = v_BxSxGxK + self.v_bias[...].astype(dt)
         # The softmax scale goes on the queries (S x H x K values) rather than on the scores
-        # (S x T per head): one pass fewer over the largest tensor, forward and backward; exact
-        # when sqrt(head_dim) is a power of two (64, 256).
-        q_BxSxHxK = apply_rope(q_BxSxHxK, positions_BxS, inv_freq) * jnp.asarray(1 / math.sqrt(q_BxSxHxK.shape[-1]), dt)
+        # (S x T per head): one pass fewer over the largest tensor, forward and backward. It is
+        # applied in float32 with the rotation (exact when sqrt(head_dim) is a power of two).
+        q_BxSxHxK = apply_rope(q_BxSxHxK, positions_BxS, inv_freq, scale=1 / math.sqrt(q_BxSxHxK.shape[-1]))
         k_BxTxGxK = apply_rope(k_BxSxGxK, positions_BxS, inv_freq)
         v_BxTxGxK = v_BxSxGxK
         if cache is not None:
