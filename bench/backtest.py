@@ -19,6 +19,10 @@ Prints one row per (truth, model), pooled over seeds: coverage of the 50/80/90% 
 run (and `sd90`, the sd across seeds of one table's 90% coverage: how much a single sweep can
 say), median |error| (and its sd across seeds) and median signed error of the predictive median (% of the observed loss: is
 the median biased?), median 90% width (% of the prediction), and how many fits reported ok.
+`h90` and `h|err|` are the 90% coverage and median |error| (pooled and per seed, as cov90 and
+|err|%) over the held-out runs that trained as designed (simulations only: the table knows which
+runs diverged or stalled). A prediction is for such a run, so on `farseer+stalled` the held-out
+stalled runs are misses by design; `h|err|` says how well the law itself was found.
 With `--plot PATH`, a PNG of the 90% coverage per truth and model against the 80-95% target band.
 
 `--real CSV` (repeatable) adds a row per real table, backtested the same way (top third by
@@ -67,6 +71,7 @@ def run_one(truth: str, model: str, seeds: int, options: dict) -> dict:
     """Backtests of one model over `seeds` tables of one truth, pooled."""
     hits = {k: 0.0 for k in LEVELS}
     errors, bias, widths, factors, per_seed90, ok, n_held = [], [], [], [], [], 0, 0
+    healthy_err, healthy_in = [], []
     start = time.perf_counter()
     for seed in range(seeds):
         table = isoflop_table(truth.split("+")[0], seed=seed, **TRUTHS[truth])
@@ -81,10 +86,28 @@ def run_one(truth: str, model: str, seeds: int, options: dict) -> dict:
         factors.append(r["extrapolation_factor"])
         ok += r["all_fits_ok"]
         n_held += r["n_held_out"]
+        e, inside = healthy_scores(table, r["held_out"])
+        healthy_err.append(float(np.median(np.abs(e))))
+        healthy_in += inside
     return {"coverage": {k: v / n_held for k, v in hits.items()}, "error": float(np.nanmedian(errors)),
             "bias": float(np.nanmedian(bias)), "width": float(np.median(widths)), "factor": float(np.median(factors)),
             "sd90": float(np.std(per_seed90, ddof=1)) if seeds > 1 else np.nan,
-            "sd_error": float(np.nanstd(errors, ddof=1)) if seeds > 1 else np.nan, "ok": ok, "seeds": seeds, "seconds_per_table": (time.perf_counter() - start) / seeds}
+            "sd_error": float(np.nanstd(errors, ddof=1)) if seeds > 1 else np.nan,
+            "h90": float(np.mean(healthy_in)), "h_error": float(np.nanmedian(healthy_err)), "ok": ok, "seeds": seeds, "seconds_per_table": (time.perf_counter() - start) / seeds}
+
+
+def healthy_scores(table: dict, held_out: dict) -> tuple[list, list]:
+    """(signed % errors, inside the 90% interval) of the held-out runs that neither diverged nor
+    stalled; a held-out run is found in `table` by its loss (continuous draws: unique)."""
+    loss = np.asarray(table["eval_loss"])
+    failed = (np.asarray(table["diverged"]) + np.asarray(table["stalled"])) > 0
+    where = np.argsort(loss)
+    observed = np.asarray(held_out["observed"])
+    row = where[np.searchsorted(loss[where], observed)]
+    keep = ~failed[row]
+    signed = (np.asarray(held_out["median"]) - observed) / observed * 100
+    inside = (observed >= np.asarray(held_out["q05"])) & (observed <= np.asarray(held_out["q95"]))
+    return list(signed[keep]), list(inside[keep])
 
 
 def read_real(path: str) -> tuple[str, dict[str, np.ndarray]]:
@@ -129,7 +152,7 @@ def run_real(table: dict, options: dict) -> dict:
     error, signed_error = error_and_bias(r["held_out"])
     return {"coverage": r["coverage"], "error": error, "bias": signed_error,
             "width": r["median_interval_width_pct"]["0.9"],
-            "factor": r["extrapolation_factor"], "sd90": np.nan, "sd_error": np.nan, "ok": int(r["all_fits_ok"]), "seeds": 1,
+            "factor": r["extrapolation_factor"], "sd90": np.nan, "sd_error": np.nan, "h90": np.nan, "h_error": np.nan, "ok": int(r["all_fits_ok"]), "seeds": 1,
             "seconds_per_table": time.perf_counter() - start}
 
 
@@ -172,7 +195,7 @@ def main():
     args = parser.parse_args()
 
     print(f"{'truth':<18}{'model':<10}{'cov50':>6}{'cov80':>6}{'cov90':>6}{'sd90':>6}{'|err|%':>8}{'sd':>6}{'bias%':>7}{'w90%':>7}"
-          f"{'x-extrap':>9}{'ok':>6}{'s/table':>8}", flush=True)
+          f"{'x-extrap':>9}{'h90':>6}{'h|err|':>7}{'ok':>6}{'s/table':>8}", flush=True)
     rows = {}
     cases = [(t, None) for t in args.truths] + [
         (f"real:{name}", table) for p in args.real for name, table in real_tables(p).items()]
@@ -184,7 +207,7 @@ def main():
             r = rows[(truth, model)] = (run_real(table, options) if table is not None else run_one(truth, model, args.seeds, options))
             cov = r["coverage"]
             print(f"{truth:<18}{model:<10}{cov['0.5']:6.2f}{cov['0.8']:6.2f}{cov['0.9']:6.2f}{r['sd90']:6.2f}{r['error']:8.2f}{r['sd_error']:6.2f}"
-                  f"{r['bias']:7.2f}{r['width']:7.2f}{r['factor']:9.1f}{r['ok']:>4}/{r['seeds']}"
+                  f"{r['bias']:7.2f}{r['width']:7.2f}{r['factor']:9.1f}{r['h90']:6.2f}{r['h_error']:7.2f}{r['ok']:>4}/{r['seeds']}"
                   f"{r['seconds_per_table']:8.1f}", flush=True)
     if args.plot:
         plot(rows, args.plot)
