@@ -9,7 +9,7 @@ import pytest
 
 from tokeff.cli import main
 from tokeff.errors import UserError
-from tokeff.laws.backtest import backtest, origins
+from tokeff.laws.backtest import backtest, between_ties, origins
 from tokeff.laws.forms import get_form, register_form
 from tokeff.laws.simulate import design, simulate
 
@@ -42,6 +42,30 @@ def test_origins_roll_through_the_top_fraction():
     assert origins(100, frac=0.3, cuts=3) == [(70, 80), (80, 90), (90, 100)]
     with pytest.raises(UserError, match="--frac"):
         origins(100, frac=0.0)
+
+
+def test_cuts_fall_between_tied_values():
+    budgets = np.repeat([1.0, 2.0, 3.0, 4.0], 5)  # 4 isoFLOP budgets of 5 runs
+    assert between_ties([(13, 20)], budgets) == [(15, 20)]
+    assert between_ties([(12, 20)], budgets) == [(10, 20)]
+    assert between_ties([(13, 20)], budgets * (1 + 1e-15 * np.arange(20))) == [(15, 20)]  # rounding is a tie
+    assert between_ties([(14, 16), (16, 18), (18, 20)], np.arange(20.0)) == [(14, 16), (16, 18), (18, 20)]
+    with pytest.raises(UserError, match="--cuts"):
+        between_ties([(13, 14), (14, 20)], budgets)  # both cuts land on 15
+    with pytest.raises(UserError, match="--by: every row"):
+        between_ties([(10, 20)], np.ones(20))
+
+
+def test_backtest_keeps_a_budget_on_one_side_whatever_the_row_order(csv, tmp_path):
+    """Ordered by the budget column (5 tied runs a budget), the top 30% would cut budget 5 at row 28:
+    the cut moves to row 30, between budgets, and a shuffled copy of the table gives the same split."""
+    shuffled = tmp_path / "shuffled.csv"
+    pd.read_csv(csv).sample(frac=1.0, random_state=3).to_csv(shuffled, index=False)
+    reports = [backtest(str(path), "test_backtest_law", by="budget", frac=0.3, method="map") for path in (csv, shuffled)]
+    for report in reports:
+        assert report["n_fit"] == 30 and report["n_held_out"] == 10
+        assert max(report["fitted"]["order"]) < min(report["held_out"]["order"])
+    assert sorted(reports[0]["held_out"]["observed"]) == sorted(reports[1]["held_out"]["observed"])
 
 
 def test_backtest_scores_held_out_rows(csv):

@@ -5,7 +5,7 @@ whether the model's intervals hold where a user extrapolates. For each cut the r
 fitted with the very `fit` a user would run, and the rows above are predicted as *new observations*
 (`Fit.predict(observed=True)`: noise and any discrepancy term included). One cut puts the top
 `frac` of rows aside; `cuts=K` rolls K origins through that top fraction, each fit predicting the
-block up to the next origin. Scores, pooled over cuts:
+block up to the next origin. A cut never splits rows that tie on the ordering (`between_ties`). Scores, pooled over cuts:
 
 - coverage of the central 50/80/90% intervals;
 - median absolute percentage error of the predictive median;
@@ -28,6 +28,7 @@ from tokeff.laws.forms import Form, get_form
 
 LEVELS = (0.5, 0.8, 0.9)
 BUDGET_COLUMN = "budget"
+TIE_RTOL = 1e-9  # ordering values this close are one value (an isoFLOP budget's N*D, up to rounding)
 
 
 @dataclasses.dataclass
@@ -50,6 +51,25 @@ def origins(n_rows: int, *, frac: float = 0.33, cuts: int = 1) -> list[tuple[int
     ends = starts[1:] + [n_rows]
     if any(e <= s for s, e in zip(starts, ends)):
         raise UserError(f"--cuts: {cuts} cuts in the top {frac:g} of {n_rows} rows leave a cut with no rows to predict")
+    return list(zip(starts, ends))
+
+
+def between_ties(plan: list[tuple[int, int]], sorted_values: np.ndarray) -> list[tuple[int, int]]:
+    """`plan` with every cut moved to the nearest place between two different ordering values.
+
+    Runs that tie on the ordering (all runs of an isoFLOP budget have the same params*tokens) are
+    then never split between fit and held out by their row order or by rounding, so a backtest
+    does not depend on how the table happens to be sorted. A cut equally far from two places goes
+    down (more runs held out)."""
+    v = np.asarray(sorted_values, np.float64)
+    places = np.flatnonzero(~np.isclose(v[1:], v[:-1], rtol=TIE_RTOL, atol=0.0)) + 1
+    if not len(places):
+        raise UserError("--by: every row has the same value, so no cut can separate fitted from held-out rows")
+    starts = [int(places[np.argmin(np.abs(places - s) * 2 + (places > s))]) for s, _ in plan]
+    ends = starts[1:] + [len(v)]
+    if any(e <= s for s, e in zip(starts, ends)):
+        raise UserError(f"--cuts: {len(plan)} cuts leave a cut with no rows to predict once tied rows"
+                        " (equal values of --by) are kept on one side")
     return list(zip(starts, ends))
 
 
@@ -101,7 +121,7 @@ def backtest(
     data = prepare(frame, form, mapping=mapping, target=target, drop_invalid=drop_invalid, keep=("__order__", "__group__"))
     rows = np.argsort(data.extra["__order__"], kind="stable")
     n_needed = len(form.params) + 2
-    plan = origins(data.n_points, frac=frac, cuts=cuts)
+    plan = between_ties(origins(data.n_points, frac=frac, cuts=cuts), data.extra["__order__"][rows])
     for n_fit, _ in plan:
         if n_fit < n_needed:
             raise UserError(f"--frac: a cut leaves {n_fit} row(s) to fit form {form.name}, which has"
