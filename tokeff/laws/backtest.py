@@ -23,12 +23,11 @@ from collections.abc import Mapping
 import numpy as np
 
 from tokeff.errors import UserError
-from tokeff.laws.data import FitData, column_values, prepare, read_table
+from tokeff.laws.data import FitData, column_values, cut_between_ties, prepare, read_table
 from tokeff.laws.forms import Form, get_form
 
 LEVELS = (0.5, 0.8, 0.9)
 BUDGET_COLUMN = "budget"
-TIE_RTOL = 1e-9  # ordering values this close are one value (an isoFLOP budget's N*D, up to rounding)
 
 
 @dataclasses.dataclass
@@ -55,18 +54,11 @@ def origins(n_rows: int, *, frac: float = 0.33, cuts: int = 1) -> list[tuple[int
 
 
 def between_ties(plan: list[tuple[int, int]], sorted_values: np.ndarray) -> list[tuple[int, int]]:
-    """`plan` with every cut moved to the nearest place between two different ordering values.
-
-    Runs that tie on the ordering (all runs of an isoFLOP budget have the same params*tokens) are
-    then never split between fit and held out by their row order or by rounding, so a backtest
-    does not depend on how the table happens to be sorted. A cut equally far from two places goes
-    down (more runs held out)."""
-    v = np.asarray(sorted_values, np.float64)
-    places = np.flatnonzero(~np.isclose(v[1:], v[:-1], rtol=TIE_RTOL, atol=0.0)) + 1
-    if not len(places):
+    """`plan` with every cut moved between two different ordering values (`cut_between_ties`)."""
+    starts = [cut_between_ties(sorted_values, s) for s, _ in plan]
+    if starts[0] is None:
         raise UserError("--by: every row has the same value, so no cut can separate fitted from held-out rows")
-    starts = [int(places[np.argmin(np.abs(places - s) * 2 + (places > s))]) for s, _ in plan]
-    ends = starts[1:] + [len(v)]
+    ends = starts[1:] + [len(sorted_values)]
     if any(e <= s for s, e in zip(starts, ends)):
         raise UserError(f"--cuts: {len(plan)} cuts leave a cut with no rows to predict once tied rows"
                         " (equal values of --by) are kept on one side")

@@ -76,6 +76,24 @@ class FitData:
         return cls(inputs, frame["y"].to_numpy(np.float64), n_eval, dict(columns))
 
 
+TIE_RTOL = 1e-9  # ordering values this close are one value (an isoFLOP budget's N*D, up to rounding)
+
+
+def cut_between_ties(sorted_values: np.ndarray, cut: int) -> int | None:
+    """The place nearest to `cut` (rows [0, place) below it) between two different values of an
+    ascending ordering, or None when every value is the same.
+
+    Runs that tie on the ordering (every run of an isoFLOP budget has the same params*tokens) are
+    then never split between a fit and the runs it predicts by their row order or by rounding, so
+    a backtest, and the discrepancy's internal origins, do not depend on how the table is sorted.
+    A cut equally far from two places goes down (more runs predicted)."""
+    v = np.asarray(sorted_values, np.float64)
+    places = np.flatnonzero(~np.isclose(v[1:], v[:-1], rtol=TIE_RTOL, atol=0.0)) + 1
+    if not len(places):
+        return None
+    return int(places[np.argmin(np.abs(places - cut) * 2 + (places > cut))])
+
+
 def read_table(path: str):
     """A table as a pandas DataFrame: a results table (.jsonl/.csv, or a sweep dir), or any other CSV/JSON.
 

@@ -15,7 +15,8 @@ curvature, a second-order term.
 
 tau is learned from the fit data by internal leave-future-out at several origins
 (`INNER_ORIGINS`): order the runs by the product of their inputs, refit (MAP/Laplace: one compiled
-program for all origins, `tokeff.laws.laplace`) on the lower 62.5% and 75%, predict every run above,
+program for all origins, `tokeff.laws.laplace`) on the lower 62.5% and 75% (moved between runs of
+different compute, `cut_between_ties`, so an isoFLOP budget is never split), predict every run above,
 with d measured from *that inner fit's own range*, and ask how much wider than the inner fit's own
 predictive spread the misses were. The origins see the same top runs again, so each counts as 1/K
 of the evidence. tau's posterior on a grid, under a weakly informative half-normal prior
@@ -29,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from tokeff.errors import UserError
-from tokeff.laws.data import FitData
+from tokeff.laws.data import FitData, cut_between_ties
 from tokeff.laws.priors import Prior
 
 MODES = ("extrapolation", "none")
@@ -114,9 +115,11 @@ def learn_tau(form, likelihood, data: FitData, *, n_draws: int, seed: int = 0) -
     from tokeff.laws.laplace import bucket
 
     rng = np.random.default_rng(seed)
-    order = np.argsort(sum(np.log(v) for v in data.inputs.values()), kind="stable")
+    log_product = sum(np.log(v) for v in data.inputs.values())
+    order = np.argsort(log_product, kind="stable")
     n = data.n_points
-    cuts = sorted({int(round(n * f)) for f in INNER_ORIGINS})
+    # Origins fall between runs of different compute, never inside an isoFLOP budget (row order).
+    cuts = sorted({c for f in INNER_ORIGINS if (c := cut_between_ties(log_product[order], int(round(n * f)))) is not None})
     cuts = [k for k in cuts if k >= len(form.params) + 2 and n - k >= 3]
     log_post = -0.5 * (_GRID / TAU_PRIOR.args[0]) ** 2
     info = {"prior": str(TAU_PRIOR), "origins": []}
