@@ -5,7 +5,8 @@ whether the model's intervals hold where a user extrapolates. For each cut the r
 fitted with the very `fit` a user would run, and the rows above are predicted as *new observations*
 (`Fit.predict(observed=True)`: noise and any discrepancy term included). One cut puts the top
 `frac` of rows aside; `cuts=K` rolls K origins through that top fraction, each fit predicting the
-block up to the next origin. A cut never splits rows that tie on the ordering (`between_ties`). Scores, pooled over cuts:
+block up to the next origin. A cut never splits rows that tie on the ordering (`between_ties`).
+Scores, pooled over cuts:
 
 - coverage of the central 50/80/90% intervals;
 - median absolute percentage error of the predictive median;
