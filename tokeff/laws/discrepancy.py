@@ -119,7 +119,8 @@ def learn_tau(form, likelihood, data: FitData, *, n_draws: int, seed: int = 0) -
     order = np.argsort(log_product, kind="stable")
     n = data.n_points
     # Origins fall between runs of different compute, never inside an isoFLOP budget (row order).
-    cuts = sorted({c for f in INNER_ORIGINS if (c := cut_between_ties(log_product[order], int(round(n * f)))) is not None})
+    places = {cut_between_ties(log_product[order], int(round(n * f))) for f in INNER_ORIGINS}
+    cuts = sorted(places - {None})
     cuts = [k for k in cuts if k >= len(form.params) + 2 and n - k >= 3]
     log_post = -0.5 * (_GRID / TAU_PRIOR.args[0]) ** 2
     info = {"prior": str(TAU_PRIOR), "origins": []}

@@ -137,7 +137,7 @@ def apply_rope(x_BxSxNxK: jax.Array, positions_BxS: jax.Array, inv_freq: np.ndar
     half = x_BxSxNxK.shape[-1] // 2
     swapped_BxSxNxK = jnp.concatenate([x_BxSxNxK32[..., half:], x_BxSxNxK32[..., :half]], -1)
     rotated_BxSxNxK = x_BxSxNxK32 * cos_BxSx1xK + swapped_BxSxNxK * signed_sin_BxSx1xK
-    return (rotated_BxSxNxK * scale if scale != 1.0 else rotated_BxSxNxK).astype(x_BxSxNxK.dtype)
+    return (rotated_BxSxNxK * scale).astype(x_BxSxNxK.dtype)  # XLA drops a scale of 1
 
 
 def dense(x: jax.Array, w: jax.Array, contract: int = 1) -> jax.Array:
