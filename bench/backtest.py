@@ -9,10 +9,14 @@ exponent grows with model size), `farseer+diverged` (5% of runs diverged, loss 1
 (about 12x beyond the fit), exactly as `tokeff backtest --by params*tokens_seen --frac 0.33` does.
 Models compared:
 
-- old: `--likelihood normal --discrepancy none` (the earlier intervals);
+- old: `--likelihood normal --discrepancy none` (the earlier intervals: the default when issue 15
+  was filed);
+- normal: `--likelihood normal` with the discrepancy term (what the discrepancy alone does for it);
 - student_t: the previous defaults, `--likelihood student_t` (Student-t on log loss, discrepancy
   growing with the distance beyond the range);
 - new: the defaults (the same, plus a one-sided share of failed runs: `--likelihood failures`);
+- prior_starts: the defaults with NUTS chains started from prior draws (`--init prior`), as before
+  the Laplace starts;
 - classic: the Huber/L-BFGS bootstrap.
 
 Prints one row per (truth, model), pooled over seeds: coverage of the 50/80/90% intervals of a new
@@ -48,8 +52,10 @@ from tokeff.laws.simulate import isoflop_table
 
 MODELS = {
     "old": {"likelihood": "normal", "discrepancy": "none"},
+    "normal": {"likelihood": "normal"},
     "student_t": {"likelihood": "student_t"},
     "new": {},
+    "prior_starts": {"init": "prior"},
     "classic": {"method": "classic", "bootstrap": 200},
 }
 TRUTHS = {"chinchilla": {}, "kaplan": {}, "farseer": {}, "farseer+diverged": {"diverged": 0.05},
@@ -193,6 +199,10 @@ def main():
                         help="a real table (CSV) or Porian et al.'s pickle to backtest too (see the module doc); repeatable")
     parser.add_argument("--plot", metavar="PNG", help="write the 90%% coverage per truth and model here")
     args = parser.parse_args()
+    if args.method == "nuts":
+        from tokeff.devices import split_cpu_for_chains
+
+        split_cpu_for_chains(args.chains)  # before any JAX work: chains in parallel, as `tokeff backtest` runs them
 
     print(f"{'truth':<18}{'model':<10}{'cov50':>6}{'cov80':>6}{'cov90':>6}{'sd90':>6}{'|err|%':>8}{'sd':>6}{'bias%':>7}{'w90%':>7}"
           f"{'x-extrap':>9}{'h90':>6}{'h|err|':>7}{'ok':>6}{'s/table':>8}", flush=True)

@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--target-accept", type=float, default=0.98,
                         help="NUTS target acceptance probability (higher: smaller steps, fewer divergences)")
+    parser.add_argument("--init", default="auto", choices=["auto", "prior", "laplace"],
+                        help="where NUTS chains start; auto: laplace (overdispersed draws around the MAP) for loss"
+                             " forms, prior draws for accuracy forms; prior: the earlier starts")
     parser.add_argument("--bootstrap", type=int, default=4000, help="bootstrap resamples (--method classic)")
     parser.add_argument("--likelihood", default="auto", choices=["auto", "normal", "student_t", "failures"],
                         help="noise model on log loss (loss forms); auto: failures (Student-t runs plus a"
@@ -76,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         seed=args.seed,
         target_accept=args.target_accept,
+        init=args.init,
         bootstrap=args.bootstrap,
         drop_invalid=args.drop_invalid,
         exclude=not args.no_exclude,
@@ -104,6 +108,6 @@ def fit_options(args: argparse.Namespace) -> dict:
         "method": args.method, "mapping": parse_mapping(args.map), "target": args.target,
         "priors": parse_mapping(args.prior), "likelihood": args.likelihood, "discrepancy": args.discrepancy, "chance": args.chance,
         "chains": args.chains, "draws": args.draws, "warmup": args.warmup, "seed": args.seed,
-        "target_accept": args.target_accept, "bootstrap": args.bootstrap, "drop_invalid": args.drop_invalid,
+        "target_accept": args.target_accept, "init": args.init, "bootstrap": args.bootstrap, "drop_invalid": args.drop_invalid,
         "exclude": not args.no_exclude,
     }

@@ -31,6 +31,22 @@ METHODS = ("nuts", "map", "classic")
 # A NUTS fit that fails its diagnostics is rerun once at this target acceptance (with twice the draws
 # when the ESS was short); the summary's settings record it under "retried".
 RETRY_TARGET_ACCEPT = 0.995
+# Where NUTS chains start. "laplace": overdispersed draws from the MAP/Laplace approximation
+# (`tokeff.laws.laplace.laplace_starts`), the default for loss targets: from prior draws, which lie
+# orders of magnitude from the data in A and B, a chain can settle in a minor mode and keep it
+# (measured: porian3's failures fit, one chain apart on B and beta, r-hat 1.02 at 1000 and at 2000
+# draws; from Laplace starts 1.001). "prior": `tokeff.laws.model.init_strategy`, kept for accuracy
+# targets, whose own start rule converges on 40 of 40 pilot tables. "auto" picks by target.
+NUTS_INITS = ("auto", "prior", "laplace")
+
+
+def resolve_init(init: str, form: Form) -> str:
+    """The NUTS start `init` means for `form` (see `NUTS_INITS`)."""
+    if init not in NUTS_INITS:
+        raise UserError(f"--init: must be one of {NUTS_INITS}, got '{init}'")
+    if init != "auto":
+        return init
+    return "laplace" if form.target == "loss" else "prior"
 
 
 @dataclasses.dataclass
@@ -137,6 +153,7 @@ def fit(
     warmup: int = 1000,
     seed: int = 0,
     target_accept: float = 0.98,
+    init: str = "auto",
     bootstrap: int = 4000,
     laplace_draws: int = 4000,
     drop_invalid: bool = False,
@@ -152,6 +169,7 @@ def fit(
         form = form.above_chance(chance)
     form = form.with_priors(priors)
     discrepancy_lib.check_mode(discrepancy)
+    init = resolve_init(init, form)
     if not isinstance(likelihood, Likelihood):
         likelihood = Likelihood(kind=resolve_likelihood(likelihood, form.target, method), chance=chance)
     lik = likelihood
@@ -166,15 +184,16 @@ def fit(
     settings: dict = {"seed": seed}
     if method == "nuts":
         posterior, stats = run_nuts(form, lik, data, chains=chains, draws=draws, warmup=warmup, seed=seed,
-                                    target_accept=target_accept, progress=progress)
-        settings |= {"chains": chains, "draws": draws, "warmup": warmup, "target_accept": target_accept}
+                                    target_accept=target_accept, progress=progress, init=init)
+        settings |= {"chains": chains, "draws": draws, "warmup": warmup, "target_accept": target_accept,
+                     "init": stats["init"]}
         first = _quick_nuts_diagnostics(posterior, stats)
         if not first["ok"] and target_accept < RETRY_TARGET_ACCEPT:
             # Divergences mark steps too large for a curved region: smaller steps usually pass it;
             # more draws where the effective sample was short.
             more = 2 if first["min_ess"] < diag_lib.ESS_PER_CHAIN_MIN * chains else 1
             posterior, stats = run_nuts(form, lik, data, chains=chains, draws=draws * more, warmup=warmup,
-                                        seed=seed + 1, target_accept=RETRY_TARGET_ACCEPT, progress=progress)
+                                        seed=seed + 1, target_accept=RETRY_TARGET_ACCEPT, progress=progress, init=init)
             settings |= {"target_accept": RETRY_TARGET_ACCEPT, "draws": draws * more,
                          "retried": {"first_target_accept": target_accept, "first_problems": first["problems"]}}
         point = None
@@ -244,7 +263,7 @@ def _model_args(form: Form, data: FitData):
 
 
 def run_nuts(form, lik, data, *, chains, draws, warmup, seed, target_accept=0.98, progress=False, mcmc=None,
-             chain_method=None):
+             chain_method=None, init="prior"):
     """NUTS with a dense mass matrix (power-law coefficients and exponents are strongly correlated;
     a diagonal one needed ~30x more leapfrog steps per draw on Chinchilla data).
     Chains run in parallel, one per JAX device, in waves when there are more chains than devices
@@ -255,7 +274,9 @@ def run_nuts(form, lik, data, *, chains, draws, warmup, seed, target_accept=0.98
     Pass a previous `mcmc` (returned in stats) to reuse its compiled sampler for new data; for many
     fits in one process also pass `chain_method="sequential"`: numpyro re-compiles parallel chains on
     every run (~4 s each), sequential ones reuse the kernel. Either way ~1,000 memory maps stay behind
-    per run; see `tokeff.laws.validation.calibration` for the `jax.clear_caches()` that frees them."""
+    per run; see `tokeff.laws.validation.calibration` for the `jax.clear_caches()` that frees them.
+    `init` ("prior" or "laplace", `NUTS_INITS`): where the chains start; stats["init"] says where
+    they did ("prior" when the Laplace approximation had no positive-definite Hessian)."""
     import jax
     import numpyro
     from numpyro.infer import MCMC, NUTS
@@ -276,11 +297,21 @@ def run_nuts(form, lik, data, *, chains, draws, warmup, seed, target_accept=0.98
     if mcmc is None or mcmc.num_chains != per_wave:
         mcmc = sampler(per_wave)
     sites, args = param_sites(form, lik), _model_args(form, data)
+    starts = None
+    if init == "laplace":
+        from tokeff.laws.laplace import laplace_starts
+
+        starts = laplace_starts(form, lik, data, chains, seed=seed)
+        init = "laplace" if starts is not None else "prior (no Laplace start: Hessian not positive definite)"
     waves = []
     for i, start in enumerate(range(0, chains, per_wave)):
         wave_mcmc = mcmc if chains - start >= per_wave else sampler(chains - start)
+        n_wave = min(per_wave, chains - start)
+        init_params = None if starts is None else {
+            k: (v[start] if n_wave == 1 else v[start:start + n_wave]) for k, v in starts.items()}
         with numpyro.validation_enabled(False):
-            wave_mcmc.run(jax.random.fold_in(jax.random.PRNGKey(seed), i), *args, extra_fields=("diverging", "energy"))
+            wave_mcmc.run(jax.random.fold_in(jax.random.PRNGKey(seed), i), *args, extra_fields=("diverging", "energy"),
+                          init_params=init_params)
         extra = wave_mcmc.get_extra_fields(group_by_chain=True)
         waves.append({
             **{k: np.asarray(v) for k, v in wave_mcmc.get_samples(group_by_chain=True).items() if k in sites},
@@ -288,7 +319,7 @@ def run_nuts(form, lik, data, *, chains, draws, warmup, seed, target_accept=0.98
             "energy": np.asarray(extra["energy"]),
         })
     joined = {k: np.concatenate([w[k] for w in waves]) for k in waves[0]}
-    stats = {"diverging": joined.pop("diverging"), "energy": joined.pop("energy"), "mcmc": mcmc}
+    stats = {"diverging": joined.pop("diverging"), "energy": joined.pop("energy"), "mcmc": mcmc, "init": init}
     return joined, stats
 
 

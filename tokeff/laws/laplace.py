@@ -45,6 +45,7 @@ class _Programs:
     solve: object  # (keys, args) -> mode, energy, gradient, Hessian of the best start
     constrain: object  # ([S, k] unconstrained draws, args) -> {site: [S]}
     starts: object  # (keys, args) -> {site: [len(keys)]}: where `solve` descends from, constrained
+    unravel: object  # flat unconstrained vector -> {latent site: value}, numpyro's unconstrained space
 
 
 _CACHE: dict[tuple, _Programs] = {}
@@ -133,7 +134,7 @@ def _programs(form: Form, lik: Likelihood, args: tuple) -> _Programs:
     def starts(keys, a):
         return constrain(jax.vmap(lambda k: start(k, a))(keys), a)
 
-    programs = _Programs(form, lik, solve, constrain, starts)
+    programs = _Programs(form, lik, solve, constrain, starts, jax.jit(jax.vmap(unravel)))
     _CACHE[key] = programs
     return programs
 
@@ -154,12 +155,9 @@ def _padded_args(form: Form, data: FitData, rows: int) -> tuple:
     return inputs, n_eval, obs, jnp.asarray(weight)
 
 
-def run_laplace(form: Form, lik: Likelihood, data: FitData, *, draws: int = 4000, seed: int = 0,
-                pad_to: int | None = None):
-    """(samples {site: [1, draws]}, point estimate, optimiser diagnostics); see the module doc.
-    `pad_to`: pad to this many rows instead of `bucket(n)` (fits of several sizes, one program)."""
+def _mode_and_cov(form: Form, lik: Likelihood, data: FitData, *, seed: int, pad_to: int | None):
+    """(program, padded args, mode, energy, gradient, covariance, Hessian positive definite)."""
     import jax
-    import jax.numpy as jnp
 
     args = _padded_args(form, data, max(pad_to or 0, bucket(data.n_points)))
     prog = _programs(form, lik, args)
@@ -168,9 +166,33 @@ def run_laplace(form: Form, lik: Likelihood, data: FitData, *, draws: int = 4000
     eigvals = np.linalg.eigvalsh(hessian)
     hessian_ok = bool(np.isfinite(energy) and np.all(eigvals > 0))
     cov = np.linalg.inv(hessian) if hessian_ok else np.linalg.pinv(hessian + np.eye(mode.shape[0]) * 1e-3)
-    cov = 0.5 * (cov + cov.T)
+    return prog, args, mode, energy, grad, 0.5 * (cov + cov.T), hessian_ok
+
+
+def _gaussian_draws(mode: np.ndarray, cov: np.ndarray, n: int, seed: int, scale: float = 1.0) -> np.ndarray:
     w, v = np.linalg.eigh(cov)
-    z = mode + np.random.default_rng(seed + 1).standard_normal((draws, mode.shape[0])) @ (v * np.sqrt(np.clip(w, 0, None))).T
+    eps = np.random.default_rng(seed + 1).standard_normal((n, mode.shape[0]))
+    return mode + scale * eps @ (v * np.sqrt(np.clip(w, 0, None))).T
+
+
+def laplace_starts(form: Form, lik: Likelihood, data: FitData, n: int, *, seed: int = 0,
+                   scale: float = 2.0) -> dict[str, np.ndarray] | None:
+    """`n` NUTS starts {latent site: [n, ...]} in numpyro's unconstrained space: draws from the
+    Laplace approximation with its sd times `scale` (overdispersed, so r-hat still compares chains
+    that started apart); None when the mode is not finite or its Hessian not positive definite."""
+    prog, _, mode, energy, _, cov, hessian_ok = _mode_and_cov(form, lik, data, seed=seed, pad_to=None)
+    if not hessian_ok:
+        return None
+    z = _gaussian_draws(mode, cov, n, seed, scale).astype(np.float32)
+    return {k: np.asarray(v) for k, v in prog.unravel(z).items()}
+
+
+def run_laplace(form: Form, lik: Likelihood, data: FitData, *, draws: int = 4000, seed: int = 0,
+                pad_to: int | None = None):
+    """(samples {site: [1, draws]}, point estimate, optimiser diagnostics); see the module doc.
+    `pad_to`: pad to this many rows instead of `bucket(n)` (fits of several sizes, one program)."""
+    prog, args, mode, energy, grad, cov, hessian_ok = _mode_and_cov(form, lik, data, seed=seed, pad_to=pad_to)
+    z = _gaussian_draws(mode, cov, draws, seed)
     constrained = prog.constrain(np.concatenate([mode[None], z]).astype(np.float32), args)
     point = {k: float(v[0]) for k, v in constrained.items()}
     # Converged when the remaining Newton step is small against the posterior scale (< 0.1 sd):

@@ -84,7 +84,7 @@ def calibration(
     from tqdm.auto import tqdm
 
     from tokeff.laws.diagnostics import split_r_hat
-    from tokeff.laws.fit import run_nuts
+    from tokeff.laws.fit import resolve_init, run_nuts
 
     form = get_form(form) if isinstance(form, str) else form
     lik = likelihood or Likelihood()
@@ -110,7 +110,7 @@ def calibration(
         d = simulate(form, truth, x, sigma=sigma, n_eval=n_eval, seed=seed + i, likelihood=lik, failures=failures)
         data = FitData({k: d[k] for k in form.inputs}, d["y"], d.get("n_eval"), {})
         post, stats = run_nuts(form, lik, data, chains=chains, draws=steps, warmup=steps, seed=seed + i, mcmc=mcmc,
-                               chain_method="sequential")
+                               chain_method="sequential", init=resolve_init("auto", form))
         mcmc = stats["mcmc"]
         max_r_hat = max(split_r_hat(v) for v in post.values())
         record = {"truth": truth, "sigma": sigma, "max_r_hat": max_r_hat,
