@@ -37,3 +37,30 @@ def test_padded_mode_is_the_unpadded_mode_and_one_program_serves_every_size():
     compiled = programs.solve._cache_size()  # jax.jit's count of compiled shapes
     samples, _, _ = laplace.run_laplace(form, lik, data.take(np.arange(20)), draws=100, seed=1)
     assert programs.solve._cache_size() == compiled and samples["alpha"].shape == (1, 100)
+
+
+def test_nuts_starts_from_laplace_for_loss_forms():
+    """Loss forms start NUTS from overdispersed Laplace draws (one per chain, in numpyro's
+    unconstrained space); accuracy forms keep their prior starts; a bad --init is a UserError."""
+    import pytest
+
+    from tokeff.errors import UserError
+    from tokeff.laws.data import FitData
+    from tokeff.laws.fit import resolve_init
+    from tokeff.laws.forms import get_form
+    from tokeff.laws.laplace import laplace_starts
+    from tokeff.laws.model import Likelihood
+    from tokeff.laws.simulate import isoflop_table
+
+    form = get_form("chinchilla")
+    assert resolve_init("auto", form) == "laplace"
+    assert resolve_init("auto", get_form("volume")) == "prior"
+    with pytest.raises(UserError):
+        resolve_init("median", form)
+    t = isoflop_table("chinchilla", seed=0)
+    data = FitData({"N": np.asarray(t["params"], float), "D": np.asarray(t["tokens_seen"], float)},
+                   np.asarray(t["eval_loss"], float), None, {})
+    starts = laplace_starts(form, Likelihood(kind="failures"), data, 4, seed=0)
+    assert starts is not None and "sigma" in starts and "failure_prob" in starts
+    assert all(np.shape(v)[0] == 4 and np.isfinite(v).all() for v in starts.values())
+    assert np.std(starts["beta"]) > 0  # chains start apart, so r-hat still compares them
