@@ -223,3 +223,27 @@ def test_config_loader_checks_file_keys_against_the_schema_and_fills_defaults(tm
                     "    return ml_collections.ConfigDict({'sub': {'onn': True}})\n")
     with pytest.raises(UserError, match=r"config\.sub\.onn: unknown config key.*'on'"):
         load_config(str(path), [], schema)
+
+
+def test_step_is_compiled_ahead_once_per_signature_and_the_heap_trimmed_before_it_runs(monkeypatch):
+    import platform
+
+    import jax
+    import jax.numpy as jnp
+
+    from tokeff import devices
+    from tokeff.train import step as step_lib
+
+    trims = []
+    monkeypatch.setattr(step_lib, "release_host_memory", lambda: trims.append(len(wrapped.compiled)))
+    jitted = jax.jit(lambda state, batch, lr: ({"w": state["w"] - lr * batch["x"].sum(0)}, {"n": batch["x"].shape[0]}))
+    wrapped = step_lib.CompiledAhead(jitted)
+    state = {"w": jnp.ones(3)}
+    for rows in (2, 2, 5, 2):
+        batch = {"x": jnp.arange(3.0 * rows).reshape(rows, 3)}
+        got, want = wrapped(state, batch, np.float32(0.1)), jitted(state, batch, np.float32(0.1))
+        np.testing.assert_array_equal(got[0]["w"], want[0]["w"])
+        assert int(got[1]["n"]) == rows
+    assert len(wrapped.compiled) == 2  # one program per batch shape, as jit would cache
+    assert trims == [1, 2]  # the heap is trimmed after each compile, before that program first runs
+    assert devices.release_host_memory() is (platform.libc_ver()[0] == "glibc")

@@ -16,6 +16,11 @@ after another on a single CPU device. With one device per chain, numpyro runs al
 2000 steps on 250 Chinchilla points: 9 s with 4 devices against 24 s on one, compilation included.
 Must run before JAX executes anything; afterwards, or when XLA_FLAGS already sets a device count,
 it does nothing.
+
+Host memory after compiling (`release_host_memory`): XLA's compiler frees its working memory when it
+is done, but glibc keeps the freed pages in its heap, and the step's own buffers (large, so mapped
+afresh) do not reuse them. Handing them back to the OS between compiling and running the train step
+lowered the peak RSS of the SmolLM2-135M step at 4 x 128 tokens from 3.42 to 3.13 GiB (docs/speed.md).
 """
 
 from __future__ import annotations
@@ -75,6 +80,20 @@ def split_cpu_for_chains(chains: int, max_devices: int = 64) -> int | None:
     except RuntimeError:  # backends already initialised: keep what exists
         return None
     return count
+
+
+def release_host_memory() -> bool:
+    """Return the host heap's free pages to the OS (glibc `malloc_trim`); False where there is no
+    glibc (macOS, musl), where it does nothing."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        return False
+    return True
 
 
 @functools.cache

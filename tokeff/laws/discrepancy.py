@@ -15,7 +15,8 @@ curvature, a second-order term.
 
 tau is learned from the fit data by internal leave-future-out at several origins
 (`INNER_ORIGINS`): order the runs by the product of their inputs, refit (MAP/Laplace: one compiled
-program for all origins, `tokeff.laws.laplace`) on the lower 62.5% and 75% (moved between runs of
+program for all origins, padded to the whole table's size: the one the fit's own MAP or NUTS starts
+compiled, `tokeff.laws.laplace`) on the lower 62.5% and 75% (moved between runs of
 different compute, `cut_between_ties`, so an isoFLOP budget is never split), predict every run above,
 with d measured from *that inner fit's own range*, and ask how much wider than the inner fit's own
 predictive spread the misses were. The origins see the same top runs again, so each counts as 1/K
@@ -126,7 +127,7 @@ def learn_tau(form, likelihood, data: FitData, *, n_draws: int, seed: int = 0) -
     info = {"prior": str(TAU_PRIOR), "origins": []}
     for k in cuts:
         residual, spread_var, dist, failures, record = _inner_origin(
-            form, likelihood, data.take(order[:k]), data.take(order[k:]), pad_to=bucket(max(cuts)), seed=seed)
+            form, likelihood, data.take(order[:k]), data.take(order[k:]), pad_to=bucket(n), seed=seed)
         info["origins"].append(record)
         if len(residual) >= 3:
             # The origins see the same top runs again: each counts as 1/K of the evidence.

@@ -93,17 +93,20 @@ def _programs(form: Form, lik: Likelihood, args: tuple) -> _Programs:
     latent = [k for k, s in trace.items() if s["type"] == "sample" and not s["is_observed"]]
     _, unravel = ravel_pytree({k: jnp.zeros(jnp.shape(trace[k]["value"])) for k in latent})
     energy = lambda flat, a: potential_energy(model, a, {}, unravel(flat))  # noqa: E731
-    grad, hessian = jax.grad(energy), jax.hessian(energy)
+    grad = jax.grad(energy)
+    # The Hessian and the gradient from one forward-over-reverse pass (half the program of both).
+    grad_and_hessian = jax.jacfwd(lambda x, a: (grad(x, a),) * 2, has_aux=True)
 
     def start(key, a):
         """A draw from the prior, in the unconstrained space the optimiser moves in."""
         tr = numpyro.handlers.trace(prior_draw(key)).get_trace(*a)
         return ravel_pytree(unconstrain_fn(model, a, {}, {k: tr[k]["value"] for k in latent}))[0]
 
-    def step(x, a):
+    def step(state, a):
         """Saddle-free Newton (|eigenvalues| of the Hessian) or, failing that, a gradient step; the
-        best of a few step lengths, kept only when it lowers the energy."""
-        g, h = grad(x, a), hessian(x, a)
+        best of a few step lengths, kept only when it lowers the energy. `state`: (x, its energy)."""
+        x, ex = state
+        h, g = grad_and_hessian(x, a)
         w, v = jnp.linalg.eigh(0.5 * (h + h.T))
         newton = v @ ((v.T @ g) / jnp.maximum(jnp.abs(w), 1e-6))
         downhill = g / (jnp.linalg.norm(g) + 1e-12)
@@ -111,20 +114,21 @@ def _programs(form: Form, lik: Likelihood, args: tuple) -> _Programs:
         e = jax.vmap(lambda t: energy(t, a))(trials)
         e = jnp.where(jnp.isfinite(e), e, jnp.inf)
         best = jnp.argmin(e)
-        return jnp.where(e[best] < energy(x, a), trials[best], x)
+        better = e[best] < ex
+        return jnp.where(better, trials[best], x), jnp.where(better, e[best], ex)
 
     @jax.jit
     def solve(keys, a):
         def descend(x0):
-            x = jax.lax.fori_loop(0, STEPS, lambda _, x: step(x, a), x0)
-            return x, energy(x, a)
+            e0 = energy(x0, a)
+            return jax.lax.fori_loop(0, STEPS, lambda _, state: step(state, a), (x0, jnp.where(jnp.isfinite(e0), e0, jnp.inf)))
 
         xs, es = jax.vmap(descend)(jax.vmap(lambda k: start(k, a))(keys))
         es = jnp.where(jnp.isfinite(es), es, jnp.inf)
         best = jnp.argmin(es)
         mode = xs[best]
-        h = hessian(mode, a)
-        return mode, es[best], grad(mode, a), 0.5 * (h + h.T)
+        h, g = grad_and_hessian(mode, a)
+        return mode, es[best], g, 0.5 * (h + h.T)
 
     @jax.jit
     def constrain(z, a):

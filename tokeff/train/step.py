@@ -32,7 +32,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from tokeff.devices import compiler_options
+from tokeff.devices import compiler_options, release_host_memory
 from tokeff.train.sharding import batch_sharding
 from tokeff.train.state import StateLayout
 
@@ -178,6 +178,34 @@ def make_train_step(layout: StateLayout, tx: optax.GradientTransformation,
 
     replicated = NamedSharding(mesh, P())
     batch_shardings = {k: batch_sharding(mesh) for k in BATCH_KEYS}
-    return jax.jit(step, in_shardings=(layout.shardings, batch_shardings, replicated),
-                   out_shardings=(layout.shardings, replicated), donate_argnums=0,
-                   compiler_options=compiler_options(mesh.devices.flat[0].platform) or None)
+    return CompiledAhead(jax.jit(step, in_shardings=(layout.shardings, batch_shardings, replicated),
+                                 out_shardings=(layout.shardings, replicated), donate_argnums=0,
+                                 compiler_options=compiler_options(mesh.devices.flat[0].platform) or None))
+
+
+class CompiledAhead:
+    """A jitted function compiled ahead of its first call for each argument signature (tree, shapes,
+    dtypes), with the compiler's freed host memory handed back before the program first runs
+    (`tokeff.devices.release_host_memory`): the step's peak memory is then its own, not its own plus
+    what compiling it left behind. Calls with a known signature run the compiled program."""
+
+    def __init__(self, jitted: Callable):
+        self.jitted = jitted
+        self.compiled: dict = {}
+
+    @staticmethod
+    def signature(args: tuple) -> tuple:
+        leaves, tree = jax.tree.flatten(args)
+        return tree, tuple((np.shape(x), x.dtype if hasattr(x, "dtype") else np.result_type(x),
+                            getattr(x, "weak_type", False)) for x in leaves)
+
+    def lower(self, *args):
+        return self.jitted.lower(*args)
+
+    def __call__(self, *args):
+        key = self.signature(args)
+        program = self.compiled.get(key)
+        if program is None:
+            program = self.compiled[key] = self.jitted.lower(*args).compile()
+            release_host_memory()
+        return program(*args)
