@@ -50,11 +50,26 @@ def test_demo_smoke_end_to_end_and_resume(tmp_path):
                  "fits/composition/summary.json"):
         assert (tmp_path / "demo" / name).exists(), name
 
-    # A rerun resumes: finished points are not retrained and the predictions are kept. Its fits are
-    # redone; shorter chains suffice here (the fit settings are not part of a run's identity).
+    # A rerun resumes: finished points are not retrained, the predictions are kept, and the analysis
+    # fits (same runs, same settings) are read back rather than redone.
     predicted = (tmp_path / "demo" / "predictions.json").read_bytes()
-    again = demo(tmp_path / "demo", "--config.fit.draws=50", "--config.fit.warmup=50")
+    posterior = tmp_path / "demo" / "fits" / "volume" / "posterior.nc"
+    fitted_at = posterior.stat().st_mtime_ns
+    again = demo(tmp_path / "demo")
     assert again.returncode == 0, again.stderr[-4000:]
     assert "predictions.json written" in again.stdout and "reused" in again.stdout
+    assert again.stdout.count("with the same settings: reused") == 2 and "fitting " not in again.stdout
+    assert posterior.stat().st_mtime_ns == fitted_at
     assert (tmp_path / "demo" / "predictions.json").read_bytes() == predicted
     assert len(results.read_rows(tmp_path / "demo" / "sweep" / "results.jsonl", dedupe=False)) == 9
+
+    # Other settings or other runs are refitted: the saved fit is not what they would give.
+    import pandas as pd
+
+    from tokeff.demo.analysis import saved_fit
+
+    saved = json.loads((posterior.parent / "summary.json").read_text())
+    request, table = saved["request"], pd.DataFrame(rows)
+    assert saved_fit(str(posterior.parent), table, request) is not None
+    assert saved_fit(str(posterior.parent), table, {**request, "draws": request["draws"] + 1}) is None
+    assert saved_fit(str(posterior.parent), table.iloc[1:], request) is None

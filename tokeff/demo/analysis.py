@@ -26,7 +26,9 @@ def one_model_forms() -> dict[str, str]:
 
 
 def fit_forms(rows, fit_config, out_dir: str) -> dict:
-    """{"volume": Fit, "composition": Fit} fitted to the rows (saved under out_dir/<form>)."""
+    """{"volume": Fit, "composition": Fit} fitted to the rows (saved under out_dir/<form>). A fit
+    already saved there from the same runs with the same settings is read back, not redone: a
+    rerun of a finished or interrupted demo resumes its analysis too."""
     import pandas as pd
 
     from tokeff.laws.fit import fit
@@ -37,14 +39,52 @@ def fit_forms(rows, fit_config, out_dir: str) -> dict:
         names = one_model_forms()
     fits = {}
     for key, form in names.items():
+        path = os.path.join(out_dir, key)
+        request = {"form": form, "method": str(fit_config.method), "chains": int(fit_config.chains),
+                   "draws": int(fit_config.draws), "warmup": int(fit_config.warmup),
+                   "chance": float(fit_config.chance), "target_accept": float(fit_config.target_accept), "seed": 0}
+        saved = saved_fit(path, table, request)
+        if saved is not None:
+            print(f"{form}: the fit in {path} is of the same runs with the same settings: reused")
+            fits[key] = saved
+            continue
         print(f"fitting {form} ({fit_config.method}, {fit_config.chains} chains x {fit_config.draws} draws)")
-        fitted = fit(table, form, method=fit_config.method, chains=int(fit_config.chains),
-                     draws=int(fit_config.draws), warmup=int(fit_config.warmup),
-                     chance=float(fit_config.chance),
-                     target_accept=float(fit_config.target_accept), seed=0)
-        fitted.save(os.path.join(out_dir, key), force=True)  # summary, posterior.nc, data, trace/pair/fit plots
+        fitted = fit(table, form, method=request["method"], chains=request["chains"], draws=request["draws"],
+                     warmup=request["warmup"], chance=request["chance"], target_accept=request["target_accept"],
+                     seed=request["seed"])
+        fitted.summary["request"] = request  # what `saved_fit` compares on a rerun
+        fitted.save(path, force=True)  # summary, posterior.nc, data, trace/pair/fit plots
         fits[key] = fitted
     return fits
+
+
+def saved_fit(path: str, table, request: dict):
+    """The Fit saved at `path` when it was made by `fit_forms` with `request` from exactly these
+    runs (its data.csv equals what `table` gives), else None (also when it is missing or damaged)."""
+    import json
+
+    from tokeff.errors import UserError
+    from tokeff.laws.data import prepare
+    from tokeff.laws.fit import load_fit
+    from tokeff.laws.forms import get_form
+
+    try:
+        with open(os.path.join(path, "summary.json")) as f:
+            if json.load(f).get("request") != request:
+                return None
+        with open(os.path.join(path, "data.csv")) as f:
+            saved_rows = f.read()
+    except (OSError, ValueError):
+        return None
+    form = get_form(request["form"])
+    if form.target == "accuracy":
+        form = form.above_chance(request["chance"])
+    if saved_rows != prepare(table, form).to_frame().to_csv(index=False):
+        return None
+    try:
+        return load_fit(path)
+    except UserError:
+        return None
 
 
 def compare_loo(fits: dict) -> dict:
