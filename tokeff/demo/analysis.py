@@ -76,10 +76,7 @@ def saved_fit(path: str, table, request: dict):
             saved_rows = f.read()
     except (OSError, ValueError):
         return None
-    form = get_form(request["form"])
-    if form.target == "accuracy":
-        form = form.above_chance(request["chance"])
-    if saved_rows != prepare(table, form).to_frame().to_csv(index=False):
+    if saved_rows != prepare(table, get_form(request["form"])).to_frame().to_csv(index=False):  # priors play no part
         return None
     try:
         return load_fit(path)
