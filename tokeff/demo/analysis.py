@@ -49,9 +49,7 @@ def fit_forms(rows, fit_config, out_dir: str) -> dict:
             fits[key] = saved
             continue
         print(f"fitting {form} ({fit_config.method}, {fit_config.chains} chains x {fit_config.draws} draws)")
-        fitted = fit(table, form, method=request["method"], chains=request["chains"], draws=request["draws"],
-                     warmup=request["warmup"], chance=request["chance"], target_accept=request["target_accept"],
-                     seed=request["seed"])
+        fitted = fit(table, **request)
         fitted.summary["request"] = request  # what `saved_fit` compares on a rerun
         fitted.save(path, force=True)  # summary, posterior.nc, data, trace/pair/fit plots
         fits[key] = fitted

@@ -199,9 +199,6 @@ class CompiledAhead:
         return tree, tuple((np.shape(x), x.dtype if hasattr(x, "dtype") else np.result_type(x),
                             getattr(x, "weak_type", False)) for x in leaves)
 
-    def lower(self, *args):
-        return self.jitted.lower(*args)
-
     def __call__(self, *args):
         key = self.signature(args)
         program = self.compiled.get(key)
