@@ -181,6 +181,58 @@ def test_gradient_accumulation_equals_the_big_batch():
             np.testing.assert_allclose(a, b_, rtol=1e-4, atol=2e-5)
 
 
+def test_step_equals_optax_adamw_on_the_mean_loss_gradient_with_clipping():
+    """The step divides the loss weights by the token count before differentiating: the update
+    must still be optax's clipped AdamW on the plain autodiff gradient of the mean loss, and the
+    metrics its loss and norms."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from flax import nnx
+
+    from tokeff.models.config import get_preset
+    from tokeff.models.transformer import Transformer
+    from tokeff.train.mesh import make_mesh
+    from tokeff.train.optimizer import make_optimizer
+    from tokeff.train.sharding import batch_sharding, put_batch
+    from tokeff.train.state import init_state, state_layout
+    from tokeff.train.step import loss_sums, make_train_step
+
+    cfg = get_preset("tiny", n_layers=1)
+    optim = base_config().optim
+    optim.clip_norm = 0.05  # small enough to clip: the clipped branch is what is compared
+    mesh = make_mesh({"data": 1}, devices=jax.devices()[:1])
+    tx, schedule = make_optimizer(optim, 10)
+    factory = lambda: Transformer(cfg, rngs=nnx.Rngs(0))  # noqa: E731
+    layout = state_layout(factory, tx, mesh)
+    rng = np.random.default_rng(1)
+    b, s = 4, 16
+    ids = rng.integers(0, cfg.vocab_size, (b, s + 1)).astype(np.int32)
+    fields = {"tokens": ids[:, :-1], "targets": ids[:, 1:],
+              "loss_mask": (rng.random((b, s)) < 0.5).astype(np.float32),
+              "segment_ids": np.ones((b, s), np.int32),
+              "positions": np.broadcast_to(np.arange(s, dtype=np.int32), (b, s)).copy()}
+    initial = jax.device_get(init_state(layout, factory, tx, 0))
+    lr = np.float32(schedule(1))
+    batch = {k: put_batch(v[None], batch_sharding(mesh)) for k, v in fields.items()}
+    state, metrics = make_train_step(layout, tx, mesh)(jax.device_put(initial, layout.shardings), batch, lr)
+
+    micro = {k: jnp.asarray(v) for k, v in fields.items()}
+    count = fields["loss_mask"].sum()
+    loss, grads = jax.value_and_grad(lambda p: loss_sums(layout.graphdef, p, micro)[0] / count)(initial["params"])
+    reference = optax.chain(optax.clip_by_global_norm(optim.clip_norm),
+                            optax.adamw(lr, b1=optim.b1, b2=optim.b2, eps=optim.eps, weight_decay=optim.weight_decay))
+    updates, _ = reference.update(grads, reference.init(initial["params"]), initial["params"])
+    expected = optax.apply_updates(initial["params"], updates)
+    assert float(optax.tree.norm(grads)) > optim.clip_norm
+    assert float(metrics["loss"]) == pytest.approx(float(loss), rel=1e-6)
+    assert float(metrics["grad_norm"]) == pytest.approx(float(optax.tree.norm(grads)), rel=1e-5)
+    assert float(metrics["param_norm"]) == pytest.approx(float(optax.tree.norm(expected)), rel=1e-6)
+    assert metrics["loss_tokens"] == count
+    for got, want in zip(jax.tree.leaves(jax.device_get(state["params"])), jax.tree.leaves(expected)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-6)
+
+
 def test_packed_selection_keeps_only_examples_that_fit_a_row():
     """few_long picks the longest examples first; with packed rows it must skip any longer than a row
     (otherwise the packer cannot place them and the run fails after loading)."""

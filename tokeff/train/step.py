@@ -138,24 +138,32 @@ def make_train_step(layout: StateLayout, tx: optax.GradientTransformation,
 
     def step(state: dict, batch: dict, lr: jax.Array) -> tuple[dict, dict]:
         params = state["params"]
-        grad_fn = jax.value_and_grad(lambda p, m: loss_sums(graphdef, p, m), has_aux=True)
+        # The token count is data, known before the forward pass. The loss weights are divided by
+        # it up front, so autodiff yields the mean loss's gradients directly: no pass over every
+        # gradient to divide it afterwards, and the fused loss's backward scales by exactly 1.
+        active_M = jnp.any(batch["segment_ids"] > 0, axis=(1, 2))
+        count = jnp.sum(jnp.where(active_M, jnp.sum(batch["loss_mask"].astype(jnp.float32), axis=(1, 2)), 0.0))
+        denominator = jnp.maximum(count, 1.0)
+
+        def mean_loss_part(p, m):
+            return loss_sums(graphdef, p, {**m, "loss_mask": m["loss_mask"].astype(jnp.float32) / denominator})[0]
+
+        grad_fn = jax.value_and_grad(mean_loss_part)
 
         def accumulate(carry):
-            i, grads, loss_sum, count = carry
+            i, grads, loss = carry
             micro = jax.tree.map(lambda x: jax.lax.dynamic_index_in_dim(x, i, keepdims=False), batch)
-            (micro_loss, micro_count), micro_grads = grad_fn(params, micro)
+            micro_loss, micro_grads = grad_fn(params, micro)
             grads = jax.tree.map(jnp.add, grads, micro_grads)
-            return i + 1, grads, loss_sum + micro_loss, count + micro_count
+            return i + 1, grads, loss + micro_loss
 
         if batch["tokens"].shape[0] == 1:  # one microbatch: no loop, no zero-filled accumulator
-            (loss_sum, count), grads = grad_fn(params, jax.tree.map(lambda x: x[0], batch))
+            loss, grads = grad_fn(params, jax.tree.map(lambda x: x[0], batch))
         else:
-            n_micro = jnp.sum(jnp.any(batch["segment_ids"] > 0, axis=(1, 2))).astype(jnp.int32)
+            n_micro = jnp.sum(active_M).astype(jnp.int32)
             zeros = jax.tree.map(jnp.zeros_like, params)
-            start = (jnp.int32(0), zeros, jnp.float32(0.0), jnp.float32(0.0))
-            _, grads, loss_sum, count = jax.lax.while_loop(lambda c: c[0] < n_micro, accumulate, start)
-        denominator = jnp.maximum(count, 1.0)
-        grads = jax.tree.map(lambda g: g / denominator, grads)
+            _, grads, loss = jax.lax.while_loop(lambda c: c[0] < n_micro, accumulate,
+                                                (jnp.int32(0), zeros, jnp.float32(0.0)))
         direction, opt_state = tx.update(grads, state["opt_state"], params)
         updates = jax.tree.map(lambda d: d * -lr, direction)
         new_params = optax.apply_updates(params, updates)
@@ -166,7 +174,7 @@ def make_train_step(layout: StateLayout, tx: optax.GradientTransformation,
             "rng": state["rng"],
         }
         metrics = {
-            "loss": loss_sum / denominator,
+            "loss": loss,
             "grad_norm": optax.tree.norm(grads),
             # Non-finite parameters show here one step before they poison the loss: the loop
             # checks it before saving, so every checkpoint it keeps is finite.
