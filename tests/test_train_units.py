@@ -196,7 +196,7 @@ def test_step_equals_optax_adamw_on_the_mean_loss_gradient_with_clipping():
     from tokeff.train.optimizer import make_optimizer
     from tokeff.train.sharding import batch_sharding, put_batch
     from tokeff.train.state import init_state, state_layout
-    from tokeff.train.step import loss_sums, make_train_step
+    from tokeff.train.step import loss_sum, make_train_step
 
     cfg = get_preset("tiny", n_layers=1)
     optim = base_config().optim
@@ -219,7 +219,7 @@ def test_step_equals_optax_adamw_on_the_mean_loss_gradient_with_clipping():
 
     micro = {k: jnp.asarray(v) for k, v in fields.items()}
     count = fields["loss_mask"].sum()
-    loss, grads = jax.value_and_grad(lambda p: loss_sums(layout.graphdef, p, micro)[0] / count)(initial["params"])
+    loss, grads = jax.value_and_grad(lambda p: loss_sum(layout.graphdef, p, micro) / count)(initial["params"])
     reference = optax.chain(optax.clip_by_global_norm(optim.clip_norm),
                             optax.adamw(lr, b1=optim.b1, b2=optim.b2, eps=optim.eps, weight_decay=optim.weight_decay))
     updates, _ = reference.update(grads, reference.init(initial["params"]), initial["params"])

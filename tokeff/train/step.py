@@ -119,14 +119,15 @@ def _fused_backward(residuals, cotangent):
 fused_cross_entropy.defvjp(_fused_forward, _fused_backward)
 
 
-def loss_sums(graphdef: nnx.GraphDef, params, micro: dict) -> tuple[jax.Array, jax.Array]:
-    """(sum of masked token cross-entropies, number of loss tokens) for one [rows, seq] microbatch."""
+def loss_sum(graphdef: nnx.GraphDef, params, micro: dict, denominator: jax.Array | float = 1.0) -> jax.Array:
+    """Sum of masked token cross-entropies of one [rows, seq] microbatch, divided by `denominator`.
+    The division goes into the loss weights, so a gradient taken through it needs no pass of its
+    own to be divided afterwards."""
     model = nnx.merge(graphdef, params)
     hidden_BxSxD = model.hidden_states(micro["tokens"], positions_BxS=micro["positions"],
                                        segment_ids_BxS=micro["segment_ids"])
-    mask_BxS = micro["loss_mask"].astype(jnp.float32)
-    nll_sum = fused_cross_entropy(hidden_BxSxD, model.output_embedding(), micro["targets"], mask_BxS)
-    return nll_sum, jnp.sum(mask_BxS)
+    weights_BxS = micro["loss_mask"].astype(jnp.float32) / denominator
+    return fused_cross_entropy(hidden_BxSxD, model.output_embedding(), micro["targets"], weights_BxS)
 
 
 def make_train_step(layout: StateLayout, tx: optax.GradientTransformation,
@@ -138,17 +139,14 @@ def make_train_step(layout: StateLayout, tx: optax.GradientTransformation,
 
     def step(state: dict, batch: dict, lr: jax.Array) -> tuple[dict, dict]:
         params = state["params"]
-        # The token count is data, known before the forward pass. The loss weights are divided by
-        # it up front, so autodiff yields the mean loss's gradients directly: no pass over every
-        # gradient to divide it afterwards, and the fused loss's backward scales by exactly 1.
+        # The token count is data, known before the forward pass: the loss is divided by it inside
+        # (`loss_sum`), so autodiff yields the mean loss's gradients directly, with no pass over
+        # every gradient to divide it afterwards, and the fused loss's backward scales by exactly 1.
         active_M = jnp.any(batch["segment_ids"] > 0, axis=(1, 2))
         count = jnp.sum(jnp.where(active_M, jnp.sum(batch["loss_mask"].astype(jnp.float32), axis=(1, 2)), 0.0))
         denominator = jnp.maximum(count, 1.0)
 
-        def mean_loss_part(p, m):
-            return loss_sums(graphdef, p, {**m, "loss_mask": m["loss_mask"].astype(jnp.float32) / denominator})[0]
-
-        grad_fn = jax.value_and_grad(mean_loss_part)
+        grad_fn = jax.value_and_grad(lambda p, m: loss_sum(graphdef, p, m, denominator))
 
         def accumulate(carry):
             i, grads, loss = carry
