@@ -79,6 +79,20 @@ def test_backtest_scores_held_out_rows(csv):
     assert da["pairs"] > 0 and 0 <= da["all"] <= 1 and da["within_group_pairs"] > 0
 
 
+def test_backtest_applies_the_exclusion_rule_unless_told_not_to(csv, tmp_path):
+    """A diverged run (10x the loss) is left out and reported, as `tokeff fit` would; with
+    `--no-exclude` (exclude=False) every row is fitted."""
+    frame = pd.read_csv(csv)
+    frame.loc[3, "eval_loss"] *= 10
+    path = tmp_path / "diverged.csv"
+    frame.to_csv(path, index=False)
+    report = backtest(str(path), "test_backtest_law", by="params", frac=0.25, method="map")
+    assert report["n_rows"] == 39 and [e["row"] for e in report["excluded"]] == [3]
+    assert "diverged" in report["excluded"][0]["reason"]
+    kept = backtest(str(path), "test_backtest_law", by="params", frac=0.25, method="map", exclude=False)
+    assert kept["n_rows"] == 40 and kept["excluded"] == []
+
+
 def test_cli_backtest_writes_report_and_plot(csv, tmp_path, capsys):
     out = tmp_path / "bt"
     assert main(["backtest", str(csv), "--form", "test_backtest_law", "--method", "map", "--by", "params",

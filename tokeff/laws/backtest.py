@@ -111,7 +111,10 @@ def backtest(
         if not drop_invalid:
             raise UserError(f"--by: {int((~finite).sum())} row(s) with NaN/inf in '{by}'; fix them or pass --drop-invalid")
     frame = frame.assign(__order__=order_by, __group__=groups if groups is not None else "")[finite]
-    data = prepare(frame, form, mapping=mapping, target=target, drop_invalid=drop_invalid, keep=("__order__", "__group__"))
+    # The exclusion rule applies to the whole table, once, as `tokeff fit` would apply it
+    # (`--no-exclude` keeps every row); the cuts' fits then take rows of `data` as they are.
+    data = prepare(frame, form, mapping=mapping, target=target, drop_invalid=drop_invalid,
+                   exclude=fit_kwargs.pop("exclude", True), keep=("__order__", "__group__"))
     rows = np.argsort(data.extra["__order__"], kind="stable")
     n_needed = len(form.params) + 2
     plan = between_ties(origins(data.n_points, frac=frac, cuts=cuts), data.extra["__order__"][rows])
@@ -175,6 +178,7 @@ def summarise(form: Form, data: FitData, cuts: list[Cut], *, by: str, group: str
         "method": fit_kwargs.get("method", "nuts"),
         "likelihood": fit_kwargs.get("likelihood"),
         "n_rows": data.n_points,
+        "excluded": list(data.excluded),  # rows the exclusion rule left out (`tokeff.laws.data`)
         "n_fit": per_cut[0]["n_fit"],
         "n_held_out": int(len(held)),
         "extrapolation_factor": max(c["extrapolation_factor"] for c in per_cut),
