@@ -79,7 +79,7 @@ def test_backtest_scores_held_out_rows(csv):
     assert da["pairs"] > 0 and 0 <= da["all"] <= 1 and da["within_group_pairs"] > 0
 
 
-def test_backtest_applies_the_exclusion_rule_unless_told_not_to(csv, tmp_path):
+def test_backtest_applies_the_exclusion_rule_unless_told_not_to(csv, tmp_path, capsys):
     """A diverged run (10x the loss) is left out and reported, as `tokeff fit` would; with
     `--no-exclude` (exclude=False) every row is fitted."""
     frame = pd.read_csv(csv)
@@ -91,6 +91,9 @@ def test_backtest_applies_the_exclusion_rule_unless_told_not_to(csv, tmp_path):
     assert "diverged" in report["excluded"][0]["reason"]
     kept = backtest(str(path), "test_backtest_law", by="params", frac=0.25, method="map", exclude=False)
     assert kept["n_rows"] == 40 and kept["excluded"] == []
+    assert main(["backtest", str(path), "--form", "test_backtest_law", "--method", "map", "--by", "params",
+                 "--out", str(tmp_path / "bt"), "--no-plots"]) == 0
+    assert "excluded 1 row(s) not drawn from the law: row 3 (eval_loss" in capsys.readouterr().out
 
 
 def test_cli_backtest_writes_report_and_plot(csv, tmp_path, capsys):

@@ -40,6 +40,10 @@ def run(args: argparse.Namespace) -> int:
         write_json(os.path.join(tmp, "backtest.json"), report)
         if not args.no_plots:
             plot(report, os.path.join(tmp, "backtest.png"))
+    if report["excluded"]:
+        from tokeff.laws.data import format_exclusions
+
+        print(format_exclusions(report["excluded"], report["columns"]["target"]))
     cov, da = report["coverage"], report["decision_accuracy"]
     print(f"backtest {report['form']} ({report['method']}): fitted {report['n_fit']} rows, predicted"
           f" {report['n_held_out']} (up to x{report['extrapolation_factor']:.2g} in {report['by']}) -> {args.out}")

@@ -178,6 +178,7 @@ def summarise(form: Form, data: FitData, cuts: list[Cut], *, by: str, group: str
         "method": fit_kwargs.get("method", "nuts"),
         "likelihood": fit_kwargs.get("likelihood"),
         "n_rows": data.n_points,
+        "columns": dict(data.columns),
         "excluded": list(data.excluded),  # rows the exclusion rule left out (`tokeff.laws.data`)
         "n_fit": per_cut[0]["n_fit"],
         "n_held_out": int(len(held)),
