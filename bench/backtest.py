@@ -33,7 +33,9 @@ With `--plot PATH`, a PNG of the 90% coverage per truth and model against the 80
 compute). A CSV has columns `params`, `tokens_seen`, `eval_loss`, or those of Epoch AI's extraction
 of Chinchilla's runs (`Model Size`, `Training FLOP`, `loss`; tokens = FLOP / 6N):
 https://github.com/epoch-research/analyzing-chinchilla/blob/main/data/svg_extracted_data.csv
-(245 runs; the repository states no licence, so no copy is kept here: pass the path), or
+(245 runs; the repository states no licence, so no copy is kept here: pass the path; it gives two
+rows: all 245 runs, and `chinchilla240`, Epoch's own selection, which leaves out the 5 highest losses
+as outliers: the 240-run set issue 15 measured), or
 `summary_df.pickle.xz` of https://github.com/formll/resolving-scaling-law-discrepancies (Porian et
 al. 2024, MIT licence; not stored here either): one row per sweep setting (`porian_tables`), each
 11-12 isoFLOP budgets of 1.25e16-2.56e19 FLOPs over 5M-900M parameters, with the undertrained and
@@ -116,17 +118,24 @@ def healthy_scores(table: dict, held_out: dict) -> tuple[list, list]:
     return list(signed[keep]), list(inside[keep])
 
 
-def read_real(path: str) -> tuple[str, dict[str, np.ndarray]]:
-    """(label, table) of a real CSV as params / tokens_seen / eval_loss (+ budget) columns (see the
-    module doc); Epoch AI's extraction is labelled `chinchilla`."""
+EPOCH_OUTLIERS = 5  # Epoch AI's replication leaves out the runs with the 5 highest losses
+
+
+def read_real(path: str) -> dict[str, dict[str, np.ndarray]]:
+    """{label: table} of a real CSV as params / tokens_seen / eval_loss (+ budget) columns (see the
+    module doc). Epoch AI's extraction gives `chinchilla` (all 245 runs) and `chinchilla240`
+    (without the 5 highest losses, as Epoch's own fits: `data_analysis.ipynb` of their repository)."""
     import pandas as pd
 
     frame = pd.read_csv(path)
     if {"Model Size", "Training FLOP", "loss"} <= set(frame.columns):
         n, c = frame["Model Size"].to_numpy(float), frame["Training FLOP"].to_numpy(float)
-        return "chinchilla", {"params": n, "tokens_seen": c / (6 * n), "eval_loss": frame["loss"].to_numpy(float)}
+        loss = frame["loss"].to_numpy(float)
+        table = {"params": n, "tokens_seen": c / (6 * n), "eval_loss": loss}
+        kept = loss < np.sort(loss)[-EPOCH_OUTLIERS]
+        return {"chinchilla": table, f"chinchilla{int(kept.sum())}": {k: v[kept] for k, v in table.items()}}
     columns = ("params", "tokens_seen", "eval_loss") + (("budget",) if "budget" in frame.columns else ())
-    return os.path.splitext(os.path.basename(path))[0][:14], {k: frame[k].to_numpy(float) for k in columns}
+    return {os.path.splitext(os.path.basename(path))[0][:14]: {k: frame[k].to_numpy(float) for k in columns}}
 
 
 def porian_tables(path: str) -> dict[str, dict[str, np.ndarray]]:
@@ -147,8 +156,7 @@ def real_tables(path: str) -> dict[str, dict[str, np.ndarray]]:
     """{label: table} for one `--real` path: a CSV (one table) or Porian et al.'s pickle (five)."""
     if path.endswith((".pickle.xz", ".pickle", ".pkl")):
         return porian_tables(path)
-    label, table = read_real(path)
-    return {label: table}
+    return read_real(path)
 
 
 def run_real(table: dict, options: dict) -> dict:
@@ -204,7 +212,7 @@ def main():
 
         split_cpu_for_chains(args.chains)  # before any JAX work: chains in parallel, as `tokeff backtest` runs them
 
-    print(f"{'truth':<18}{'model':<10}{'cov50':>6}{'cov80':>6}{'cov90':>6}{'sd90':>6}{'|err|%':>8}{'sd':>6}{'bias%':>7}{'w90%':>7}"
+    print(f"{'truth':<20}{'model':<10}{'cov50':>6}{'cov80':>6}{'cov90':>6}{'sd90':>6}{'|err|%':>8}{'sd':>6}{'bias%':>7}{'w90%':>7}"
           f"{'x-extrap':>9}{'h90':>6}{'h|err|':>7}{'ok':>6}{'s/table':>8}", flush=True)
     rows = {}
     cases = [(t, None) for t in args.truths] + [
@@ -216,7 +224,7 @@ def main():
                 options |= {"chains": args.chains, "draws": args.draws, "warmup": args.draws}
             r = rows[(truth, model)] = (run_real(table, options) if table is not None else run_one(truth, model, args.seeds, options))
             cov = r["coverage"]
-            print(f"{truth:<18}{model:<10}{cov['0.5']:6.2f}{cov['0.8']:6.2f}{cov['0.9']:6.2f}{r['sd90']:6.2f}{r['error']:8.2f}{r['sd_error']:6.2f}"
+            print(f"{truth:<20}{model:<10}{cov['0.5']:6.2f}{cov['0.8']:6.2f}{cov['0.9']:6.2f}{r['sd90']:6.2f}{r['error']:8.2f}{r['sd_error']:6.2f}"
                   f"{r['bias']:7.2f}{r['width']:7.2f}{r['factor']:9.1f}{r['h90']:6.2f}{r['h_error']:7.2f}{r['ok']:>4}/{r['seeds']}"
                   f"{r['seconds_per_table']:8.1f}", flush=True)
     if args.plot:

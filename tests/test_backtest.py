@@ -118,3 +118,25 @@ def test_cli_backtest_bad_input_leaves_nothing(csv, tmp_path, capsys, flags, mes
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not os.path.exists(out) and os.listdir(tmp_path) == []
+
+
+def test_bench_reads_epochs_extraction_as_all_runs_and_epochs_240(tmp_path):
+    """`bench/backtest.py --real` on a CSV of the form of Epoch AI's extraction gives the whole table
+    and Epoch's own selection (the 5 highest losses left out): the 240-run set issue 15 measured."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_backtest", os.path.join(os.path.dirname(__file__), "..", "bench", "backtest.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    loss = np.linspace(2.0, 3.0, 12)
+    loss[[1, 4, 6, 9, 10]] = [5.0, 4.7, 3.8, 3.77, 3.4]  # the five outliers, scattered through the rows
+    n = np.geomspace(1e8, 1e10, 12)
+    path = tmp_path / "svg_extracted_data.csv"
+    pd.DataFrame({"Model Size": n, "Training FLOP": 6 * n * 20 * n, "loss": loss}).to_csv(path, index=False)
+    tables = bench.real_tables(str(path))
+    assert list(tables) == ["chinchilla", "chinchilla7"]
+    np.testing.assert_allclose(tables["chinchilla"]["tokens_seen"], 20 * n, rtol=1e-12)
+    kept = tables["chinchilla7"]
+    assert kept["eval_loss"].max() <= 3.0 and len(kept["params"]) == 7
+    np.testing.assert_array_equal(kept["params"], np.delete(n, [1, 4, 6, 9, 10]))
