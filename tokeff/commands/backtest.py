@@ -50,6 +50,13 @@ def run(args: argparse.Namespace) -> int:
     error = report["median_abs_pct_error"]
     print("coverage  " + "  ".join(f"{k}: {v:.2f}" for k, v in cov.items())
           + ("   predictions not finite" if error is None else f"   median |error| {error:.2f}%"))
+    sc = report["scores"]
+    if sc["crps_rel_pct"] is None:
+        print("scores: none (predictions not finite)")
+    else:
+        print(f"scores    CRPS {sc['crps_rel_pct']:.3f}% of the {report['target']}   interval score "
+              + "  ".join(f"{k}: {v:.2f}%" for k, v in sc["interval_score_rel_pct"].items())
+              + f"   log density {sc['log_density']:.2f}   median 90% width {sc['sharpness_90_pct']:.2f}%")
     within = "-" if da["within_group"] is None else f"{da['within_group']:.2f}"
     overall = "-" if da["all"] is None else f"{da['all']:.2f}"
     print(f"decision accuracy {overall} (within budget groups {within}); all fits ok: {report['all_fits_ok']}")
