@@ -9,14 +9,12 @@ exponent grows with model size), `farseer+diverged` (5% of runs diverged, loss 1
 (about 12x beyond the fit), exactly as `tokeff backtest --by params*tokens_seen --frac 0.33` does.
 Models compared:
 
-- old: `--likelihood normal --discrepancy none` (the earlier intervals: the default when issue 15
-  was filed);
+- old: `--likelihood normal --discrepancy none` (Gaussian on log loss, no widening beyond the range);
 - normal: `--likelihood normal` with the discrepancy term (what the discrepancy alone does for it);
-- student_t: the previous defaults, `--likelihood student_t` (Student-t on log loss, discrepancy
-  growing with the distance beyond the range);
+- student_t: `--likelihood student_t` (Student-t on log loss, discrepancy growing with the
+  distance beyond the range);
 - new: the defaults (the same, plus a one-sided share of failed runs: `--likelihood failures`);
-- prior_starts: the defaults with NUTS chains started from prior draws (`--init prior`), as before
-  the Laplace starts;
+- prior_starts: the defaults with NUTS chains started from prior draws (`--init prior`);
 - classic: the Huber/L-BFGS bootstrap.
 
 Prints one row per (truth, model), pooled over seeds: coverage of the 50/80/90% intervals of a new
