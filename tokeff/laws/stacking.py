@@ -126,11 +126,15 @@ class StackedFit:
 
     def predictive(self, inputs: Mapping[str, np.ndarray], kind: str = "observed", *, n_eval=None,
                    seed: int = 0) -> np.ndarray:
-        """[P, O] draws of the mixture: P = the fewest draws of a member, each member contributing
-        its weight's share of them (a random subset of its own predictive draws)."""
+        """[P, O] draws of the mixture of the members' predictives (`mix`)."""
+        return self.mix(lambda m, k: m.predictive(inputs, kind, n_eval=n_eval, seed=seed + k), seed=seed)
+
+    def mix(self, draw, *, seed: int = 0) -> np.ndarray:
+        """Rows of `draw(member, k)` ([P_k, ...] per member k) mixed by the weights: P = the fewest
+        rows of a member with weight, each member giving its weight's share of them (a random subset
+        of its own rows). Predictions and decisions (e.g. compute-optimal N per draw) mix alike."""
         rng = np.random.default_rng(seed)
-        parts = {k: m.predictive(inputs, kind, n_eval=n_eval, seed=seed + k)
-                 for k, m in enumerate(self.members) if self.weights[k] > 0}
+        parts = {k: draw(m, k) for k, m in enumerate(self.members) if self.weights[k] > 0}
         total = min(p.shape[0] for p in parts.values())
         counts = mixture_counts(self.weights[list(parts)], total)
         return np.concatenate([p[rng.choice(p.shape[0], c, replace=False)] for p, c in zip(parts.values(), counts)])
