@@ -51,3 +51,41 @@ def test_form_names_parse_and_refuse():
         stacking.form_names("chinchilla,chinchilla")
     with pytest.raises(UserError, match="share inputs"):
         stacking.member_forms(["chinchilla", "volume"])
+
+
+@pytest.fixture(scope="module")
+def kaplan_sweep():
+    from tokeff.laws.simulate import isoflop_table
+
+    t = isoflop_table("kaplan", seed=0, budgets=8, per_budget=6)
+    return {k: t[k] for k in ("params", "tokens_seen", "eval_loss")}
+
+
+@pytest.fixture(scope="module")
+def stacked(kaplan_sweep):
+    # MAP without the discrepancy term: the weights, not the intervals, are what is checked here.
+    return stacking.fit_stacked(kaplan_sweep, "chinchilla,kaplan", method="map", discrepancy="none", laplace_draws=400)
+
+
+def test_a_kaplan_truth_gives_kaplan_most_of_the_weight(stacked):
+    w = stacked.summary["weights"]
+    assert sum(w.values()) == pytest.approx(1.0)
+    assert w["kaplan"] > 0.8, w
+    assert len(stacked.summary["inner_cuts"]) == stacking.INNER_CUTS
+    assert stacked.diagnostics["ok"] and stacked.diagnostics["weights"] == w
+
+
+def test_the_stacked_predictive_mixes_members_by_weight_and_round_trips(stacked, tmp_path):
+    x = {"N": np.array([1e9, 3e9]), "D": np.array([2e10, 6e10])}
+    draws = stacked.predictive(x, "mean", seed=0)
+    assert draws.shape == (400, 2) and np.isfinite(draws).all()
+    # Every draw is one member's: count the draws that equal a member's own draws.
+    own = {m.form.name: m.predictive(x, "mean", seed=k) for k, m in enumerate(stacked.members)}
+    from_kaplan = np.isin(draws[:, 0], own["kaplan"][:, 0]).sum()
+    assert from_kaplan == stacking.mixture_counts(stacked.weights, 400)[1]
+    from tokeff.laws.fit import load_fit
+
+    loaded = load_fit(stacked.save(str(tmp_path / "stack"), plots=False))
+    assert isinstance(loaded, stacking.StackedFit) and loaded.forms == ["chinchilla", "kaplan"]
+    np.testing.assert_allclose(loaded.weights, stacked.weights)
+    np.testing.assert_allclose(loaded.predictive(x, "mean", seed=0), draws, rtol=1e-5)
