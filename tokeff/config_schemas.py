@@ -121,14 +121,10 @@ def _check_one_step(config, point) -> None:
 
 
 def _check_demo(config) -> None:
-    fit, check = config.fit, config.check
-    for key in ("chains", "draws", "warmup"):
-        if fit[key] <= 0:
-            raise UserError(f"config.fit.{key}: must be positive, got {fit[key]}")
-    if not 0.0 < fit.target_accept < 1.0:
-        raise UserError(f"config.fit.target_accept: must be in (0, 1), got {fit.target_accept}")
-    if not 0.0 <= fit.chance < 1.0:
-        raise UserError(f"config.fit.chance: must be in [0, 1), got {fit.chance}")
+    from tokeff.laws.settings import FitSettings
+
+    check = config.check
+    FitSettings.from_dict(config.fit.to_dict(), where="config.fit")  # refuses, naming the key, what no fit can use
     if not 0.0 < check.interval < 1.0:
         raise UserError(f"config.check.interval: must be in (0, 1), got {check.interval}")
     if len(config.grid.budgets) < 3:

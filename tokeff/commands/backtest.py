@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tokeff.commands.fit import fit_options
+    from tokeff.commands.fit import fit_settings
     from tokeff.devices import split_cpu_for_chains
     from tokeff.io import claim_output_dir, output_dir, write_json
 
@@ -33,9 +33,10 @@ def run(args: argparse.Namespace) -> int:
     from tokeff.laws.forms import import_form_modules
 
     import_form_modules(args.module)
-    options = fit_options(args)
-    report = backtest(args.data, args.form, by=args.by, frac=args.frac, cuts=args.cuts, group=args.group,
-                      progress=True, **options)
+    from tokeff.laws.data import parse_mapping
+
+    report = backtest(args.data, args.form, fit_settings(args), by=args.by, frac=args.frac, cuts=args.cuts,
+                      group=args.group, mapping=parse_mapping(args.map), target=args.target, progress=True)
     with output_dir(args.out, "backtest", force=args.force) as tmp:
         write_json(os.path.join(tmp, "backtest.json"), report)
         if not args.no_plots:
