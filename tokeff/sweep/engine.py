@@ -313,6 +313,9 @@ def _metrics(summary: dict, evaluation: dict, config, score_seconds: float, poin
             "final_train_loss": summary["final_loss"],
             "train_wall_seconds": summary["wall_seconds"],
             "flops_per_second": flops_per_second,
+            # measured model FLOPs utilisation (None on CPUs): experiments/estimate_cost.py --measured
+            "mfu": summary.get("mfu"),
+            "attention": summary.get("attention"),
             "device_kind": summary["device_kind"],
             "devices": summary["devices"],
             "dataset_tokens": summary["dataset_tokens"],
