@@ -55,6 +55,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.optim.eps = 1e-8
     c.optim.weight_decay = 0.0
     c.optim.clip_norm = 1.0  # global-norm clipping (0 = off)
+    c.optim.moments_dtype = "float32"  # Adam's moments; "bfloat16" halves their memory (tokeff.train.optimizer)
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1  # -1: all devices not used by the other axes
