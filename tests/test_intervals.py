@@ -52,7 +52,7 @@ def test_earlier_intervals_are_one_flag_away():
     from tokeff.laws.model import resolve_likelihood
 
     assert resolve_likelihood("auto", "loss", "nuts") == "failures"
-    assert resolve_likelihood("student_t", "loss", "nuts") == "student_t"  # the previous default
+    assert resolve_likelihood("student_t", "loss", "nuts") == "student_t"  # an explicit choice is kept
     assert resolve_likelihood("auto", "loss", "classic") == "normal"
     assert resolve_likelihood("normal", "loss", "nuts") == "normal"
 

@@ -17,7 +17,6 @@ from ml_collections.config_dict import placeholder
 
 from tokeff.configfile import load_config
 from tokeff.errors import UserError
-from tokeff.sweep.runner import DEFAULT_RUNNER
 
 EVAL_METHODS = ("cloze", "cloze_norm", "cloze_token", "letter")
 
@@ -32,7 +31,7 @@ def sweep_schema() -> ml_collections.ConfigDict:
     from tokeff.train.defaults import base_config
 
     c = ml_collections.ConfigDict()
-    c.runner = DEFAULT_RUNNER  # "module:function" run per point
+    c.runner = ""  # "module:function" run per point; empty: the warm engine (tokeff.sweep.engine)
     c.train = base_config()  # every point starts from this training config
     c.axis_keys = ml_collections.ConfigDict(dict(  # where each grid axis lives in the training config
         model="model", budget="budget.flops", seed="seed", composition="data"))
@@ -81,8 +80,8 @@ def check_sweep_config(config: ml_collections.ConfigDict) -> None:
     from tokeff.train.config import check_train_config
 
     _check_required(config, sweep_schema(), "config")
-    if ":" not in config.runner:
-        raise UserError(f"config.runner: must be 'module:function', got {config.runner!r}")
+    if config.runner and ":" not in config.runner:
+        raise UserError(f"config.runner: must be 'module:function' or empty, got {config.runner!r}")
     if config.eval.max_questions <= 0:
         raise UserError(f"config.eval.max_questions: must be positive, got {config.eval.max_questions}")
     if config.eval.batch_size <= 0:

@@ -12,7 +12,9 @@ Scores, pooled over cuts:
 - median absolute percentage error of the predictive median;
 - decision accuracy (DataDecide, Magnusson et al. 2025): among held-out pairs with different
   observed targets, the fraction the predicted medians order the same way; also within groups that
-  share a budget (a `group` column, else a `budget` column when the table has one).
+  share a budget (a `group` column, else a `budget` column when the table has one);
+- proper scores (`tokeff.laws.scores`): mean relative CRPS, interval scores at 50/80/90%, mean log
+  predictive density, and sharpness (median 90% width): coverage alone rewards width.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 from tokeff.errors import UserError
 from tokeff.laws.data import FitData, column_values, cut_between_ties, prepare, read_table
 from tokeff.laws.forms import Form, get_form
+from tokeff.laws import scores as scores_lib
 
 LEVELS = (0.5, 0.8, 0.9)
 BUDGET_COLUMN = "budget"
@@ -146,6 +149,8 @@ def summarise(form: Form, data: FitData, cuts: list[Cut], *, by: str, group: str
         hi = np.concatenate([np.quantile(d, 1 - tail, 0) for d in draws])
         coverage[f"{level:g}"] = float(np.mean((y >= lo) & (y <= hi)))
         widths[f"{level:g}"] = float(np.median((hi - lo) / np.abs(median)) * 100)
+    points = [scores_lib.pointwise(d, data.y[c.held_rows], log_scale=form.target == "loss") for c, d in zip(cuts, draws)]
+    points = {k: np.concatenate([p[k] for p in points]) for k in points[0]}
     finite = np.isfinite(median)
     pct_error = np.abs(median - y) / np.abs(y) * 100
     order = data.extra["__order__"]
@@ -187,6 +192,7 @@ def summarise(form: Form, data: FitData, cuts: list[Cut], *, by: str, group: str
         "median_interval_width_pct": widths,
         "median_abs_pct_error": float(np.median(pct_error)) if finite.all() else None,
         "predictions_finite": bool(finite.all()),
+        "scores": scores_lib.summarise(points),
         "decision_accuracy": {
             "all": decisions["agree"] / decisions["pairs"] if decisions["pairs"] else None,
             "within_group": decisions["within_agree"] / decisions["within_pairs"] if decisions["within_pairs"] else None,
@@ -201,6 +207,7 @@ def summarise(form: Form, data: FitData, cuts: list[Cut], *, by: str, group: str
             "median": median.tolist(),
             **{f"q{int(round(100 * q)):02d}": np.concatenate([np.quantile(d, q, 0) for d in draws]).tolist()
                for q in (0.05, 0.25, 0.75, 0.95)},
+            **{k: [float(v) if np.isfinite(v) else None for v in points[k]] for k in ("crps_rel_pct", "log_density")},
         },
         "fitted": {"order": order[cuts[0].fit_rows].tolist(), "observed": data.y[cuts[0].fit_rows].tolist()},
     }

@@ -35,11 +35,12 @@ import ml_collections
 from tokeff import io, results
 from tokeff.errors import UserError
 from tokeff.eval.intervals import wilson_interval
+from tokeff.sweep.engine import train_and_evaluate
 from tokeff.sweep.grid import Point, grid_points, point_train_config
 
 # runner(point, train_config, workdir, eval_config) -> the row's metrics.
 Runner = Callable[[Point, ml_collections.ConfigDict, str, ml_collections.ConfigDict], Mapping[str, Any]]
-DEFAULT_RUNNER = "tokeff.sweep.engine:train_and_evaluate"
+DEFAULT_RUNNER = train_and_evaluate  # the warm engine, this process's own
 
 
 def table_paths(sweep_dir: str) -> list[str]:
@@ -124,8 +125,8 @@ def run_sweep(config: ml_collections.ConfigDict, sweep_dir: str, *,
     """Run every pending point of the sweep (this shard's share); return the sweep's rows.
 
     Re-running resumes. `points` replaces the config's grid (e.g. what `tokeff propose` wrote).
-    `runner` defaults to `config.runner`, an importable "module:function", itself defaulting to
-    the warm engine (`tokeff.sweep.engine:train_and_evaluate`).
+    `runner` defaults to `config.runner`, an importable "module:function", or, when that is
+    empty, to the warm engine (`DEFAULT_RUNNER`).
     """
     from etils import epath
     from tqdm.auto import tqdm
@@ -138,7 +139,7 @@ def run_sweep(config: ml_collections.ConfigDict, sweep_dir: str, *,
         # (every host would think it is process 0 and write rows).
         raise UserError("config.train.distributed.enabled: a sweep joins the processes once, before "
                         "its first point: set it False and pass --distributed to tokeff sweep")
-    runner = runner or load_runner(config.get("runner") or DEFAULT_RUNNER)
+    runner = runner or (load_runner(config.runner) if config.get("runner") else DEFAULT_RUNNER)
     points = list(points) if points is not None else grid_points(config)
     mine = [p for i, p in enumerate(points) if i % count == index]
     jobs = {p.run_id: (p, point_train_config(config, p)) for p in mine}  # bad axis keys fail first

@@ -41,6 +41,17 @@ def learning_rate_schedule(optim: ml_collections.ConfigDict, total_steps: int) -
     return optax.join_schedules([ramp, decay], [warmup])
 
 
+# The fields that shape only the learning-rate schedule; every other `optim` field shapes the update
+# direction (`make_optimizer`'s transform), so a field added later enters `direction_key` by default.
+SCHEDULE_FIELDS = ("lr", "schedule", "warmup_steps", "min_lr_ratio")
+
+
+def direction_key(optim: ml_collections.ConfigDict) -> tuple:
+    """What identifies `make_optimizer(optim, ...)`'s transform: equal keys, the same update rule
+    (a sweep shares one transform, and the steps compiled for it, across such points)."""
+    return tuple(sorted((k, v) for k, v in optim.to_dict().items() if k not in SCHEDULE_FIELDS))
+
+
 def make_optimizer(optim: ml_collections.ConfigDict, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """(AdamW's update direction, the learning-rate schedule).
 
