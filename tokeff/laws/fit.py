@@ -200,9 +200,20 @@ def fit(
     elif method == "map":
         diagnostics = diag_lib.optimiser_diagnostics(**opt_diag)
     else:
+        from tokeff.laws.classic import MAX_DROPPED_SHARE, dropped_text
+
         diagnostics = diag_lib.optimiser_diagnostics(
-            converged=result["converged"], extra={"bootstrap_converged_fraction": result["converged_fraction"]}
+            converged=result["converged"], extra={"bootstrap_converged_fraction": result["converged_fraction"],
+                                                  "bootstrap_dropped": result["dropped"],
+                                                  "bootstrap_refits": result["bootstrap"]}
         )
+        if result["dropped"]:  # dropped refits never reach a prediction; their share is reported
+            text = f"dropped {dropped_text(result['dropped'], result['bootstrap'])} that failed or gave non-finite predictions"
+            if result["dropped"] > MAX_DROPPED_SHARE * result["bootstrap"]:
+                diagnostics["ok"] = False
+                diagnostics["problems"].append(f"{text}: over {MAX_DROPPED_SHARE:.0%}, so the interval is not the bootstrap's")
+                diagnostics["advice"].append("check the data for failed runs, or use --method nuts")
+            diagnostics["note"] = text
     samples = {k: idata.posterior[k].values.reshape(-1) for k in sites}
     _check_finite(form, lik, samples, data, diagnostics)
     summary = _summary(form, method, lik, data, idata, sites, diagnostics, settings.as_dict() | run, point)
@@ -231,7 +242,7 @@ def _check_finite(form: Form, lik: Likelihood, samples: dict, data: FitData, dia
     bad |= ~np.isfinite(np.stack([samples[k] for k in samples], axis=1)).all(axis=1)
     if bad.any():
         diagnostics["ok"] = False
-        diagnostics["problems"].append(f"{bad.mean():.1%} of the draws give non-finite predictions")
+        diagnostics["problems"].append(f"{int(bad.sum())} of {bad.size} draws ({100 * bad.mean():.2g}%) give non-finite predictions")
         diagnostics["advice"].append("check the data for failed runs (huge or zero losses), or use --method nuts")
     diagnostics["nonfinite_draws"] = int(bad.sum())
 
