@@ -116,7 +116,7 @@ def test_classic_drops_failed_refits_and_reports_their_share_exactly(table, monk
     assert result.samples["A"].shape == (200 - dropped,)
     assert f"dropped {dropped} of 200 bootstrap refits ({100 * dropped / 200:.2g}%)" in diag["note"]
     assert "0.0%" not in diag["note"]
-    pred = result.predict({"N": [1e8, 1e11]}, observed=True)
+    pred = result.predictive({"N": [1e8, 1e11]}, "observed")
     assert np.isfinite(pred).all()
 
 
@@ -128,7 +128,7 @@ def test_classic_with_too_many_failed_refits_is_not_ok(table, monkeypatch):
     diag = result.diagnostics
     assert diag["bootstrap_dropped"] > 10 and not diag["ok"]
     assert any("over 5%" in p for p in diag["problems"])
-    assert np.isfinite(result.predict({"N": [1e8]}, observed=True)).all()
+    assert np.isfinite(result.predictive({"N": [1e8]}, "observed")).all()
 
 
 def test_usable_refits_drops_non_finite_and_overflowing_draws():
