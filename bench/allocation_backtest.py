@@ -37,6 +37,33 @@ from tokeff.laws.simulate import isoflop_table  # noqa: E402
 DECISIONS = (("law", "law"), ("tokeff", "tokeff"), ("A2", "approach2"), ("A2-Bayes", "approach2_bayes"))
 
 
+def porian_n_stars(path: str) -> dict[str, dict[float, float]]:
+    """{"porian<i>": {budget: median of Porian et al.'s bootstrap optima n_stars}}: their own
+    estimate of each budget's optimum (interpolated, not a parabola), a second reference."""
+    import pandas as pd
+
+    out = {}
+    for i, setting in pd.read_pickle(path).iterrows():
+        out[f"porian{i}"] = {float(b["flops"]): float(np.median(b["n_stars"])) for _, b in setting["data"].iterrows()
+                             if isinstance(b["n_stars"], (list, np.ndarray)) and len(b["n_stars"])}
+    return out
+
+
+def against(report: dict, reference: dict[float, float], key: str) -> tuple[list, list]:
+    """(|log error|, held) of one decision's held-out N_opt against `reference` optima (matched
+    to a held-out budget within 10%)."""
+    errs, holds = [], []
+    for b in report["budgets"]:
+        if key not in b:
+            continue
+        ref = [v for c, v in reference.items() if abs(np.log(c / b["budget_flops"])) < 0.1]
+        if ref:
+            errs.append(abs(np.log(b[key]["N_opt"] / ref[0])))
+            if b[key]["q05"] is not None:
+                holds.append(b[key]["q05"] <= ref[0] <= b[key]["q95"])
+    return errs, holds
+
+
 def row(label: str, report: dict, seconds: float) -> str:
     out = f"{label:<18}{report['n_held_out_budgets']:>5}"
     for _, key in DECISIONS:
@@ -76,6 +103,8 @@ def main():
     print(f"chinchilla fitted ({args.method}) to the lower {1 - args.frac:.2f} of budgets; N_opt vs the sweep's optimum")
     print(head + f"{'fit':>8}{'time':>8}", flush=True)
     pooled = {key: ([], []) for _, key in DECISIONS}
+    n_stars = porian_n_stars(args.pickle) if args.pickle else {}
+    versus = {}
     for label, table in cases:
         start = time.perf_counter()
         r = allocation_backtest(table, "chinchilla", by="params*tokens_seen", frac=args.frac, **options)
@@ -86,17 +115,31 @@ def main():
                     pooled[key][0].append(b[key]["abs_log_error"])
                     if b[key]["holds"] is not None:
                         pooled[key][1].append(b[key]["holds"])
+        if label in n_stars:
+            versus[label] = {key: against(r, n_stars[label], key) for _, key in DECISIONS}
         if args.per_budget:
             for b in r["budgets"]:
                 if b["sweep"]["interior"]:
                     print(f"    {b['budget_flops']:9.3g} n* {b['sweep']['n_opt']:.3g}  " + "  ".join(
-                        f"{name} {b[key]['N_opt']:.3g} ({b[key]['log_error']:+.2f})" for name, key in DECISIONS if key in b))
+                        f"{name} {b[key]['N_opt']:.3g}" + ("" if b[key]["q05"] is None else
+                                                            f" [{b[key]['q05']:.3g}, {b[key]['q95']:.3g}]")
+                        + f" ({b[key]['log_error']:+.2f})" for name, key in DECISIONS if key in b))
     line = f"{'all':<18}{len(pooled['law'][0]):>5}"
     for _, key in DECISIONS:
         errs, holds = pooled[key]
         h = f"{sum(holds)}/{len(holds)}" if holds else "-"
         line += f"{np.mean(errs):>8.3f}{h:>6}{'':>10}" if errs else f"{'-':>24}"
     print(line)
+    if versus:
+        print("against Porian et al.'s own optima (median of their bootstrap n_stars) instead of the parabola's:")
+        for label in list(versus) + ["all"]:
+            line = f"{label:<18}{'':>5}"
+            for _, key in DECISIONS:
+                errs = sum((versus[t][key][0] for t in versus), []) if label == "all" else versus[label][key][0]
+                holds = sum((versus[t][key][1] for t in versus), []) if label == "all" else versus[label][key][1]
+                h = f"{sum(holds)}/{len(holds)}" if holds else "-"
+                line += f"{np.mean(errs):>8.3f}{h:>6}{'':>10}" if errs else f"{'-':>24}"
+            print(line)
 
 
 if __name__ == "__main__":
