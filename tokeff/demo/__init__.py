@@ -1,6 +1,6 @@
 """The embedded demo: the seed paper's experiment on one CPU, checking its own prediction.
 
-1. a sweep (configs/demo.py) of a real model fine-tuned with the Lagasse et al. strategies
+1. a sweep (tokeff/demo/configs/demo.py) of a real model fine-tuned with the Lagasse et al. strategies
    under FLOP budgets, every run scored on the same held-out questions (answer-token loss and
    cloze accuracy); it is a `tokeff sweep` in RUN/sweep, so a rerun resumes;
 2. the prediction check (`tokeff.demo.prediction`): the loss and accuracy laws fitted to the
@@ -20,17 +20,13 @@ import time
 from tokeff import results, sweep
 from tokeff.io import write_json, write_text
 
-DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                              "configs", "demo.py")
-
-
 def run_demo(config_path: str | None, overrides: list[str], workdir: str) -> int:
-    from tokeff.config_schemas import load_demo_config
+    from tokeff.demo.config import load_demo_config
     from tokeff.demo import analysis, prediction
     from tokeff.errors import UserError
     from tokeff.cache import enable_compilation_cache
 
-    config = load_demo_config(config_path or DEFAULT_CONFIG, overrides)
+    config = load_demo_config(config_path, overrides)
     started = time.time()
     enable_compilation_cache()
     budgets = sorted(float(b) for b in config.grid.budgets)
