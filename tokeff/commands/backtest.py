@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tokeff.commands.fit import fit_options
+    from tokeff.commands.fit import fit_settings
     from tokeff.devices import split_cpu_for_chains
     from tokeff.io import claim_output_dir, output_dir, write_json
 
@@ -36,11 +36,13 @@ def run(args: argparse.Namespace) -> int:
     from tokeff.laws.forms import import_form_modules
 
     import_form_modules(args.module)
-    options = fit_options(args)
+    from tokeff.laws.data import parse_mapping
+
+    settings, mapping = fit_settings(args), parse_mapping(args.map)
     if args.decision == "frontier":
-        return _run_frontier(args, options)
-    report = backtest(args.data, args.form, by=args.by, frac=args.frac, cuts=args.cuts, group=args.group,
-                      progress=True, **options)
+        return _run_frontier(args, settings, mapping)
+    report = backtest(args.data, args.form, settings, by=args.by, frac=args.frac, cuts=args.cuts,
+                      group=args.group, mapping=mapping, target=args.target, progress=True)
     with output_dir(args.out, "backtest", force=args.force) as tmp:
         write_json(os.path.join(tmp, "backtest.json"), report)
         if not args.no_plots:
@@ -68,11 +70,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_frontier(args: argparse.Namespace, options: dict) -> int:
+def _run_frontier(args: argparse.Namespace, settings, mapping: dict) -> int:
     from tokeff.decide.allocation_backtest import allocation_backtest, format_report, plot
     from tokeff.io import output_dir, write_json
 
-    report = allocation_backtest(args.data, args.form, by=args.by, frac=args.frac, **options)
+    report = allocation_backtest(args.data, args.form, settings, by=args.by, frac=args.frac, mapping=mapping,
+                                 target=args.target)
     with output_dir(args.out, "backtest", force=args.force) as tmp:
         write_json(os.path.join(tmp, "backtest.json"), report)
         if not args.no_plots:

@@ -66,27 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from tokeff.laws.diagnostics import format_diagnostics
     from tokeff.laws.fit import fit
 
-    priors = parse_mapping(args.prior, "--prior", "PARAM=SPEC")
-    result = fit(
-        args.data,
-        args.form,
-        method=args.method,
-        mapping=parse_mapping(args.map),
-        target=args.target,
-        priors=priors,
-        likelihood=args.likelihood,
-        discrepancy=args.discrepancy,
-        chance=args.chance,
-        chains=args.chains,
-        draws=args.draws,
-        warmup=args.warmup,
-        seed=args.seed,
-        target_accept=args.target_accept,
-        init=args.init,
-        bootstrap=args.bootstrap,
-        drop_invalid=args.drop_invalid,
-        exclude=not args.no_exclude,
-    )
+    result = fit(args.data, args.form, fit_settings(args), mapping=parse_mapping(args.map), target=args.target)
     path = result.save(args.out, plots=not args.no_plots, force=args.force)
     s = result.summary
     print(f"{s['form']} ({s['method']}) on {s['n_points']} points in {s['wall_seconds']:.1f} s -> {path}")
@@ -102,15 +82,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def fit_options(args: argparse.Namespace) -> dict:
-    """The keyword arguments of `tokeff.laws.fit.fit` given by the flags above (for commands,
-    like backtest, that fit as `tokeff fit` would)."""
+def fit_settings(args: argparse.Namespace):
+    """The `tokeff.laws.settings.FitSettings` the flags above give (for `tokeff fit` and for
+    commands, like backtest, that fit as it would)."""
     from tokeff.laws.data import parse_mapping
+    from tokeff.laws.settings import FitSettings
 
-    return {
-        "method": args.method, "mapping": parse_mapping(args.map), "target": args.target,
-        "priors": parse_mapping(args.prior), "likelihood": args.likelihood, "discrepancy": args.discrepancy, "chance": args.chance,
-        "chains": args.chains, "draws": args.draws, "warmup": args.warmup, "seed": args.seed,
-        "target_accept": args.target_accept, "init": args.init, "bootstrap": args.bootstrap, "drop_invalid": args.drop_invalid,
-        "exclude": not args.no_exclude,
-    }
+    return FitSettings(
+        method=args.method, likelihood=args.likelihood, discrepancy=args.discrepancy, chains=args.chains,
+        draws=args.draws, warmup=args.warmup, seed=args.seed, target_accept=args.target_accept, init=args.init,
+        bootstrap=args.bootstrap, priors=parse_mapping(args.prior, "--prior", "PARAM=SPEC"), chance=args.chance,
+        exclude=not args.no_exclude, drop_invalid=args.drop_invalid)

@@ -8,6 +8,7 @@ range is reported with its extrapolation factor: laws are least trustworthy exac
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Mapping
 
@@ -100,8 +101,8 @@ def allocate_fit(fit, budget: float, space: OptionSpace | None = None, *, fronti
     else:
         if space is None or not space.models:
             raise UserError(f"models: form {form.name} chooses among models; give candidates (--models)")
-        result = allocate_finetuning(form, fit.samples, budget, space, columns=fit.data.columns,
-                                     chance=fit.likelihood.chance, miss=fit.discrepancy_sd)
+        result = allocate_finetuning(functools.partial(fit.predictive, kind="new_run"), form.target, budget, space,
+                                     columns=fit.data.columns)
         best = Option(**{k: result["decision"][k] for k in
                          ("model", "n_examples", "avg_tokens", "epochs", "flops", "strategy")})
         chosen = {k: float(v[0]) for k, v in option_inputs([best], fit.data.columns).items()}

@@ -40,14 +40,10 @@ def load_demo_config(path: str | None, overrides: Sequence[str] = ()) -> ml_coll
 
 def check_demo_config(config: ml_collections.ConfigDict) -> None:
     """Refuse, in one line naming the key, demo values no fit, check or allocation can use."""
-    fit, check = config.fit, config.check
-    for key in ("chains", "draws", "warmup"):
-        if fit[key] <= 0:
-            raise UserError(f"config.fit.{key}: must be positive, got {fit[key]}")
-    if not 0.0 < fit.target_accept < 1.0:
-        raise UserError(f"config.fit.target_accept: must be in (0, 1), got {fit.target_accept}")
-    if not 0.0 <= fit.chance < 1.0:
-        raise UserError(f"config.fit.chance: must be in [0, 1), got {fit.chance}")
+    from tokeff.laws.settings import FitSettings
+
+    check = config.check
+    FitSettings.from_dict(config.fit.to_dict(), where="config.fit")  # refuses, naming the key, what no fit can use
     if not 0.0 < check.interval < 1.0:
         raise UserError(f"config.check.interval: must be in (0, 1), got {check.interval}")
     if len(config.grid.budgets) < 3:

@@ -70,15 +70,14 @@ def fit_laws(rows, fit_config, out_dir: str | None = None) -> dict:
     import pandas as pd
 
     from tokeff.laws.fit import fit
+    from tokeff.laws.settings import FitSettings
 
     table = pd.DataFrame(rows)
+    settings = FitSettings.from_dict(fit_config.to_dict(), where="config.fit")
     fits = {}
     for target, form in (("loss", LOSS_FORM), ("accuracy", ACCURACY_FORM)):
         print(f"fitting {form} to {len(rows)} runs ({fit_config.chains} chains x {fit_config.draws} draws)")
-        fits[target] = fit(table, form, method=fit_config.method, target="eval_loss" if target == "loss" else None,
-                           chains=int(fit_config.chains), draws=int(fit_config.draws),
-                           warmup=int(fit_config.warmup), chance=float(fit_config.chance),
-                           target_accept=float(fit_config.target_accept), seed=0)
+        fits[target] = fit(table, form, settings, target="eval_loss" if target == "loss" else None)
         if out_dir:
             fits[target].save(os.path.join(out_dir, target), force=True)
     return fits
@@ -90,10 +89,10 @@ def predict_top_budget(fits: dict, planned: list[dict], *, n_eval: int, interval
     lo_q, hi_q = (1 - interval) / 2, 1 - (1 - interval) / 2
     inputs = {"N": np.array([p["n_examples"] for p in planned], float),
               "L": np.array([p["avg_tokens"] for p in planned], float)}
-    loss_obs = fits["loss"].predict(inputs, observed=True, seed=1)  # [S, n]
-    loss_mean = fits["loss"].predict(inputs)
-    acc_mean = np.clip(fits["accuracy"].predict(inputs), chance, 1.0)  # a probability, never below chance
-    acc_obs = fits["accuracy"].predict(inputs, observed=True, n_eval=n_eval, seed=2)
+    loss_obs = fits["loss"].predictive(inputs, "observed", seed=1)  # [S, n]
+    loss_mean = fits["loss"].predictive(inputs, "mean")
+    acc_mean = fits["accuracy"].predictive(inputs, "mean")  # a probability, clipped to above chance
+    acc_obs = fits["accuracy"].predictive(inputs, "observed", n_eval=n_eval, seed=2)
 
     def quantiles(draws):
         q = np.quantile(draws, [lo_q, 0.5, hi_q], axis=0)
