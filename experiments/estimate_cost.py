@@ -14,7 +14,7 @@ not fit the device (its memory from the device when run on it, else --device's d
 --device-memory-gib) fails here, in one line, before anything is launched.
 
     python experiments/estimate_cost.py --config configs/tpu_sweep_lagasse.py --device v5e --mfu 0.35
-    python experiments/estimate_cost.py --config configs/demo.py:gpu --device h100 --memory
+    python experiments/estimate_cost.py --config tokeff/demo/configs/demo.py:gpu --device h100 --memory
 """
 
 from __future__ import annotations
