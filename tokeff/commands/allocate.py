@@ -16,6 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", required=True, help="training FLOPs to allocate, e.g. 1e18")
     parser.add_argument("--out", help="where allocation.json and the plot go (default: FIT_DIR)")
     parser.add_argument("--force", action="store_true", help="allocate even if the fit's diagnostics are not ok")
+    parser.add_argument("--frontier", choices=["auto", "law"], default="auto",
+                        help="pretraining: auto carries the law's frontier to the isoFLOP optima the fit data shows"
+                             " (when it is a sweep); law: the law's parameters alone")
     add_option_space_arguments(parser)
 
 
@@ -30,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or args.fit_dir
     fit = load_checked_fit(args.fit_dir, force=args.force)  # a bad FIT_DIR is named as such, not as --out
     claim_output_dir(out, "allocation", allow_existing=True)
-    result = allocate_fit(fit, budget, space)
+    result = allocate_fit(fit, budget, space, frontier_source=args.frontier)
     for w in result["warnings"]:
         print(f"tokeff allocate: warning: {w}", file=sys.stderr)
     plot = "frontier.png" if result["kind"] == "pretraining" else "allocation_budgets.png"

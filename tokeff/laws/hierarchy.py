@@ -42,6 +42,7 @@ from tokeff.laws.model import (
     resolve_likelihood,
 )
 from tokeff.laws.priors import Prior
+from tokeff.laws.settings import FitSettings
 
 # Spread of a pooled parameter between groups, in unconstrained units: median 0.34 (groups' log
 # coefficients ~40% apart), 95% below 1.1.
@@ -435,48 +436,40 @@ def fit_grouped(
     table,
     form: Form | str,
     group: str,
+    settings: FitSettings | None = None,
     *,
     pool: "str | Sequence[str] | None" = None,
-    method: str = "nuts",
     mapping: Mapping[str, str] | None = None,
     target: str | None = None,
-    priors: Mapping[str, str] | None = None,
-    likelihood: str = "auto",
-    chance: float = 0.0,
-    chains: int = 4,
-    draws: int = 1000,
-    warmup: int = 1000,
-    seed: int = 0,
-    target_accept: float = 0.9,
-    laplace_draws: int = 4000,
-    drop_invalid: bool = False,
-    exclude: bool = True,
     progress: bool = False,
+    **overrides,
 ) -> GroupedFit:
-    """Fit `form` per group of `table[group]`, partially pooled (module doc)."""
+    """Fit `form` per group of `table[group]`, partially pooled (module doc), with `settings`
+    (default `FitSettings()`; keyword `overrides` replace single ones). Methods: nuts, map; no
+    discrepancy term, and NUTS starts at the prior medians (every group at the population)."""
     import pandas as pd
 
     from tokeff.laws import diagnostics as diag_lib
 
-    if method not in ("nuts", "map"):
-        raise UserError(f"--method: a grouped fit runs nuts or map, got '{method}'")
+    s = (settings or FitSettings()).replace(**overrides) if overrides else (settings or FitSettings())
+    if s.method not in ("nuts", "map"):
+        raise UserError(f"--method: a grouped fit runs nuts or map, got '{s.method}'")
+    method, chains, draws, warmup, seed = s.method, s.chains, s.draws, s.warmup, s.seed
+    priors = s.prior_overrides
     form = get_form(form) if isinstance(form, str) else form
-    if form.target == "accuracy" and not (priors and form.floor in priors):
-        form = form.above_chance(chance)
+    if form.target == "accuracy" and form.floor not in priors:
+        form = form.above_chance(s.chance)
     form = form.with_priors(priors)
     pooled = parse_pool(pool, form)
-    lik = Likelihood(kind=resolve_likelihood(likelihood, form.target, method), chance=chance)
+    lik = Likelihood(kind=resolve_likelihood(s.likelihood, form.target, method), chance=s.chance)
     if isinstance(table, (str, os.PathLike)):
         table = read_table(os.fspath(table))
     elif not isinstance(table, pd.DataFrame):
         table = pd.DataFrame(table)
     group_column(table, group)  # a missing or single-valued column fails before anything else
-    data = prepare(table, form, mapping=mapping, target=target, drop_invalid=drop_invalid, exclude=exclude,
+    data = prepare(table, form, mapping=mapping, target=target, drop_invalid=s.drop_invalid, exclude=s.exclude,
                    keep=(group,))
     groups = group_column(pd.DataFrame({group: data.extra.pop(group)}), group)
-    for name, value in (("--chains", chains), ("--draws", draws), ("--warmup", warmup)):
-        if value < 1:
-            raise UserError(f"{name}: must be >= 1, got {value}")
 
     start = time.perf_counter()
     model = make_grouped_model(form, lik, len(groups.labels), pooled)
@@ -484,11 +477,10 @@ def fit_grouped(
     sites = kept_sites(form, lik, pooled)
     if method == "nuts":
         posterior, stats = _run_nuts(model, args, chains=chains, draws=draws, warmup=warmup, seed=seed,
-                                     target_accept=target_accept, progress=progress)
-        settings = {"chains": chains, "draws": draws, "warmup": warmup, "target_accept": target_accept}
+                                     target_accept=s.target_accept, progress=progress)
     else:
-        posterior, opt = _run_map(model, args, draws=laplace_draws, seed=seed)
-        stats, settings = None, {"laplace_draws": laplace_draws}
+        posterior, opt = _run_map(model, args, draws=s.laplace_draws, seed=seed)
+        stats = None
     idata = _inference_data(posterior, stats, sites, groups)
     if method == "nuts":
         diagnostics = diag_lib.nuts_diagnostics(idata, list(sites))
@@ -499,7 +491,7 @@ def fit_grouped(
         v = idata.posterior[k].values
         samples[k] = v.reshape(v.shape[0] * v.shape[1], *v.shape[2:])
     summary = _summary(form, method, lik, data, groups, pooled, idata, samples, diagnostics,
-                       {"seed": seed, **settings})
+                       s.replace(discrepancy="none").as_dict())
     summary["wall_seconds"] = time.perf_counter() - start
     return GroupedFit(form, method, lik, data, groups, pooled, samples, idata, summary)
 

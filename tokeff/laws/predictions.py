@@ -141,12 +141,7 @@ def predict_points(fit, inputs: Mapping[str, np.ndarray], *, group_values: Seque
 
 def _draws(fit, inputs, kind, *, n_eval=None, seed=0, **kw) -> np.ndarray:
     """[P, O] draws from the fit's predictive of `kind`."""
-    if hasattr(fit, "predictive"):
-        return np.asarray(fit.predictive(inputs, kind, n_eval=n_eval, seed=seed, **kw), np.float64)
-    # An ungrouped fit without `predictive`: its predict gives the mean and a new observation.
-    if kind == "observed":
-        return np.asarray(fit.predict(inputs, observed=True, n_eval=n_eval, seed=seed), np.float64)
-    return np.asarray(fit.predict(inputs), np.float64)
+    return np.asarray(fit.predictive(inputs, kind, n_eval=n_eval, seed=seed, **kw), np.float64)
 
 
 def format_predictions(p: Predictions, *, shown: int = 40) -> str:
