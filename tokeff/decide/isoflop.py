@@ -63,14 +63,18 @@ class BudgetOptimum:
 
 
 def group_budgets(compute: np.ndarray, rtol: float = BUDGET_RTOL) -> np.ndarray:
-    """Integer labels (0 = smallest) grouping values that sit within `rtol` of their neighbour."""
+    """Integer labels (0 = smallest) grouping values within `rtol` of their group's smallest: a
+    group never spans more than a factor 1 + rtol, however densely values fill the range."""
     compute = np.asarray(compute, np.float64)
     if not (np.isfinite(compute).all() and (compute > 0).all()):
         raise UserError("--by: budgets must be positive and finite")
     order = np.argsort(compute, kind="stable")
-    steps = np.diff(np.log(compute[order])) > np.log1p(rtol)
     labels = np.empty(len(compute), np.int64)
-    labels[order] = np.concatenate([[0], np.cumsum(steps)])
+    label, start = -1, -np.inf
+    for i in order:
+        if compute[i] > start * (1 + rtol):
+            label, start = label + 1, compute[i]
+        labels[i] = label
     return labels
 
 
