@@ -53,7 +53,7 @@ def test_map_laplace_recovers_and_round_trips(table, tmp_path):
     assert loaded.form.name == "test_power_law" and loaded.method == "map"
     np.testing.assert_allclose(loaded.samples["A"], result.samples["A"], rtol=1e-6)
     assert loaded.summary["input_ranges"]["N"] == pytest.approx([table.params.min(), table.params.max()])
-    pred = loaded.predict({"N": [1e8]}, observed=True)
+    pred = loaded.predictive({"N": [1e8]}, "observed")
     assert pred.shape == (len(result.samples["A"]), 1) and np.isfinite(pred).all()
 
 
@@ -62,10 +62,13 @@ def test_nuts_short_chains_recover_with_diagnostics(table):
     diag = result.diagnostics
     assert set(diag) >= {"divergences", "max_r_hat", "min_ess", "ok"}
     assert diag["max_r_hat"] < 1.1  # 2 short chains: loose on purpose
+    settings = result.summary["settings"]
+    assert settings["method"] == "nuts" and settings["draws"] == 200 and settings["chains"] == 2
     # 200 draws may fall short of the ESS threshold: the automatic retry then doubles them, once.
-    assert result.summary["settings"]["draws"] in (200, 400)
+    ran = settings.get("retried", {}).get("draws", 200)
+    assert ran in (200, 400)
     assert result.idata.posterior.sizes["chain"] == 2
-    assert result.samples["alpha"].shape == (2 * result.summary["settings"]["draws"],)
+    assert result.samples["alpha"].shape == (2 * ran,)
     for name, value in TRUE.items():
         assert _inside(result.summary, name, value), (name, result.summary["params"][name])
     assert result.summary["params"]["alpha"]["r_hat"] is not None
@@ -113,7 +116,7 @@ def test_classic_drops_failed_refits_and_reports_their_share_exactly(table, monk
     assert result.samples["A"].shape == (200 - dropped,)
     assert f"dropped {dropped} of 200 bootstrap refits ({100 * dropped / 200:.2g}%)" in diag["note"]
     assert "0.0%" not in diag["note"]
-    pred = result.predict({"N": [1e8, 1e11]}, observed=True)
+    pred = result.predictive({"N": [1e8, 1e11]}, "observed")
     assert np.isfinite(pred).all()
 
 
@@ -125,7 +128,7 @@ def test_classic_with_too_many_failed_refits_is_not_ok(table, monkeypatch):
     diag = result.diagnostics
     assert diag["bootstrap_dropped"] > 10 and not diag["ok"]
     assert any("over 5%" in p for p in diag["problems"])
-    assert np.isfinite(result.predict({"N": [1e8]}, observed=True)).all()
+    assert np.isfinite(result.predictive({"N": [1e8]}, "observed")).all()
 
 
 def test_usable_refits_drops_non_finite_and_overflowing_draws():
@@ -149,11 +152,11 @@ def test_binomial_accuracy_fit_respects_chance():
     result = fit(table, "volume", method="map", mapping={"V": "V"}, chance=0.25)
     # Coefficient and exponents trade off; the law's predictions are what must be right.
     x = {"V": d["V"][:8], "M": d["M"][:8]}
-    mu = result.predict(x)
+    mu = result.predictive(x, "mean")
     true_mu = np.asarray(form.mean(truth, x))
     lo, hi = np.quantile(mu, [0.01, 0.99], axis=0)
     assert ((lo - 0.02 <= true_mu) & (true_mu <= hi + 0.02)).all(), (lo, true_mu, hi)
-    acc = result.predict({"V": [1e5], "M": [5e8]}, observed=True, n_eval=27)
+    acc = result.predictive({"V": [1e5], "M": [5e8]}, "observed", n_eval=27)
     assert ((acc >= 0) & (acc <= 1)).all() and np.allclose(acc * 27, np.round(acc * 27))
 
 

@@ -21,6 +21,7 @@ SUMMARY_KEYS = [
     "avg_tokens", "unique_tokens", "dataset_tokens", "tokens_seen", "epochs", "budget_flops", "budget_tokens",
     "budget_epochs", "flops_used", "steps", "planned_steps", "final_loss", "wall_seconds", "compile_seconds",
     "flops_per_second", "mesh", "devices", "device_kind", "batch_granularity_rows", "selection",
+    "attention", "mfu",
 ]
 EVAL_KEYS = ["method", "accuracy", "stderr", "n", "ci95", "chance", "flops", "loss", "loss_tokens"]
 
@@ -53,6 +54,11 @@ def test_summary_json_keeps_its_keys_and_round_trips(tmp_path):
     back = RunSummary.read(tmp_path / "summary.json")
     assert back.as_dict() == raw and back.completed
     assert RunSummary.read(tmp_path / "missing.json") is None
+    # A summary written before the attention path and the MFU were recorded still reads.
+    del raw["attention"], raw["mfu"]
+    (tmp_path / "old.json").write_text(json.dumps(raw))
+    old = RunSummary.read(tmp_path / "old.json")
+    assert old.attention == "reference" and old.mfu is None
 
 
 def test_eval_json_keeps_its_keys_and_round_trips(tmp_path):

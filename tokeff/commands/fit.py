@@ -7,7 +7,7 @@ import argparse
 HELP = "fit a scaling-law form to a results table (NUTS, MAP/Laplace or the classic Huber/L-BFGS fit)"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser, *, grouped: bool = True) -> None:
     parser.add_argument("data", help="results table (.csv or .jsonl)")
     parser.add_argument("--form", required=True, help="registered form name (e.g. chinchilla, volume)")
     parser.add_argument("--out", required=True,
@@ -48,7 +48,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-exclude", action="store_true",
                         help="keep every row: no exclusion of failed runs (non-finite target) or diverged runs"
                              " (loss above the far-out fence); a non-finite target is then refused")
+    if grouped:
+        add_group_arguments(parser)
     parser.add_argument("--no-plots", action="store_true")
+
+
+def add_group_arguments(parser: argparse.ArgumentParser) -> None:
+    """--group and --pool: hierarchical fits."""
+    parser.add_argument("--group", metavar="COLUMN",
+                        help="hierarchical fit: one law per value of COLUMN (e.g. model), partially pooled"
+                             " through population distributions (nuts or map)")
+    parser.add_argument("--pool", metavar="P1,P2",
+                        help="with --group: the parameters pooled across groups (default: all); the others"
+                             " are one value shared by every group")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,27 +78,14 @@ def run(args: argparse.Namespace) -> int:
     from tokeff.laws.diagnostics import format_diagnostics
     from tokeff.laws.fit import fit
 
-    priors = parse_mapping(args.prior, "--prior", "PARAM=SPEC")
-    result = fit(
-        args.data,
-        args.form,
-        method=args.method,
-        mapping=parse_mapping(args.map),
-        target=args.target,
-        priors=priors,
-        likelihood=args.likelihood,
-        discrepancy=args.discrepancy,
-        chance=args.chance,
-        chains=args.chains,
-        draws=args.draws,
-        warmup=args.warmup,
-        seed=args.seed,
-        target_accept=args.target_accept,
-        init=args.init,
-        bootstrap=args.bootstrap,
-        drop_invalid=args.drop_invalid,
-        exclude=not args.no_exclude,
-    )
+    settings = fit_settings(args)
+    if args.pool is not None and not args.group:
+        from tokeff.errors import UserError
+
+        raise UserError("--pool: needs --group COLUMN")
+    if args.group:
+        return _run_grouped(args, settings)
+    result = fit(args.data, args.form, settings, mapping=parse_mapping(args.map), target=args.target)
     path = result.save(args.out, plots=not args.no_plots, force=args.force)
     s = result.summary
     print(f"{s['form']} ({s['method']}) on {s['n_points']} points in {s['wall_seconds']:.1f} s -> {path}")
@@ -102,15 +101,32 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def fit_options(args: argparse.Namespace) -> dict:
-    """The keyword arguments of `tokeff.laws.fit.fit` given by the flags above (for commands,
-    like backtest, that fit as `tokeff fit` would)."""
-    from tokeff.laws.data import parse_mapping
+def _run_grouped(args: argparse.Namespace, settings) -> int:
+    from tokeff.laws.data import format_exclusions, parse_mapping
+    from tokeff.laws.diagnostics import format_diagnostics
+    from tokeff.laws.hierarchy import fit_grouped, format_grouped
 
-    return {
-        "method": args.method, "mapping": parse_mapping(args.map), "target": args.target,
-        "priors": parse_mapping(args.prior), "likelihood": args.likelihood, "discrepancy": args.discrepancy, "chance": args.chance,
-        "chains": args.chains, "draws": args.draws, "warmup": args.warmup, "seed": args.seed,
-        "target_accept": args.target_accept, "init": args.init, "bootstrap": args.bootstrap, "drop_invalid": args.drop_invalid,
-        "exclude": not args.no_exclude,
-    }
+    result = fit_grouped(args.data, args.form, args.group, settings, pool=args.pool, mapping=parse_mapping(args.map),
+                         target=args.target)
+    path = result.save(args.out, plots=not args.no_plots, force=args.force)
+    s = result.summary
+    print(f"{s['form']} ({s['method']}) per {args.group}: {len(result.groups.labels)} groups, {s['n_points']} points"
+          f" in {s['wall_seconds']:.1f} s -> {path}")
+    if s["excluded"]:
+        print(format_exclusions(s["excluded"], s["columns"]["target"]))
+    print(format_grouped(s))
+    print(format_diagnostics(result.diagnostics))
+    return 0
+
+
+def fit_settings(args: argparse.Namespace):
+    """The `tokeff.laws.settings.FitSettings` the flags above give (for `tokeff fit` and for
+    commands, like backtest, that fit as it would)."""
+    from tokeff.laws.data import parse_mapping
+    from tokeff.laws.settings import FitSettings
+
+    return FitSettings(
+        method=args.method, likelihood=args.likelihood, discrepancy=args.discrepancy, chains=args.chains,
+        draws=args.draws, warmup=args.warmup, seed=args.seed, target_accept=args.target_accept, init=args.init,
+        bootstrap=args.bootstrap, priors=parse_mapping(args.prior, "--prior", "PARAM=SPEC"), chance=args.chance,
+        exclude=not args.no_exclude, drop_invalid=args.drop_invalid)

@@ -8,6 +8,7 @@ range is reported with its extrapolation factor: laws are least trustworthy exac
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Mapping
 
@@ -17,6 +18,7 @@ from tokeff.decide.decision import allocate_finetuning
 from tokeff.decide.frontier import allocate_pretraining, is_pretraining_form
 from tokeff.decide.options import Option, OptionSpace, option_inputs
 from tokeff.errors import UserError
+from tokeff.flops import check_budget
 
 
 def load_checked_fit(fit_dir: str, *, force: bool = False):
@@ -65,8 +67,7 @@ def allocate_fit(fit, budget: float, space: OptionSpace | None = None, *, fronti
     an isoFLOP sweep decides on the law's frontier carried to the sweep's own optima
     (`tokeff.decide.sweep_check`; `frontier_source="law"`: the law's alone)."""
     form = fit.form
-    if budget <= 0 or not np.isfinite(budget):
-        raise UserError(f"budget: must be a positive number of FLOPs, got {budget}")
+    budget = check_budget(budget, "budget")
     if is_pretraining_form(form):
         given = [flag for flag, value in (("--models", space and space.models), ("--lengths-grid", space and space.lengths),
                                           ("--strategies", space and space.strategies),
@@ -100,8 +101,8 @@ def allocate_fit(fit, budget: float, space: OptionSpace | None = None, *, fronti
     else:
         if space is None or not space.models:
             raise UserError(f"models: form {form.name} chooses among models; give candidates (--models)")
-        result = allocate_finetuning(form, fit.samples, budget, space, columns=fit.data.columns,
-                                     chance=fit.likelihood.chance, miss=fit.discrepancy_sd)
+        result = allocate_finetuning(functools.partial(fit.predictive, kind="new_run"), form.target, budget, space,
+                                     columns=fit.data.columns)
         best = Option(**{k: result["decision"][k] for k in
                          ("model", "n_examples", "avg_tokens", "epochs", "flops", "strategy")})
         chosen = {k: float(v[0]) for k, v in option_inputs([best], fit.data.columns).items()}

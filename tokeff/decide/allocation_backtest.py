@@ -30,6 +30,7 @@ from tokeff.decide.isoflop import BUDGET_RTOL, BudgetOptimum, OptimumLine, appro
 from tokeff.errors import UserError
 from tokeff.laws.data import column_values, prepare, read_table
 from tokeff.laws.forms import Form, get_form
+from tokeff.laws.settings import FitSettings
 
 LEVEL = 0.9
 
@@ -54,12 +55,12 @@ def _pooled(budgets: list[dict], key: str) -> dict:
             "median_regret_pct": float(np.median([s["regret_pct"] for s in scored])) if scored else None}
 
 
-def allocation_backtest(table, form: Form | str, *, by: str | None = None, frac: float = 1 / 3,
-                        rtol: float = BUDGET_RTOL, frontier_source: str = "auto", mapping: Mapping[str, str] | None = None,
-                        target: str | None = None, drop_invalid: bool = False, seed: int = 0, **fit_kwargs) -> dict:
+def allocation_backtest(table, form: Form | str, settings: FitSettings | None = None, *, by: str | None = None,
+                        frac: float = 1 / 3, rtol: float = BUDGET_RTOL, frontier_source: str = "auto",
+                        mapping: Mapping[str, str] | None = None, target: str | None = None, **overrides) -> dict:
     """The allocation backtest's report (what backtest.json holds); see the module doc. `by` names
-    the budget (a column or product of columns; default: the runs' compute 6ND); `fit_kwargs` go to
-    `tokeff.laws.fit.fit`."""
+    the budget (a column or product of columns; default: the runs' compute 6ND); the fit runs with
+    `settings` (keyword `overrides` replace single ones, as in `tokeff.laws.fit.fit`)."""
     import pandas as pd
 
     from tokeff.decide.allocation import allocate_fit
@@ -67,7 +68,11 @@ def allocation_backtest(table, form: Form | str, *, by: str | None = None, frac:
     from tokeff.decide.sweep_check import fit_optima
     from tokeff.laws.fit import fit
 
-    form = (get_form(form) if isinstance(form, str) else form).with_priors(fit_kwargs.pop("priors", None))
+    settings = settings or FitSettings()
+    if overrides:
+        settings = settings.replace(**overrides)
+    seed = settings.seed
+    form = (get_form(form) if isinstance(form, str) else form).with_priors(settings.prior_overrides)
     if not is_pretraining_form(form):
         raise UserError(f"--decision: the frontier backtest needs a pretraining loss law over N and D; form {form.name} is not")
     if not 0.0 < frac < 1.0:
@@ -76,8 +81,8 @@ def allocation_backtest(table, form: Form | str, *, by: str | None = None, frac:
     extra = {}
     if by:
         extra["__budget__"] = column_values(frame, by, "--by")
-    data = prepare(frame.assign(**extra), form, mapping=mapping, target=target, drop_invalid=drop_invalid,
-                   exclude=fit_kwargs.pop("exclude", True), keep=tuple(extra))
+    data = prepare(frame.assign(**extra), form, mapping=mapping, target=target, drop_invalid=settings.drop_invalid,
+                   exclude=settings.exclude, keep=tuple(extra))
     n_all, d_all = (np.asarray(data.inputs[k], np.float64) for k in ("N", "D"))
     compute = 6.0 * n_all * d_all
     labels = group_budgets(data.extra["__budget__"] if by else compute, rtol)
@@ -87,7 +92,7 @@ def allocation_backtest(table, form: Form | str, *, by: str | None = None, frac:
         raise UserError(f"--frac: {n_groups} budget(s) found (--by {by or '6ND'}); holding out the top {frac:g} "
                         "needs at least 1 held out and 3 fitted")
     fit_rows = np.flatnonzero(labels < n_groups - n_held)
-    result = fit(data.take(fit_rows), form, seed=seed, **fit_kwargs)
+    result = fit(data.take(fit_rows), form, settings)
     fitted_optima = [o for o in fit_optima(result, seed=seed) if o.interior]
     line_a2 = approach2(fitted_optima) if len(fitted_optima) >= 3 else None
     bayes_line = OptimumLine.fit(fitted_optima, seed=seed) if len(fitted_optima) >= 3 else None
@@ -116,7 +121,7 @@ def allocation_backtest(table, form: Form | str, *, by: str | None = None, frac:
         budgets.append(entry)
     keys = ["tokeff", "law"] + (["approach2", "approach2_bayes"] if line_a2 is not None else [])
     return {"decision": "frontier", "form": form.name, "by": by or "6ND", "frac": frac, "rtol": rtol,
-            "method": fit_kwargs.get("method", "nuts"), "n_rows": data.n_points, "n_fit": int(len(fit_rows)),
+            "method": settings.method, "n_rows": data.n_points, "n_fit": int(len(fit_rows)),
             "n_budgets": n_groups, "n_held_out_budgets": n_held, "fit_max_budget": float(compute[fit_rows].max()),
             "fit_ok": bool(result.diagnostics["ok"]), "diagnostics_problems": result.diagnostics["problems"],
             "fitted_optima": [o.as_dict() for o in fitted_optima],

@@ -3,7 +3,7 @@
 In-sample diagnostics and SBC say whether the sampler is right for the model; only held-out runs say
 whether the model's intervals hold where a user extrapolates. For each cut the rows below it are
 fitted with the very `fit` a user would run, and the rows above are predicted as *new observations*
-(`Fit.predict(observed=True)`: noise and any discrepancy term included). One cut puts the top
+(`Fit.predictive(kind="observed")`: noise and any discrepancy term included). One cut puts the top
 `frac` of rows aside; `cuts=K` rolls K origins through that top fraction, each fit predicting the
 block up to the next origin. A cut never splits rows that tie on the ordering (`between_ties`).
 Scores, pooled over cuts:
@@ -29,6 +29,7 @@ from tokeff.errors import UserError
 from tokeff.laws.data import FitData, column_values, cut_between_ties, prepare, read_table
 from tokeff.laws.forms import Form, get_form
 from tokeff.laws import scores as scores_lib
+from tokeff.laws.settings import FitSettings
 
 LEVELS = (0.5, 0.8, 0.9)
 BUDGET_COLUMN = "budget"
@@ -80,6 +81,7 @@ def _pairwise_order_accuracy(pred: np.ndarray, obs: np.ndarray) -> tuple[int, in
 def backtest(
     table,
     form: Form | str,
+    settings: FitSettings | None = None,
     *,
     by: str,
     frac: float = 0.33,
@@ -87,20 +89,22 @@ def backtest(
     group: str | None = None,
     mapping: Mapping[str, str] | None = None,
     target: str | None = None,
-    drop_invalid: bool = False,
-    seed: int = 0,
     progress: bool = False,
-    **fit_kwargs,
+    **overrides,
 ) -> dict:
-    """Backtest `form` on `table` ordered by the column expression `by` (e.g. `params*tokens`);
-    `fit_kwargs` go to `tokeff.laws.fit.fit` (method, likelihood, priors, chains, ...).
+    """Backtest `form` on `table` ordered by the column expression `by` (e.g. `params*tokens`),
+    each cut fitted with `settings` (keyword `overrides` replace single ones, as in
+    `tokeff.laws.fit.fit`); cut i fits and predicts with seed `settings.seed + i`.
     Returns the report (what backtest.json holds) and, under "cuts", the per-cut results."""
     import pandas as pd
     from tqdm.auto import tqdm
 
     from tokeff.laws.fit import fit
 
-    form = (get_form(form) if isinstance(form, str) else form).with_priors(fit_kwargs.pop("priors", None))
+    settings = settings or FitSettings()
+    if overrides:
+        settings = settings.replace(**overrides)
+    form = (get_form(form) if isinstance(form, str) else form).with_priors(settings.prior_overrides)
     frame = read_table(os.fspath(table)) if isinstance(table, (str, os.PathLike)) else pd.DataFrame(table)
     order_by = column_values(frame, by, "--by")
     group_expr = group or (BUDGET_COLUMN if BUDGET_COLUMN in frame.columns else None)
@@ -111,13 +115,13 @@ def backtest(
         groups = frame[group_expr].astype(str).to_numpy()
     finite = np.isfinite(order_by)
     if not finite.all():
-        if not drop_invalid:
+        if not settings.drop_invalid:
             raise UserError(f"--by: {int((~finite).sum())} row(s) with NaN/inf in '{by}'; fix them or pass --drop-invalid")
     frame = frame.assign(__order__=order_by, __group__=groups if groups is not None else "")[finite]
     # The exclusion rule applies to the whole table, once, as `tokeff fit` would apply it
     # (`--no-exclude` keeps every row); the cuts' fits then take rows of `data` as they are.
-    data = prepare(frame, form, mapping=mapping, target=target, drop_invalid=drop_invalid,
-                   exclude=fit_kwargs.pop("exclude", True), keep=("__order__", "__group__"))
+    data = prepare(frame, form, mapping=mapping, target=target, drop_invalid=settings.drop_invalid,
+                   exclude=settings.exclude, keep=("__order__", "__group__"))
     rows = np.argsort(data.extra["__order__"], kind="stable")
     n_needed = len(form.params) + 2
     plan = between_ties(origins(data.n_points, frac=frac, cuts=cuts), data.extra["__order__"][rows])
@@ -129,14 +133,16 @@ def backtest(
     results = []
     for i, (n_fit, end) in enumerate(tqdm(plan, desc=f"backtest {form.name}", disable=not progress or len(plan) == 1)):
         fit_rows, held_rows = rows[:n_fit], rows[n_fit:end]
-        result = fit(data.take(fit_rows), form, seed=seed + i, **fit_kwargs)
+        seed = settings.seed + i
+        result = fit(data.take(fit_rows), form, settings.replace(seed=seed))
         held = data.take(held_rows)
-        draws = result.predict(held.inputs, observed=True, n_eval=held.n_eval, seed=seed + i)
+        draws = result.predictive(held.inputs, "observed", n_eval=held.n_eval, seed=seed)
         results.append(Cut(fit_rows, held_rows, draws, result.diagnostics))
-    return summarise(form, data, results, by=by, group=group_expr, fit_kwargs=fit_kwargs)
+    return summarise(form, data, results, by=by, group=group_expr, settings=settings)
 
 
-def summarise(form: Form, data: FitData, cuts: list[Cut], *, by: str, group: str | None, fit_kwargs: dict) -> dict:
+def summarise(form: Form, data: FitData, cuts: list[Cut], *, by: str, group: str | None,
+              settings: FitSettings) -> dict:
     """The backtest report: coverage per level, errors, decision accuracy, and one entry per cut."""
     held = np.concatenate([c.held_rows for c in cuts])
     y = data.y[held]
@@ -180,8 +186,9 @@ def summarise(form: Form, data: FitData, cuts: list[Cut], *, by: str, group: str
         "target": form.target,
         "by": by,
         "group": group,
-        "method": fit_kwargs.get("method", "nuts"),
-        "likelihood": fit_kwargs.get("likelihood"),
+        "method": settings.method,
+        "likelihood": settings.likelihood,
+        "settings": settings.as_dict(),
         "n_rows": data.n_points,
         "columns": dict(data.columns),
         "excluded": list(data.excluded),  # rows the exclusion rule left out (`tokeff.laws.data`)

@@ -208,7 +208,7 @@ def usable_refits(form: Form, samples: dict, objective: np.ndarray, inputs: dict
     """[B] bool: the refits to keep (see `MAX_DROPPED_SHARE`): a finite objective, finite parameters
     and sigma, and a finite law at the fitted inputs, at `PROBE_FACTOR` times them and at
     1 / `PROBE_FACTOR` times them (an extrapolation must not overflow either)."""
-    from tokeff.laws.model import predict_mean
+    from tokeff.laws.model import Likelihood, predictive
 
     keep = np.isfinite(objective)
     for v in samples.values():
@@ -216,7 +216,7 @@ def usable_refits(form: Form, samples: dict, objective: np.ndarray, inputs: dict
     x = {k: np.asarray(v, np.float64) for k, v in inputs.items()}
     safe = {k: np.where(keep, v, 1.0) for k, v in samples.items()}  # a NaN draw must not poison its neighbours' check
     for factor in (1.0, PROBE_FACTOR, 1.0 / PROBE_FACTOR):
-        mean = predict_mean(form, safe, {k: v * factor for k, v in x.items()})
+        mean = predictive(form, Likelihood(), safe, {k: v * factor for k, v in x.items()}, "mean")
         keep &= np.isfinite(mean).all(axis=1) & (mean > 0).all(axis=1)
     return keep
 

@@ -111,9 +111,7 @@ def read_table(path: str):
     ext = os.path.splitext(path)[1].lower()
     try:
         if os.path.isdir(path):
-            from tokeff.sweep import sweep_rows
-
-            frame = _results_frame(sweep_rows(path))
+            frame = _results_frame(results.sweep_rows(path))
         elif ext not in (".csv", ".jsonl", ".ndjson", ".json"):
             raise UserError(f"data: unsupported file type '{ext}' for {path} (use .csv or .jsonl)")
         elif ext != ".json" and _is_results_table(path, ext):

@@ -337,6 +337,9 @@ def row_metrics(summary: RunSummary, evaluation: EvalResult, config: ml_collecti
             "final_train_loss": summary.final_loss,
             "train_wall_seconds": summary.wall_seconds,
             "flops_per_second": flops_per_second,
+            # measured model FLOPs utilisation (None on CPUs): experiments/estimate_cost.py --measured
+            "mfu": summary.mfu,
+            "attention": summary.attention,
             "device_kind": summary.device_kind,
             "devices": summary.devices,
             "dataset_tokens": summary.dataset_tokens,

@@ -148,6 +148,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, resources: Resources
 
     from tokeff.data.batching import BatchStream
     from tokeff.train.checkpoint import Checkpoints
+    from tokeff.models.config import attention_path
     from tokeff.train.mesh import batch_shards
     from tokeff.train.metrics import MetricsLog, device_peak_flops, truncate_metrics
 
@@ -163,7 +164,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str, resources: Resources
     budget = Budget(flops=int(config.budget.flops), tokens=int(config.budget.tokens),
                     epochs=int(config.budget.epochs))
     loaded = resources.model(config)
-    model_cfg = loaded.config
+    # "auto" attention becomes the path this mesh's devices run: the model traces it and the
+    # FLOP account of record charges it (tokeff.models.attention).
+    model_cfg = loaded.config.replace(attention=attention_path(
+        loaded.config.attention, loaded.config.dtype, mesh.devices.flat[0].platform))
     training_set = resources.training_set(config, loaded)
     example_tokens = training_set.lengths
     stream = BatchStream(training_set.examples, model_cfg, batch_size=int(config.batch_size),
@@ -245,6 +249,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, resources: Resources
         device_kind=mesh.devices.flat[0].device_kind,
         batch_granularity_rows=shards,
         selection=selection,
+        attention=model_cfg.attention,
+        mfu=spent.flops / loop_seconds / (peak * mesh.size) if peak and loop_seconds > 0 else None,
     )
     if status == "completed" and resources.save_final and writer:
         summary.write(summary_path)
@@ -409,7 +415,7 @@ def load_for_training(config: ml_collections.ConfigDict):
     from tokeff.models.load import load_model
 
     def load():
-        return load_model(config.model, dtype=config.dtype, seed=int(config.seed))
+        return load_model(config.model, dtype=config.dtype, seed=int(config.seed), attention=config.attention)
 
     if not is_preset(config.model):
         return load()

@@ -50,6 +50,9 @@ class RunSummary:
     device_kind: str
     batch_granularity_rows: int  # a batch's rows are a multiple of this (the mesh's batch shards)
     selection: dict[str, Any]  # the data selection's own record (tokeff.train.dataset)
+    # Fields with defaults: a summary.json written before they existed still reads.
+    attention: str = "reference"  # the attention path that ran (tokeff.models.attention)
+    mfu: float | None = None  # flops_per_second over the devices' peak (None where unknown: CPUs)
 
     @property
     def completed(self) -> bool:
@@ -63,13 +66,14 @@ class RunSummary:
     def from_dict(cls, data: dict[str, Any], *, source: str = "summary") -> RunSummary:
         """The record of a `summary.json` object; a missing or unknown key is a UserError."""
         names = [f.name for f in dataclasses.fields(cls)]
-        missing = [n for n in names if n not in data]
+        required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING]
+        missing = [n for n in required if n not in data]
         if missing:
             raise UserError(f"{source}: missing field {missing[0]!r} (not a tokeff run summary?)")
         unknown = sorted(set(data) - set(names))
         if unknown:
             raise UserError(f"{source}: unknown field {unknown[0]!r}")
-        return cls(**{n: data[n] for n in names})
+        return cls(**{n: data[n] for n in names if n in data})
 
     def write(self, path: str | os.PathLike) -> None:
         """Write `summary.json` atomically."""
