@@ -67,6 +67,7 @@ def stacked(kaplan_sweep):
     return stacking.fit_stacked(kaplan_sweep, "chinchilla,kaplan", method="map", discrepancy="none", laplace_draws=400)
 
 
+@pytest.mark.slow
 def test_a_kaplan_truth_gives_kaplan_most_of_the_weight(stacked):
     w = stacked.summary["weights"]
     assert sum(w.values()) == pytest.approx(1.0)
@@ -75,6 +76,7 @@ def test_a_kaplan_truth_gives_kaplan_most_of_the_weight(stacked):
     assert stacked.diagnostics["ok"] and stacked.diagnostics["weights"] == w
 
 
+@pytest.mark.slow
 def test_the_stacked_predictive_mixes_members_by_weight_and_round_trips(stacked, tmp_path):
     x = {"N": np.array([1e9, 3e9]), "D": np.array([2e10, 6e10])}
     draws = stacked.predictive(x, "mean", seed=0)
