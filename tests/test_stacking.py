@@ -91,3 +91,23 @@ def test_the_stacked_predictive_mixes_members_by_weight_and_round_trips(stacked,
     assert isinstance(loaded, stacking.StackedFit) and loaded.forms == ["chinchilla", "kaplan"]
     np.testing.assert_allclose(loaded.weights, stacked.weights)
     np.testing.assert_allclose(loaded.predictive(x, "mean", seed=0), draws, rtol=1e-5)
+
+
+@pytest.mark.parametrize("form, message", [
+    ("chinchilla,volume", "--form: stacked forms must share inputs"),
+    ("chinchilla,chinchilla", "--form: a stack needs two or more different forms"),
+])
+def test_cli_fit_refuses_a_bad_stack_and_writes_nothing(kaplan_sweep, tmp_path, capsys, form, message):
+    import os
+
+    import pandas as pd
+
+    from tokeff.cli import main
+
+    path = tmp_path / "runs.csv"
+    pd.DataFrame(kaplan_sweep).to_csv(path, index=False)
+    out = tmp_path / "fit"
+    assert main(["fit", str(path), "--form", form, "--method", "map", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not os.path.exists(out)
