@@ -26,6 +26,7 @@ COMMANDS = [
     "sweep",
     "fit",
     "compare",
+    "predict",
     "backtest",
     "allocate",
     "propose",

@@ -31,7 +31,8 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from tokeff.decide.frontier import frontier, is_pretraining_form
+from tokeff.decide.frontier import is_pretraining_form
+from tokeff.decide.sweep_check import fit_frontier
 from tokeff.decide.decision import decide_at
 from tokeff.decide.options import Option, OptionSpace, example_flops, option_inputs, strategy_options
 from tokeff.decide.summaries import normalized_weights
@@ -269,7 +270,8 @@ def propose(fit, cands: list[tuple[Option, int]], space: OptionSpace, budget: fl
     form, samples = fit.form, fit.samples
     # The decision the runs should inform, and its uncertainty U(weights).
     if is_pretraining_form(form):
-        n_PxO, _ = frontier(form, samples, np.array([budget]))
+        # The N_opt draws `allocate` decides on (the law's, carried to a sweep's optima when the fit has one).
+        n_PxO = fit_frontier(fit, np.array([budget])).n_opt
         uncertainty = interval_width(np.log10(n_PxO[:, 0]))
         measure = "90%-interval width of log10 N_opt"
     else:

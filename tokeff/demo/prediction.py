@@ -79,7 +79,7 @@ def fit_laws(rows, fit_config, out_dir: str | None = None) -> dict:
         print(f"fitting {form} to {len(rows)} runs ({fit_config.chains} chains x {fit_config.draws} draws)")
         fits[target] = fit(table, form, settings, target="eval_loss" if target == "loss" else None)
         if out_dir:
-            fits[target].save(os.path.join(out_dir, target), force=True)
+            fits[target].save(os.path.join(out_dir, target), plots=False, force=True)  # the notebooks plot
     return fits
 
 
@@ -159,6 +159,48 @@ def check_predictions(predictions: dict, rows) -> dict:
         "predicted_best": predictions["predicted_best"],
         "best_agrees": predictions["predicted_best"] == ordered[0],
     }
+
+
+def predict_and_write(config, lower_rows, path: str, fits_dir: str | None = None) -> dict:
+    """Fit the laws to the runs below the top budget (saved under `fits_dir`/loss and /accuracy),
+    predict every top-budget run, and write `predictions.json` at `path` (before any top-budget
+    run is scored)."""
+    from tokeff.io import write_json
+
+    budgets = sorted(float(b) for b in config.grid.budgets)
+    top_points = [p for p in sweep.grid_points(config) if p.budget_flops == budgets[-1]]
+    fits = fit_laws(lower_rows, config.fit, fits_dir)
+    predictions = predict_top_budget(
+        fits, planned_inputs(config, top_points), n_eval=int(lower_rows[0]["n_eval"]),
+        interval=float(config.check.interval), chance=float(config.fit.chance), fitted_budgets=budgets[:-1])
+    write_json(path, predictions)
+    return predictions
+
+
+def read_predictions(path: str, config) -> dict | None:
+    """The `predictions.json` an earlier run of this demo wrote at `path` (None if there is none);
+    one written for another grid is refused."""
+    import json
+
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        predictions = json.load(f)
+    top = max(float(b) for b in config.grid.budgets)
+    wanted = sorted(p.run_id for p in sweep.grid_points(config) if p.budget_flops == top)
+    if sorted(p["run_id"] for p in predictions["points"]) != wanted:
+        raise UserError(f"{path}: written for another grid; use a new --workdir")
+    return predictions
+
+
+def check_and_plot(predictions: dict, rows, workdir: str) -> dict:
+    """`check_predictions`, written to `prediction_check.json` and plotted to `prediction_check.png`."""
+    from tokeff.io import write_json
+
+    check = check_predictions(predictions, rows)
+    write_json(os.path.join(workdir, "prediction_check.json"), check)
+    plot_check(check, os.path.join(workdir, "prediction_check.png"))
+    return check
 
 
 def format_check(predictions: dict, check: dict) -> str:
