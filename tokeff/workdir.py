@@ -20,7 +20,7 @@ import os
 from collections.abc import Iterator
 
 from tokeff.errors import UserError
-from tokeff.io import DiskFullError, check_writable_dir
+from tokeff.io import DiskFullError, check_writable_dir, is_remote
 
 LOCK_NAME = ".tokeff-lock"
 
@@ -32,7 +32,7 @@ def workdir_lock(path: str | os.PathLike, *, field: str = "--workdir") -> Iterat
     Raises UserError when another live process holds it, or when `path` cannot be a workdir.
     """
     path = os.fspath(path)
-    if "://" in path:
+    if is_remote(path):
         yield path
         return
     path = check_writable_dir(path, field)

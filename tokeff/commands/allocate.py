@@ -24,11 +24,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tokeff.decide.allocation import allocate_fit, format_table, load_checked_fit
-    from tokeff.decide.options import positive_float
+    from tokeff.decide.options import parse_flops
     from tokeff.decide.plots import plot_budget_sweep, plot_frontier
     from tokeff.io import claim_output_dir, output_dir, write_json
 
-    budget = positive_float(args.budget, "--budget")
+    budget = parse_flops(args.budget, "--budget")
     space = option_space_from_args(args)
     out = args.out or args.fit_dir
     fit = load_checked_fit(args.fit_dir, force=args.force)  # a bad FIT_DIR is named as such, not as --out

@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tokeff.decide.allocation import load_checked_fit
-    from tokeff.decide.options import positive_float
+    from tokeff.decide.options import parse_flops
     from tokeff.decide.proposals import candidates, format_proposals, propose
     from tokeff.io import claim_output_dir, output_dir, write_json
 
@@ -45,8 +45,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--sims: must be at least 2, got {args.sims}")
     space = option_space_from_args(args)
     cands = candidates(args.grid, space)
-    budget = positive_float(args.budget, "--budget") if args.budget else max(o.flops for o, _ in cands)
-    horizon = positive_float(args.horizon, "--horizon") if args.horizon else None
+    budget = parse_flops(args.budget, "--budget") if args.budget else max(o.flops for o, _ in cands)
+    horizon = parse_flops(args.horizon, "--horizon") if args.horizon else None
     out = args.out or args.fit_dir
     fit = load_checked_fit(args.fit_dir, force=args.force)  # a bad FIT_DIR is named as such, not as --out
     claim_output_dir(out, "proposals", allow_existing=True)
