@@ -49,6 +49,9 @@ def run(args: argparse.Namespace) -> int:
     horizon = parse_flops(args.horizon, "--horizon") if args.horizon else None
     out = args.out or args.fit_dir
     fit = load_checked_fit(args.fit_dir, force=args.force)  # a bad FIT_DIR is named as such, not as --out
+    from tokeff.laws.stacking import refuse_stacked
+
+    refuse_stacked(fit, "propose reweights")
     claim_output_dir(out, "proposals", allow_existing=True)
     result = propose(fit, cands, space, budget, n_eval=args.n_eval, horizon=horizon, sims=args.sims,
                      seed=args.seed, top=args.top)
