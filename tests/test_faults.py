@@ -196,14 +196,14 @@ def test_fit_merges_shard_tables_of_a_sweep_dir(tmp_path):
 HOLD_LOCK = """
 import sys, time
 from tokeff.workdir import workdir_lock
-with workdir_lock(sys.argv[1]):
+with workdir_lock(sys.argv[1], kind=sys.argv[2]):
     print("locked", flush=True)
     time.sleep(120)
 """
 
 
-def _holder(workdir: str) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, workdir], stdout=subprocess.PIPE, text=True, env=ENV)
+def _holder(workdir: str, kind: str = "train") -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, workdir, kind], stdout=subprocess.PIPE, text=True, env=ENV)
     assert proc.stdout.readline().strip() == "locked"
     return proc
 
@@ -211,7 +211,7 @@ def _holder(workdir: str) -> subprocess.Popen:
 @pytest.mark.parametrize("command", ["train", "sweep"])
 def test_a_second_process_on_a_workdir_is_refused_naming_the_holder(command, tmp_path, capsys):
     workdir = str(tmp_path / "wd")
-    holder = _holder(workdir)
+    holder = _holder(workdir, command)
     try:
         config = TINY if command == "train" else str(REPO / "configs" / "sweep_tiny.py")
         code, err = _main([command, "--config", config, "--workdir", workdir], capsys)
@@ -220,12 +220,13 @@ def test_a_second_process_on_a_workdir_is_refused_naming_the_holder(command, tmp
     finally:
         holder.kill()
         holder.wait()
-    assert os.listdir(workdir) == [".tokeff-lock"]  # left by the killed holder: stale, not binding
+    # left by the killed holder: a stale lock, not binding, and the marker of a workdir tokeff made
+    assert sorted(os.listdir(workdir)) == [".tokeff-lock", ".tokeff-workdir.json"]
     from tokeff.workdir import workdir_lock
 
-    with workdir_lock(workdir):
+    with workdir_lock(workdir, kind=command):
         pass
-    assert os.listdir(workdir) == []
+    assert os.listdir(workdir) == [".tokeff-workdir.json"]
 
 
 @pytest.mark.slow  # a training in a fresh interpreter (cold compile), then its rerun

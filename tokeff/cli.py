@@ -15,6 +15,7 @@ import sys
 from tokeff.cache import enable_compilation_cache
 from tokeff.errors import UserError
 from tokeff.io import DiskFullError, is_disk_full
+from tokeff.ownership import release_held_locks
 
 # Order is the order of `tokeff --help`: the pipeline from model to decision.
 COMMANDS = [
@@ -83,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"tokeff {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        release_held_locks()
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", required=True, help="training FLOPs to allocate, e.g. 1e18")
     parser.add_argument("--out", help="where allocation.json and the plot go (default: FIT_DIR)")
     parser.add_argument("--force", action="store_true", help="allocate even if the fit's diagnostics are not ok")
+    parser.add_argument("--module", action="append", default=[], metavar="MODULE",
+                        help="import this module or .py file first (the fit's form is your own)")
     add_option_space_arguments(parser)
 
 
@@ -28,6 +30,9 @@ def run(args: argparse.Namespace) -> int:
     budget = positive_float(args.budget, "--budget")
     space = option_space_from_args(args)
     out = args.out or args.fit_dir
+    from tokeff.laws.forms import import_form_modules
+
+    import_form_modules(args.module)
     fit = load_checked_fit(args.fit_dir, force=args.force)  # a bad FIT_DIR is named as such, not as --out
     claim_output_dir(out, "allocation", allow_existing=True)
     result = allocate_fit(fit, budget, space)

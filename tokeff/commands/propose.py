@@ -28,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="where proposals.json and sweep_points.json go (default: FIT_DIR)")
     parser.add_argument("--force", action="store_true", help="propose even if the fit's diagnostics are not ok")
+    parser.add_argument("--module", action="append", default=[], metavar="MODULE",
+                        help="import this module or .py file first (the fit's form is your own)")
     add_option_space_arguments(parser)
 
 
@@ -48,6 +50,9 @@ def run(args: argparse.Namespace) -> int:
     budget = positive_float(args.budget, "--budget") if args.budget else max(o.flops for o, _ in cands)
     horizon = positive_float(args.horizon, "--horizon") if args.horizon else None
     out = args.out or args.fit_dir
+    from tokeff.laws.forms import import_form_modules
+
+    import_form_modules(args.module)
     fit = load_checked_fit(args.fit_dir, force=args.force)  # a bad FIT_DIR is named as such, not as --out
     claim_output_dir(out, "proposals", allow_existing=True)
     result = propose(fit, cands, space, budget, n_eval=args.n_eval, horizon=horizon, sims=args.sims,

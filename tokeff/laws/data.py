@@ -20,6 +20,7 @@ Nothing else is dropped: the Student-t likelihood down-weights the outliers that
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 from collections.abc import Mapping
 
@@ -106,51 +107,68 @@ def read_table(path: str):
 
     from tokeff import results
 
-    if not os.path.exists(path):
-        raise UserError(f"data: file not found: {path}")
+    from tokeff.inputs import read_input_text
+
+    if not str(path).strip():
+        raise UserError("data: the path is empty; name a results table")
     ext = os.path.splitext(path)[1].lower()
     try:
         if os.path.isdir(path):
-            from tokeff.sweep import sweep_rows
+            from tokeff.sweep import sweep_rows, table_paths
 
+            if not table_paths(path):
+                raise UserError(f"data: {path} is a directory without results tables (results*.jsonl); "
+                                "name a .csv or .jsonl file, or a sweep directory")
             frame = _results_frame(sweep_rows(path))
-        elif ext not in (".csv", ".jsonl", ".ndjson", ".json"):
+        elif ext not in (".csv", ".jsonl", ".ndjson", ".json") and os.path.exists(path):
             raise UserError(f"data: unsupported file type '{ext}' for {path} (use .csv or .jsonl)")
-        elif ext != ".json" and _is_results_table(path, ext):
-            frame = _results_frame(results.read_rows(path))
-        elif ext == ".csv":
-            frame = pd.read_csv(path)
-        elif ext == ".json":
-            frame = pd.read_json(path)
         else:
-            frame = pd.read_json(path, lines=True)
+            text = read_input_text(path, "data")  # regular files only, size-bounded
+            if ext != ".json" and _is_results_table(text, ext):
+                frame = _results_frame(results.rows_from_text(text, path))
+            elif ext == ".csv":
+                _check_unique_header(text, path)
+                frame = pd.read_csv(io.StringIO(text))
+            elif ext == ".json":
+                frame = pd.read_json(io.StringIO(text))
+            else:
+                frame = pd.read_json(io.StringIO(text), lines=True)
     except UserError as e:
         message = str(e)
         raise UserError(message if path in message else f"data: {path}: {message}") from None
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as e:
         raise UserError(f"data: cannot parse {path}: {str(e).splitlines()[0]}") from None
-    except IsADirectoryError:
-        raise UserError(f"data: {path} is a directory without results tables") from None
     if len(frame) == 0:
         raise UserError(f"data: {path} has no rows")
     return frame
 
 
-def _is_results_table(path: str, ext: str) -> bool:
-    """Whether the file's first record (JSONL line or CSV header) has a run_id: a tokeff results table."""
+def _check_unique_header(text: str, path: str) -> None:
+    """Two columns of one name would be read as NAME and NAME.1: refuse them instead."""
+    import csv
+
+    header = next(csv.reader(io.StringIO(text)), [])
+    seen = set()
+    for column in (c.strip() for c in header):
+        if column in seen:
+            raise UserError(f"data: {path}: column {column!r} appears twice in the header")
+        seen.add(column)
+
+
+def _is_results_table(text: str, ext: str) -> bool:
+    """Whether the text's first record (JSONL line or CSV header) has a run_id: a tokeff results table."""
     import json
 
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            if ext == ".csv":
-                return "run_id" in [c.strip() for c in line.strip().split(",")]
-            try:
-                first = json.loads(line)
-            except json.JSONDecodeError:
-                return False
-            return isinstance(first, dict) and "run_id" in first
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        if ext == ".csv":
+            return "run_id" in [c.strip() for c in line.strip().split(",")]
+        try:
+            first = json.loads(line)
+        except json.JSONDecodeError:
+            return False
+        return isinstance(first, dict) and "run_id" in first
     return False
 
 

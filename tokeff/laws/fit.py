@@ -20,9 +20,10 @@ from tokeff.errors import UserError
 from tokeff.io import output_dir, write_json
 from tokeff.laws import diagnostics as diag_lib
 from tokeff.laws.data import FitData, prepare
-from tokeff.laws.forms import Form, get_form
+from tokeff.laws.forms import Form, get_form, is_builtin
 from tokeff.laws import discrepancy as discrepancy_lib
 from tokeff.laws.laplace import run_laplace
+from tokeff.usermodule import check_form_outputs
 from tokeff.laws.model import (
     Likelihood, init_strategy, make_model, observed, param_sites, predict_mean, predict_observed, resolve_likelihood,
 )
@@ -176,6 +177,8 @@ def fit(
     data = table if isinstance(table, FitData) else prepare(
         table, form, mapping=mapping, target=target, drop_invalid=drop_invalid, exclude=exclude
     )
+    if not is_builtin(form.name):
+        check_form_outputs(form, data.inputs)  # a user's form that cannot be fitted: one line, not a LinAlgError
     for name, value in (("--chains", chains), ("--draws", draws), ("--warmup", warmup)):
         if value < 1:
             raise UserError(f"{name}: must be >= 1, got {value}")

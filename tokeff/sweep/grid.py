@@ -76,10 +76,12 @@ def grid_points(config: ml_collections.ConfigDict) -> list[Point]:
 
 def points_from_file(path: str) -> list[Point]:
     """The points `tokeff propose` wrote (sweep_points.json: {"points": [Point.as_dict(), ...]})."""
+    from tokeff.inputs import read_input_text
+
+    text = read_input_text(path, "--points")  # regular files only, size-bounded
     try:
-        with open(path) as f:
-            payload = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
+        payload = json.loads(text)
+    except json.JSONDecodeError as e:
         raise UserError(f"--points: cannot read {path!r} ({e})") from None
     entries = payload.get("points") if isinstance(payload, Mapping) else None
     if not isinstance(entries, list) or not entries:
