@@ -38,11 +38,13 @@ def run(args: argparse.Namespace) -> int:
     from tokeff.decide.options import positive_float
     from tokeff.decide.proposals import candidates, format_proposals, propose
     from tokeff.io import claim_output_dir, output_dir, write_json
+    from tokeff.resources import check_propose_size, check_seed
 
     if args.top < 1:
         raise UserError(f"--top: must be positive, got {args.top}")
     if args.n_eval is not None and args.n_eval < 1:
         raise UserError(f"--n-eval: must be a positive number of questions, got {args.n_eval}")
+    check_seed(args.seed, "--seed")
     if args.sims < 2:
         raise UserError(f"--sims: must be at least 2, got {args.sims}")
     space = option_space_from_args(args)
@@ -55,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
     import_form_modules(args.module)
     fit = load_checked_fit(args.fit_dir, force=args.force)  # a bad FIT_DIR is named as such, not as --out
     claim_output_dir(out, "proposals", allow_existing=True)
+    n_draws = len(next(iter(fit.samples.values())))
+    check_propose_size(n_candidates=len(cands), sims=args.sims, n_draws=n_draws)
     result = propose(fit, cands, space, budget, n_eval=args.n_eval, horizon=horizon, sims=args.sims,
                      seed=args.seed, top=args.top)
     points = result.pop("sweep_points")

@@ -23,6 +23,7 @@ from tokeff.laws.data import FitData, prepare
 from tokeff.laws.forms import Form, get_form, is_builtin
 from tokeff.laws import discrepancy as discrepancy_lib
 from tokeff.laws.laplace import run_laplace
+from tokeff.resources import check_fit_size, check_seed
 from tokeff.usermodule import check_form_outputs
 from tokeff.laws.model import (
     Likelihood, init_strategy, make_model, observed, param_sites, predict_mean, predict_observed, resolve_likelihood,
@@ -182,6 +183,9 @@ def fit(
     for name, value in (("--chains", chains), ("--draws", draws), ("--warmup", warmup)):
         if value < 1:
             raise UserError(f"{name}: must be >= 1, got {value}")
+    seed = check_seed(seed, "--seed")
+    check_fit_size(method=method, chains=chains, draws=draws, warmup=warmup, bootstrap=bootstrap,
+                   n_params=len(form.params), n_points=data.n_points)
 
     start = time.perf_counter()
     settings: dict = {"seed": seed}
