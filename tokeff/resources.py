@@ -18,6 +18,7 @@ MAX_CHAINS = 64
 MAX_DRAWS = 1_000_000  # per chain, and the same for warmup
 MAX_BOOTSTRAP = 100_000
 MAX_PROPOSE_SIMS = 100_000
+MAX_CANDIDATES = 100_000
 # Candidates x simulated outcomes x posterior draws: the inner loop of `propose` (~10 ns each).
 MAX_PROPOSE_WORK = 2e10
 
@@ -71,6 +72,12 @@ def check_fit_size(*, method: str, chains: int, draws: int, warmup: int, bootstr
     if need > budget:
         raise UserError(f"--draws: {chains} chains x {draws} draws need about {_gib(need)} of memory, over the "
                         f"{_gib(budget)} limit (half of this machine's memory); use fewer --draws or --chains")
+
+
+def check_candidate_count(n: int) -> None:
+    """Refuse a candidate grid too large to score (each candidate is a simulation study)."""
+    if n > MAX_CANDIDATES:
+        raise UserError(f"--grid: {n} candidates is over the limit of {MAX_CANDIDATES}; a coarser grid")
 
 
 def check_propose_size(*, n_candidates: int, sims: int, n_draws: int) -> None:

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     cands = candidates(args.grid, space)
     budget = positive_float(args.budget, "--budget") if args.budget else max(o.flops for o, _ in cands)
     horizon = positive_float(args.horizon, "--horizon") if args.horizon else None
-    out = args.out or args.fit_dir
+    out = args.out if args.out is not None else args.fit_dir  # --out '' is refused, not FIT_DIR
     from tokeff.laws.forms import import_form_modules
 
     import_form_modules(args.module)

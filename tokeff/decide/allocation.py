@@ -39,6 +39,11 @@ def extrapolation_factor(value: float, lo: float, hi: float) -> float:
     return max(1.0, value / hi, lo / value)
 
 
+def _beyond(factor: float) -> str:
+    """How far a value lies outside the fitted range, in words a reader can weigh."""
+    return f"{(factor - 1) * 100:.1f}% beyond it" if factor < 1.1 else f"extrapolating by {factor:.3g}x"
+
+
 def budget_warnings(fit, budget: float, chosen_inputs: Mapping[str, float] | None = None) -> list[str]:
     """Warnings for a budget (or a chosen option's inputs) outside what the fit saw, each with
     its extrapolation factor: laws are least trustworthy exactly where they are extrapolated."""
@@ -49,13 +54,13 @@ def budget_warnings(fit, budget: float, chosen_inputs: Mapping[str, float] | Non
         factor = extrapolation_factor(budget, compute_of_runs.min(), compute_of_runs.max())
         if factor > 1.0:
             out.append(f"budget {budget:.3g} FLOPs is outside the fit's range of 6ND "
-                       f"[{compute_of_runs.min():.3g}, {compute_of_runs.max():.3g}]: extrapolating by {factor:.3g}x")
+                       f"[{compute_of_runs.min():.3g}, {compute_of_runs.max():.3g}]: {_beyond(factor)}")
     for name, value in (chosen_inputs or {}).items():
         x = np.asarray(inputs[name])
         factor = extrapolation_factor(value, x.min(), x.max())
         if factor > 1.0:
             out.append(f"budget {budget:.3g} FLOPs: the decision's {name}={value:.3g} is outside the "
-                       f"fit's range [{x.min():.3g}, {x.max():.3g}]: extrapolating by {factor:.3g}x")
+                       f"fit's range [{x.min():.3g}, {x.max():.3g}]: {_beyond(factor)}")
     return out
 
 
@@ -127,5 +132,4 @@ def format_table(result: dict) -> str:
                 tie = "  (~tie)" if p["indistinguishable"] else ""
                 lines.append(f"  {p['budget_flops']:>10.3g}  {p['decision']:<40} P(best) {p['p_best']:.2f}  "
                              f"{_fmt_interval(p['predicted'])}{tie}")
-    lines += [f"warning: {w}" for w in result["warnings"]]
     return "\n".join(lines)

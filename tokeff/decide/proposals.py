@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import math
 import json
 from typing import Callable, Mapping
 
@@ -33,9 +34,12 @@ import numpy as np
 
 from tokeff.decide.frontier import frontier, is_pretraining_form
 from tokeff.decide.decision import decide_at, predicted_metric
-from tokeff.decide.options import Option, OptionSpace, example_flops, option_inputs, strategy_options
+from tokeff.decide.options import (
+    MAX_COUNT, Option, OptionSpace, check_context, example_flops, option_inputs, strategy_options,
+)
 from tokeff.decide.summaries import normalized_weights
 from tokeff.errors import UserError
+from tokeff.resources import check_candidate_count
 from tokeff.laws.model import Likelihood, observation_dist
 
 Uncertainty = Callable[[np.ndarray], np.ndarray]  # weights [M, P] (rows sum to 1) -> U [M]
@@ -224,6 +228,7 @@ def candidates(grid_path: str | None, space: OptionSpace) -> list[tuple[Option, 
     out = []
     try:
         if "points" in grid:
+            check_candidate_count(len(grid["points"]))
             raw = [(p["model"], int(p["n_examples"]), float(p["avg_tokens"]), int(p.get("epochs", 1)),
                     int(p.get("seed", 0))) for p in grid["points"]]
         elif "strategies" in grid:
@@ -236,18 +241,24 @@ def candidates(grid_path: str | None, space: OptionSpace) -> list[tuple[Option, 
                 out += [(o, int(seed)) for o in options]
             raw = []
         else:
-            raw = list(itertools.product(_list(grid, "models"), _list(grid, "n_examples"), _list(grid, "avg_tokens"),
-                                         _list(grid, "epochs", [1]), _list(grid, "seeds", [0])))
+            axes = [_list(grid, "models"), _list(grid, "n_examples"), _list(grid, "avg_tokens"),
+                    _list(grid, "epochs", [1]), _list(grid, "seeds", [0])]
+            check_candidate_count(math.prod(len(a) for a in axes))  # before building them
+            raw = list(itertools.product(*axes))
         for model, n, length, epochs, seed in raw:
             get_preset(str(model))
             if int(n) < 1 or float(length) < 1 or int(epochs) < 1:
                 raise UserError(f"--grid: n_examples, avg_tokens and epochs must be positive ({model}, {n}, {length})")
+            if max(float(n), float(epochs)) > MAX_COUNT:
+                raise UserError(f"--grid: n_examples and epochs must be at most {MAX_COUNT:.0e} ({model}, {n}, {epochs})")
+            check_context(str(model), float(length), "--grid")
             flops = int(epochs) * int(n) * example_flops(str(model), int(round(float(length))))
             out.append((Option(str(model), int(n), float(length), int(epochs), float(flops)), int(seed)))
     except (KeyError, TypeError, ValueError) as e:
         raise UserError(f"--grid: malformed candidate ({e})") from None
     if not out:
         raise UserError("--grid: no candidates (give a grid file, or --models, --n-examples and --lengths-grid)")
+    check_candidate_count(len(out))
     return out
 
 

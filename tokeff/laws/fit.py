@@ -139,6 +139,29 @@ def load_fit(path: str) -> Fit:
     return Fit(form, summary["method"], likelihood, data, samples, idata, summary)
 
 
+def _check_flags_apply(form: Form, method: str, *, likelihood, chance: float, chains: int, draws: int,
+                       warmup: int, bootstrap: int) -> None:
+    """Refuse flags that cannot apply to this form, and warn once about sampler flags the method
+    ignores (a flag that silently does nothing reads as if it had been used)."""
+    import warnings
+
+    if not (isinstance(chance, (int, float)) and 0.0 <= chance < 1.0):
+        raise UserError(f"--chance: must be in [0, 1) (the accuracy of guessing), got {chance}")
+    if chance and form.target == "loss":
+        raise UserError(f"--chance: applies to accuracy forms; {form.name} is a loss form")
+    if isinstance(likelihood, str) and likelihood != "auto" and form.target == "accuracy":
+        raise UserError(f"--likelihood: applies to loss forms; {form.name} is an accuracy form (binomial counts)")
+    for name, value in (("--chains", chains), ("--draws", draws), ("--warmup", warmup)):
+        if value < 1:
+            raise UserError(f"{name}: must be >= 1, got {value}")
+    defaults = {"--chains": (chains, 4), "--draws": (draws, 1000), "--warmup": (warmup, 1000)}
+    ignored = [flag for flag, (value, default) in defaults.items() if value != default and method != "nuts"]
+    if bootstrap != 4000 and method != "classic":
+        ignored.append("--bootstrap")
+    if ignored:
+        warnings.warn(f"{', '.join(ignored)}: ignored by --method {method}", stacklevel=3)
+
+
 def fit(
     table,
     form: Form | str,
@@ -167,6 +190,8 @@ def fit(
         raise UserError(f"--method: must be one of {METHODS}, got '{method}'")
     _check_settings(method, target_accept=target_accept, bootstrap=bootstrap)
     form = get_form(form) if isinstance(form, str) else form
+    _check_flags_apply(form, method, likelihood=likelihood, chance=chance, chains=chains, draws=draws,
+                       warmup=warmup, bootstrap=bootstrap)
     if form.target == "accuracy" and not (priors and form.floor in priors):
         form = form.above_chance(chance)
     form = form.with_priors(priors)
@@ -180,9 +205,6 @@ def fit(
     )
     if not is_builtin(form.name):
         check_form_outputs(form, data.inputs)  # a user's form that cannot be fitted: one line, not a LinAlgError
-    for name, value in (("--chains", chains), ("--draws", draws), ("--warmup", warmup)):
-        if value < 1:
-            raise UserError(f"{name}: must be >= 1, got {value}")
     seed = check_seed(seed, "--seed")
     check_fit_size(method=method, chains=chains, draws=draws, warmup=warmup, bootstrap=bootstrap,
                    n_params=len(form.params), n_points=data.n_points)
@@ -230,6 +252,7 @@ def fit(
         )
     samples = {k: idata.posterior[k].values.reshape(-1) for k in sites}
     _check_finite(form, samples, data, diagnostics)
+    _check_coverage(form, lik, samples, data, diagnostics, seed)
     summary = _summary(form, method, lik, data, idata, sites, diagnostics, settings, point)
     summary["discrepancy"] = {"mode": "none"}
     if discrepancy == "extrapolation" and form.target == "loss" and method != "classic":
@@ -259,6 +282,48 @@ def _check_finite(form: Form, samples: dict, data: FitData, diagnostics: dict) -
         diagnostics["problems"].append(f"{bad.mean():.1%} of the draws give non-finite predictions")
         diagnostics["advice"].append("check the data for failed runs (huge or zero losses), or use --method nuts")
     diagnostics["nonfinite_draws"] = int(bad.sum())
+
+
+# A fit whose posterior predictive leaves more than this share of its own points outside their
+# 90% intervals (about a tenth are expected outside) does not describe its data: not ok.
+MAX_OUTSIDE_90 = 0.5
+# ... or puts so many of them on one side of their predictive medians (half expected) that a sign
+# test gives less than this chance (16 points: 15 or more on one side; 11 points: all).
+MAX_SIGN_TEST_P = 1e-3
+
+
+def _sign_test_p(n: int, k: int) -> float:
+    """Two-sided sign test: the chance of k or more of n fair coin flips landing on one side."""
+    from math import comb
+
+    return min(1.0, 2 * sum(comb(n, j) for j in range(k, n + 1)) / 2**n) if n else 1.0
+
+
+def _check_coverage(form: Form, lik, samples: dict, data: FitData, diagnostics: dict, seed: int) -> None:
+    """A fit that misses the data it saw (a prior that excludes it, a wrong form) is not ok, even
+    when the sampler converged: count the fitted points outside their own 90% predictive interval."""
+    if diagnostics.get("nonfinite_draws"):
+        return
+    try:
+        draws = predict_observed(form, lik, samples, data.inputs, n_eval=data.n_eval, seed=seed)
+    except Exception:  # noqa: BLE001 - the check must not turn a fit into a crash
+        return
+    lo, median, hi = np.nanquantile(draws, [0.05, 0.5, 0.95], axis=0)
+    outside = float(np.mean((data.y < lo) | (data.y > hi)))
+    one_side = float(max(np.mean(data.y < median), np.mean(data.y > median)))
+    diagnostics["outside_90"] = outside
+    diagnostics["one_side_of_median"] = one_side
+    problem = None
+    if outside > MAX_OUTSIDE_90:
+        problem = (f"{outside:.0%} of the fitted points lie outside their own 90% predictive interval "
+                   "(about 10% expected): the fit misses its data")
+    elif _sign_test_p(data.n_points, round(one_side * data.n_points)) < MAX_SIGN_TEST_P:
+        problem = (f"{one_side:.0%} of the fitted points lie on one side of their own predictive median "
+                   "(about half expected): the fit is biased against its data")
+    if problem:
+        diagnostics["ok"] = False
+        diagnostics["problems"].append(problem)
+        diagnostics["advice"].append("widen the priors (--prior) to cover the data's range, or change the form")
 
 
 def _model_args(form: Form, data: FitData):

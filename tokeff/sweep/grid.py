@@ -106,6 +106,12 @@ def points_from_file(path: str) -> list[Point]:
         seed = entry["seed"]
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise UserError(f"{where}.seed: must be an integer, got {seed!r}")
+        try:
+            preset_for_spec(str(entry["model"]))  # an unknown model is refused here, not listed as pending
+        except UserError as e:
+            raise UserError(f"{where}.model: {e}") from None
+        if not 0 <= seed <= 2**32 - 1:
+            raise UserError(f"{where}.seed: must be in [0, {2**32 - 1}], got {seed}")
         points.append(Point(str(entry["model"]), float(budget), tuple(sorted(composition.items())), seed))
     if len({p.run_id for p in points}) != len(points):
         raise UserError(f"--points: {path} lists the same point twice")
