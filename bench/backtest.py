@@ -9,14 +9,12 @@ exponent grows with model size), `farseer+diverged` (5% of runs diverged, loss 1
 (about 12x beyond the fit), exactly as `tokeff backtest --by params*tokens_seen --frac 0.33` does.
 Models compared:
 
-- old: `--likelihood normal --discrepancy none` (the earlier intervals: the default when issue 15
-  was filed);
+- old: `--likelihood normal --discrepancy none` (Gaussian on log loss, no widening beyond the range);
 - normal: `--likelihood normal` with the discrepancy term (what the discrepancy alone does for it);
-- student_t: the previous defaults, `--likelihood student_t` (Student-t on log loss, discrepancy
-  growing with the distance beyond the range);
+- student_t: `--likelihood student_t` (Student-t on log loss, discrepancy growing with the
+  distance beyond the range);
 - new: the defaults (the same, plus a one-sided share of failed runs: `--likelihood failures`);
-- prior_starts: the defaults with NUTS chains started from prior draws (`--init prior`), as before
-  the Laplace starts;
+- prior_starts: the defaults with NUTS chains started from prior draws (`--init prior`);
 - classic: the Huber/L-BFGS bootstrap.
 
 Prints one row per (truth, model), pooled over seeds: coverage of the 50/80/90% intervals of a new
@@ -79,7 +77,7 @@ def run_one(truth: str, model: str, seeds: int, options: dict) -> dict:
     """Backtests of one model over `seeds` tables of one truth, pooled."""
     hits = {k: 0.0 for k in LEVELS}
     errors, bias, widths, factors, per_seed90, ok, n_held = [], [], [], [], [], 0, 0
-    healthy_err, healthy_in = [], []
+    healthy_err, healthy_in, crps, lpd = [], [], [], []
     start = time.perf_counter()
     for seed in range(seeds):
         table = isoflop_table(truth.split("+")[0], seed=seed, **TRUTHS[truth])
@@ -94,6 +92,8 @@ def run_one(truth: str, model: str, seeds: int, options: dict) -> dict:
         factors.append(r["extrapolation_factor"])
         ok += r["all_fits_ok"]
         n_held += r["n_held_out"]
+        crps += r["held_out"]["crps_rel_pct"]
+        lpd += r["held_out"]["log_density"]
         e, inside = healthy_scores(table, r["held_out"])
         healthy_err.append(float(np.median(np.abs(e))))
         healthy_in += inside
@@ -101,7 +101,14 @@ def run_one(truth: str, model: str, seeds: int, options: dict) -> dict:
             "bias": float(np.nanmedian(bias)), "width": float(np.median(widths)), "factor": float(np.median(factors)),
             "sd90": float(np.std(per_seed90, ddof=1)) if seeds > 1 else np.nan,
             "sd_error": float(np.nanstd(errors, ddof=1)) if seeds > 1 else np.nan,
-            "h90": float(np.mean(healthy_in)), "h_error": float(np.nanmedian(healthy_err)), "ok": ok, "seeds": seeds, "seconds_per_table": (time.perf_counter() - start) / seeds}
+            "h90": float(np.mean(healthy_in)), "h_error": float(np.nanmedian(healthy_err)), "ok": ok, "seeds": seeds,
+            "seconds_per_table": (time.perf_counter() - start) / seeds, **mean_scores(crps, lpd)}
+
+
+def mean_scores(crps: list, lpd: list) -> dict:
+    """Mean relative CRPS (%) and log density of the held-out runs; NaN when one is not finite."""
+    crps, lpd = (np.array([np.nan if v is None else v for v in x], np.float64) for x in (crps, lpd))
+    return {"crps": float(np.mean(crps)), "lpd": float(np.mean(lpd))}
 
 
 def healthy_scores(table: dict, held_out: dict) -> tuple[list, list]:
@@ -148,8 +155,30 @@ def porian_tables(path: str) -> dict[str, dict[str, np.ndarray]]:
         rows = np.array([(n, t, loss, b["flops"])
                          for _, b in setting["data"].iterrows() if isinstance(b["orig_n"], pd.Series)
                          for n, t, loss in zip(b["orig_n"], b["orig_t"], b["orig_loss"])], np.float64)
-        out[f"porian{i}"] = dict(zip(("params", "tokens_seen", "eval_loss", "budget"), rows.T))
+        out[porian_label(i, setting)] = dict(zip(("params", "tokens_seen", "eval_loss", "budget"), rows.T))
     return out
+
+
+def porian_label(i: int, setting) -> str:
+    """porian<i> for the RefinedWeb settings (`summary_df.pickle.xz`), porian<i>_<dataset> for the
+    others (`summary_df_owt2.pickle.xz`: the same five settings on OpenWebText2)."""
+    dataset = setting.get("dataset", "rw")
+    return f"porian{i}" if dataset == "rw" else f"porian{i}_{dataset}"
+
+
+def real_sources(path: str) -> dict[str, str]:
+    """{label: where the table comes from} for the tables `real_tables(path)` gives."""
+    if path.endswith((".pickle.xz", ".pickle", ".pkl")):
+        import pandas as pd
+
+        return {porian_label(i, s): f"Porian et al. 2024 ({s.get('dataset', 'rw')}; {s['hparams']} hparams,"
+                f" {s['warmup']} warmup, {s['decay']} decay, {s['param_count']} N)"
+                for i, s in pd.read_pickle(path).iterrows()}
+    labels = list(read_real(path))
+    if labels[0] == "chinchilla":
+        return {labels[0]: "Hoffmann et al. 2022 via Epoch AI's extraction (all runs)",
+                labels[1]: "the same, Epoch AI's 5 outliers left out"}
+    return {labels[0]: os.path.basename(path)}
 
 
 def real_tables(path: str) -> dict[str, dict[str, np.ndarray]]:
@@ -167,7 +196,33 @@ def run_real(table: dict, options: dict) -> dict:
     return {"coverage": r["coverage"], "error": error, "bias": signed_error,
             "width": r["median_interval_width_pct"]["0.9"],
             "factor": r["extrapolation_factor"], "sd90": np.nan, "sd_error": np.nan, "h90": np.nan, "h_error": np.nan, "ok": int(r["all_fits_ok"]), "seeds": 1,
-            "seconds_per_table": time.perf_counter() - start}
+            "seconds_per_table": time.perf_counter() - start,
+            **mean_scores(r["held_out"]["crps_rel_pct"], r["held_out"]["log_density"])}
+
+
+def print_ranking(rows: dict, sources: dict) -> None:
+    """The models ranked by mean relative CRPS over every table (each simulated truth is one table,
+    pooled over seeds), and the counts of tables where each model meets the targets: 90% coverage in
+    80-95%, median |error| within 1.2x the table's best, median 90% width within 5x its |error|."""
+    tables = list(dict.fromkeys(t for t, _ in rows))
+    models = list(dict.fromkeys(m for _, m in rows))
+    print(f"\nmean relative CRPS (% of the observed loss; lower is better) per table and model")
+    print(f"{'table':<20}" + "".join(f"{m:>13}" for m in models) + "  source")
+    for t in tables:
+        print(f"{t:<20}" + "".join(f"{rows[(t, m)]['crps']:13.3f}" for m in models) + f"  {sources.get(t, '')}")
+    mean = {m: float(np.mean([rows[(t, m)]["crps"] for t in tables])) for m in models}
+    order = sorted(models, key=lambda m: (np.isnan(mean[m]), mean[m]))
+    print(f"{'mean':<20}" + "".join(f"{mean[m]:13.3f}" for m in models))
+    print(f"{'rank':<20}" + "".join(f"{order.index(m) + 1:13d}" for m in models))
+    best = {t: np.nanmin([rows[(t, m)]["error"] for m in models]) for t in tables}
+    counts = {
+        "cov90 in 80-95%": lambda t, r: 0.8 <= r["coverage"]["0.9"] <= 0.95,
+        "|err| <= 1.2x best": lambda t, r: r["error"] <= 1.2 * best[t],
+        "w90 <= 5x |err|": lambda t, r: r["width"] <= 5 * r["error"],
+    }
+    for name, test in counts.items():
+        print(f"{name:<20}" + "".join(f"{sum(bool(test(t, rows[(t, m)])) for t in tables):>10d}/{len(tables):<2d}"
+                                      for m in models))
 
 
 def plot(rows: dict, path: str) -> None:
@@ -213,10 +268,12 @@ def main():
         split_cpu_for_chains(args.chains)  # before any JAX work: chains in parallel, as `tokeff backtest` runs them
 
     print(f"{'truth':<20}{'model':<10}{'cov50':>6}{'cov80':>6}{'cov90':>6}{'sd90':>6}{'|err|%':>8}{'sd':>6}{'bias%':>7}{'w90%':>7}"
-          f"{'x-extrap':>9}{'h90':>6}{'h|err|':>7}{'ok':>6}{'s/table':>8}", flush=True)
+          f"{'x-extrap':>9}{'h90':>6}{'h|err|':>7}{'ok':>6}{'s/table':>8}{'crps%':>7}{'lpd':>7}", flush=True)
     rows = {}
     cases = [(t, None) for t in args.truths] + [
         (f"real:{name}", table) for p in args.real for name, table in real_tables(p).items()]
+    sources = {t: f"simulated: {t} truth, {args.seeds} seed(s) (tokeff.laws.simulate)" for t in args.truths}
+    sources |= {f"real:{name}": src for p in args.real for name, src in real_sources(p).items()}
     for truth, table in cases:
         for model in args.models:
             options = {"method": args.method, **MODELS[model]}
@@ -226,7 +283,8 @@ def main():
             cov = r["coverage"]
             print(f"{truth:<20}{model:<10}{cov['0.5']:6.2f}{cov['0.8']:6.2f}{cov['0.9']:6.2f}{r['sd90']:6.2f}{r['error']:8.2f}{r['sd_error']:6.2f}"
                   f"{r['bias']:7.2f}{r['width']:7.2f}{r['factor']:9.1f}{r['h90']:6.2f}{r['h_error']:7.2f}{r['ok']:>4}/{r['seeds']}"
-                  f"{r['seconds_per_table']:8.1f}", flush=True)
+                  f"{r['seconds_per_table']:8.1f}{r['crps']:7.3f}{r['lpd']:7.2f}", flush=True)
+    print_ranking(rows, sources)
     if args.plot:
         plot(rows, args.plot)
         print(f"plot: {args.plot}")

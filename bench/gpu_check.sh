@@ -2,7 +2,10 @@
 # Every accelerator check of tokeff in one prepared call, for a lent GPU (H100/H200 class).
 #
 #   1. MFU of SmolLM2-360M, bfloat16, rows of 2048 tokens, against the device's dense vendor
-#      peak (tokeff.train.metrics.PEAK_FLOPS; H100/H200 bf16: 989 TFLOP/s). Target >= 35%.
+#      peak (tokeff.devices.PEAK_FLOPS; H100/H200 bf16: 989 TFLOP/s), once per attention path:
+#      cudnn (what "auto" runs on a GPU in bfloat16) and reference (the CPU's block attention).
+#      Target >= 40% with cudnn. The table "attention path -> MFU" at the end of summary.txt
+#      answers "which attention, what MFU" (docs/accelerators.md).
 #   2. SmolLM2-135M, bfloat16, rows of 512 tokens (the CPU bench's shape, GPU-sized batch).
 #   3. The same losses on GPU as on CPU: a few steps of the same seed and batch, GPU bfloat16
 #      against CPU float32 (JAX_PLATFORMS=cpu), to bfloat16 tolerance (2% relative).
@@ -27,11 +30,13 @@ SUMMARY="$OUT/summary.txt"
 
 if [[ -n "${TOKEFF_GPU_CHECK_TINY:-}" ]]; then  # CPU dry run: every piece, tiny shapes
   BIG=(--model tiny --rows 2 --seq-len 64 --steps 1)
+  PATHS="reference cudnn splash"  # off GPU cudnn runs its XLA fallback, splash Pallas interpret mode
   SMALL=(--model tiny --rows 2 --seq-len 32 --steps 1)
   LOSS=(--model tiny --rows 2 --seq-len 32 --steps 2)
   SEEDS="(0,1)"
 else
   BIG=(--model smollm2-360m --rows 8 --seq-len 2048 --steps 5)
+  PATHS="cudnn reference"  # splash is the TPU's kernel (interpret mode only on a GPU: not timed)
   SMALL=(--model smollm2-135m --rows 32 --seq-len 512 --steps 5)
   LOSS=(--model smollm2-135m --rows 2 --seq-len 256 --steps 3)
   SEEDS="(0,1,2,3,4)"
@@ -52,11 +57,28 @@ nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
 "$PY" -c "import jax; print(jax.__version__, jax.devices())" > "$OUT/devices.txt" 2>&1
 cat "$OUT/devices.txt" | tee -a "$SUMMARY"
 
-# 1 + 2: throughput and MFU (bench/train_throughput.py prints its own table).
-check mfu_360m_bf16_2048 300 "$PY" bench/train_throughput.py "${BIG[@]}" --dtype bfloat16 \
-  && grep -E "step time|tokens/s|MFU|peak memory" "$OUT/mfu_360m_bf16_2048.txt" | tee -a "$SUMMARY"
+# 1 + 2: throughput and MFU per attention path (bench/train_throughput.py prints its own table).
+for path in $PATHS; do
+  check "mfu_360m_bf16_2048_$path" 300 "$PY" bench/train_throughput.py "${BIG[@]}" --dtype bfloat16 \
+    --attention "$path" && grep -E "attention|step time|tokens/s|MFU|peak memory" \
+    "$OUT/mfu_360m_bf16_2048_$path.txt" | tee -a "$SUMMARY"
+done
 check mfu_135m_bf16_512 200 "$PY" bench/train_throughput.py "${SMALL[@]}" --dtype bfloat16 \
-  && grep -E "step time|tokens/s|MFU|peak memory" "$OUT/mfu_135m_bf16_512.txt" | tee -a "$SUMMARY"
+  && grep -E "attention|step time|tokens/s|MFU|peak memory" "$OUT/mfu_135m_bf16_512.txt" | tee -a "$SUMMARY"
+"$PY" - "$OUT" $PATHS <<'PY' 2>&1 | tee -a "$SUMMARY"
+import os, re, sys
+out, paths = sys.argv[1], sys.argv[2:]
+print("attention path -> MFU (SmolLM2-360M shape, bf16; 'n/a' where the device's peak is unknown, e.g. CPU)")
+for path in paths:
+    try:
+        text = open(os.path.join(out, f"mfu_360m_bf16_2048_{path}.txt")).read()
+    except OSError:
+        text = ""
+    mfu = re.search(r"MFU \(vendor peak\)\s+(.*)", text)
+    step = re.search(r"step time \(best / median\)\s+(\S+ s)", text)
+    print(f"  {path:10s} MFU {mfu.group(1) if mfu else 'FAILED (see its log)'}"
+          f"{f', best step {step.group(1)}' if step else ''}")
+PY
 
 # 3: losses, GPU bfloat16 vs CPU float32, same seed and batch.
 check losses_gpu 200 "$PY" bench/train_throughput.py "${LOSS[@]}" --dtype bfloat16 \

@@ -1,6 +1,6 @@
 """Where a sweep point's time goes: train steps, scoring, everything else — cold path vs warm engine.
 
-The same points (configs/demo.py's: SmolLM2-135M-Instruct from its GGUF, MMLU medical subjects,
+The same points (the demo config's: SmolLM2-135M-Instruct from its GGUF, MMLU medical subjects,
 offline; at the default budget one or two optimizer steps each) run twice in this process, each into its own sweep dir:
 
 - cold: `tokeff.sweep.engine:train_and_evaluate_cold`, what every point did before the warm
@@ -32,11 +32,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def sweep_config(budgets: list[float], questions: int):
-    """The demo's sweep (configs/demo.py: model, data, optimizer, packing) at `budgets`, one seed."""
-    from tokeff.config_schemas import load_demo_config
-    from tokeff.demo import DEFAULT_CONFIG
+    """The demo's sweep (its default config: model, data, optimizer, packing) at `budgets`, one seed."""
+    from tokeff.demo.config import load_demo_config
 
-    config = load_demo_config(DEFAULT_CONFIG)
+    config = load_demo_config(None)
     config.grid.budgets, config.grid.seeds = tuple(budgets), (0,)
     config.eval.max_questions, config.train.log.progress = int(questions), False
     return config

@@ -9,7 +9,7 @@ the vendor peak of the device (tokeff.devices.PEAK_FLOPS).
 FLOPs are the analytic count of record (tokeff.flops.step_training_flops), not XLA's.
 
     python bench/train_throughput.py [--rows N] [--steps N] [--seq-len S] [--model PRESET]
-                                     [--losses-json FILE]
+                                     [--attention PATH] [--losses-json FILE]
 
 `--losses-json` writes the loss of every step (same seed, same batch each step) so that two
 backends can be compared (bench/gpu_check.sh: GPU bf16 against CPU float32).
@@ -44,7 +44,7 @@ def matmul_flops_per_second(dtype: str, n: int = 2048, repeats: int = 10) -> flo
 
 
 def train_step_seconds(preset: str, dtype: str, rows: int, seq_len: int, steps: int, remat: bool,
-                       layers: int = 0):
+                       layers: int = 0, attention: str = "auto"):
     """(best and median seconds per step over `steps` after a warm-up, compile seconds, config,
     every step's loss) on one device."""
     import jax
@@ -59,8 +59,10 @@ def train_step_seconds(preset: str, dtype: str, rows: int, seq_len: int, steps: 
     from tokeff.train.state import init_state, state_layout
     from tokeff.train.step import make_train_step
 
+    from tokeff.models.attention import resolve
+
     cfg = get_preset(preset, dtype=dtype, max_seq_len=max(seq_len, 2048), remat=remat,
-                     **({"n_layers": layers} if layers else {}))
+                     attention=resolve(attention, dtype), **({"n_layers": layers} if layers else {}))
     mesh = make_mesh({"data": 1}, devices=jax.devices()[:1])
     tx, schedule = make_optimizer(base_config().optim, 1000)
     factory = lambda: Transformer(cfg, rngs=nnx.Rngs(0))  # noqa: E731
@@ -111,13 +113,15 @@ def main() -> None:
     parser.add_argument("--remat", action="store_true", help="rematerialise blocks (charged as FLOPs)")
     parser.add_argument("--layers", type=int, default=0, help="override the preset's layer count (0: keep)")
     parser.add_argument("--losses-json", default=None, help="write every step's loss here (JSON)")
+    parser.add_argument("--attention", default="auto", choices=("auto", "reference", "splash", "cudnn"),
+                        help="attention path (auto: splash on TPU, cudnn on GPU in bfloat16, else reference)")
     args = parser.parse_args()
 
     device = jax.devices()[0]
     print(f"measuring ({args.model}, {args.rows} x {args.seq_len}, {args.dtype}) ...", file=sys.stderr, flush=True)
     before = matmul_flops_per_second(args.dtype)
     best, median, compile_seconds, cfg, losses = train_step_seconds(
-        args.model, args.dtype, args.rows, args.seq_len, args.steps, args.remat, args.layers)
+        args.model, args.dtype, args.rows, args.seq_len, args.steps, args.remat, args.layers, args.attention)
     if args.losses_json:
         with open(args.losses_json, "w") as f:
             json.dump({"backend": jax.default_backend(), "model": args.model, "dtype": args.dtype,
@@ -133,6 +137,7 @@ def main() -> None:
         ("device", f"{device.device_kind} ({jax.default_backend()}, {jax.local_device_count()} local)"),
         ("model", f"{args.model} ({cfg.params / 1e6:.1f}M params), {args.dtype}, remat={args.remat}"),
         ("batch", f"{args.rows} x {args.seq_len} tokens"),
+        ("attention", cfg.attention),
         ("step FLOPs (analytic)", f"{flops:.3e}"),
         ("compile + first step", f"{compile_seconds:.1f} s"),
         ("step time (best / median)", f"{best:.3f} s / {median:.3f} s"),

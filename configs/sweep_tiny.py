@@ -13,7 +13,6 @@ from tokeff.train.defaults import base_config
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.runner = "tokeff.sweep.engine:train_and_evaluate"
 
     # Every point starts from this training config; the grid sets the keys named in axis_keys.
     c.train = base_config()

@@ -30,7 +30,6 @@ MODELS = (
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.runner = "tokeff.sweep.engine:train_and_evaluate"
     c.train = base_config()
     c.train.dtype = "bfloat16"
     c.train.data.source = "mmlu"

@@ -154,6 +154,92 @@ def test_strategy_options_spend_at_most_the_budget():
         options.strategy_order(lengths, "longest")
 
 
+def _new_run(form, draws):
+    """What a run at given inputs would reach under hand-built draws (no discrepancy term)."""
+    import functools
+
+    from tokeff.laws.model import Likelihood, predictive
+
+    return functools.partial(predictive, form, Likelihood(), draws, kind="new_run")
+
+
+def _loss_fit_with_discrepancy():
+    """A fine-tuning loss law (loss = E + A V^-beta M^-gamma) as a Fit with a discrepancy term:
+    runs beyond the fitted V range are predicted with what the law misses there."""
+    import arviz as az
+
+    from tokeff.laws import discrepancy
+    from tokeff.laws.data import FitData
+    from tokeff.laws.fit import Fit
+    from tokeff.laws.forms import Form
+    from tokeff.laws.model import Likelihood
+
+    form = Form(name="test_volume_loss", inputs=("V", "M"), target="loss",
+                params={"E": "lognormal(0.5, 1)", "A": "lognormal(1, 2)", "beta": "uniform(0, 1)",
+                        "gamma": "uniform(0, 1)"},
+                mean=lambda p, x: p["E"] + p["A"] * x["V"] ** -p["beta"] * x["M"] ** -p["gamma"],
+                columns={"V": "n_examples*avg_tokens", "M": "params"})
+    draws = {**_draws(dict(E=1.5, A=50.0, beta=0.15, gamma=0.1), n=400, rel=0.02),
+             "sigma": np.full(400, 0.02), "tau": np.full(400, 0.05)}
+    inputs = {"V": np.geomspace(1e3, 1e5, 12), "M": np.full(12, 1e6)}
+    y = np.asarray(form.mean({k: np.float64(v[0]) for k, v in draws.items()}, inputs))
+    columns = {**form.columns, "target": "eval_loss"}
+    summary = {"discrepancy": {"mode": "extrapolation", "log_ranges": discrepancy.log_ranges(inputs)}}
+    idata = az.from_dict(posterior={k: v[None, :] for k, v in draws.items()})
+    return Fit(form, "nuts", Likelihood(kind="student_t"), FitData(inputs, y, None, columns), draws, idata, summary)
+
+
+def test_allocate_intervals_are_the_fits_new_run_predictive():
+    # One predictive: the option intervals allocate reports are the quantiles of
+    # Fit.predictive(kind="new_run") at the same inputs, discrepancy (extrapolation) included.
+    from tokeff.decide.allocation import allocate_fit
+
+    fit = _loss_fit_with_discrepancy()
+    space = options.OptionSpace(models=("tiny", "ladder-2m"), lengths=(64, 512))
+    budget = 1e14
+    result = allocate_fit(fit, budget, space)
+    opts, _ = space.at(budget)
+    draws_PxO = fit.predictive(options.option_inputs(opts, fit.data.columns), "new_run")
+    assert np.std(np.log(draws_PxO / fit.predictive(options.option_inputs(opts, fit.data.columns), "mean"))) > 0.01
+    by_label = {o["label"]: o["predicted"] for o in result["options"]}
+    assert len(by_label) == len(opts) == 4
+    for k, option in enumerate(opts):
+        q = np.quantile(draws_PxO[:, k], [0.05, 0.5, 0.95])
+        got = by_label[option.label]
+        np.testing.assert_allclose([got["q05"], got["median"], got["q95"]], q, rtol=1e-12)
+
+
+def test_predictive_kinds():
+    # mean: the law only; new_run: plus what the law misses (beyond the fitted range only);
+    # observed: plus noise, so wider again. Accuracy means are clipped inside [chance, 1].
+    fit = _loss_fit_with_discrepancy()
+    inside = {"V": np.array([1e4]), "M": np.array([1e6])}
+    beyond = {"V": np.array([1e7]), "M": np.array([1e6])}
+    width = lambda d: float(np.diff(np.quantile(np.log(d[:, 0]), [0.05, 0.95]))[0])  # noqa: E731
+    mean = fit.predictive(beyond, "mean")
+    truth = np.asarray(fit.form.mean({k: v[:, None] for k, v in fit.samples.items()}, beyond))
+    np.testing.assert_allclose(mean, truth, rtol=1e-5)  # no discrepancy, no noise
+    np.testing.assert_allclose(fit.predictive(inside, "new_run"), fit.predictive(inside, "mean"))
+    new_run, observed = fit.predictive(beyond, "new_run"), fit.predictive(beyond, "observed")
+    assert width(mean) < width(new_run) < width(observed)
+    assert width(fit.predictive(inside, "observed")) > width(fit.predictive(inside, "new_run"))
+    with pytest.raises(UserError, match="kind"):
+        fit.predictive(beyond, "median")
+    with pytest.raises(UserError, match="missing"):
+        fit.predictive({"V": np.array([1e4])}, "mean")
+
+    from tokeff.laws.model import ACCURACY_EPS, Likelihood, predictive
+
+    form = get_form("volume")
+    draws = _draws(dict(A=1.0, beta=0.3, gamma=0.3, E=0.25), n=100)  # a law far above 1 here
+    x = {"V": np.array([1e2, 1e9]), "M": np.array([1e6, 1e9])}
+    acc = predictive(form, Likelihood(chance=0.25), draws, x, "mean")
+    assert acc.max() == pytest.approx(1 - ACCURACY_EPS) and acc.min() >= 0.25 + ACCURACY_EPS
+    np.testing.assert_array_equal(predictive(form, Likelihood(chance=0.25), draws, x, "new_run"), acc)
+    counts = predictive(form, Likelihood(chance=0.25), draws, x, "observed", n_eval=50) * 50
+    assert np.allclose(counts, np.round(counts)) and counts.max() <= 50
+
+
 def test_finetuning_decision_prefers_what_the_law_says():
     # Volume law, acc = A V^beta M^gamma + E. ladder-2m has ~12x tiny's parameters and costs
     # ~12x more per token, so at a fixed budget it sees ~12x fewer tokens: it wins iff
@@ -161,7 +247,7 @@ def test_finetuning_decision_prefers_what_the_law_says():
     form = get_form("volume")
     draws = _draws(dict(A=1e-3, beta=0.1, gamma=0.3, E=0.25), n=500, rel=0.02)
     space = options.OptionSpace(models=("tiny", "ladder-2m"), lengths=(64, 128))
-    result = decision.allocate_finetuning(form, draws, 1e14, space, columns=form.columns)
+    result = decision.allocate_finetuning(_new_run(form, draws), form.target, 1e14, space, columns=form.columns)
     assert result["decision"]["model"] == "ladder-2m"
     assert result["decision"]["p_best"] > 0.9
     assert result["decision"]["expected_regret"] < 1e-3
@@ -169,7 +255,8 @@ def test_finetuning_decision_prefers_what_the_law_says():
         (o["expected_utility"] for o in result["options"]), reverse=True)
     assert len(result["budget_sweep"]) == 9
     draws = _draws(dict(A=1e-3, beta=0.3, gamma=0.1, E=0.25), n=500, rel=0.02)
-    assert decision.allocate_finetuning(form, draws, 1e14, space, columns=form.columns)["decision"]["model"] == "tiny"
+    assert decision.allocate_finetuning(_new_run(form, draws), form.target, 1e14, space,
+                                        columns=form.columns)["decision"]["model"] == "tiny"
 
 
 def test_packed_strategy_options_are_the_selection_a_packed_sweep_trains():

@@ -103,7 +103,15 @@ def test_cli_backtest_writes_report_and_plot(csv, tmp_path, capsys):
     report = json.loads((out / "backtest.json").read_text())
     assert report["method"] == "map" and report["n_fit"] + report["n_held_out"] == 40
     assert (out / "backtest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "coverage" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "coverage" in printed and "scores    CRPS" in printed and "median 90% width" in printed
+    sc = report["scores"]
+    assert sc["crps_rel_pct"] > 0 and set(sc["interval_score_rel_pct"]) == {"0.5", "0.8", "0.9"}
+    # The interval score is at least the width, and the 90% width is at least the 50% one.
+    assert sc["interval_score_rel_pct"]["0.9"] >= sc["sharpness_90_pct"] * 0.5
+    assert np.isfinite(sc["log_density"]) and len(report["held_out"]["crps_rel_pct"]) == report["n_held_out"]
+    # The report's mean CRPS is the mean of the held-out runs' own.
+    assert sc["crps_rel_pct"] == pytest.approx(np.mean(report["held_out"]["crps_rel_pct"]))
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -37,7 +37,7 @@ def case(name: str, argv: list[str], field: str) -> None:
 
 
 # --- flops -------------------------------------------------------------------------------
-DEMO_SMOKE = str(REPO / "configs" / "demo.py") + ":smoke"
+DEMO_SMOKE = str(REPO / "tokeff" / "demo" / "configs" / "demo.py") + ":smoke"
 
 case("flops-unknown-preset", ["flops", "--model", "nope", "--seq-len", "64"], "nope")
 case("flops-seq-len-0", ["flops", "--model", "tiny", "--seq-len", "0"], "--seq-len")

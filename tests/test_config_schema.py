@@ -74,5 +74,5 @@ def test_sweep_runner_has_its_default(tmp_path, capsys):
     (["--config.eval.max_questions=0"], "config.eval.max_questions: must be positive"),
 ])
 def test_demo_config_refused_before_anything_runs(tmp_path, capsys, overrides, key):
-    refused(capsys, tmp_path, ["demo", "--config", "configs/demo.py:smoke", *overrides], key)
+    refused(capsys, tmp_path, ["demo", "--config", ":smoke", *overrides], key)
 

@@ -17,7 +17,7 @@ CLI = ["-m", "tokeff.cli", "demo"]  # the real `tokeff demo` entry point
 
 
 def demo(workdir, *overrides):
-    return subprocess.run([sys.executable, *CLI, "--config", os.path.join(ROOT, "configs", "demo.py:smoke"),
+    return subprocess.run([sys.executable, *CLI, "--config", ":smoke",
                            "--workdir", str(workdir), *overrides], cwd=ROOT, capture_output=True, text=True,
                           timeout=900)
 

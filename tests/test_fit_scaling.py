@@ -53,7 +53,7 @@ def test_map_laplace_recovers_and_round_trips(table, tmp_path):
     assert loaded.form.name == "test_power_law" and loaded.method == "map"
     np.testing.assert_allclose(loaded.samples["A"], result.samples["A"], rtol=1e-6)
     assert loaded.summary["input_ranges"]["N"] == pytest.approx([table.params.min(), table.params.max()])
-    pred = loaded.predict({"N": [1e8]}, observed=True)
+    pred = loaded.predictive({"N": [1e8]}, "observed")
     assert pred.shape == (len(result.samples["A"]), 1) and np.isfinite(pred).all()
 
 
@@ -62,10 +62,13 @@ def test_nuts_short_chains_recover_with_diagnostics(table):
     diag = result.diagnostics
     assert set(diag) >= {"divergences", "max_r_hat", "min_ess", "ok"}
     assert diag["max_r_hat"] < 1.1  # 2 short chains: loose on purpose
+    settings = result.summary["settings"]
+    assert settings["method"] == "nuts" and settings["draws"] == 200 and settings["chains"] == 2
     # 200 draws may fall short of the ESS threshold: the automatic retry then doubles them, once.
-    assert result.summary["settings"]["draws"] in (200, 400)
+    ran = settings.get("retried", {}).get("draws", 200)
+    assert ran in (200, 400)
     assert result.idata.posterior.sizes["chain"] == 2
-    assert result.samples["alpha"].shape == (2 * result.summary["settings"]["draws"],)
+    assert result.samples["alpha"].shape == (2 * ran,)
     for name, value in TRUE.items():
         assert _inside(result.summary, name, value), (name, result.summary["params"][name])
     assert result.summary["params"]["alpha"]["r_hat"] is not None
@@ -80,6 +83,67 @@ def test_classic_bootstrap_recovers(table):
         assert _inside(result.summary, name, value), (name, result.summary["params"][name])
 
 
+def _failing_resamples(monkeypatch, min_copies: int):
+    """Make every bootstrap refit whose resample holds row 0 at least `min_copies` times fail
+    (NaN parameters, infinite objective), as a refit that runs off to a non-finite optimum does."""
+    import jax.numpy as jnp
+
+    from tokeff.laws import classic
+
+    real = classic._make_solver
+
+    def make_solver(*args, **kwargs):
+        solve = real(*args, **kwargs)
+
+        def failing(theta0, weights):
+            theta, value, grad = solve(theta0, weights)
+            bad = weights[0] >= min_copies
+            return jnp.where(bad, jnp.nan, theta), jnp.where(bad, jnp.inf, value), grad
+
+        return failing
+
+    monkeypatch.setattr(classic, "_make_solver", make_solver)
+
+
+def test_classic_drops_failed_refits_and_reports_their_share_exactly(table, monkeypatch):
+    """Row 0 drawn 4+ times out of 40 (about 2% of resamples): those refits are dropped, the count
+    is reported, the fit stays ok (below 5%), and no prediction is NaN."""
+    _failing_resamples(monkeypatch, 4)
+    result = fit(table, "test_power_law", method="classic", bootstrap=200, seed=0)
+    diag = result.diagnostics
+    dropped = diag["bootstrap_dropped"]
+    assert 0 < dropped <= 10 and diag["ok"], diag
+    assert result.samples["A"].shape == (200 - dropped,)
+    assert f"dropped {dropped} of 200 bootstrap refits ({100 * dropped / 200:.2g}%)" in diag["note"]
+    assert "0.0%" not in diag["note"]
+    pred = result.predictive({"N": [1e8, 1e11]}, "observed")
+    assert np.isfinite(pred).all()
+
+
+def test_classic_with_too_many_failed_refits_is_not_ok(table, monkeypatch):
+    """Row 0 drawn 3+ times (about 8% of resamples): over the 5% threshold, the fit is not ok, and
+    the predictions still come from the refits that worked."""
+    _failing_resamples(monkeypatch, 3)
+    result = fit(table, "test_power_law", method="classic", bootstrap=200, seed=0)
+    diag = result.diagnostics
+    assert diag["bootstrap_dropped"] > 10 and not diag["ok"]
+    assert any("over 5%" in p for p in diag["problems"])
+    assert np.isfinite(result.predictive({"N": [1e8]}, "observed")).all()
+
+
+def test_usable_refits_drops_non_finite_and_overflowing_draws():
+    from tokeff.laws.classic import usable_refits
+
+    form = get_form("test_power_law")
+    samples = {"E": np.array([1.8, np.nan, 1.8, 1.8]), "A": np.array([60.0, 60.0, 60.0, 60.0]),
+               "alpha": np.array([0.3, 0.3, 0.3, -20.0]), "sigma": np.array([0.01, 0.01, np.inf, 0.01])}
+    # Draw 4 is finite at the data (N up to 1e10: 1e200) only in float64; at 1000x it overflows.
+    keep = usable_refits(form, samples, np.array([1.0, 1.0, 1.0, 1.0]), {"N": np.array([1e2, 1e3])})
+    assert keep.tolist() == [True, False, False, False]
+    assert usable_refits(form, {k: v[:1] for k, v in samples.items()}, np.array([np.inf]),
+                         {"N": np.array([1e6])}).tolist() == [False]
+
+
 def test_binomial_accuracy_fit_respects_chance():
     form = get_form("volume")
     truth = {"A": float(np.exp(-7.0)), "beta": 0.25, "gamma": 0.12, "E": 0.2}
@@ -88,11 +152,11 @@ def test_binomial_accuracy_fit_respects_chance():
     result = fit(table, "volume", method="map", mapping={"V": "V"}, chance=0.25)
     # Coefficient and exponents trade off; the law's predictions are what must be right.
     x = {"V": d["V"][:8], "M": d["M"][:8]}
-    mu = result.predict(x)
+    mu = result.predictive(x, "mean")
     true_mu = np.asarray(form.mean(truth, x))
     lo, hi = np.quantile(mu, [0.01, 0.99], axis=0)
     assert ((lo - 0.02 <= true_mu) & (true_mu <= hi + 0.02)).all(), (lo, true_mu, hi)
-    acc = result.predict({"V": [1e5], "M": [5e8]}, observed=True, n_eval=27)
+    acc = result.predictive({"V": [1e5], "M": [5e8]}, "observed", n_eval=27)
     assert ((acc >= 0) & (acc <= 1)).all() and np.allclose(acc * 27, np.round(acc * 27))
 
 

@@ -67,6 +67,37 @@ def test_causal_blocks_skip_only_keys_after_the_block():
         assert s * (s + 1) // 2 <= score_entries(s) <= s * s
 
 
+def test_flash_paths_count_the_tiles_their_kernels_compute():
+    """Splash's count is the tiles its kernel's mask info keeps (block_mask != 0) for the
+    padded causal row; cuDNN's, 128 tiles on and below the diagonal; both recompute the scores
+    once in the backward. "auto" counts the path of the backend it is given."""
+    import numpy as np
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as mask_lib
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask_info as info_lib
+
+    from tokeff.models.causal_blocks import padded_len, score_entries, splash_block
+
+    for s in (64, 300, 512, 1024, 2048, 4096):
+        block = splash_block(s)
+        p = padded_len(s, block)
+        info, _ = info_lib.process_mask(mask_lib.MultiHeadMask([mask_lib.CausalMask((p, p))]), (block, block))
+        assert score_entries(s, "splash") == int(np.count_nonzero(info.block_mask)) * block * block
+    assert score_entries(64, "splash") == 128 * 128  # tiny's rows: one padded tile
+    assert score_entries(2048, "splash") == score_entries(512, "splash") * 16 == 10 * 512 * 512
+    assert score_entries(2048, "cudnn") == 2048 * (2048 + 128) // 2 and score_entries(100, "cudnn") == 100 * 100
+    ref = flops.forward_breakdown(get_preset("tiny"), 512)
+    for path in ("splash", "cudnn"):
+        bd = flops.forward_breakdown(get_preset("tiny", attention=path, dtype="bfloat16"), 512)
+        assert bd.attn_recompute == bd.attn_scores and bd.computed_training == bd.training + bd.attn_scores
+        assert bd.qkv == ref.qkv and bd.mlp == ref.mlp
+    assert ref.attn_recompute == 0 and ref.computed_training == ref.training
+    auto = get_preset("tiny", dtype="bfloat16")
+    assert flops.forward_breakdown(auto, 300, backend="tpu").attn_scores == \
+        flops.forward_breakdown(auto.replace(attention="splash"), 300).attn_scores
+    assert flops.forward_breakdown(auto, 300, backend="gpu") == flops.forward_breakdown(auto.replace(attention="cudnn"), 300)
+    assert flops.forward_breakdown(auto, 300) == flops.forward_breakdown(auto.replace(attention="reference"), 300)
+
+
 def test_batch_flops_padded_and_packed():
     cfg = get_preset("tiny")
     padded = flops.batch_flops(cfg, [10, 32, 20], layout="padded", row_len=32)

@@ -44,7 +44,7 @@ def test_default_fit_learns_a_discrepancy_that_widens_beyond_the_range():
     top = np.argmax(c[low])
     inside = {"N": t["params"][low][top:top + 1], "D": t["tokens_seen"][low][top:top + 1]}
     far = {"N": inside["N"] * 10, "D": inside["D"] * 10}  # 100x the compute: d = log 100 (product)
-    width = lambda x: np.diff(np.quantile(np.log(result.predict(x, observed=True)), [0.05, 0.95], 0), axis=0)[0, 0]  # noqa: E731
+    width = lambda x: np.diff(np.quantile(np.log(result.predictive(x, "observed")), [0.05, 0.95], 0), axis=0)[0, 0]  # noqa: E731
     assert width(far) > 1.5 * width(inside)
 
 
@@ -52,7 +52,7 @@ def test_earlier_intervals_are_one_flag_away():
     from tokeff.laws.model import resolve_likelihood
 
     assert resolve_likelihood("auto", "loss", "nuts") == "failures"
-    assert resolve_likelihood("student_t", "loss", "nuts") == "student_t"  # the previous default
+    assert resolve_likelihood("student_t", "loss", "nuts") == "student_t"  # an explicit choice is kept
     assert resolve_likelihood("auto", "loss", "classic") == "normal"
     assert resolve_likelihood("normal", "loss", "nuts") == "normal"
 
@@ -77,7 +77,7 @@ def test_accuracy_floor_prior_starts_at_chance():
     t = pilot_table(1)
     result = fit(t, "volume", method="map", chance=0.25)
     assert result.summary["priors"]["E"].startswith("uniform(0.25")
-    pred = result.predict(result.data.inputs)
+    pred = result.predictive(result.data.inputs, "mean")
     assert np.isfinite(pred).all()
 
 
@@ -148,7 +148,7 @@ def test_failures_likelihood_keeps_the_law_where_stalled_runs_pull_student_t_up(
     errors, tau = {}, {}
     for kind in ("student_t", "failures"):
         result = fit({k: v[low] for k, v in t.items()}, "chinchilla", method="map", seed=0, likelihood=kind)
-        predicted = np.median(result.predict({"N": t["params"][~low], "D": t["tokens_seen"][~low]}, observed=True), 0)
+        predicted = np.median(result.predictive({"N": t["params"][~low], "D": t["tokens_seen"][~low]}, "observed"), 0)
         errors[kind] = np.median(np.abs(predicted / law - 1))
         tau[kind] = result.summary["discrepancy"]["tau"]["median"]
     share = result.summary["params"]["failure_prob"]

@@ -50,13 +50,14 @@ def test_nuts_starts_from_laplace_for_loss_forms():
     from tokeff.laws.forms import get_form
     from tokeff.laws.laplace import laplace_starts
     from tokeff.laws.model import Likelihood
+    from tokeff.laws.settings import FitSettings
     from tokeff.laws.simulate import isoflop_table
 
     form = get_form("chinchilla")
     assert resolve_init("auto", form) == "laplace"
     assert resolve_init("auto", get_form("volume")) == "prior"
-    with pytest.raises(UserError):
-        resolve_init("median", form)
+    with pytest.raises(UserError, match="--init"):
+        FitSettings(init="median")
     t = isoflop_table("chinchilla", seed=0)
     data = FitData({"N": np.asarray(t["params"], float), "D": np.asarray(t["tokens_seen"], float)},
                    np.asarray(t["eval_loss"], float), None, {})

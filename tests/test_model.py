@@ -111,7 +111,7 @@ def _plain_attend(q_BxGxRxCxK, k_BxGxTxK, v_BxGxTxK, mask_BxCxT):
 def test_attention_gradient_equals_autodiff(dtype, tol):
     """`_attend`'s written-out backward (dS = P * (dP - rowsum(dO * O))) gives autodiff's
     gradients for queries, keys and values, under a mask with hidden keys in every row."""
-    from tokeff.models.transformer import _attend
+    from tokeff.models.attention import _attend
 
     rng = np.random.default_rng(3)
     b, g, r, c, t, k = 2, 2, 3, 5, 7, 8
@@ -132,7 +132,7 @@ def test_model_gradients_equal_autodiff_attention(monkeypatch):
     """The whole model's gradients (tied embedding, 300-token rows: three query blocks, packed
     segments crossing them, padding) with the written-out attention backward equal those of
     autodiff through the plain attention."""
-    import tokeff.models.transformer as transformer
+    import tokeff.models.attention as attention
 
     cfg = get_preset("tiny", max_seq_len=512)
     rng = np.random.default_rng(4)
@@ -144,7 +144,7 @@ def test_model_gradients_equal_autodiff_attention(monkeypatch):
         return jax.tree.leaves(nnx.jit(nnx.grad(lambda m: m(tokens, segment_ids_BxS=segments).std()))(model))
 
     written = grads()
-    monkeypatch.setattr(transformer, "_attend", _plain_attend)
+    monkeypatch.setattr(attention, "_attend", _plain_attend)
     for got, want in zip(written, grads()):  # relative to each parameter's gradient norm
         assert np.linalg.norm(np.asarray(got) - np.asarray(want)) <= 1e-4 * np.linalg.norm(np.asarray(want))
 

@@ -77,17 +77,17 @@ def test_the_laws_miss_counts_as_noise_the_run_cannot_remove():
     rng = np.random.default_rng(8)
     mu_P = rng.standard_normal(4000)
     shift_P = rng.standard_normal(4000)
-    eig = pr.expected_information(np.exp(mu_P)[:, None], "loss", NORMAL, pr.interval_width(mu_P),
-                                  sigma_P=np.ones(4000), log_shift_PxC=shift_P[:, None], n_sims=200, seed=9)
+    eig = pr.expected_information(np.exp(mu_P + shift_P)[:, None], "loss", NORMAL, pr.interval_width(mu_P),
+                                  sigma_P=np.ones(4000), n_sims=200, seed=9)
     expected = 2 * 1.6449 * (1 - 1 / np.sqrt(1 + 1 / 2.0))
     assert eig[0] == pytest.approx(expected, abs=0.08)
 
 
 def test_a_simulated_outcome_is_drawn_as_the_fit_predicts_it():
     # One predictive distribution: what `propose` simulates for a run (the law, the noise and
-    # the discrepancy draws) is distributed as Fit.predict(observed=True) draws a new observation.
+    # the discrepancy draws) is distributed as Fit.predictive(kind="observed") draws a new observation.
     from tokeff.laws.forms import get_form
-    from tokeff.laws.model import predict_mean, predict_observed
+    from tokeff.laws.model import predictive
 
     form, lik = get_form("chinchilla"), Likelihood()
     rng = np.random.default_rng(10)
@@ -96,8 +96,8 @@ def test_a_simulated_outcome_is_drawn_as_the_fit_predicts_it():
                for k, v in dict(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28, sigma=0.01).items()}
     x = {"N": np.array([7e10]), "D": np.array([1.4e12])}
     sd = np.full((n_draws, 1), 0.05)  # tau x distance: five times the noise
-    reference = np.log(predict_observed(form, lik, samples, x, discrepancy_sd=sd, seed=1))[:, 0]
-    location = np.log(predict_mean(form, samples, x))[:, 0] + sd[:, 0] * rng.standard_normal(n_draws)
+    reference = np.log(predictive(form, lik, samples, x, "observed", discrepancy_sd=sd, seed=1))[:, 0]
+    location = np.log(predictive(form, lik, samples, x, "new_run", discrepancy_sd=sd, seed=3))[:, 0]
     simulated = pr.simulate_outcomes("loss", lik, location, sigma_M=samples["sigma"], seed=2)
     qs = [0.05, 0.25, 0.5, 0.75, 0.95]
     np.testing.assert_allclose(np.quantile(simulated, qs), np.quantile(reference, qs), atol=0.004)

@@ -6,7 +6,7 @@ The table's noise is the scatter of real Chinchilla runs around Epoch AI's fit (
 log loss over the 245 runs Epoch extracted), plus three runs that diverged back to ~11 nats. At the
 2% noise `bench/tokens_per_param.py` also runs, one table's median scatters by a factor of 1.7 (sd of
 its log over 24 tables) and the median of 24 medians is 21.0: no bias, but one table cannot
-decide; docs/laws.md has both tables."""
+decide; docs/notes/2026-12-tokens-per-param.md has both tables."""
 
 import numpy as np
 

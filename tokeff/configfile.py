@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 from tokeff.errors import UserError
 
@@ -50,6 +51,21 @@ def load_config(path: str, overrides: Sequence[str] = (), schema: ml_collections
     for key, text in _parse_overrides(overrides):
         set_key(config, key, text)
     return config
+
+
+def REQUIRED(kind: type):  # noqa: N802 - reads as a value in a schema
+    """A schema value the config file must set (typed; unset it stays None and `check_required` refuses it)."""
+    return placeholder(kind)
+
+
+def check_required(config: ml_collections.ConfigDict, schema: ml_collections.ConfigDict, prefix: str = "config") -> None:
+    """Refuse, naming the key, a `REQUIRED` key of `schema` that `config` left unset."""
+    for key in schema.keys():
+        where = f"{prefix}.{key}"
+        if isinstance(schema[key], ml_collections.ConfigDict):
+            check_required(config[key], schema[key], where)
+        elif schema[key] is None and config[key] is None:
+            raise UserError(f"{where}: missing (the config file must set it)")
 
 
 def set_key(config: ml_collections.ConfigDict, key: str, text: str) -> None:

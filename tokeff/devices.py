@@ -50,6 +50,10 @@ PEAK_FLOPS = {
     ("A100", "float32"): 19.5e12,
     ("L4", "bfloat16"): 121e12,
 }
+# Memory per chip in GiB (vendor datasheets; the A100 as the 40 GB part, the lesser of two):
+# the memory plan's limit when it is made away from the device (tokeff.train.memory).
+DEVICE_MEMORY_GIB = {"TPU v4": 32, "TPU v5e": 16, "TPU v5p": 95, "TPU v6e": 32, "A100": 40, "H100": 80,
+                     "H200": 141, "L4": 24}
 # The short names cost estimates use (`experiments/estimate_cost.py --device`).
 DEVICE_NAMES = {"v4": "TPU v4", "v5e": "TPU v5e", "v5p": "TPU v5p", "v6e": "TPU v6e", "a100": "A100",
                 "h100": "H100", "h200": "H200", "l4": "L4"}

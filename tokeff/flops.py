@@ -10,12 +10,16 @@ K head dim, F MLP width, V vocabulary: the package's axis legend, tokeff/__init_
 
 - qkv: 2·S·D·(H + 2G)·K — grouped-query attention projects G, not H, key/value heads.
 - attn_scores (q·kᵀ) and attn_values (p·v): 2·H·E·K each, E the query-key pairs scored.
-  Attention runs by causal query blocks (`tokeff.models.causal_blocks`): a block of queries
-  is scored against the keys up to its own end, so the blocks above the diagonal are skipped
-  and E = `score_entries(S)` (S² up to 128 tokens, 0.625·S² at 512, 0.5625·S² from 1024 on).
-  Still quadratic in the row length: this is why the same tokens in longer examples cost
-  more. The masked entries inside the computed blocks (the diagonal blocks' future keys,
-  cross-segment entries of a packed row, padding positions) ARE counted: they are computed.
+  Every attention path (`tokeff.models.attention`) skips the blocks above the diagonal; E is
+  what its blocks cover (`tokeff.models.causal_blocks.score_entries`). The reference path
+  (CPU) scores each block of queries against the keys up to its own end: E = S² up to 128
+  tokens, 0.625·S² at 512, 0.5625·S² from 1024 on. Splash (TPU) and cuDNN (GPU) compute
+  square tiles on and below the diagonal: splash's are a quarter of the row (E = 0.625·S² from
+  512 to 2048 tokens; short rows are padded to one 128 tile), cuDNN's are 128 wide
+  (E = S·(S + 128)/2 for multiples of 128). Still quadratic in the row length: this is why the same tokens in
+  longer examples cost more. The masked entries inside the computed blocks (the diagonal
+  blocks' future keys, cross-segment entries of a packed row, padding positions, splash's
+  padding of a row to whole tiles) ARE counted: they are computed.
 - out_proj: 2·S·H·K·D.
 - mlp: 2·S·3·D·F (SwiGLU: gate, up and down matmuls).
 plus, once, logits: 2·S·D·V. The embedding lookup is a gather: 0 FLOPs.
@@ -35,6 +39,13 @@ record is what the accelerator runs, so `step_training_flops` and `example_train
 charge that recomputation; `FlopBreakdown.training` stays the remat-free 3 × forward (the
 "model FLOPs" of the MFU convention), and `FlopBreakdown.remat_recompute` is the difference.
 
+The flash kernels (splash, cuDNN) keep no [S, S] probabilities for the backward: they
+recompute the scores q·kᵀ there, one attn_scores more per training step
+(`FlopBreakdown.attn_recompute`, charged like remat's recomputation: in `computed_training`,
+not in the 3 × forward "model FLOPs"). "auto" counts the path the backend runs; planning
+code that runs before JAX knows its devices (sweep grids, allocation) counts the reference
+path, and the training loop charges the path it resolved.
+
 Padded and packed layouts both compute full [rows, row_len] rows: `step_training_flops` is
 what a step costs; `example_training_flops` (one example alone at its own length) is the
 useful compute; `batch_flops` gives both for a batch.
@@ -53,7 +64,7 @@ from collections.abc import Sequence
 
 from tokeff.errors import UserError
 from tokeff.models.causal_blocks import score_entries
-from tokeff.models.config import ModelConfig
+from tokeff.models.config import ModelConfig, attention_path
 
 _COMPONENTS = ("qkv", "attn_scores", "attn_values", "out_proj", "mlp", "logits")
 
@@ -69,6 +80,7 @@ class FlopBreakdown:
     mlp: int
     logits: int
     remat_recompute: int = 0  # blocks' forward recomputed in the backward (cfg.remat), else 0
+    attn_recompute: int = 0  # scores recomputed in a flash kernel's backward (splash, cudnn), else 0
 
     @property
     def forward(self) -> int:
@@ -81,8 +93,9 @@ class FlopBreakdown:
 
     @property
     def computed_training(self) -> int:
-        """What a training step runs on the accelerator: `training` plus remat recomputation."""
-        return self.training + self.remat_recompute
+        """What a training step runs on the accelerator: `training` plus recomputation (remat's
+        and the flash kernels' scores)."""
+        return self.training + self.remat_recompute + self.attn_recompute
 
     def as_dict(self) -> dict[str, int]:
         out = {name: getattr(self, name) for name in _COMPONENTS}
@@ -90,6 +103,7 @@ class FlopBreakdown:
             forward=self.forward,
             training=self.training,
             remat_recompute=self.remat_recompute,
+            attn_recompute=self.attn_recompute,
             computed_training=self.computed_training,
         )
         return out
@@ -101,14 +115,16 @@ def _check_len(name: str, value: int) -> int:
     return int(value)
 
 
-def forward_breakdown(cfg: ModelConfig, seq_len: int) -> FlopBreakdown:
+def forward_breakdown(cfg: ModelConfig, seq_len: int, backend: str | None = None) -> FlopBreakdown:
     """Forward FLOPs of ONE row of `seq_len` tokens; attention counts the query-key pairs of
-    the causal query blocks the model computes (masked entries inside them included)."""
+    the blocks that `cfg.attention` computes on `backend` (masked entries inside them
+    included; "auto" with no backend counts the reference path)."""
     s = _check_len("seq_len", seq_len)
+    path = attention_path(cfg.attention, cfg.dtype, backend)
     d, h, k, hd, layers = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.n_layers
     qkv = layers * 2 * s * d * (h + 2 * k) * hd
-    attn_scores = layers * 2 * h * score_entries(s) * hd
-    attn_values = layers * 2 * h * score_entries(s) * hd
+    attn_scores = layers * 2 * h * score_entries(s, path) * hd
+    attn_values = layers * 2 * h * score_entries(s, path) * hd
     out_proj = layers * 2 * s * h * hd * d
     mlp = layers * 2 * s * 3 * d * cfg.d_ff
     # Remat recomputes each block's forward inside its backward, except the MLP down
@@ -123,6 +139,7 @@ def forward_breakdown(cfg: ModelConfig, seq_len: int) -> FlopBreakdown:
         mlp=mlp,
         logits=2 * s * d * cfg.vocab_size,
         remat_recompute=recompute if cfg.remat else 0,
+        attn_recompute=attn_scores if path != "reference" else 0,
     )
 
 

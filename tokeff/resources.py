@@ -48,25 +48,15 @@ def check_seed(value, field: str) -> int:
     return int(value)
 
 
-def check_fit_size(*, method: str, chains: int, draws: int, warmup: int, bootstrap: int, n_params: int,
-                   n_points: int) -> None:
-    """Refuse a fit whose draws cannot fit in memory or whose sampler would run for hours.
+def check_fit_size(*, method: str, chains: int, draws: int, n_params: int, n_points: int) -> None:
+    """Refuse a NUTS fit whose draws cannot fit in memory (the counts alone are capped, with the
+    other settings, by `tokeff.laws.settings.FitSettings.validate`).
 
     NUTS keeps chains x draws x (parameters + 2 x points) float64 values (the posterior, the
     pointwise log-likelihood and the predictive), twice when a retry doubles the draws.
     """
-    if method == "classic":
-        if bootstrap > MAX_BOOTSTRAP:
-            raise UserError(f"--bootstrap: {bootstrap} resamples is over the limit of {MAX_BOOTSTRAP} "
-                            "(each is a full Huber/L-BFGS fit)")
-        return
     if method != "nuts":
         return
-    if chains > MAX_CHAINS:
-        raise UserError(f"--chains: {chains} chains is over the limit of {MAX_CHAINS}")
-    for flag, value in (("--draws", draws), ("--warmup", warmup)):
-        if value > MAX_DRAWS:
-            raise UserError(f"{flag}: {value} per chain is over the limit of {MAX_DRAWS}")
     need = 2 * chains * draws * (n_params + 2 * n_points) * 8
     budget = memory_budget()
     if need > budget:

@@ -10,6 +10,9 @@ fences off with a newline. Object stores (gs://) cannot append; there the table 
 through a temporary object, which is safe for one writer per table — sweeps therefore give
 each independent launcher (`--shard i/n`) its own table file and merge them on read.
 
+A sweep folder holds one table per independent launcher (`table_path`): `results.jsonl`, or
+`results-I-of-N.jsonl` per shard; `sweep_rows` reads them merged.
+
 Rows hold numbers as numbers (FLOPs and tokens are never strings); the reader dedupes by
 `run_id` (the latest row wins, so a retried failure replaces its failed row).
 """
@@ -239,6 +242,32 @@ def dedupe_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     for row in rows:
         latest[row["run_id"]] = dict(row)
     return list(latest.values())
+
+
+def table_paths(sweep_dir: str) -> list[str]:
+    """Every table file of a sweep: `results.jsonl` and the per-shard `results-I-of-N.jsonl`."""
+    from etils import epath
+
+    root = epath.Path(sweep_dir)
+    if not root.exists():
+        return []
+    return sorted(os.fspath(p) for p in root.glob("results*.jsonl"))
+
+
+def sweep_rows(sweep_dir: str) -> list[dict[str, Any]]:
+    """All rows of a sweep, merged across shard tables and deduped by run_id."""
+    rows = []
+    for path in table_paths(sweep_dir):
+        rows.extend(read_rows(path, dedupe=False))
+    return dedupe_rows(rows)
+
+
+def table_path(sweep_dir: str, shard: tuple[int, int]) -> str:
+    """The table file shard `(index, count)` of a sweep appends to (`results.jsonl` when unsharded)."""
+    index, count = shard
+    name = "results.jsonl" if count == 1 else f"results-{index}-of-{count}.jsonl"
+    return os.path.join(os.fspath(sweep_dir), name) if "://" not in str(sweep_dir) \
+        else f"{str(sweep_dir).rstrip('/')}/{name}"
 
 
 def _flat(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -72,7 +72,7 @@ def meshes(root) -> dict:
     os.remove(os.path.join(resumed, "summary.json"))
     run = train(train_config(*MESHES["data2_fsdp2_tensor2"]), resumed)
     out["resumed_on_2x2x2"] = losses(resumed)
-    out["resumed_mesh"] = run["mesh"]
+    out["resumed_mesh"] = run.mesh
     return out
 
 
@@ -158,8 +158,8 @@ def host(index, port, root):
     trained = train(config, os.path.join(root, "run"))
     watched = Watched()
     rows = sweep.run_sweep(sweep_config(4), os.path.join(root, "sweep"), runner=watched, progress=False)
-    print(json.dumps({"process": index, "devices": trained["devices"], "losses": losses(os.path.join(root, "run")),
-                      "flops_used": trained["flops_used"], "rows": summary(rows), "ran": sorted(watched.devices),
+    print(json.dumps({"process": index, "devices": trained.devices, "losses": losses(os.path.join(root, "run")),
+                      "flops_used": trained.flops_used, "rows": summary(rows), "ran": sorted(watched.devices),
                       "most": watched.most}))
 
 

@@ -21,6 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="allocate even if the fit's diagnostics are not ok")
     parser.add_argument("--module", action="append", default=[], metavar="MODULE",
                         help="import this module or .py file first (the fit's form is your own)")
+    parser.add_argument("--frontier", choices=["auto", "law"], default="auto",
+                        help="pretraining: auto carries the law's frontier to the isoFLOP optima the fit data shows"
+                             " (when it is a sweep); law: the law's parameters alone")
     add_option_space_arguments(parser)
 
 
@@ -41,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     import_form_modules(args.module)
     fit = load_checked_fit(args.fit_dir, force=args.force)  # a bad FIT_DIR is named as such, not as --out
     claim_output_dir(out, "allocation", allow_existing=True)
-    result = allocate_fit(fit, budget, space)
+    result = allocate_fit(fit, budget, space, frontier_source=args.frontier)
     for w in result["warnings"]:  # once, on stderr (the table on stdout leaves them out)
         print(f"tokeff allocate: warning: {w}", file=sys.stderr)
     plot = "frontier.png" if result["kind"] == "pretraining" else "allocation_budgets.png"

@@ -9,7 +9,8 @@ HELP = "run the embedded demo: fine-tune SmolLM2-135M on MMLU under FLOP budgets
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None, metavar="FILE.py[:ARG]",
-                        help="demo config (default: configs/demo.py; configs/demo.py:smoke is tiny)")
+                        help="demo config (default: the demo's own, tokeff/demo/configs/demo.py; ':ARG' picks one of"
+                             " its variants: ':smoke' is tiny, ':gpu' the full grid)")
     parser.add_argument("--workdir", default="runs/demo",
                         help="run folder: results table, fits, plots, report.txt (rerun resumes)")
     parser.set_defaults(_accepts_overrides=True)

@@ -60,8 +60,7 @@ def _task(args):
 
 def run(args: argparse.Namespace) -> int:
     from tokeff.errors import UserError
-    from tokeff.eval import METHODS, evaluate_methods, heldout_loss
-    from tokeff.eval.multiple_choice import CLOZE_METHODS
+    from tokeff.eval import evaluate
     from tokeff.models.load import load_model
 
     if args.batch_size <= 0:
@@ -73,19 +72,8 @@ def run(args: argparse.Namespace) -> int:
                         f"pass --limit {len(records)} or less")
     loaded = load_model(args.model, dtype=args.dtype)
     fmt = dataclasses.replace(task, tokens=loaded.tokens).prompt  # chat: the model's own template
-    methods = METHODS if args.method == "all" else (args.method,)
-    common = dict(prompt_format=fmt, exemplars=task.exemplars, batch_size=args.batch_size, progress=not args.json,
-                  bos_id=loaded.prepend_bos_id)
-    results = evaluate_methods(loaded, records, methods, **common)
-    cloze = next((r for m, r in results.items() if m in CLOZE_METHODS), None)
-    # The cloze methods share one forward pass: count it once.
-    eval_flops = (cloze.flops if cloze else 0) + (results["letter"].flops if "letter" in results else 0)
-    if cloze is not None:
-        loss, loss_tokens = cloze.loss, cloze.loss_tokens
-    else:
-        held = heldout_loss(loaded, records, **common)
-        loss, loss_tokens, eval_flops = held.loss, held.n_tokens, eval_flops + held.flops
-    first = next(iter(results.values()))
+    result = evaluate(loaded, records, args.method, prompt_format=fmt, exemplars=task.exemplars,
+                      batch_size=args.batch_size, progress=not args.json, bos_id=loaded.prepend_bos_id)
     report = {
         "model": args.model,
         "dataset": args.dataset,
@@ -94,12 +82,12 @@ def run(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "prompt_format": args.prompt_format,
         "k_shot": args.k_shot,
-        "n": first.n,
-        "chance": first.chance,
-        "methods": {m: r.summary() for m, r in results.items()},
-        "loss": loss,
-        "loss_tokens": loss_tokens,
-        "eval_flops": eval_flops,
+        "n": result.n,
+        "chance": result.chance,
+        "methods": {m: r.record().as_dict() for m, r in result.results.items()},
+        "loss": result.loss,
+        "loss_tokens": result.loss_tokens,
+        "eval_flops": result.flops,
     }
     if args.json:
         print(json.dumps(report, indent=2))

@@ -11,9 +11,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", help="results table (.csv or .jsonl)")
     parser.add_argument("--form", required=True, help="registered form name (e.g. chinchilla, volume)")
     parser.add_argument("--out", required=True,
-                        help="output directory: new or empty (an earlier tokeff fit there needs --force)")
+                        help="output directory: new or empty (a tokeff fit already there needs --force)")
     parser.add_argument("--force", action="store_true",
-                        help="replace an earlier tokeff fit at --out (only the files tokeff wrote)")
+                        help="replace the tokeff fit already at --out (only the files tokeff wrote)")
     parser.add_argument("--target", help="target column (default: eval_loss for loss forms, accuracy otherwise)")
     parser.add_argument("--map", action="extend", nargs="+", default=[], metavar="VAR=COLUMN",
                         help="inputs or target to columns, e.g. --map N=params D=tokens (or repeat --map);"
@@ -26,16 +26,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target-accept", type=float, default=0.98,
                         help="NUTS target acceptance probability (higher: smaller steps, fewer divergences)")
     parser.add_argument("--init", default="auto", choices=["auto", "prior", "laplace"],
-                        help="where NUTS chains start; auto: laplace (overdispersed draws around the MAP) for loss"
-                             " forms, prior draws for accuracy forms; prior: the earlier starts")
+                        help="where NUTS chains start; laplace: draws of the MAP/Laplace approximation with twice its"
+                             " sd (apart, but inside the posterior); prior: draws from the priors;"
+                             " auto: laplace for loss forms, prior for accuracy forms")
     parser.add_argument("--bootstrap", type=int, default=4000, help="bootstrap resamples (--method classic)")
     parser.add_argument("--likelihood", default="auto", choices=["auto", "normal", "student_t", "failures"],
-                        help="noise model on log loss (loss forms); auto: failures (Student-t runs plus a"
-                             " learned share of runs that trained worse than the law); student_t: the previous"
-                             " default; normal: the earliest")
+                        help="noise model on log loss (loss forms); failures: Student-t(4) plus a learned share of"
+                             " runs that trained worse than the law (one-sided); student_t: Student-t(4) alone"
+                             " (outliers down-weighted, symmetric); normal: Gaussian (every run weighs fully);"
+                             " auto: failures")
     parser.add_argument("--discrepancy", default="extrapolation", choices=["extrapolation", "none"],
-                        help="loss forms: widen predictive intervals with the distance beyond the fitted range,"
-                             " at a rate learned by internal leave-future-out (none: the earlier intervals)")
+                        help="loss forms; extrapolation: widen predictive intervals with the squared log-distance"
+                             " beyond the fitted range, at a rate learned by internal leave-future-out;"
+                             " none: intervals from the posterior and the likelihood's noise alone")
     parser.add_argument("--chance", type=float, default=0.0, help="chance accuracy (accuracy forms; 0.25 for 4-way MC)")
     parser.add_argument("--prior", action="append", default=[], metavar="PARAM=SPEC",
                         help="override a prior, e.g. --prior alpha='uniform(0.1, 0.6)'")
@@ -63,27 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from tokeff.laws.diagnostics import format_diagnostics
     from tokeff.laws.fit import fit
 
-    priors = parse_mapping(args.prior, "--prior", "PARAM=SPEC")
-    result = fit(
-        args.data,
-        args.form,
-        method=args.method,
-        mapping=parse_mapping(args.map),
-        target=args.target,
-        priors=priors,
-        likelihood=args.likelihood,
-        discrepancy=args.discrepancy,
-        chance=args.chance,
-        chains=args.chains,
-        draws=args.draws,
-        warmup=args.warmup,
-        seed=args.seed,
-        target_accept=args.target_accept,
-        init=args.init,
-        bootstrap=args.bootstrap,
-        drop_invalid=args.drop_invalid,
-        exclude=not args.no_exclude,
-    )
+    result = fit(args.data, args.form, fit_settings(args), mapping=parse_mapping(args.map), target=args.target)
     path = result.save(args.out, plots=not args.no_plots, force=args.force)
     s = result.summary
     print(f"{s['form']} ({s['method']}) on {s['n_points']} points in {s['wall_seconds']:.1f} s -> {path}")
@@ -99,15 +82,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def fit_options(args: argparse.Namespace) -> dict:
-    """The keyword arguments of `tokeff.laws.fit.fit` given by the flags above (for commands,
-    like backtest, that fit as `tokeff fit` would)."""
+def fit_settings(args: argparse.Namespace):
+    """The `tokeff.laws.settings.FitSettings` the flags above give (for `tokeff fit` and for
+    commands, like backtest, that fit as it would)."""
     from tokeff.laws.data import parse_mapping
+    from tokeff.laws.settings import FitSettings
 
-    return {
-        "method": args.method, "mapping": parse_mapping(args.map), "target": args.target,
-        "priors": parse_mapping(args.prior), "likelihood": args.likelihood, "discrepancy": args.discrepancy, "chance": args.chance,
-        "chains": args.chains, "draws": args.draws, "warmup": args.warmup, "seed": args.seed,
-        "target_accept": args.target_accept, "init": args.init, "bootstrap": args.bootstrap, "drop_invalid": args.drop_invalid,
-        "exclude": not args.no_exclude,
-    }
+    return FitSettings(
+        method=args.method, likelihood=args.likelihood, discrepancy=args.discrepancy, chains=args.chains,
+        draws=args.draws, warmup=args.warmup, seed=args.seed, target_accept=args.target_accept, init=args.init,
+        bootstrap=args.bootstrap, priors=parse_mapping(args.prior, "--prior", "PARAM=SPEC"), chance=args.chance,
+        exclude=not args.no_exclude, drop_invalid=args.drop_invalid)

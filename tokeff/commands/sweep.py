@@ -39,7 +39,7 @@ def _parse_shard(text: str) -> tuple[int, int]:
 
 def run(args: argparse.Namespace) -> int:
     from tokeff import results, sweep
-    from tokeff.config_schemas import load_sweep_config
+    from tokeff.sweep.config import load_sweep_config
 
     from tokeff.ownership import refuse_empty_path
 

@@ -23,9 +23,9 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_train_config(args.config, list(args._extra))
     summary = train(config, args.workdir)
-    if summary["status"] != "completed":
-        print(f"tokeff train: {summary['status']} after step {summary['steps']} of {summary['planned_steps']}; "
+    if not summary.completed:
+        print(f"tokeff train: {summary.status} after step {summary.steps} of {summary.planned_steps}; "
               "rerun the same command to resume", file=sys.stderr)
         return 1
-    print(json.dumps({k: v for k, v in summary.items() if k != "selection"}, indent=2))
+    print(json.dumps({k: v for k, v in summary.as_dict().items() if k != "selection"}, indent=2))
     return 0

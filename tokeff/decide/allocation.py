@@ -8,6 +8,7 @@ range is reported with its extrapolation factor: laws are least trustworthy exac
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Mapping
 
@@ -64,9 +65,11 @@ def budget_warnings(fit, budget: float, chosen_inputs: Mapping[str, float] | Non
     return out
 
 
-def allocate_fit(fit, budget: float, space: OptionSpace | None = None) -> dict:
+def allocate_fit(fit, budget: float, space: OptionSpace | None = None, *, frontier_source: str = "auto") -> dict:
     """The allocation.json payload for a fit at a budget (pretraining frontier or fine-tuning
-    choice, by the form's inputs), with its extrapolation warnings."""
+    choice, by the form's inputs), with its extrapolation warnings. A pretraining fit whose data is
+    an isoFLOP sweep decides on the law's frontier carried to the sweep's own optima
+    (`tokeff.decide.sweep_check`; `frontier_source="law"`: the law's alone)."""
     form = fit.form
     if budget <= 0 or not np.isfinite(budget):
         raise UserError(f"budget: must be a positive number of FLOPs, got {budget}")
@@ -77,14 +80,34 @@ def allocate_fit(fit, budget: float, space: OptionSpace | None = None) -> dict:
         if given:
             raise UserError(f"{given[0]}: form {form.name} is a pretraining law (a compute-optimal frontier "
                             "over N and D); it chooses no models, lengths or strategies: drop the flag")
+        from tokeff.decide.sweep_check import fit_frontier
+        from tokeff.decide.summaries import interval
+
         compute_of_runs = 6.0 * np.asarray(fit.data.inputs["N"]) * np.asarray(fit.data.inputs["D"])
-        result = allocate_pretraining(form, fit.samples, budget, budget_range=(compute_of_runs.min(), compute_of_runs.max()))
+        used = {}
+
+        def checked(budgets_U):
+            used["draws"] = fit_frontier(fit, budgets_U, source=frontier_source)
+            return used["draws"].n_opt, used["draws"].d_opt
+
+        result = allocate_pretraining(form, fit.samples, budget, budget_range=(compute_of_runs.min(), compute_of_runs.max()),
+                                      frontier_fn=checked)
+        draws = used["draws"]
+        at = int(np.argmin(np.abs(np.log(np.array([p["budget_flops"] for p in result["frontier"]]) / budget))))
+        result["frontier_source"] = draws.source
+        result["law_N_opt"] = interval(draws.law_n_opt[:, at])
+        result["sweep_correction"] = draws.correction
         warnings = budget_warnings(fit, budget)
+        if draws.source == "law+sweep":
+            q, law = result["decision"]["N_opt"], result["law_N_opt"]["median"]
+            if not q["q05"] <= law <= q["q95"]:
+                warnings.append(f"the law's own N_opt {law:.3g} is outside the decision's 90% interval "
+                                f"[{q['q05']:.3g}, {q['q95']:.3g}]: the form misses the sweep's optima")
     else:
         if space is None or not space.models:
             raise UserError(f"models: form {form.name} chooses among models; give candidates (--models)")
-        result = allocate_finetuning(form, fit.samples, budget, space, columns=fit.data.columns,
-                                     chance=fit.likelihood.chance, miss=fit.discrepancy_sd)
+        result = allocate_finetuning(functools.partial(fit.predictive, kind="new_run"), form.target, budget, space,
+                                     columns=fit.data.columns)
         best = Option(**{k: result["decision"][k] for k in
                          ("model", "n_examples", "avg_tokens", "epochs", "flops", "strategy")})
         chosen = {k: float(v[0]) for k, v in option_inputs([best], fit.data.columns).items()}
@@ -104,6 +127,9 @@ def format_table(result: dict) -> str:
         lines.append(f"{'quantity':<18}{'median':>11}{'q05':>11}{'q10':>11}{'q90':>11}{'q95':>11}")
         for key, q in result["decision"].items():
             lines.append(f"{key:<18}" + "".join(f"{q[k]:>11.3g}" for k in ("median", "q05", "q10", "q90", "q95")))
+        if result.get("frontier_source") == "law+sweep":
+            lines.append(f"  N_opt: the law's frontier carried to the sweep's own optima (the law alone: "
+                         f"{_fmt_interval(result['law_N_opt'])})")
         for name, ref in result["reference_at_budget"].items():
             lines.append(f"  reference {name}: N_opt {ref['N_opt']:.3g}, D_opt {ref['D_opt']:.3g}, "
                          f"tokens/param {ref['tokens_per_param']:.3g}")

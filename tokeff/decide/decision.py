@@ -11,23 +11,14 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from tokeff.decide.frontier import MeanFn
 from tokeff.decide.options import Option, OptionSpace, option_inputs
 from tokeff.decide.summaries import effective_sample_size, interval, normalized_weights
 from tokeff.errors import UserError
 
 
-def predicted_metric(mean: MeanFn, samples: Mapping[str, np.ndarray], inputs_O, *,
-                     chance: float | None = None) -> np.ndarray:
-    """The form's mean for every draw and option: [P, O]. With `chance` (accuracy targets) it is
-    clipped to [chance, 1], as the fit's likelihood clips it: no printed accuracy lies outside."""
-    params_Px1 = {k: np.asarray(v, np.float64)[:, None] for k, v in samples.items()}
-    inputs_1xO = {k: np.asarray(v, np.float64)[None, :] for k, v in inputs_O.items()}
-    n_draws = len(next(iter(params_Px1.values())))
-    out = np.asarray(mean(params_Px1, inputs_1xO), np.float64)
-    if chance is not None:
-        out = np.clip(out, chance, 1.0)
-    return np.broadcast_to(out, (n_draws, len(next(iter(inputs_O.values())))))
+# The metric a run at each of O option inputs would reach, per posterior draw: [P, O]. For a fit,
+# `functools.partial(fit.predictive, kind="new_run")` (the law and what it misses there).
+Predictive = Callable[[Mapping[str, np.ndarray]], np.ndarray]
 
 
 @dataclasses.dataclass
@@ -81,33 +72,16 @@ def decide(utility_PxO: np.ndarray, weights_P: np.ndarray | None = None, *,
     return Decision(order, eu, p_best, regret, p12, se, bool(reasons), "; ".join(reasons))
 
 
-# [P, O] sd on the log scale of what the law misses at the options' inputs (`Fit.discrepancy_sd`).
-MissFn = Callable[[Mapping[str, np.ndarray]], "np.ndarray | None"]
-
-
-def with_miss(metric_PxO: np.ndarray, miss_sd_PxO: np.ndarray | None, *, seed: int = 0) -> np.ndarray:
-    """The metric the options would really have: the law's mean times exp(what the law misses
-    there), one draw of the miss per posterior draw (loss forms: the fit's discrepancy term, the
-    one `Fit.predict(observed=True)` adds; 0 inside the fitted range). Fixed seed: one decision."""
-    if miss_sd_PxO is None:
-        return metric_PxO
-    z = np.random.default_rng(seed).standard_normal(np.shape(miss_sd_PxO))
-    return metric_PxO * np.exp(miss_sd_PxO * z)
-
-
-def decide_at(form, samples: Mapping[str, np.ndarray], space: OptionSpace, budget: float, *,
-              columns: Mapping[str, str], weights_P: np.ndarray | None = None, chance: float | None = None,
-              miss: MissFn | None = None):
-    """Options at `budget`, their predicted metric [P, O] (with the law's miss, given `miss`), and
-    the expected-utility decision."""
+def decide_at(predict: Predictive, target: str, space: OptionSpace, budget: float, *,
+              columns: Mapping[str, str], weights_P: np.ndarray | None = None):
+    """Options at `budget`, their predicted metric [P, O] (`predict` at their inputs, `columns`
+    naming the form's inputs), and the expected-utility decision (`target` "accuracy": higher
+    is better; "loss": lower)."""
     options, infeasible = space.at(budget)
     if not options:
         return options, infeasible, None, None
-    inputs_O = option_inputs(options, columns)
-    metric_PxO = predicted_metric(form.mean, samples, inputs_O, chance=chance if form.target == "accuracy" else None)
-    if miss is not None and form.target == "loss":
-        metric_PxO = with_miss(metric_PxO, miss(inputs_O))
-    sign = 1.0 if form.target == "accuracy" else -1.0
+    metric_PxO = predict(option_inputs(options, columns))
+    sign = 1.0 if target == "accuracy" else -1.0
     return options, infeasible, metric_PxO, decide(sign * metric_PxO, weights_P)
 
 
@@ -119,22 +93,20 @@ def _option_report(option: Option, metric_P: np.ndarray, decision: Decision, k: 
             "p_best": float(decision.p_best[k]), "expected_regret": float(decision.expected_regret[k])}
 
 
-def allocate_finetuning(form, samples: Mapping[str, np.ndarray], budget: float, space: OptionSpace, *,
+def allocate_finetuning(predict: Predictive, target: str, budget: float, space: OptionSpace, *,
                         columns: Mapping[str, str], n_budgets: int = 9,
-                        weights_P: np.ndarray | None = None, chance: float | None = None,
-                        miss: MissFn | None = None) -> dict:
+                        weights_P: np.ndarray | None = None) -> dict:
     """The best option at `budget` (expected utility), all options ranked, and the decision
-    across a range of budgets; `miss` as in `decide_at`."""
-    options, infeasible, metric_PxO, decision = decide_at(form, samples, space, budget, columns=columns,
-                                                          weights_P=weights_P, chance=chance, miss=miss)
+    across a range of budgets; arguments as in `decide_at`."""
+    options, infeasible, metric_PxO, decision = decide_at(predict, target, space, budget, columns=columns,
+                                                          weights_P=weights_P)
     if decision is None:
         reasons = "; ".join(f"{i.label}: {i.reason}" for i in infeasible[:3])
         raise UserError(f"budget: no feasible option at {budget:.3g} FLOPs ({reasons})")
     ranked = [_option_report(options[k], metric_PxO[:, k], decision, k, weights_P) for k in decision.order]
     sweep = []
     for c in np.geomspace(budget / 10, budget * 10, n_budgets):
-        opts, _, m_PxO, d = decide_at(form, samples, space, float(c), columns=columns, weights_P=weights_P,
-                                      chance=chance, miss=miss)
+        opts, _, m_PxO, d = decide_at(predict, target, space, float(c), columns=columns, weights_P=weights_P)
         if d is None:
             sweep.append({"budget_flops": float(c), "decision": None})
             continue
@@ -142,7 +114,7 @@ def allocate_finetuning(form, samples: Mapping[str, np.ndarray], budget: float, 
                       "predicted": interval(m_PxO[:, d.best], weights_P), "p_best": float(d.p_best[d.best]),
                       "expected_regret": float(d.expected_regret[d.best]),
                       "indistinguishable": d.indistinguishable})
-    return {"kind": "finetuning", "target": form.target,
+    return {"kind": "finetuning", "target": target,
             "decision": ranked[0], "runner_up": ranked[1] if len(ranked) > 1 else None,
             "indistinguishable": decision.indistinguishable, "indistinguishable_reason": decision.reason,
             "p_best_beats_runner_up": decision.p_first_beats_second,

@@ -99,10 +99,11 @@ def _budget_sweep(budget: float, lo: float | None, hi: float | None, n: int) -> 
 
 def allocate_pretraining(form, samples: Mapping[str, np.ndarray], budget: float, *,
                          budget_range: tuple[float, float] | None = None, n_budgets: int = 25,
-                         weights_P: np.ndarray | None = None) -> dict:
-    """The compute-optimal frontier at `budget` and across budgets, with credible intervals."""
+                         weights_P: np.ndarray | None = None, frontier_fn: Callable | None = None) -> dict:
+    """The compute-optimal frontier at `budget` and across budgets, with credible intervals;
+    `frontier_fn(budgets_U) -> (N_opt, D_opt)` replaces the law's own (`frontier`)."""
     budgets_U = np.unique(np.append(_budget_sweep(budget, *(budget_range or (None, None)), n_budgets), budget))
-    n_PxU, d_PxU = frontier(form, samples, budgets_U)
+    n_PxU, d_PxU = (frontier_fn or (lambda u: frontier(form, samples, u)))(budgets_U)
     at = int(np.searchsorted(budgets_U, budget))
     curves = [{"budget_flops": float(c),
                "N_opt": interval(n_PxU[:, k], weights_P),

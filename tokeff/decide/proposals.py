@@ -15,7 +15,7 @@ saturates; bench/proposal_efficiency.py validates this ranking. Outcomes are sim
 scored with the fit's own predictive distribution: its observation model
 (`tokeff.laws.model.observation_dist`: log loss ~ Normal or Student-t(sigma), or correct answers ~
 Binomial(n_eval, accuracy)) around the law's mean plus, for loss forms, the fit's discrepancy
-draws (what the law misses beyond the fitted range), as `Fit.predict(observed=True)` draws them.
+draws (what the law misses beyond the fitted range), as `Fit.predictive(kind="observed")` draws them.
 
 `propose` is the whole `tokeff propose` computation: candidates in, ranked proposals and the
 sweep points that run them out.
@@ -32,8 +32,9 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from tokeff.decide.frontier import frontier, is_pretraining_form
-from tokeff.decide.decision import decide_at, predicted_metric
+from tokeff.decide.frontier import is_pretraining_form
+from tokeff.decide.sweep_check import fit_frontier
+from tokeff.decide.decision import decide_at
 from tokeff.decide.options import (
     MAX_COUNT, Option, OptionSpace, check_context, example_flops, option_inputs, strategy_options,
 )
@@ -121,27 +122,27 @@ def interval_width(x_P: np.ndarray, level: float = 0.9) -> Uncertainty:
     return width
 
 
-def expected_information(mean_PxC: np.ndarray, target: str, likelihood: Likelihood, uncertainty: Uncertainty, *,
-                         sigma_P: np.ndarray | None = None, log_shift_PxC: np.ndarray | None = None,
-                         n_eval_C: np.ndarray | None = None, replicates_C: np.ndarray | None = None,
-                         weights_P: np.ndarray | None = None, n_sims: int = 64, seed: int = 0) -> np.ndarray:
+def expected_information(run_PxC: np.ndarray, target: str, likelihood: Likelihood, uncertainty: Uncertainty, *,
+                         sigma_P: np.ndarray | None = None, n_eval_C: np.ndarray | None = None,
+                         replicates_C: np.ndarray | None = None, weights_P: np.ndarray | None = None,
+                         n_sims: int = 64, seed: int = 0) -> np.ndarray:
     """Expected reduction of the decision uncertainty from running each candidate r times: [C].
 
-    mean_PxC: the law's mean at each candidate, per draw. log_shift_PxC (loss targets): what the
-    law misses there, per draw (the fit's discrepancy draws, `Fit.discrepancy_sd` x a normal), so
-    a draw is (theta, miss at c) and one run's outcome is distributed exactly as `Fit.predict(
-    observed=True)` draws it. Outcomes are simulated from draws picked by their weights (the
-    posterior predictive), then every draw is reweighted by each simulated outcome's likelihood.
-    r replicates (new seeds) of a run share its miss and are scored as one run with sigma /
-    sqrt(r) (loss) or r x n_eval questions (accuracy): their mean is what they add.
+    run_PxC: what a run of each candidate would reach, per draw (`Fit.predictive(kind="new_run")`:
+    the law's mean and, for loss forms, what the law misses there), so a draw is (theta, miss at c)
+    and one run's outcome is distributed exactly as `Fit.predictive(kind="observed")` draws it.
+    Outcomes are simulated from draws picked by their weights (the posterior predictive), then
+    every draw is reweighted by each simulated outcome's likelihood. r replicates (new seeds) of
+    a run share its miss and are scored as one run with sigma / sqrt(r) (loss) or r x n_eval
+    questions (accuracy): their mean is what they add.
     """
     rng = np.random.default_rng(seed)
-    n_draws, n_cand = mean_PxC.shape
+    n_draws, n_cand = run_PxC.shape
     w = normalized_weights(n_draws, weights_P)
     u_now = float(uncertainty(w[None, :])[0])
-    location_PxC = np.asarray(mean_PxC, np.float64)
+    location_PxC = np.asarray(run_PxC, np.float64)
     if target == "loss":
-        location_PxC = np.log(location_PxC) + (0.0 if log_shift_PxC is None else log_shift_PxC)
+        location_PxC = np.log(location_PxC)
     eig_C = np.empty(n_cand)
     for c in range(n_cand):
         sims = rng.choice(n_draws, size=n_sims, p=w)
@@ -280,7 +281,8 @@ def propose(fit, cands: list[tuple[Option, int]], space: OptionSpace, budget: fl
     form, samples = fit.form, fit.samples
     # The decision the runs should inform, and its uncertainty U(weights).
     if is_pretraining_form(form):
-        n_PxO, _ = frontier(form, samples, np.array([budget]))
+        # The N_opt draws `allocate` decides on (the law's, carried to a sweep's optima when the fit has one).
+        n_PxO = fit_frontier(fit, np.array([budget])).n_opt
         uncertainty = interval_width(np.log10(n_PxO[:, 0]))
         measure = "90%-interval width of log10 N_opt"
     else:
@@ -289,28 +291,26 @@ def propose(fit, cands: list[tuple[Option, int]], space: OptionSpace, budget: fl
             models=tuple(sorted({o.model for o, _ in cands})),
             lengths=() if space.strategies else tuple(sorted({int(round(o.avg_tokens)) for o, _ in cands})),
             strategies=space.strategies, epochs=tuple(sorted({o.epochs for o, _ in cands})), pool=space.pool)
-        opts, _, metric_PxO, _ = decide_at(form, samples, decision_space, budget, columns=fit.data.columns,
-                                           chance=fit.likelihood.chance, miss=fit.discrepancy_sd)
+        opts, _, metric_PxO, _ = decide_at(functools.partial(fit.predictive, kind="new_run"), form.target,
+                                           decision_space, budget, columns=fit.data.columns)
         if not opts:
             raise UserError(f"--budget: no feasible option at {budget:.3g} FLOPs to decide between")
         uncertainty = option_entropy(metric_PxO if form.target == "accuracy" else -metric_PxO)
         measure = f"entropy (nats) of which of {len(opts)} options is best"
 
     inputs_C = option_inputs([o for o, _ in cands], fit.data.columns)
-    mean_PxC = predicted_metric(form.mean, samples, inputs_C)
-    # What the law misses at each candidate, per draw: the fit's own discrepancy (loss forms).
-    sd_PxC = fit.discrepancy_sd(inputs_C)
-    log_shift_PxC = None if sd_PxC is None else sd_PxC * np.random.default_rng(seed).standard_normal(sd_PxC.shape)
+    # Each candidate's run per draw: the law and what it misses there (the fit's discrepancy, loss forms).
+    run_PxC = fit.predictive(inputs_C, "new_run", seed=seed)
     n_eval = n_eval or (int(np.median(fit.data.n_eval)) if fit.data.n_eval is not None else 200)
     flops_C = np.array([o.flops for o, _ in cands])
     horizon = horizon or float(flops_C.max())
     reps_C = replicates(flops_C, horizon)
     eig_C = expected_information(
-        mean_PxC, form.target, fit.likelihood, uncertainty,
-        sigma_P=np.asarray(samples["sigma"]) if form.target == "loss" else None, log_shift_PxC=log_shift_PxC,
+        run_PxC, form.target, fit.likelihood, uncertainty,
+        sigma_P=np.asarray(samples["sigma"]) if form.target == "loss" else None,
         n_eval_C=np.full(len(cands), n_eval), replicates_C=reps_C, n_sims=sims, seed=seed)
     ranked = rank(eig_C, reps_C * flops_C)[: top]
-    n_draws = mean_PxC.shape[0]
+    n_draws = run_PxC.shape[0]
     u_now = float(uncertainty(np.full((1, n_draws), 1.0 / n_draws))[0])
 
     proposals = []

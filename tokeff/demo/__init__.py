@@ -1,6 +1,6 @@
 """The embedded demo: the seed paper's experiment on one CPU, checking its own prediction.
 
-1. a sweep (configs/demo.py) of a real model fine-tuned with the Lagasse et al. strategies
+1. a sweep (tokeff/demo/configs/demo.py) of a real model fine-tuned with the Lagasse et al. strategies
    under FLOP budgets, every run scored on the same held-out questions (answer-token loss and
    cloze accuracy); it is a `tokeff sweep` in RUN/sweep, so a rerun resumes;
 2. the prediction check (`tokeff.demo.prediction`): the loss and accuracy laws fitted to the
@@ -12,101 +12,78 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import json
 import os
 import time
 
 from tokeff import results, sweep
-from tokeff.io import write_json, write_text
-
-DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                              "configs", "demo.py")
+from tokeff.io import write_text
 
 
 def run_demo(config_path: str | None, overrides: list[str], workdir: str) -> int:
-    from tokeff.config_schemas import load_demo_config
-    from tokeff.demo import analysis, prediction
-    from tokeff.errors import UserError
+    """The demo (config file, `--config.KEY=VALUE` overrides) in the run folder `workdir`."""
     from tokeff.cache import enable_compilation_cache
+    from tokeff.demo import analysis, prediction
+    from tokeff.demo.config import load_demo_config
 
-    config = load_demo_config(config_path or DEFAULT_CONFIG, overrides)
-    started = time.time()
+    config = load_demo_config(config_path, overrides)
     enable_compilation_cache()
+    clock = _Clock()
     budgets = sorted(float(b) for b in config.grid.budgets)
-    lower, top = _with_budgets(config, budgets[:-1]), _with_budgets(config, budgets[-1:])
-    top_points = sweep.grid_points(top)
     print(f"tokeff demo: {len(sweep.grid_points(config))} fine-tunes of {', '.join(config.grid.models)} on "
           f"{config.train.data.source}:{config.train.data.subjects}, budgets "
           f"{', '.join(f'{b:.3g}' for b in budgets)} FLOPs; run folder {workdir}")
-    sweep_dir = os.path.join(workdir, "sweep")
-    predictions_path = os.path.join(workdir, "predictions.json")
     _claim_workdir(workdir)
+    sweep_dir, predictions_path = os.path.join(workdir, "sweep"), os.path.join(workdir, "predictions.json")
 
-    timings = {}
-    if os.path.exists(predictions_path):
-        with open(predictions_path) as f:
-            predictions = json.load(f)
-        if sorted(p["run_id"] for p in predictions["points"]) != sorted(p.run_id for p in top_points):
-            raise UserError(f"{predictions_path}: written for another grid; use a new --workdir")
+    predictions = prediction.read_predictions(predictions_path, config)
+    if predictions is not None:
         print(f"predictions.json written {predictions['written_at']}: reused")
     else:
-        t = time.time()
-        lower_rows = _ok(sweep.run_sweep(lower, sweep_dir), budgets[:-1])
-        timings["sweep below the top budget"] = time.time() - t
-        t = time.time()
-        fits = prediction.fit_laws(lower_rows, config.fit)
-        planned = prediction.planned_inputs(config, top_points)
-        predictions = prediction.predict_top_budget(
-            fits, planned, n_eval=int(lower_rows[0]["n_eval"]), interval=float(config.check.interval),
-            chance=float(config.fit.chance), fitted_budgets=budgets[:-1])
-        write_json(predictions_path, predictions)  # before any top-budget run is scored
-        timings["fit + predict"] = time.time() - t
+        with clock("sweep below the top budget"):
+            lower_rows = _sweep(config, budgets[:-1], sweep_dir)
+        with clock("fit + predict"):
+            predictions = prediction.predict_and_write(config, lower_rows, predictions_path)
         print(f"predictions.json written: best strategy by loss at {budgets[-1]:.3g} FLOPs predicted "
               f"{predictions['predicted_best']}")
-
-    t = time.time()
-    rows = _ok(sweep.run_sweep(config, sweep_dir), budgets)
-    timings["sweep at the top budget"] = time.time() - t
-    check = prediction.check_predictions(predictions, rows)
-    write_json(os.path.join(workdir, "prediction_check.json"), check)
-    prediction.plot_check(check, os.path.join(workdir, "prediction_check.png"))
+    with clock("sweep at the top budget"):
+        rows = _sweep(config, budgets, sweep_dir)
+    check = prediction.check_and_plot(predictions, rows, workdir)
     results.write_csv(rows, os.path.join(workdir, "results.csv"))
-
-    t = time.time()
-    fits = analysis.fit_forms(rows, config.fit, os.path.join(workdir, "fits"))
-    comparison = analysis.compare_loo(fits)
-    verdict = analysis.composition_verdict(fits["composition"])
-    allocation = analysis.allocate_strategy(fits, comparison, config,
-                                            float(config.allocate.budget_factor) * budgets[-1])
-    write_json(os.path.join(workdir, "allocation.json"), allocation)
-    analysis.plot_results(rows, os.path.join(workdir, "accuracy_vs_volume.png"))
-    from tokeff.decide.plots import plot_budget_sweep
-
-    plot_budget_sweep(allocation, os.path.join(workdir, "allocation.png"))
-    timings["analysis (fits, LOO, allocation, plots)"] = time.time() - t
-    timings["total"] = time.time() - started
-    report = "\n".join([
-        analysis.format_report(rows, fits, comparison, verdict, allocation, workdir, float(config.fit.chance)), "",
-        prediction.format_check(predictions, check), "",
-        "time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()),
-    ])
+    with clock("analysis (fits, LOO, allocation, plots)"):
+        analysed = analysis.analyse(rows, config, workdir)
+    report = "\n".join([analysed, "", prediction.format_check(predictions, check), "", clock.line()])
     write_text(os.path.join(workdir, "report.txt"), report + "\n")
     print(report)
     return 0
 
 
-def _with_budgets(config, budgets):
-    """The demo config with only `budgets` in its grid (run ids do not depend on the grid)."""
-    part = copy.deepcopy(config)
-    with part.unlocked():
-        part.grid.budgets = tuple(budgets)
-    return part
+class _Clock:
+    """Seconds per stage, and in all since it was made: the report's `time:` line."""
+
+    def __init__(self):
+        self.started, self.stages = time.time(), {}
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str):
+        t = time.time()
+        yield
+        self.stages[stage] = time.time() - t
+
+    def line(self) -> str:
+        stages = {**self.stages, "total": time.time() - self.started}
+        return "time: " + ", ".join(f"{k} {v:.0f} s" for k, v in stages.items())
 
 
-def _ok(rows, budgets) -> list[dict]:
-    wanted = set(budgets)
-    return [r for r in rows if r["status"] == "ok" and float(r["budget_flops"]) in wanted]
+def _sweep(config, budgets, sweep_dir: str) -> list[dict]:
+    """The ok rows of the demo's sweep run at `budgets` only (run ids do not depend on the grid)."""
+    part = config
+    if set(budgets) != {float(b) for b in config.grid.budgets}:
+        part = copy.deepcopy(config)
+        with part.unlocked():
+            part.grid.budgets = tuple(budgets)
+    return [r for r in sweep.run_sweep(part, sweep_dir) if r["status"] == "ok" and float(r["budget_flops"]) in budgets]
 
 
 DEMO_OUTPUTS = ("predictions.json", "prediction_check.json", "prediction_check.png", "results.csv",

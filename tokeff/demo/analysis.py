@@ -138,6 +138,24 @@ def allocate_strategy(fits: dict, comparison: dict, config, budget: float) -> di
     return allocation
 
 
+def analyse(rows, config, workdir: str) -> str:
+    """Every run analysed: the accuracy laws fitted (under `workdir`/fits) and compared by LOO,
+    the composition verdict, an allocation at `allocate.budget_factor` x the top budget (written
+    to allocation.json), the plots; returns the report's analysis part."""
+    from tokeff.decide.plots import plot_budget_sweep
+    from tokeff.io import write_json
+
+    fits = fit_forms(rows, config.fit, os.path.join(workdir, "fits"))
+    comparison = compare_loo(fits)
+    verdict = composition_verdict(fits["composition"])
+    top = max(float(b) for b in config.grid.budgets)
+    allocation = allocate_strategy(fits, comparison, config, float(config.allocate.budget_factor) * top)
+    write_json(os.path.join(workdir, "allocation.json"), allocation)
+    plot_results(rows, os.path.join(workdir, "accuracy_vs_volume.png"))
+    plot_budget_sweep(allocation, os.path.join(workdir, "allocation.png"))
+    return format_report(rows, fits, comparison, verdict, allocation, workdir, float(config.fit.chance))
+
+
 # ----------------------------------------------------------------------------- report
 
 def _interval(d: dict, floor: float = 0.0) -> str:

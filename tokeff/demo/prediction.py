@@ -70,15 +70,14 @@ def fit_laws(rows, fit_config, out_dir: str | None = None) -> dict:
     import pandas as pd
 
     from tokeff.laws.fit import fit
+    from tokeff.laws.settings import FitSettings
 
     table = pd.DataFrame(rows)
+    settings = FitSettings.from_dict(fit_config.to_dict(), where="config.fit")
     fits = {}
     for target, form in (("loss", LOSS_FORM), ("accuracy", ACCURACY_FORM)):
         print(f"fitting {form} to {len(rows)} runs ({fit_config.chains} chains x {fit_config.draws} draws)")
-        fits[target] = fit(table, form, method=fit_config.method, target="eval_loss" if target == "loss" else None,
-                           chains=int(fit_config.chains), draws=int(fit_config.draws),
-                           warmup=int(fit_config.warmup), chance=float(fit_config.chance),
-                           target_accept=float(fit_config.target_accept), seed=0)
+        fits[target] = fit(table, form, settings, target="eval_loss" if target == "loss" else None)
         if out_dir:
             fits[target].save(os.path.join(out_dir, target), force=True)
     return fits
@@ -90,10 +89,10 @@ def predict_top_budget(fits: dict, planned: list[dict], *, n_eval: int, interval
     lo_q, hi_q = (1 - interval) / 2, 1 - (1 - interval) / 2
     inputs = {"N": np.array([p["n_examples"] for p in planned], float),
               "L": np.array([p["avg_tokens"] for p in planned], float)}
-    loss_obs = fits["loss"].predict(inputs, observed=True, seed=1)  # [S, n]
-    loss_mean = fits["loss"].predict(inputs)
-    acc_mean = np.clip(fits["accuracy"].predict(inputs), chance, 1.0)  # a probability, never below chance
-    acc_obs = fits["accuracy"].predict(inputs, observed=True, n_eval=n_eval, seed=2)
+    loss_obs = fits["loss"].predictive(inputs, "observed", seed=1)  # [S, n]
+    loss_mean = fits["loss"].predictive(inputs, "mean")
+    acc_mean = fits["accuracy"].predictive(inputs, "mean")  # a probability, clipped to above chance
+    acc_obs = fits["accuracy"].predictive(inputs, "observed", n_eval=n_eval, seed=2)
 
     def quantiles(draws):
         q = np.quantile(draws, [lo_q, 0.5, hi_q], axis=0)
@@ -160,6 +159,47 @@ def check_predictions(predictions: dict, rows) -> dict:
         "predicted_best": predictions["predicted_best"],
         "best_agrees": predictions["predicted_best"] == ordered[0],
     }
+
+
+def predict_and_write(config, lower_rows, path: str) -> dict:
+    """Fit the laws to the runs below the top budget, predict every top-budget run, and write
+    `predictions.json` at `path` (before any top-budget run is scored)."""
+    from tokeff.io import write_json
+
+    budgets = sorted(float(b) for b in config.grid.budgets)
+    top_points = [p for p in sweep.grid_points(config) if p.budget_flops == budgets[-1]]
+    fits = fit_laws(lower_rows, config.fit)
+    predictions = predict_top_budget(
+        fits, planned_inputs(config, top_points), n_eval=int(lower_rows[0]["n_eval"]),
+        interval=float(config.check.interval), chance=float(config.fit.chance), fitted_budgets=budgets[:-1])
+    write_json(path, predictions)
+    return predictions
+
+
+def read_predictions(path: str, config) -> dict | None:
+    """The `predictions.json` an earlier run of this demo wrote at `path` (None if there is none);
+    one written for another grid is refused."""
+    import json
+
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        predictions = json.load(f)
+    top = max(float(b) for b in config.grid.budgets)
+    wanted = sorted(p.run_id for p in sweep.grid_points(config) if p.budget_flops == top)
+    if sorted(p["run_id"] for p in predictions["points"]) != wanted:
+        raise UserError(f"{path}: written for another grid; use a new --workdir")
+    return predictions
+
+
+def check_and_plot(predictions: dict, rows, workdir: str) -> dict:
+    """`check_predictions`, written to `prediction_check.json` and plotted to `prediction_check.png`."""
+    from tokeff.io import write_json
+
+    check = check_predictions(predictions, rows)
+    write_json(os.path.join(workdir, "prediction_check.json"), check)
+    plot_check(check, os.path.join(workdir, "prediction_check.png"))
+    return check
 
 
 def format_check(predictions: dict, check: dict) -> str:

@@ -3,6 +3,7 @@
 Evaluation FLOPs are counted for the shapes actually run and reported apart from training.
 """
 
+from tokeff.eval.evaluation import Evaluation, evaluate
 from tokeff.eval.intervals import binomial_stderr, wilson_interval
 from tokeff.eval.loss import LossResult, examples_loss, heldout_loss
 from tokeff.eval.multiple_choice import (
@@ -11,12 +12,16 @@ from tokeff.eval.multiple_choice import (
     evaluate_methods,
     evaluate_multiple_choice,
 )
+from tokeff.eval.result import EvalResult
 
 __all__ = [
     "METHODS",
+    "EvalResult",
+    "Evaluation",
     "LossResult",
     "MCResult",
     "binomial_stderr",
+    "evaluate",
     "evaluate_methods",
     "evaluate_multiple_choice",
     "examples_loss",

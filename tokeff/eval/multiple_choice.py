@@ -32,36 +32,24 @@ from tokeff.data.tokenize import tokenize_pairs
 from tokeff.errors import UserError
 from tokeff.eval import scoring
 from tokeff.eval.intervals import binomial_stderr, wilson_interval
+from tokeff.eval.result import EvalResult
 
 CLOZE_METHODS = ("cloze", "cloze_norm", "cloze_token")
 METHODS = CLOZE_METHODS + ("letter",)
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
-@dataclasses.dataclass(frozen=True)
-class MCResult:
-    """Accuracy of one scoring method over n questions, with its uncertainty."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MCResult(EvalResult):
+    """An `EvalResult` with the per-question detail behind it (kept in memory, not written)."""
 
-    method: str
-    accuracy: float
-    stderr: float  # binomial sqrt(p(1-p)/n)
-    n: int
-    ci95: tuple[float, float]  # Wilson score interval
-    chance: float  # expected accuracy of uniform guessing: mean of 1/len(choices)
     correct: np.ndarray  # bool[n]
     predicted: np.ndarray  # int[n], index of the chosen answer
     scores: np.ndarray  # float[n, K]; -inf where a question has fewer than K choices
-    flops: int  # forward FLOPs of the shapes run for this method (evaluation, not training)
-    loss: float | None = None  # cloze only: mean NLL per token of the correct answers
-    loss_tokens: int | None = None
 
-    def summary(self) -> dict:
-        """The scalar fields (JSON-ready)."""
-        return {
-            "method": self.method, "accuracy": self.accuracy, "stderr": self.stderr, "n": self.n,
-            "ci95": list(self.ci95), "chance": self.chance, "flops": self.flops,
-            "loss": self.loss, "loss_tokens": self.loss_tokens,
-        }
+    def record(self) -> EvalResult:
+        """The scalar fields: what is written to `eval.json` and into the results row."""
+        return EvalResult(**{f.name: getattr(self, f.name) for f in dataclasses.fields(EvalResult)})
 
 
 def _records(records: Iterable[Mapping]) -> list[Mapping]:

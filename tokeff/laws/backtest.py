@@ -3,7 +3,7 @@
 In-sample diagnostics and SBC say whether the sampler is right for the model; only held-out runs say
 whether the model's intervals hold where a user extrapolates. For each cut the rows below it are
 fitted with the very `fit` a user would run, and the rows above are predicted as *new observations*
-(`Fit.predict(observed=True)`: noise and any discrepancy term included). One cut puts the top
+(`Fit.predictive(kind="observed")`: noise and any discrepancy term included). One cut puts the top
 `frac` of rows aside; `cuts=K` rolls K origins through that top fraction, each fit predicting the
 block up to the next origin. A cut never splits rows that tie on the ordering (`between_ties`).
 Scores, pooled over cuts:
@@ -12,7 +12,9 @@ Scores, pooled over cuts:
 - median absolute percentage error of the predictive median;
 - decision accuracy (DataDecide, Magnusson et al. 2025): among held-out pairs with different
   observed targets, the fraction the predicted medians order the same way; also within groups that
-  share a budget (a `group` column, else a `budget` column when the table has one).
+  share a budget (a `group` column, else a `budget` column when the table has one);
+- proper scores (`tokeff.laws.scores`): mean relative CRPS, interval scores at 50/80/90%, mean log
+  predictive density, and sharpness (median 90% width): coverage alone rewards width.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ import numpy as np
 from tokeff.errors import UserError
 from tokeff.laws.data import FitData, column_values, cut_between_ties, prepare, read_table
 from tokeff.laws.forms import Form, get_form
+from tokeff.laws import scores as scores_lib
+from tokeff.laws.settings import FitSettings
 
 LEVELS = (0.5, 0.8, 0.9)
 BUDGET_COLUMN = "budget"
@@ -79,6 +83,7 @@ def _pairwise_order_accuracy(pred: np.ndarray, obs: np.ndarray) -> tuple[int, in
 def backtest(
     table,
     form: Form | str,
+    settings: FitSettings | None = None,
     *,
     by: str,
     frac: float = 0.33,
@@ -86,20 +91,22 @@ def backtest(
     group: str | None = None,
     mapping: Mapping[str, str] | None = None,
     target: str | None = None,
-    drop_invalid: bool = False,
-    seed: int = 0,
     progress: bool = False,
-    **fit_kwargs,
+    **overrides,
 ) -> dict:
-    """Backtest `form` on `table` ordered by the column expression `by` (e.g. `params*tokens`);
-    `fit_kwargs` go to `tokeff.laws.fit.fit` (method, likelihood, priors, chains, ...).
+    """Backtest `form` on `table` ordered by the column expression `by` (e.g. `params*tokens`),
+    each cut fitted with `settings` (keyword `overrides` replace single ones, as in
+    `tokeff.laws.fit.fit`); cut i fits and predicts with seed `settings.seed + i`.
     Returns the report (what backtest.json holds) and, under "cuts", the per-cut results."""
     import pandas as pd
     from tqdm.auto import tqdm
 
     from tokeff.laws.fit import fit
 
-    form = (get_form(form) if isinstance(form, str) else form).with_priors(fit_kwargs.pop("priors", None))
+    settings = settings or FitSettings()
+    if overrides:
+        settings = settings.replace(**overrides)
+    form = (get_form(form) if isinstance(form, str) else form).with_priors(settings.prior_overrides)
     frame = read_table(os.fspath(table)) if isinstance(table, (str, os.PathLike)) else pd.DataFrame(table)
     order_by = column_values(frame, by, "--by")
     group_expr = group or (BUDGET_COLUMN if BUDGET_COLUMN in frame.columns else None)
@@ -110,13 +117,13 @@ def backtest(
         groups = frame[group_expr].astype(str).to_numpy()
     finite = np.isfinite(order_by)
     if not finite.all():
-        if not drop_invalid:
+        if not settings.drop_invalid:
             raise UserError(f"--by: {int((~finite).sum())} row(s) with NaN/inf in '{by}'; fix them or pass --drop-invalid")
     frame = frame.assign(__order__=order_by, __group__=groups if groups is not None else "")[finite]
     # The exclusion rule applies to the whole table, once, as `tokeff fit` would apply it
     # (`--no-exclude` keeps every row); the cuts' fits then take rows of `data` as they are.
-    data = prepare(frame, form, mapping=mapping, target=target, drop_invalid=drop_invalid,
-                   exclude=fit_kwargs.pop("exclude", True), keep=("__order__", "__group__"))
+    data = prepare(frame, form, mapping=mapping, target=target, drop_invalid=settings.drop_invalid,
+                   exclude=settings.exclude, keep=("__order__", "__group__"))
     rows = np.argsort(data.extra["__order__"], kind="stable")
     n_needed = len(form.params) + 2
     plan = between_ties(origins(data.n_points, frac=frac, cuts=cuts), data.extra["__order__"][rows])
@@ -128,14 +135,16 @@ def backtest(
     results = []
     for i, (n_fit, end) in enumerate(tqdm(plan, desc=f"backtest {form.name}", disable=not progress or len(plan) == 1)):
         fit_rows, held_rows = rows[:n_fit], rows[n_fit:end]
-        result = fit(data.take(fit_rows), form, seed=seed + i, **fit_kwargs)
+        seed = settings.seed + i
+        result = fit(data.take(fit_rows), form, settings.replace(seed=seed))
         held = data.take(held_rows)
-        draws = result.predict(held.inputs, observed=True, n_eval=held.n_eval, seed=seed + i)
+        draws = result.predictive(held.inputs, "observed", n_eval=held.n_eval, seed=seed)
         results.append(Cut(fit_rows, held_rows, draws, result.diagnostics))
-    return summarise(form, data, results, by=by, group=group_expr, fit_kwargs=fit_kwargs)
+    return summarise(form, data, results, by=by, group=group_expr, settings=settings)
 
 
-def summarise(form: Form, data: FitData, cuts: list[Cut], *, by: str, group: str | None, fit_kwargs: dict) -> dict:
+def summarise(form: Form, data: FitData, cuts: list[Cut], *, by: str, group: str | None,
+              settings: FitSettings) -> dict:
     """The backtest report: coverage per level, errors, decision accuracy, and one entry per cut."""
     held = np.concatenate([c.held_rows for c in cuts])
     y = data.y[held]
@@ -148,6 +157,8 @@ def summarise(form: Form, data: FitData, cuts: list[Cut], *, by: str, group: str
         hi = np.concatenate([np.quantile(d, 1 - tail, 0) for d in draws])
         coverage[f"{level:g}"] = float(np.mean((y >= lo) & (y <= hi)))
         widths[f"{level:g}"] = float(np.median((hi - lo) / np.abs(median)) * 100)
+    points = [scores_lib.pointwise(d, data.y[c.held_rows], log_scale=form.target == "loss") for c, d in zip(cuts, draws)]
+    points = {k: np.concatenate([p[k] for p in points]) for k in points[0]}
     finite = np.isfinite(median)
     pct_error = np.abs(median - y) / np.abs(y) * 100
     order = data.extra["__order__"]
@@ -177,8 +188,9 @@ def summarise(form: Form, data: FitData, cuts: list[Cut], *, by: str, group: str
         "target": form.target,
         "by": by,
         "group": group,
-        "method": fit_kwargs.get("method", "nuts"),
-        "likelihood": fit_kwargs.get("likelihood"),
+        "method": settings.method,
+        "likelihood": settings.likelihood,
+        "settings": settings.as_dict(),
         "n_rows": data.n_points,
         "columns": dict(data.columns),
         "excluded": list(data.excluded),  # rows the exclusion rule left out (`tokeff.laws.data`)
@@ -189,6 +201,7 @@ def summarise(form: Form, data: FitData, cuts: list[Cut], *, by: str, group: str
         "median_interval_width_pct": widths,
         "median_abs_pct_error": float(np.median(pct_error)) if finite.all() else None,
         "predictions_finite": bool(finite.all()),
+        "scores": scores_lib.summarise(points),
         "decision_accuracy": {
             "all": decisions["agree"] / decisions["pairs"] if decisions["pairs"] else None,
             "within_group": decisions["within_agree"] / decisions["within_pairs"] if decisions["within_pairs"] else None,
@@ -203,6 +216,7 @@ def summarise(form: Form, data: FitData, cuts: list[Cut], *, by: str, group: str
             "median": median.tolist(),
             **{f"q{int(round(100 * q)):02d}": np.concatenate([np.quantile(d, q, 0) for d in draws]).tolist()
                for q in (0.05, 0.25, 0.75, 0.95)},
+            **{k: [float(v) if np.isfinite(v) else None for v in points[k]] for k in ("crps_rel_pct", "log_density")},
         },
         "fitted": {"order": order[cuts[0].fit_rows].tolist(), "observed": data.y[cuts[0].fit_rows].tolist()},
     }

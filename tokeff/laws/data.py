@@ -119,12 +119,10 @@ def read_table(path: str):
     ext = os.path.splitext(path)[1].lower()
     try:
         if os.path.isdir(path):
-            from tokeff.sweep import sweep_rows, table_paths
-
-            if not table_paths(path):
+            if not results.table_paths(path):
                 raise UserError(f"data: {path} is a directory without results tables (results*.jsonl); "
                                 "name a .csv or .jsonl file, or a sweep directory")
-            frame = _results_frame(sweep_rows(path))
+            frame = _results_frame(results.sweep_rows(path))
         elif ext not in (".csv", ".jsonl", ".ndjson", ".json") and os.path.exists(path):
             raise UserError(f"data: unsupported file type '{ext}' for {path} (use .csv or .jsonl)")
         else:

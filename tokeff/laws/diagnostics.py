@@ -92,6 +92,8 @@ def format_diagnostics(diag: dict) -> str:
         parts = ["diagnostics: ok"]
         if diag.get("max_r_hat") is not None:
             parts.append(f"(max r_hat {diag['max_r_hat']:.3f}, min ESS {diag['min_ess']:.0f}, 0 divergences)")
+        if diag.get("note"):  # e.g. the classic fit's dropped bootstrap refits, below its threshold
+            parts.append(f"({diag['note']})")
         return " ".join(parts)
     lines = ["diagnostics: NOT OK"]
     for problem, advice in zip(diag["problems"], diag["advice"]):

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from tokeff.errors import UserError
 from tokeff.laws.data import FitData, cut_between_ties
 from tokeff.laws.priors import Prior
 
@@ -47,12 +46,6 @@ GROWTH = 2.0
 INNER_DRAWS = 1000
 PRODUCT = "*"  # key of the product of all inputs in a range dict
 _GRID = np.linspace(0.0, 0.5, 1001)
-
-
-def check_mode(mode: str) -> str:
-    if mode not in MODES:
-        raise UserError(f"--discrepancy: must be one of {MODES}, got '{mode}'")
-    return mode
 
 
 def log_ranges(inputs: dict[str, np.ndarray]) -> dict[str, list[float]]:
@@ -93,11 +86,11 @@ def _tau_log_likelihood(residual, spread_var, dist, likelihood, failures=None) -
 def _inner_origin(form, likelihood, inner: FitData, held: FitData, *, pad_to: int, seed: int):
     """Refit on `inner` (MAP/Laplace) and predict `held`: residuals, predictive variances, distances."""
     from tokeff.laws.laplace import run_laplace
-    from tokeff.laws.model import FAILURE_SITES, predict_observed
+    from tokeff.laws.model import FAILURE_SITES, predictive
 
     samples, _, opt = run_laplace(form, likelihood, inner, draws=INNER_DRAWS, seed=seed, pad_to=pad_to)
     samples = {k: v.reshape(-1) for k, v in samples.items()}
-    log_pred = np.log(predict_observed(form, likelihood, samples, held.inputs, seed=seed))
+    log_pred = np.log(predictive(form, likelihood, samples, held.inputs, "observed", seed=seed))
     ok = np.all(np.isfinite(log_pred), axis=0)
     centre = np.median(log_pred, axis=0)
     q25, q75 = np.quantile(log_pred, [0.25, 0.75], axis=0)

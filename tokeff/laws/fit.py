@@ -23,29 +23,26 @@ from tokeff.laws.data import FitData, prepare
 from tokeff.laws.forms import Form, get_form, is_builtin
 from tokeff.laws import discrepancy as discrepancy_lib
 from tokeff.laws.laplace import run_laplace
-from tokeff.resources import check_fit_size, check_seed
+from tokeff.laws.settings import FitSettings
+from tokeff.resources import check_fit_size
 from tokeff.usermodule import check_form_outputs
 from tokeff.laws.model import (
-    Likelihood, init_strategy, make_model, observed, param_sites, predict_mean, predict_observed, resolve_likelihood,
+    Likelihood, init_strategy, make_model, observed, param_sites, predictive, resolve_likelihood,
 )
 
-METHODS = ("nuts", "map", "classic")
 # A NUTS fit that fails its diagnostics is rerun once at this target acceptance (with twice the draws
 # when the ESS was short); the summary's settings record it under "retried".
 RETRY_TARGET_ACCEPT = 0.995
-# Where NUTS chains start. "laplace": overdispersed draws from the MAP/Laplace approximation
-# (`tokeff.laws.laplace.laplace_starts`), the default for loss targets: from prior draws, which lie
-# orders of magnitude from the data in A and B, a chain can settle in a minor mode and keep it
-# (measured: porian3's failures fit, one chain apart on B and beta, r-hat 1.02 at 1000 and at 2000
-# draws; from Laplace starts 1.001). "prior": `tokeff.laws.model.init_strategy`, kept for accuracy
-# targets, whose own start rule converges on 40 of 40 pilot tables. "auto" picks by target.
-NUTS_INITS = ("auto", "prior", "laplace")
 
 
 def resolve_init(init: str, form: Form) -> str:
-    """The NUTS start `init` means for `form` (see `NUTS_INITS`)."""
-    if init not in NUTS_INITS:
-        raise UserError(f"--init: must be one of {NUTS_INITS}, got '{init}'")
+    """The NUTS start `init` means for `form`. "laplace": overdispersed draws from the MAP/Laplace
+    approximation (`tokeff.laws.laplace.laplace_starts`), the default for loss targets: from prior
+    draws, which lie orders of magnitude from the data in A and B, a chain can settle in a minor
+    mode and keep it (measured: porian3's failures fit, one chain apart on B and beta, r-hat 1.02 at
+    1000 and at 2000 draws; from Laplace starts 1.001). "prior": `tokeff.laws.model.init_strategy`,
+    kept for accuracy targets, whose own start rule converges on 40 of 40 pilot tables. "auto"
+    picks by target."""
     if init != "auto":
         return init
     return "laplace" if form.target == "loss" else "prior"
@@ -62,18 +59,26 @@ class Fit:
     samples: dict[str, np.ndarray]
     idata: object  # arviz.InferenceData
     summary: dict
+    settings: FitSettings | None = None  # how it was fitted (None: a summary.json that predates the record)
 
     @property
     def diagnostics(self) -> dict:
         return self.summary["diagnostics"]
 
-    def predict(self, inputs: Mapping[str, np.ndarray], *, observed: bool = False, n_eval=None, seed: int = 0):
-        """[S, n] draws of the law's mean at `inputs` or, with `observed`, of a new measurement."""
-        inputs = {k: np.asarray(inputs[k], np.float64) for k in self.form.inputs}
-        if observed:
-            return predict_observed(self.form, self.likelihood, self.samples, inputs, n_eval=n_eval, seed=seed,
-                                    discrepancy_sd=self.discrepancy_sd(inputs))
-        return predict_mean(self.form, self.samples, inputs)
+    def predictive(self, inputs: Mapping[str, np.ndarray], kind: str = "observed", *, n_eval=None,
+                   seed: int = 0) -> np.ndarray:
+        """[P, O] predictions at `inputs` (one row per posterior draw, one column per row of inputs):
+        kind "mean" (the law), "new_run" (what a run there would reach: the law and what it misses
+        there) or "observed" (what a run there would measure: new_run plus observation noise;
+        accuracy needs `n_eval`). See `tokeff.laws.model.predictive`; every prediction, interval
+        and decision is drawn through here."""
+        missing = [k for k in self.form.inputs if k not in inputs]
+        if missing:
+            raise UserError(f"inputs: form {self.form.name} needs {list(self.form.inputs)}; missing {missing}")
+        x = {k: np.asarray(inputs[k], np.float64) for k in self.form.inputs}
+        sd = None if kind == "mean" else self.discrepancy_sd(x)
+        return predictive(self.form, self.likelihood, self.samples, x, kind, n_eval=n_eval, seed=seed,
+                          discrepancy_sd=sd)
 
     def discrepancy_sd(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray | None:
         """[S, n] sd (log-loss scale) of what the law misses at `inputs`, tau x the growth of the
@@ -96,18 +101,6 @@ class Fit:
 
                 plot_lib.save_all(self, tmp)
         return os.path.abspath(path)
-
-
-# Fewer resamples than this give 5%/95% bootstrap intervals from a handful of points.
-MIN_BOOTSTRAP = 20
-
-
-def _check_settings(method: str, *, target_accept: float, bootstrap: int) -> None:
-    """Refuse sampler settings that would run but report meaningless intervals."""
-    if not (0.0 < target_accept < 1.0):  # also false for NaN
-        raise UserError(f"--target-accept: must be a probability strictly between 0 and 1, got {target_accept}")
-    if method == "classic" and bootstrap < MIN_BOOTSTRAP:
-        raise UserError(f"--bootstrap: must be >= {MIN_BOOTSTRAP} for 5%/95% intervals, got {bootstrap}")
 
 
 def load_fit(path: str) -> Fit:
@@ -136,86 +129,72 @@ def load_fit(path: str) -> Fit:
         detail = str(e).strip().splitlines()[0][:120] if str(e).strip() else ""
         raise UserError(f"fit dir: {where} is damaged or truncated ({type(e).__name__}{': ' + detail if detail else ''});"
                         " refit") from None
-    return Fit(form, summary["method"], likelihood, data, samples, idata, summary)
+    return Fit(form, summary["method"], likelihood, data, samples, idata, summary, _recorded_settings(summary))
 
 
-def _check_flags_apply(form: Form, method: str, *, likelihood, chance: float, chains: int, draws: int,
-                       warmup: int, bootstrap: int) -> None:
-    """Refuse flags that cannot apply to this form, and warn once about sampler flags the method
+def _recorded_settings(summary: Mapping) -> FitSettings | None:
+    """The FitSettings summary.json records; None for a summary written before it recorded them
+    (its "settings" held only the sampler's numbers, without the method)."""
+    recorded = summary.get("settings") or {}
+    return FitSettings.from_dict(recorded) if "method" in recorded else None
+
+
+def _check_flags_apply(form: Form, s: FitSettings) -> None:
+    """Refuse settings that cannot apply to this form, and warn once about sampler flags the method
     ignores (a flag that silently does nothing reads as if it had been used)."""
     import warnings
 
-    if not (isinstance(chance, (int, float)) and 0.0 <= chance < 1.0):
-        raise UserError(f"--chance: must be in [0, 1) (the accuracy of guessing), got {chance}")
-    if chance and form.target == "loss":
+    if s.chance and form.target == "loss":
         raise UserError(f"--chance: applies to accuracy forms; {form.name} is a loss form")
-    if isinstance(likelihood, str) and likelihood != "auto" and form.target == "accuracy":
+    if s.likelihood != "auto" and form.target == "accuracy":
         raise UserError(f"--likelihood: applies to loss forms; {form.name} is an accuracy form (binomial counts)")
-    for name, value in (("--chains", chains), ("--draws", draws), ("--warmup", warmup)):
-        if value < 1:
-            raise UserError(f"{name}: must be >= 1, got {value}")
-    defaults = {"--chains": (chains, 4), "--draws": (draws, 1000), "--warmup": (warmup, 1000)}
-    ignored = [flag for flag, (value, default) in defaults.items() if value != default and method != "nuts"]
-    if bootstrap != 4000 and method != "classic":
-        ignored.append("--bootstrap")
+    default = FitSettings()
+    used_by = {"chains": "nuts", "draws": "nuts", "warmup": "nuts", "target_accept": "nuts", "bootstrap": "classic"}
+    ignored = [f"--{name.replace('_', '-')}" for name, method in used_by.items()
+               if s.method != method and getattr(s, name) != getattr(default, name)]
     if ignored:
-        warnings.warn(f"{', '.join(ignored)}: ignored by --method {method}", stacklevel=3)
+        warnings.warn(f"{', '.join(ignored)}: ignored by --method {s.method}", stacklevel=3)
 
 
 def fit(
     table,
     form: Form | str,
+    settings: FitSettings | None = None,
     *,
-    method: str = "nuts",
     mapping: Mapping[str, str] | None = None,
     target: str | None = None,
-    priors: Mapping[str, str] | None = None,
-    likelihood: str | Likelihood = "auto",
-    discrepancy: str = "extrapolation",
-    chance: float = 0.0,
-    chains: int = 4,
-    draws: int = 1000,
-    warmup: int = 1000,
-    seed: int = 0,
-    target_accept: float = 0.98,
-    init: str = "auto",
-    bootstrap: int = 4000,
-    laplace_draws: int = 4000,
-    drop_invalid: bool = False,
-    exclude: bool = True,
     progress: bool = False,
+    **overrides,
 ) -> Fit:
-    """Fit `form` to `table` (DataFrame, dict of columns or a .csv/.jsonl path); see the module doc."""
-    if method not in METHODS:
-        raise UserError(f"--method: must be one of {METHODS}, got '{method}'")
-    _check_settings(method, target_accept=target_accept, bootstrap=bootstrap)
+    """Fit `form` to `table` (DataFrame, dict of columns or a .csv/.jsonl path) with `settings`
+    (default `FitSettings()`); keyword `overrides` replace single settings (`draws=200`). See the
+    module doc."""
+    settings = settings or FitSettings()
+    if overrides:
+        settings = settings.replace(**overrides)
+    s = settings
+    priors = s.prior_overrides
     form = get_form(form) if isinstance(form, str) else form
-    _check_flags_apply(form, method, likelihood=likelihood, chance=chance, chains=chains, draws=draws,
-                       warmup=warmup, bootstrap=bootstrap)
-    if form.target == "accuracy" and not (priors and form.floor in priors):
-        form = form.above_chance(chance)
+    _check_flags_apply(form, s)
+    if form.target == "accuracy" and form.floor not in priors:
+        form = form.above_chance(s.chance)
     form = form.with_priors(priors)
-    discrepancy_lib.check_mode(discrepancy)
-    init = resolve_init(init, form)
-    if not isinstance(likelihood, Likelihood):
-        likelihood = Likelihood(kind=resolve_likelihood(likelihood, form.target, method), chance=chance)
-    lik = likelihood
+    init = resolve_init(s.init, form)
+    lik = Likelihood(kind=resolve_likelihood(s.likelihood, form.target, s.method), chance=s.chance)
     data = table if isinstance(table, FitData) else prepare(
-        table, form, mapping=mapping, target=target, drop_invalid=drop_invalid, exclude=exclude
+        table, form, mapping=mapping, target=target, drop_invalid=s.drop_invalid, exclude=s.exclude
     )
     if not is_builtin(form.name):
         check_form_outputs(form, data.inputs)  # a user's form that cannot be fitted: one line, not a LinAlgError
-    seed = check_seed(seed, "--seed")
-    check_fit_size(method=method, chains=chains, draws=draws, warmup=warmup, bootstrap=bootstrap,
-                   n_params=len(form.params), n_points=data.n_points)
+    method, chains, draws, warmup, seed, target_accept = s.method, s.chains, s.draws, s.warmup, s.seed, s.target_accept
+    check_fit_size(method=method, chains=chains, draws=draws, n_params=len(form.params), n_points=data.n_points)
 
     start = time.perf_counter()
-    settings: dict = {"seed": seed}
+    run: dict = {}  # what the sampler did beyond `settings`: its start, a retry, the classic grid
     if method == "nuts":
         posterior, stats = run_nuts(form, lik, data, chains=chains, draws=draws, warmup=warmup, seed=seed,
                                     target_accept=target_accept, progress=progress, init=init)
-        settings |= {"chains": chains, "draws": draws, "warmup": warmup, "target_accept": target_accept,
-                     "init": stats["init"]}
+        run["start"] = stats["init"]
         first = _quick_nuts_diagnostics(posterior, stats)
         if not first["ok"] and target_accept < RETRY_TARGET_ACCEPT:
             # Divergences mark steps too large for a curved region: smaller steps usually pass it;
@@ -223,23 +202,20 @@ def fit(
             more = 2 if first["min_ess"] < diag_lib.ESS_PER_CHAIN_MIN * chains else 1
             posterior, stats = run_nuts(form, lik, data, chains=chains, draws=draws * more, warmup=warmup,
                                         seed=seed + 1, target_accept=RETRY_TARGET_ACCEPT, progress=progress, init=init)
-            settings |= {"target_accept": RETRY_TARGET_ACCEPT, "draws": draws * more,
-                         "retried": {"first_target_accept": target_accept, "first_problems": first["problems"]}}
+            run["retried"] = {"target_accept": RETRY_TARGET_ACCEPT, "draws": draws * more, "seed": seed + 1,
+                              "first_problems": first["problems"]}
         point = None
     elif method == "map":
-        posterior, point, opt_diag = run_laplace(form, lik, data, draws=laplace_draws, seed=seed)
+        posterior, point, opt_diag = run_laplace(form, lik, data, draws=s.laplace_draws, seed=seed)
         stats = None
-        settings |= {"laplace_draws": laplace_draws}
     else:
-        if lik.kind != "normal":
-            raise UserError("--likelihood: the classic method is the Huber recipe; it takes no likelihood choice")
         from tokeff.laws.classic import fit_classic
 
-        result = fit_classic(form, data.inputs, data.y, bootstrap=bootstrap, seed=seed)
+        result = fit_classic(form, data.inputs, data.y, bootstrap=s.bootstrap, seed=seed)
         posterior = {k: v[None, :] for k, v in result["samples"].items()}
         point = result["estimate"]
         stats = None
-        settings |= {"bootstrap": bootstrap, "grid_size": result["grid_size"]}
+        run["grid_size"] = result["grid_size"]
     idata = _inference_data(form, lik, data, posterior, stats)
     sites = list(param_sites(form, lik))
     if method == "nuts":
@@ -247,22 +223,33 @@ def fit(
     elif method == "map":
         diagnostics = diag_lib.optimiser_diagnostics(**opt_diag)
     else:
+        from tokeff.laws.classic import MAX_DROPPED_SHARE, dropped_text
+
         diagnostics = diag_lib.optimiser_diagnostics(
-            converged=result["converged"], extra={"bootstrap_converged_fraction": result["converged_fraction"]}
+            converged=result["converged"], extra={"bootstrap_converged_fraction": result["converged_fraction"],
+                                                  "bootstrap_dropped": result["dropped"],
+                                                  "bootstrap_refits": result["bootstrap"]}
         )
+        if result["dropped"]:  # dropped refits never reach a prediction; their share is reported
+            text = f"dropped {dropped_text(result['dropped'], result['bootstrap'])} that failed or gave non-finite predictions"
+            if result["dropped"] > MAX_DROPPED_SHARE * result["bootstrap"]:
+                diagnostics["ok"] = False
+                diagnostics["problems"].append(f"{text}: over {MAX_DROPPED_SHARE:.0%}, so the interval is not the bootstrap's")
+                diagnostics["advice"].append("check the data for failed runs, or use --method nuts")
+            diagnostics["note"] = text
     samples = {k: idata.posterior[k].values.reshape(-1) for k in sites}
-    _check_finite(form, samples, data, diagnostics)
+    _check_finite(form, lik, samples, data, diagnostics)
     _check_coverage(form, lik, samples, data, diagnostics, seed)
-    summary = _summary(form, method, lik, data, idata, sites, diagnostics, settings, point)
+    summary = _summary(form, method, lik, data, idata, sites, diagnostics, settings.as_dict() | run, point)
     summary["discrepancy"] = {"mode": "none"}
-    if discrepancy == "extrapolation" and form.target == "loss" and method != "classic":
+    if s.discrepancy == "extrapolation" and form.target == "loss" and method != "classic":
         tau, info = discrepancy_lib.learn_tau(form, lik, data, n_draws=samples["sigma"].shape[0], seed=seed)
         samples["tau"] = tau
         idata.posterior["tau"] = (("chain", "draw"), tau.reshape(idata.posterior.sizes["chain"], -1))
-        summary["discrepancy"] = {"mode": discrepancy, "log_ranges": discrepancy_lib.log_ranges(data.inputs),
+        summary["discrepancy"] = {"mode": s.discrepancy, "log_ranges": discrepancy_lib.log_ranges(data.inputs),
                                   "tau": info}
     summary["wall_seconds"] = time.perf_counter() - start
-    return Fit(form, method, lik, data, samples, idata, summary)
+    return Fit(form, method, lik, data, samples, idata, summary, settings)
 
 
 def _quick_nuts_diagnostics(posterior: dict, stats: dict) -> dict:
@@ -272,14 +259,14 @@ def _quick_nuts_diagnostics(posterior: dict, stats: dict) -> dict:
     return diag_lib.nuts_diagnostics(idata, list(posterior))
 
 
-def _check_finite(form: Form, samples: dict, data: FitData, diagnostics: dict) -> None:
+def _check_finite(form: Form, lik: Likelihood, samples: dict, data: FitData, diagnostics: dict) -> None:
     """A fit whose predictions at its own data are not finite is not ok, whatever the optimiser said."""
-    mean = predict_mean(form, samples, data.inputs)
+    mean = predictive(form, lik, samples, data.inputs, "mean")
     bad = ~np.isfinite(mean).all(axis=1)
     bad |= ~np.isfinite(np.stack([samples[k] for k in samples], axis=1)).all(axis=1)
     if bad.any():
         diagnostics["ok"] = False
-        diagnostics["problems"].append(f"{bad.mean():.1%} of the draws give non-finite predictions")
+        diagnostics["problems"].append(f"{int(bad.sum())} of {bad.size} draws ({100 * bad.mean():.2g}%) give non-finite predictions")
         diagnostics["advice"].append("check the data for failed runs (huge or zero losses), or use --method nuts")
     diagnostics["nonfinite_draws"] = int(bad.sum())
 
@@ -305,7 +292,7 @@ def _check_coverage(form: Form, lik, samples: dict, data: FitData, diagnostics: 
     if diagnostics.get("nonfinite_draws"):
         return
     try:
-        draws = predict_observed(form, lik, samples, data.inputs, n_eval=data.n_eval, seed=seed)
+        draws = predictive(form, lik, samples, data.inputs, "observed", n_eval=data.n_eval, seed=seed)
     except Exception:  # noqa: BLE001 - the check must not turn a fit into a crash
         return
     lo, median, hi = np.nanquantile(draws, [0.05, 0.5, 0.95], axis=0)

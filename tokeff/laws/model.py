@@ -291,41 +291,54 @@ def param_sites(form: Form, likelihood: Likelihood | None = None) -> tuple[str, 
     return form.param_names + ("sigma",) + (FAILURE_SITES if likelihood and likelihood.kind == "failures" else ())
 
 
-def predict_mean(form: Form, samples: Mapping[str, np.ndarray], inputs: Mapping[str, np.ndarray]) -> np.ndarray:
-    """The law's mean at `inputs` for every draw: [S, n]."""
-    p = {k: jnp.asarray(samples[k], jnp.float32)[:, None] for k in form.param_names}
-    x = {k: jnp.asarray(v, jnp.float32) for k, v in inputs.items()}
-    return np.asarray(form.mean(p, x))
+PREDICTIVE_KINDS = ("mean", "new_run", "observed")
 
 
-def predict_observed(
+def predictive(
     form: Form,
     likelihood: Likelihood,
     samples: Mapping[str, np.ndarray],
     inputs: Mapping[str, np.ndarray],
+    kind: str = "observed",
     *,
     n_eval: np.ndarray | float | None = None,
     seed: int = 0,
     discrepancy_sd: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Posterior predictive draws of the target itself (loss, or accuracy = correct / n_eval): [S, n].
-    `discrepancy_sd` ([S, n], log-loss scale): the extra spread of what the law misses there
-    (`tokeff.laws.discrepancy`), added as a Normal on log loss. With the "failures" likelihood a new
-    run is one that trains as designed (the failure share is reported, not drawn)."""
-    mu = predict_mean(form, samples, inputs)
+    """Predictions at `inputs` for every draw, [S, n]: the one place draws become predictions
+    (`Fit.predictive` is its front door, with the fit's own discrepancy term).
+
+    kind="mean": the law's mean (accuracy: clipped to [chance + eps, 1 - eps], as the likelihood
+    clips it). "new_run": what a run there would really reach: the mean times exp(the law's miss),
+    the miss ~ Normal(0, `discrepancy_sd`) ([S, n], log-loss scale, `tokeff.laws.discrepancy`;
+    none without it, and none for accuracy). "observed": a new run's measured target: new_run plus
+    the likelihood's observation noise (log loss: Normal or Student-t(sigma); accuracy: correct /
+    n_eval, Binomial). With the "failures" likelihood a new run is one that trains as designed (the
+    failure share is reported, not drawn). One `seed` draws the miss the same way for new_run and
+    observed: observed is new_run with its noise added."""
+    if kind not in PREDICTIVE_KINDS:
+        raise UserError(f"kind: must be one of {PREDICTIVE_KINDS}, got '{kind}'")
+    p = {k: jnp.asarray(samples[k], jnp.float32)[:, None] for k in form.param_names}
+    x = {k: jnp.asarray(v, jnp.float32) for k, v in inputs.items()}
+    mu = np.asarray(form.mean(p, x))
+    if form.target != "loss":
+        mu = np.asarray(clip_accuracy(mu, likelihood.chance))
+        if kind != "observed":
+            return mu
+        if n_eval is None:
+            raise UserError("n_eval: accuracy predictions need the eval-set size")
+        n = np.broadcast_to(np.asarray(n_eval, np.float64), mu.shape)
+        return np.random.default_rng(seed).binomial(n.astype(np.int64), mu) / n
+    if kind == "mean":
+        return mu
     key, key_d = jax.random.split(jax.random.PRNGKey(seed))
-    if form.target == "loss":
+    log_y = np.log(mu)
+    if discrepancy_sd is not None:
+        log_y = log_y + discrepancy_sd * np.asarray(jax.random.normal(key_d, mu.shape))
+    if kind == "observed":
         sigma = np.asarray(samples["sigma"])[:, None]
         if likelihood.kind == "normal":
-            log_y = np.log(mu) + sigma * np.asarray(jax.random.normal(key, mu.shape))
-        else:  # Student-t; with "failures", a new run that trains as designed (module doc)
-            log_y = np.log(mu) + sigma * np.asarray(jax.random.t(key, likelihood.df, mu.shape))
-        if discrepancy_sd is not None:
-            log_y = log_y + discrepancy_sd * np.asarray(jax.random.normal(key_d, mu.shape))
-        return np.exp(log_y)
-    if n_eval is None:
-        raise UserError("n_eval: accuracy predictions need the eval-set size")
-    n = np.broadcast_to(np.asarray(n_eval, np.float64), mu.shape)
-    probs = np.asarray(clip_accuracy(mu, likelihood.chance))
-    counts = np.random.default_rng(seed).binomial(n.astype(np.int64), probs)
-    return counts / n
+            log_y = log_y + sigma * np.asarray(jax.random.normal(key, mu.shape))
+        else:  # Student-t; with "failures", a new run that trains as designed (see above)
+            log_y = log_y + sigma * np.asarray(jax.random.t(key, likelihood.df, mu.shape))
+    return np.exp(log_y)

@@ -42,9 +42,7 @@ def fit_vs_data(fit, path: str, *, n_grid: int = 60) -> None:
     clo, chi = (np.log10(color_by.min()), np.log10(color_by.max())) if color_by is not None else (0, 1)
     for q in levels:
         x = {first: grid, **{k: np.full(n_grid, np.quantile(data.inputs[k], q)) for k in others}}
-        mu = fit.predict(x)
-        if form.target == "accuracy":
-            mu = np.clip(mu, fit.likelihood.chance, 1.0)
+        mu = fit.predictive(x, "mean")
         color = cmap((np.log10(x[others[0]][0]) - clo) / max(chi - clo, 1e-9)) if others else "C0"
         ax.plot(grid, np.median(mu, 0), color=color)
         ax.fill_between(grid, *np.quantile(mu, BAND, axis=0), color=color, alpha=0.25)
@@ -122,11 +120,9 @@ def prior_predictive(fit, path: str, *, n_draws: int = 500, n_lines: int = 40, n
     lo, hi = data.input_ranges()[first]
     grid = np.exp(np.linspace(np.log(lo), np.log(hi), n_grid))
     x = {first: grid, **{k: np.full(n_grid, np.median(data.inputs[k])) for k in others}}
-    from tokeff.laws.model import predict_mean
+    from tokeff.laws.model import predictive
 
-    mu = predict_mean(form, prior_draws(form, n_draws), x)
-    if form.target == "accuracy":
-        mu = np.clip(mu, fit.likelihood.chance, 1.0)
+    mu = predictive(form, fit.likelihood, prior_draws(form, n_draws), x, "mean")
     mu = np.where(np.isfinite(mu), mu, np.nan)
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for curve in mu[:n_lines]:

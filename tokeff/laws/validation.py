@@ -138,7 +138,7 @@ def extrapolation(*, n_points: int = 250, seed: int = 5, level: float = 0.9, **f
     cut = np.quantile(log_c, 2 / 3)
     low, high = log_c <= cut, log_c > cut
     result = fit({k: v[low] for k, v in table.items()}, "chinchilla", method="nuts", seed=0, **fit_kwargs)
-    pred = result.predict({"N": table["params"][high], "D": table["tokens_seen"][high]}, observed=True)
+    pred = result.predictive({"N": table["params"][high], "D": table["tokens_seen"][high]}, "observed")
     tail = (1 - level) / 2
     lo, hi = np.quantile(pred, [tail, 1 - tail], axis=0)
     y = table["eval_loss"][high]

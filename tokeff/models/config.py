@@ -13,6 +13,26 @@ import difflib
 from tokeff.errors import UserError
 
 
+ATTENTION_PATHS = ("auto", "reference", "splash", "cudnn")  # tokeff.models.attention
+_AUTO_PATH = {"tpu": "splash", "gpu": "cudnn"}
+_CUDNN_DTYPES = ("bfloat16", "float16")
+
+
+def attention_path(path: str, dtype: str, backend: str | None) -> str:
+    """The attention path that runs on `backend` ("cpu", "gpu", "tpu"): `path` itself, or for
+    "auto" the backend's fused kernel (splash on TPU, cudnn on GPU in bfloat16), else
+    "reference". With no backend (planning before JAX starts), "auto" counts as "reference"."""
+    if path not in ATTENTION_PATHS:
+        raise UserError(f"model.attention: must be one of {', '.join(ATTENTION_PATHS)}, got {path!r}")
+    if path == "auto":
+        path = _AUTO_PATH.get(backend, "reference")
+        return "reference" if path == "cudnn" and dtype not in _CUDNN_DTYPES else path
+    if path == "cudnn" and backend == "gpu" and dtype not in _CUDNN_DTYPES:
+        raise UserError(f"model.attention: cudnn runs bfloat16 or float16 only, the compute dtype is {dtype} "
+                        "(set dtype=bfloat16 or attention=reference)")
+    return path
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Shape and numerics of a Llama-family decoder (Llama, Qwen2, SmolLM2)."""
@@ -35,6 +55,8 @@ class ModelConfig:
     qkv_bias: bool = False  # Qwen2 has biases on q, k and v.
     dtype: str = "float32"  # compute dtype; parameters stay float32 (master weights).
     remat: bool = False  # rematerialise each block in the backward pass.
+    # Attention path: "auto" (by backend), "reference", "splash" or "cudnn" (tokeff.models.attention).
+    attention: str = "auto"
 
     def __post_init__(self):
         for field in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff"):
@@ -44,6 +66,8 @@ class ModelConfig:
             raise UserError(
                 f"model.n_kv_heads: {self.n_kv_heads} does not divide n_heads={self.n_heads}"
             )
+        if self.attention not in ATTENTION_PATHS:
+            raise UserError(f"model.attention: must be one of {', '.join(ATTENTION_PATHS)}, got {self.attention!r}")
         if self.dtype not in ("float32", "bfloat16"):
             raise UserError(f"model.dtype: must be float32 or bfloat16, got {self.dtype!r}")
 

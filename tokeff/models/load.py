@@ -26,16 +26,18 @@ class LoadedModel(HasTokens):
     name: str
 
 
-def load_model(spec: str, *, dtype: str = "float32", seed: int = 0) -> LoadedModel:
-    """The model named by `spec` (see `tokeff.models.spec`), computing in `dtype`."""
+def load_model(spec: str, *, dtype: str = "float32", seed: int = 0, attention: str = "auto") -> LoadedModel:
+    """The model named by `spec` (see `tokeff.models.spec`), computing in `dtype`, its attention
+    by path `attention` (`tokeff.models.attention`)."""
     parsed = parse_model_spec(spec)
+    numerics = dict(dtype=dtype, attention=attention)
     if parsed.kind == "gguf":
-        return _from_gguf(parsed, dtype)
+        return _from_gguf(parsed, numerics)
     if parsed.kind == "hf":
-        return _from_hub(parsed.target, dtype)
+        return _from_hub(parsed.target, numerics)
     if parsed.kind == "dir":
-        return _from_hf_dir(parsed.target, dtype)
-    return _from_preset(parsed.target, dtype, seed)
+        return _from_hf_dir(parsed.target, numerics)
+    return _from_preset(parsed.target, numerics, seed)
 
 
 def build_model(cfg: ModelConfig, params: dict[tuple, np.ndarray]):
@@ -75,40 +77,40 @@ def preset_tokenizer(cfg: ModelConfig) -> TokenizerInfo:
     return TokenizerInfo(tokenizer, None, end, end)
 
 
-def _from_preset(name: str, dtype: str, seed: int) -> LoadedModel:
+def _from_preset(name: str, numerics: dict, seed: int) -> LoadedModel:
     from flax import nnx
 
     from tokeff.models.transformer import Transformer
 
-    cfg = get_preset(name, dtype=dtype)
+    cfg = get_preset(name, **numerics)
     return LoadedModel(Transformer(cfg, nnx.Rngs(seed)), cfg, preset_tokenizer(cfg), name)
 
 
-def _from_gguf(spec, dtype: str) -> LoadedModel:
+def _from_gguf(spec, numerics: dict) -> LoadedModel:
     from tokeff.models.gguf_checkpoint import read_gguf
     from tokeff.models.hf_checkpoint import params_from_hf
 
     ckpt = read_gguf(spec.gguf_path, name=spec.text)
-    cfg = ckpt.config.replace(dtype=dtype)
+    cfg = ckpt.config.replace(**numerics)
     model = build_model(cfg, params_from_hf(cfg, ckpt.tensors))
     return LoadedModel(model, cfg, ckpt.tokens, cfg.name)
 
 
-def _from_hub(repo_id: str, dtype: str) -> LoadedModel:
+def _from_hub(repo_id: str, numerics: dict) -> LoadedModel:
     from huggingface_hub import snapshot_download
 
     try:
         path = snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.jinja"])
     except Exception as e:  # offline, unknown repo, gated repo: all user-facing
         raise UserError(f"model: could not download hf:{repo_id} ({type(e).__name__})") from None
-    loaded = _from_hf_dir(path, dtype)
+    loaded = _from_hf_dir(path, numerics)
     return dataclasses.replace(loaded, name=f"hf:{repo_id}", config=loaded.config.replace(name=f"hf:{repo_id}"))
 
 
-def _from_hf_dir(path: str, dtype: str) -> LoadedModel:
+def _from_hf_dir(path: str, numerics: dict) -> LoadedModel:
     from tokeff.models.hf_checkpoint import params_from_hf, read_hf_dir, read_hf_tokenizer
 
     cfg, tensors = read_hf_dir(path)
-    cfg = cfg.replace(dtype=dtype)
+    cfg = cfg.replace(**numerics)
     model = build_model(cfg, params_from_hf(cfg, tensors))
     return LoadedModel(model, cfg, read_hf_tokenizer(path), cfg.name)

@@ -14,10 +14,11 @@ the softmax is empty and no NaN appears.
 Callers that read only some logits use `hidden_states` and `logits` apart (scoring reads the
 answer positions only; the training loss unembeds chunk by chunk). `extend` runs tokens
 against a KV cache (`init_cache`): generation feeds one token per step instead of the whole
-buffer. Attention runs by causal query blocks (`tokeff.models.causal_blocks`): each block of
-queries is scored against the keys up to its end only, so the blocks above the diagonal are
-never computed (the FLOP account counts what runs). Each KV group is one matmul over its R
-query heads, without repeating K/V (docs/speed.md).
+buffer. Attention runs by the path `cfg.attention` names (`tokeff.models.attention`): on CPU
+the reference, causal query blocks (`tokeff.models.causal_blocks`), each block of queries
+scored against the keys up to its end only, so the blocks above the diagonal are never
+computed (the FLOP account counts what runs), each KV group one matmul over its R query heads
+without repeating K/V (docs/speed.md); on TPU and GPU the fused flash kernels.
 
 The layer stack is a Python loop (unrolled under jit): XLA's cost analysis then counts every
 layer, which the FLOP cross-check in `tokeff.flops` relies on (a scan body counts once).
@@ -50,7 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from tokeff.models.causal_blocks import query_blocks
+from tokeff.models.attention import Mask, attend, resolve
 from tokeff.models.config import ModelConfig
 
 _INIT_STD = 0.02  # HF `initializer_range` for Llama/Qwen2/SmolLM2.
@@ -155,55 +156,6 @@ def dense(x: jax.Array, w: jax.Array, contract: int = 1) -> jax.Array:
     return y.reshape(*lead, *out)
 
 
-def _scores_and_probs(q_BxGxRxCxK, k_BxGxTxK, mask_BxCxT):
-    """Float32 softmax probabilities [B, G, R*C, T] of C queries per head over T keys (queries
-    come scaled by 1/sqrt(K)); masked keys get probability exactly 0."""
-    b, g, r, c, k = q_BxGxRxCxK.shape
-    t = k_BxGxTxK.shape[2]
-    scores_BxGxMxT = jnp.einsum("bgmk,bgtk->bgmt", q_BxGxRxCxK.reshape(b, g, r * c, k), k_BxGxTxK,
-                                preferred_element_type=jnp.float32)
-    scores_BxGxRxCxT = jnp.where(mask_BxCxT[:, None, None], scores_BxGxMxT.reshape(b, g, r, c, t),
-                                 jnp.finfo(jnp.float32).min)
-    return jax.nn.softmax(scores_BxGxRxCxT, axis=-1).reshape(b, g, r * c, t)
-
-
-@jax.custom_vjp
-def _attend(q_BxGxRxCxK: jax.Array, k_BxGxTxK: jax.Array, v_BxGxTxK: jax.Array,
-            mask_BxCxT: jax.Array) -> jax.Array:
-    """Softmax attention of C queries per head over T keys, scores and softmax in float32.
-
-    Its gradient is written out (flash-attention's form): dS = P * (dP - rowsum(dO * O)). The
-    row sum runs over the head dimension instead of the keys, and the mask needs no backward
-    (P is 0 where it hides a key), so the backward makes two passes fewer over the [C, T] scores
-    than autodiff of the softmax. The same six matmuls run (two forward, four backward).
-    """
-    return _attend_forward(q_BxGxRxCxK, k_BxGxTxK, v_BxGxTxK, mask_BxCxT)[0]
-
-
-def _attend_forward(q_BxGxRxCxK, k_BxGxTxK, v_BxGxTxK, mask_BxCxT):
-    b, g, r, c, k = q_BxGxRxCxK.shape
-    probs_BxGxMxT = _scores_and_probs(q_BxGxRxCxK, k_BxGxTxK, mask_BxCxT)
-    out_BxGxMxK = jnp.einsum("bgmt,bgtk->bgmk", probs_BxGxMxT.astype(v_BxGxTxK.dtype), v_BxGxTxK)
-    return out_BxGxMxK.reshape(b, g, r, c, k), (q_BxGxRxCxK, k_BxGxTxK, v_BxGxTxK, probs_BxGxMxT, out_BxGxMxK)
-
-
-def _attend_backward(residuals, dout_BxGxRxCxK):
-    q_BxGxRxCxK, k_BxGxTxK, v_BxGxTxK, probs_BxGxMxT, out_BxGxMxK = residuals
-    b, g, r, c, k = q_BxGxRxCxK.shape
-    dt = v_BxGxTxK.dtype
-    dout_BxGxMxK = dout_BxGxRxCxK.reshape(b, g, r * c, k)
-    dv_BxGxTxK = jnp.einsum("bgmt,bgmk->bgtk", probs_BxGxMxT.astype(dt), dout_BxGxMxK)
-    dprobs_BxGxMxT = jnp.einsum("bgmk,bgtk->bgmt", dout_BxGxMxK, v_BxGxTxK, preferred_element_type=jnp.float32)
-    delta_BxGxMx1 = jnp.sum(dout_BxGxMxK.astype(jnp.float32) * out_BxGxMxK.astype(jnp.float32), -1, keepdims=True)
-    dscores_BxGxMxT = (probs_BxGxMxT * (dprobs_BxGxMxT - delta_BxGxMx1)).astype(dt)
-    dq_BxGxMxK = jnp.einsum("bgmt,bgtk->bgmk", dscores_BxGxMxT, k_BxGxTxK)
-    dk_BxGxTxK = jnp.einsum("bgmt,bgmk->bgtk", dscores_BxGxMxT, q_BxGxRxCxK.reshape(b, g, r * c, k))
-    return dq_BxGxMxK.reshape(b, g, r, c, k), dk_BxGxTxK, dv_BxGxTxK, None
-
-
-_attend.defvjp(_attend_forward, _attend_backward)
-
-
 class Attention(nnx.Module):
     """Grouped-query attention: G key/value heads, each shared by H/G query heads."""
 
@@ -221,9 +173,10 @@ class Attention(nnx.Module):
         self.n_kv_heads = g
         self.group = h // g
 
-    def __call__(self, x_BxSxD, positions_BxS, mask_BxSxT, inv_freq, cache=None, index=None):
+    def __call__(self, x_BxSxD, positions_BxS, mask: Mask, inv_freq, path: str, cache=None, index=None):
         """Attention of the S new tokens over T keys: the S themselves (no cache, T = S), or a
-        KV cache of T slots into which the new keys/values are first written at `index`."""
+        KV cache of T slots into which the new keys/values are first written at `index`; by
+        attention `path` (resolved, `tokeff.models.attention`)."""
         dt = x_BxSxD.dtype
         q_BxSxHxK = dense(x_BxSxD, self.q[...].astype(dt))
         k_BxSxGxK = dense(x_BxSxD, self.k[...].astype(dt))
@@ -242,24 +195,7 @@ class Attention(nnx.Module):
             k_BxTxGxK = jax.lax.dynamic_update_slice_in_dim(cache[0], k_BxTxGxK.astype(cache[0].dtype), index, 1)
             v_BxTxGxK = jax.lax.dynamic_update_slice_in_dim(cache[1], v_BxTxGxK.astype(cache[1].dtype), index, 1)
             cache = (k_BxTxGxK, v_BxTxGxK)
-        b, s, h, k = q_BxSxHxK.shape
-        g, r = self.n_kv_heads, self.group
-        # GQA without repeating K/V: the R = H/G query heads of a group share one key head, so
-        # each group is one matmul whose R x S query rows all meet the same keys.
-        q_BxGxRxSxK = q_BxSxHxK.reshape(b, s, g, r, k).transpose(0, 2, 3, 1, 4)
-        k_BxGxTxK = k_BxTxGxK.transpose(0, 2, 1, 3)
-        v_BxGxTxK = v_BxTxGxK.transpose(0, 2, 1, 3)
-        if cache is None:  # keys are the queries' own tokens: skip the blocks above the diagonal
-            spans = [(lo, hi, hi) for lo, hi in query_blocks(s)]
-        else:  # new tokens against every cache slot (the mask hides the unwritten ones)
-            spans = [(0, s, k_BxGxTxK.shape[2])]
-        out_blocks = [
-            _attend(q_BxGxRxSxK[:, :, :, lo:hi], k_BxGxTxK[:, :, :keys], v_BxGxTxK[:, :, :keys],
-                    mask_BxSxT[:, lo:hi, :keys])
-            for lo, hi, keys in spans
-        ]
-        out_BxGxRxSxK = out_blocks[0] if len(out_blocks) == 1 else jnp.concatenate(out_blocks, axis=3)
-        out_BxSxHxK = out_BxGxRxSxK.transpose(0, 3, 1, 2, 4).reshape(b, s, h, k)
+        out_BxSxHxK = attend(q_BxSxHxK, k_BxTxGxK, v_BxTxGxK, mask, path)
         return dense(out_BxSxHxK, self.o[...].astype(dt), contract=2), cache
 
 
@@ -286,8 +222,8 @@ class Block(nnx.Module):
         self.mlp_norm = RMSNorm(cfg)
         self.mlp = MLP(cfg, keys)
 
-    def __call__(self, x_BxSxD, positions_BxS, mask_BxSxT, inv_freq, cache=None, index=None):
-        attended_BxSxD, cache = self.attn(self.attn_norm(x_BxSxD), positions_BxS, mask_BxSxT, inv_freq, cache, index)
+    def __call__(self, x_BxSxD, positions_BxS, mask: Mask, inv_freq, path: str, cache=None, index=None):
+        attended_BxSxD, cache = self.attn(self.attn_norm(x_BxSxD), positions_BxS, mask, inv_freq, path, cache, index)
         x_BxSxD = x_BxSxD + attended_BxSxD
         return x_BxSxD + self.mlp(self.mlp_norm(x_BxSxD)), cache
 
@@ -298,10 +234,6 @@ def attention_mask(segment_ids_BxS: jax.Array) -> jax.Array:
     causal_SxS = jnp.tril(jnp.ones((s, s), jnp.bool_))
     same_BxSxS = segment_ids_BxS[:, :, None] == segment_ids_BxS[:, None, :]
     return causal_SxS & same_BxSxS
-
-
-def _run_block(block: Block, x_BxSxD, positions_BxS, mask_BxSxS, inv_freq):
-    return block(x_BxSxD, positions_BxS, mask_BxSxS, inv_freq)[0]
 
 
 KVCache = list  # per layer: (keys [B, T, G, K], values [B, T, G, K]) in the compute dtype
@@ -351,18 +283,29 @@ class Transformer(nnx.Module):
         b, s = tokens_BxS.shape
         if positions_BxS is None:
             positions_BxS = jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), (b, s))
+        path = self.attention_path()
         if mask_BxSxS is None:
             if segment_ids_BxS is None:
                 segment_ids_BxS = jnp.ones((b, s), jnp.int32)
-            mask_BxSxS = attention_mask(segment_ids_BxS)
+            dense_BxSxS = attention_mask(segment_ids_BxS) if path == "reference" else None
+            mask = Mask(dense_BxSxS, segment_ids_BxS)
         else:  # attention runs by causal query blocks: a key after its query is never seen
-            mask_BxSxS = mask_BxSxS & jnp.tril(jnp.ones((s, s), jnp.bool_))
+            mask = Mask(mask_BxSxS & jnp.tril(jnp.ones((s, s), jnp.bool_)))  # no fused path takes it
         inv_freq = rope_frequencies(cfg)
         x_BxSxD = jnp.take(self.embedding[...], tokens_BxS, axis=0).astype(jnp.dtype(cfg.dtype))
-        run = nnx.remat(_run_block) if cfg.remat else _run_block
+
+        def run_block(block: Block, x_BxSxD, positions_BxS, mask: Mask, inv_freq):
+            return block(x_BxSxD, positions_BxS, mask, inv_freq, path)[0]
+
+        run = nnx.remat(run_block) if cfg.remat else run_block
         for block in self.blocks:
-            x_BxSxD = run(block, x_BxSxD, positions_BxS, mask_BxSxS, inv_freq)
+            x_BxSxD = run(block, x_BxSxD, positions_BxS, mask, inv_freq)
         return self.final_norm(x_BxSxD)
+
+    def attention_path(self) -> str:
+        """The attention path this model runs on JAX's default backend (`model.attention`,
+        "auto" resolved: `tokeff.models.attention.resolve`)."""
+        return resolve(self.cfg.attention, self.cfg.dtype)
 
     def output_embedding(self) -> jax.Array:
         """The unembedding as [V, D] in the compute dtype (the input embedding when tied)."""
@@ -395,10 +338,12 @@ class Transformer(nnx.Module):
         positions_BxS = jnp.broadcast_to(slots_S, (b, s))
         length = cache[0][0].shape[1]
         mask_BxSxT = jnp.broadcast_to(jnp.arange(length)[None, :] <= slots_S[:, None], (b, s, length))
+        mask = Mask(mask_BxSxT, None, index)
+        path = self.attention_path()
         inv_freq = rope_frequencies(self.cfg)
         x_BxSxD = jnp.take(self.embedding[...], tokens_BxS, axis=0).astype(jnp.dtype(self.cfg.dtype))
         new_cache = []
         for block, layer_cache in zip(self.blocks, cache):
-            x_BxSxD, layer_cache = block(x_BxSxD, positions_BxS, mask_BxSxT, inv_freq, layer_cache, index)
+            x_BxSxD, layer_cache = block(x_BxSxD, positions_BxS, mask, inv_freq, path, layer_cache, index)
             new_cache.append(layer_cache)
         return self.final_norm(x_BxSxD), new_cache

@@ -12,8 +12,9 @@ The public API, for apps such as the demo:
     sweep.grid_points(config), sweep.sweep_rows(sweep_dir), sweep.summarize(rows)
 """
 
+from tokeff.results import sweep_rows, table_paths
 from tokeff.sweep.grid import Point, grid_points, point_train_config, points_from_file, preset_for_spec
-from tokeff.sweep.runner import DEFAULT_RUNNER, process_info, run_sweep, summarize, sweep_rows, table_paths
+from tokeff.sweep.runner import DEFAULT_RUNNER, process_info, run_sweep, summarize
 
 __all__ = ["DEFAULT_RUNNER", "Point", "grid_points", "point_train_config", "points_from_file",
            "preset_for_spec", "process_info", "run_sweep", "summarize", "sweep_rows", "table_paths"]

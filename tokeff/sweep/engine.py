@@ -29,7 +29,7 @@ whole mesh. In a multi-host sweep the former are split across processes (see run
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import threading
 import time
@@ -37,13 +37,13 @@ from typing import Any
 
 import ml_collections
 
-from tokeff import io
 from tokeff.cache import enable_compilation_cache
 from tokeff.errors import UserError
+from tokeff.eval.result import EvalResult
 from tokeff.models.spec import is_preset
 from tokeff.train.loop import Resources, load_for_training, train
+from tokeff.train.summary import RunSummary
 
-_TX_KEYS = ("clip_norm", "b1", "b2", "eps", "weight_decay")  # what the update direction depends on
 BYTES_PER_TRAINED_PARAM = 16  # f32 master weights, gradients and two Adam moments
 _DEVICE_MEMORY_SHARE = 0.5  # what the state may take of one device, leaving room for activations
 
@@ -56,7 +56,7 @@ def train_and_evaluate_cold(point, config: ml_collections.ConfigDict, workdir: s
     enable_compilation_cache()
     start = time.perf_counter()
     summary = _completed(point, train(config, workdir))
-    evaluation = _read_json(os.path.join(workdir, "eval.json"))
+    evaluation = EvalResult.read(os.path.join(workdir, "eval.json"))
     score_seconds = 0.0
     if evaluation is None:
         loaded = load_trained(workdir)
@@ -65,7 +65,43 @@ def train_and_evaluate_cold(point, config: ml_collections.ConfigDict, workdir: s
                             eval_config, mesh=None)
         score_seconds = time.perf_counter() - t0
         _write_eval(workdir, evaluation, local=False)
-    return _metrics(summary, evaluation, config, score_seconds, time.perf_counter() - start)
+    return row_metrics(summary, evaluation, config, score_seconds, time.perf_counter() - start)
+
+
+@dataclasses.dataclass(frozen=True)
+class PointKeys:
+    """The cache keys of one point's shared resources, computed once from its config and lane.
+
+    Points with equal keys share what was built for the key. Each key holds every config value
+    its resource is built from (the optimizer's key is all of `optim` but the schedule, so an
+    option added later separates steps rather than silently sharing a stale one).
+    """
+
+    model: tuple  # (spec, dtype, seed of a preset's random init; None for pretrained weights)
+    mesh: tuple  # ("lane", device ids) or ("mesh", every config.mesh item)
+    pool: tuple  # (spec, dtype, the data config's pool key)
+    tx: tuple  # the optimizer's update direction (tokeff.train.optimizer.direction_key)
+    eval: tuple  # the held-out question set: its data keys and size
+
+    @classmethod
+    def of(cls, config: ml_collections.ConfigDict, devices: tuple | None, max_questions: int) -> PointKeys:
+        from tokeff.train.dataset import pool_key
+        from tokeff.train.optimizer import direction_key
+
+        seed = int(config.seed)
+        model = (str(config.model), str(config.dtype), seed if is_preset(config.model) else None)
+        if devices is not None:
+            mesh = ("lane", *(d.id for d in devices))
+        else:
+            mesh = ("mesh", *sorted(config.mesh.to_dict().items()))
+        return cls(model=model, mesh=mesh, pool=(*model[:2], pool_key(config.data, seed)),
+                   tx=direction_key(config.optim), eval=(*_eval_key(config.data), int(max_questions)))
+
+    @property
+    def layout(self) -> tuple:
+        """The state layout, its fresh-state function and its train step: the architecture (not a
+        preset's seed), the update rule and the devices."""
+        return (*self.model[:2], self.tx, self.mesh)
 
 
 class WarmEngine:
@@ -113,79 +149,73 @@ class WarmEngine:
         """Train and score one point (on `devices`, a lane, or the config's mesh); the row's metrics."""
         enable_compilation_cache()
         start = time.perf_counter()
-        summary = _read_json(os.path.join(workdir, "summary.json"))
-        evaluation = _read_json(os.path.join(workdir, "eval.json"))
+        summary = RunSummary.read(os.path.join(workdir, "summary.json"))
+        evaluation = EvalResult.read(os.path.join(workdir, "eval.json"))
         if summary is not None and evaluation is not None:
-            return _metrics(summary, evaluation, config, 0.0, time.perf_counter() - start)
+            return row_metrics(summary, evaluation, config, 0.0, time.perf_counter() - start)
         if summary is not None:  # trained by the cold path (final checkpoint), never scored
             return train_and_evaluate_cold(point, config, workdir, eval_config)
-        resources = _PointResources(self, devices)
+        keys = PointKeys.of(config, devices, int(eval_config.max_questions))
+        resources = _PointResources(self, config, devices, keys)
         summary = _completed(point, train(config, workdir, resources=resources))
-        records = self.cached(("eval", *_eval_key(config.data), int(eval_config.max_questions)),
+        records = self.cached(("eval", *keys.eval),
                               lambda: eval_records(config.data, int(eval_config.max_questions)))
         t0 = time.perf_counter()
-        evaluation = _score(resources.trained_model(config), records, config, eval_config, mesh=resources.lane_mesh)
+        evaluation = _score(resources.trained_model(), records, config, eval_config, mesh=resources.lane_mesh)
         score_seconds = time.perf_counter() - t0
         _write_eval(workdir, evaluation, local=resources.local)  # eval first: summary.json marks the point done
         if resources.local or _process_index() == 0:
-            io.write_json(os.path.join(workdir, "summary.json"), summary)
-        return _metrics(summary, evaluation, config, score_seconds, time.perf_counter() - start)
+            summary.write(os.path.join(workdir, "summary.json"))
+        return row_metrics(summary, evaluation, config, score_seconds, time.perf_counter() - start)
 
 
 class _PointResources(Resources):
-    """One point's view of the engine: its lane, and a slot for its final state."""
+    """One point's view of the engine: each resource looked up under the point's `PointKeys`,
+    built on a miss; and a slot for the final state."""
 
-    def __init__(self, engine: WarmEngine, devices: tuple | None):
+    def __init__(self, engine: WarmEngine, config: ml_collections.ConfigDict, devices: tuple | None,
+                 keys: PointKeys):
         self.engine = engine
+        self.config = config
         self.devices = devices
+        self.keys = keys
         self.save_final = engine.keep_weights
         # A lane is this process's own devices: in a multi-host sweep it runs the point alone.
         self.local = devices is not None and _process_count() > 1
-        self.lane_mesh = None
         self._final = None
 
-    def _mesh_key(self, config) -> tuple:
-        if self.devices is not None:
-            return ("lane", *(d.id for d in self.devices))
-        return ("mesh", *(int(config.mesh[a]) for a in ("data", "fsdp", "tensor", "num_devices")))
-
-    def _model_key(self, config) -> tuple:
-        return (config.model, config.dtype, int(config.seed) if is_preset(config.model) else None)
+    @property
+    def lane_mesh(self):
+        """The point's mesh (built on first use)."""
+        return self.mesh(self.config)
 
     def mesh(self, config):
         if self.devices is None:
-            mesh = self.engine.cached(("mesh", *self._mesh_key(config)), lambda: super(_PointResources, self).mesh(config))
-        else:
-            from tokeff.train.mesh import AXES, make_mesh
+            return self.engine.cached(("mesh", *self.keys.mesh), lambda: super(_PointResources, self).mesh(config))
+        from tokeff.train.mesh import AXES, make_mesh
 
-            mesh = self.engine.cached(("mesh", *self._mesh_key(config)),
-                                      lambda: make_mesh({a: 1 for a in AXES}, devices=list(self.devices)))
-        self.lane_mesh, self._mesh_id = mesh, self._mesh_key(config)
-        self._config = config
-        return mesh
+        return self.engine.cached(("mesh", *self.keys.mesh),
+                                  lambda: make_mesh({a: 1 for a in AXES}, devices=list(self.devices)))
 
     def model(self, config):
-        return self.engine.cached(("model", *self._model_key(config)), lambda: load_for_training(config))
+        return self.engine.cached(("model", *self.keys.model), lambda: load_for_training(config))
 
     def training_set(self, config, loaded):
-        from tokeff.train.dataset import pool_key, select_training_set, training_pool
+        from tokeff.train.dataset import select_training_set, training_pool
 
-        pool = self.engine.cached(("pool", *self._model_key(config)[:2], pool_key(config.data, int(config.seed))),
+        pool = self.engine.cached(("pool", *self.keys.pool),
                                   lambda: training_pool(config.data, loaded, int(config.seed)))
         return select_training_set(config.data, pool, loaded, int(config.seed))
 
     def optimizer(self, optim, total_steps):
         from tokeff.train.optimizer import learning_rate_schedule
 
-        self._tx_key = tuple(optim.get(k) for k in _TX_KEYS)
-        tx = self.engine.cached(("tx", *self._tx_key), lambda: super(_PointResources, self).optimizer(optim, total_steps)[0])
+        tx = self.engine.cached(("tx", *self.keys.tx),
+                                lambda: super(_PointResources, self).optimizer(optim, total_steps)[0])
         return tx, learning_rate_schedule(optim, total_steps)
 
-    def _layout_key(self) -> tuple:
-        return (*self._model_key(self._config)[:2], self._tx_key, self._mesh_id)
-
     def layout(self, model_cfg, seed, tx, mesh):
-        return self.engine.cached(("layout", *self._layout_key()),
+        return self.engine.cached(("layout", *self.keys.layout),
                                   lambda: super(_PointResources, self).layout(model_cfg, seed, tx, mesh))
 
     def initial_state(self, config, layout, loaded, tx):
@@ -203,25 +233,23 @@ class _PointResources(Resources):
             _, params, _ = nnx.split(loaded.model, nnx.Param, ...)
             return jax.device_put(params, layout.shardings["params"])
 
-        params = self.engine.cached(("params", *self._model_key(config), self._mesh_id), initial_params)
-        fresh = self.engine.cached(("fresh", *self._layout_key()), lambda: fresh_state_fn(layout, tx))
+        params = self.engine.cached(("params", *self.keys.model, self.keys.mesh), initial_params)
+        fresh = self.engine.cached(("fresh", *self.keys.layout), lambda: fresh_state_fn(layout, tx))
         return fresh(params, int(config.seed))
 
     def train_step(self, layout, tx, mesh):
-        return self.engine.cached(("step", *self._layout_key()),
+        return self.engine.cached(("step", *self.keys.layout),
                                   lambda: super(_PointResources, self).train_step(layout, tx, mesh))
 
     def finished(self, state, layout):
         self._final = (state["params"], layout.graphdef)
 
-    def trained_model(self, config):
+    def trained_model(self):
         """The model's LoadedModel with the point's final parameters (still on its mesh)."""
-        import dataclasses
-
         from flax import nnx
 
         params, graphdef = self._final
-        return dataclasses.replace(self.model(config), model=nnx.merge(graphdef, params))
+        return dataclasses.replace(self.model(self.config), model=nnx.merge(graphdef, params))
 
 
 _DEFAULT_ENGINE = WarmEngine()
@@ -246,9 +274,9 @@ def _trained_params(spec: str) -> int:
         return 0  # unknown shapes: assume it fits, as a single-device run would
 
 
-def _completed(point, summary: dict) -> dict:
-    if summary["status"] != "completed":
-        raise UserError(f"{point.run_id}: training stopped early ({summary['status']}); re-run to resume")
+def _completed(point, summary: RunSummary) -> RunSummary:
+    if not summary.completed:
+        raise UserError(f"{point.run_id}: training stopped early ({summary.status}); re-run to resume")
     return summary
 
 
@@ -264,60 +292,59 @@ def _process_count() -> int:
     return jax.process_count()
 
 
-def _read_json(path: str) -> dict | None:
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
-def _write_eval(workdir: str, evaluation: dict, *, local: bool) -> None:
+def _write_eval(workdir: str, evaluation: EvalResult, *, local: bool) -> None:
     if local or _process_index() == 0:
-        io.write_json(os.path.join(workdir, "eval.json"), evaluation)
+        evaluation.write(os.path.join(workdir, "eval.json"))
 
 
-def _score(loaded, records, config, eval_config, *, mesh) -> dict:
+def _score(loaded, records, config, eval_config, *, mesh) -> EvalResult:
     from tokeff.eval.multiple_choice import evaluate_multiple_choice
 
     result = evaluate_multiple_choice(
         loaded, records, method=eval_config.method, prompt_format=config.data.prompt_format,
         bos_id=loaded.prepend_bos_id, batch_size=int(eval_config.batch_size), mesh=mesh,
         progress=bool(config.log.progress))
-    return result.summary()
+    return result.record()
 
 
-def _metrics(summary: dict, evaluation: dict, config, score_seconds: float, point_seconds: float) -> dict[str, Any]:
+def row_metrics(summary: RunSummary, evaluation: EvalResult, config: ml_collections.ConfigDict,
+                score_seconds: float, point_seconds: float) -> dict[str, Any]:
+    """The results row's measured fields (`tokeff.results.SCHEMA`) from a run's two records; the
+    sweep adds the point's own (run_id, model, strategy, budget, seed, status, wall time)."""
     dataset = config.data.source
     if dataset == "mmlu":
         dataset = f"mmlu:{config.data.subjects}"
-    flops_per_second = summary["flops_per_second"]
+    flops_per_second = summary.flops_per_second
     return {
-        "params": summary["params"],
-        "non_embedding_params": summary["non_embedding_params"],
+        "params": summary.params,
+        "non_embedding_params": summary.non_embedding_params,
         "dataset": dataset,
-        "n_examples": summary["n_examples"],
-        "avg_tokens": summary["avg_tokens"],
-        "unique_tokens": summary["unique_tokens"],
-        "tokens_seen": summary["tokens_seen"],
-        "epochs": summary["epochs"],
-        "flops_used": summary["flops_used"],
-        "steps": summary["steps"],
-        "eval_loss": evaluation["loss"],
-        "accuracy": evaluation["accuracy"],
-        "n_eval": evaluation["n"],
+        "n_examples": summary.n_examples,
+        "avg_tokens": summary.avg_tokens,
+        "unique_tokens": summary.unique_tokens,
+        "tokens_seen": summary.tokens_seen,
+        "epochs": summary.epochs,
+        "flops_used": summary.flops_used,
+        "steps": summary.steps,
+        "eval_loss": evaluation.loss,
+        "accuracy": evaluation.accuracy,
+        "n_eval": evaluation.n,
         "extra": {
-            "eval_method": evaluation["method"],
-            "accuracy_ci95": evaluation["ci95"],
-            "chance": evaluation["chance"],
-            "eval_flops": evaluation["flops"],
-            "final_train_loss": summary["final_loss"],
-            "train_wall_seconds": summary["wall_seconds"],
+            "eval_method": evaluation.method,
+            "accuracy_ci95": list(evaluation.ci95),
+            "chance": evaluation.chance,
+            "eval_flops": evaluation.flops,
+            "final_train_loss": summary.final_loss,
+            "train_wall_seconds": summary.wall_seconds,
             "flops_per_second": flops_per_second,
-            "device_kind": summary["device_kind"],
-            "devices": summary["devices"],
-            "dataset_tokens": summary["dataset_tokens"],
+            # measured model FLOPs utilisation (None on CPUs): experiments/estimate_cost.py --measured
+            "mfu": summary.mfu,
+            "attention": summary.attention,
+            "device_kind": summary.device_kind,
+            "devices": summary.devices,
+            "dataset_tokens": summary.dataset_tokens,
             # Where this call's time went (0 for parts read back from an earlier, killed call).
-            "time_train_steps": summary["flops_used"] / flops_per_second if flops_per_second else 0.0,
+            "time_train_steps": summary.flops_used / flops_per_second if flops_per_second else 0.0,
             "time_scoring": score_seconds,
             "time_point": point_seconds,
         },

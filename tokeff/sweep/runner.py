@@ -35,36 +35,12 @@ import ml_collections
 from tokeff import io, results
 from tokeff.errors import UserError
 from tokeff.eval.intervals import wilson_interval
+from tokeff.sweep.engine import train_and_evaluate
 from tokeff.sweep.grid import Point, grid_points, point_train_config
 
 # runner(point, train_config, workdir, eval_config) -> the row's metrics.
 Runner = Callable[[Point, ml_collections.ConfigDict, str, ml_collections.ConfigDict], Mapping[str, Any]]
-DEFAULT_RUNNER = "tokeff.sweep.engine:train_and_evaluate"
-
-
-def table_paths(sweep_dir: str) -> list[str]:
-    """Every table file of a sweep: `results.jsonl` and the per-shard `results-I-of-N.jsonl`."""
-    from etils import epath
-
-    root = epath.Path(sweep_dir)
-    if not root.exists():
-        return []
-    return sorted(os.fspath(p) for p in root.glob("results*.jsonl"))
-
-
-def sweep_rows(sweep_dir: str) -> list[dict[str, Any]]:
-    """All rows of a sweep, merged across shard tables and deduped by run_id."""
-    rows = []
-    for path in table_paths(sweep_dir):
-        rows.extend(results.read_rows(path, dedupe=False))
-    return results.dedupe_rows(rows)
-
-
-def _table_path(sweep_dir: str, shard: tuple[int, int]) -> str:
-    index, count = shard
-    name = "results.jsonl" if count == 1 else f"results-{index}-of-{count}.jsonl"
-    return os.path.join(os.fspath(sweep_dir), name) if "://" not in str(sweep_dir) \
-        else f"{str(sweep_dir).rstrip('/')}/{name}"
+DEFAULT_RUNNER = train_and_evaluate  # the warm engine, this process's own
 
 
 def load_runner(spec: str) -> Runner:
@@ -124,8 +100,8 @@ def run_sweep(config: ml_collections.ConfigDict, sweep_dir: str, *,
     """Run every pending point of the sweep (this shard's share); return the sweep's rows.
 
     Re-running resumes. `points` replaces the config's grid (e.g. what `tokeff propose` wrote).
-    `runner` defaults to `config.runner`, an importable "module:function", itself defaulting to
-    the warm engine (`tokeff.sweep.engine:train_and_evaluate`).
+    `runner` defaults to `config.runner`, an importable "module:function", or, when that is
+    empty, to the warm engine (`DEFAULT_RUNNER`).
     """
     from etils import epath
     from tqdm.auto import tqdm
@@ -138,18 +114,18 @@ def run_sweep(config: ml_collections.ConfigDict, sweep_dir: str, *,
         # (every host would think it is process 0 and write rows).
         raise UserError("config.train.distributed.enabled: a sweep joins the processes once, before "
                         "its first point: set it False and pass --distributed to tokeff sweep")
-    runner = runner or load_runner(config.get("runner") or DEFAULT_RUNNER)
+    runner = runner or (load_runner(config.runner) if config.get("runner") else DEFAULT_RUNNER)
     points = list(points) if points is not None else grid_points(config)
     mine = [p for i, p in enumerate(points) if i % count == index]
     jobs = {p.run_id: (p, point_train_config(config, p)) for p in mine}  # bad axis keys fail first
     root = epath.Path(sweep_dir)
     process, n_processes = process_info()
-    table = _table_path(sweep_dir, shard)
+    table = results.table_path(sweep_dir, shard)
     if process == 0:
         root.mkdir(parents=True, exist_ok=True)
         _write_json(root / "sweep.json", config.to_dict())
 
-    done = {r["run_id"] for r in sweep_rows(sweep_dir) if r["status"] == "ok"}
+    done = {r["run_id"] for r in results.sweep_rows(sweep_dir) if r["status"] == "ok"}
     pending = _agree_on_pending([p.run_id not in done for p in mine])
     todo = [p for p, flag in zip(mine, pending) if flag]
     n_done = len(mine) - len(todo)
@@ -189,7 +165,7 @@ def run_sweep(config: ml_collections.ConfigDict, sweep_dir: str, *,
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices("tokeff sweep: table written")
-    return sweep_rows(sweep_dir)
+    return results.sweep_rows(sweep_dir)
 
 
 def _groups(todo: list[Point], jobs, runner) -> Iterator[tuple[list[Point], list | None]]:

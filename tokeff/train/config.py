@@ -47,6 +47,8 @@ _RANGES: dict[str, tuple[float | None, float | None, bool]] = {
 }
 _CHOICES = {
     "dtype": ("float32", "bfloat16"),
+    "attention": ("auto", "reference", "splash", "cudnn"),
+    "optim.moments_dtype": ("float32", "bfloat16"),
     "data.layout": ("packed", "padded"),
     "data.loss_on": ("answer", "all"),
     "data.prompt_format": ("qa", "chat"),

@@ -12,6 +12,9 @@ def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.model = "tiny"  # a preset (trained from scratch) or a load_model spec (gguf:..., hf:..., a dir)
     c.dtype = "float32"  # compute dtype; "bfloat16" = mixed precision with float32 master weights
+    # attention path: "auto" (splash on TPU, cudnn on GPU in bfloat16, else reference), "reference",
+    # "splash" (off TPU: Pallas interpret mode, slow, for checking) or "cudnn" (docs/accelerators.md)
+    c.attention = "auto"
     c.seed = 0  # model init and data order
 
     c.data = ml_collections.ConfigDict()
@@ -52,6 +55,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.optim.eps = 1e-8
     c.optim.weight_decay = 0.0
     c.optim.clip_norm = 1.0  # global-norm clipping (0 = off)
+    c.optim.moments_dtype = "float32"  # Adam's moments; "bfloat16" halves their memory (tokeff.train.optimizer)
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1  # -1: all devices not used by the other axes

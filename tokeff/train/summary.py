@@ -1,0 +1,89 @@
+"""`RunSummary`: what a finished (or stopped) training run hands on, and its `summary.json`.
+
+Training makes it (`tokeff.train.loop.train`); the sweep reads it into the results row
+(`tokeff.sweep.engine`), `tokeff train` prints it. The fields below are the file's schema,
+written once: `summary.json` is `as_dict()`, and reading one back (`read`) names the file and
+the field when a key is missing or unknown, instead of failing three hops later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+from tokeff import io
+from tokeff.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSummary:
+    """One training run's outcome: what it trained on, what it spent, how it ran."""
+
+    status: str  # "completed", or why the loop stopped early ("preempted", ...)
+    model: str  # the config's model spec
+    params: int
+    non_embedding_params: int
+    dtype: str
+    dataset: str  # the config's data.source
+    strategy: str
+    seed: int
+    n_examples: int  # examples in the training set
+    avg_tokens: float  # their mean length
+    unique_tokens: int  # distinct training tokens the steps actually read
+    dataset_tokens: int  # tokens in the training set
+    tokens_seen: int
+    epochs: float  # tokens_seen / dataset_tokens
+    budget_flops: int
+    budget_tokens: int
+    budget_epochs: int
+    flops_used: int
+    steps: int
+    planned_steps: int
+    final_loss: float | None
+    wall_seconds: float
+    compile_seconds: float
+    flops_per_second: float | None  # training FLOPs over the seconds spent stepping
+    mesh: dict[str, int]  # axis name -> size
+    devices: int
+    device_kind: str
+    batch_granularity_rows: int  # a batch's rows are a multiple of this (the mesh's batch shards)
+    selection: dict[str, Any]  # the data selection's own record (tokeff.train.dataset)
+    # Fields with defaults: a summary.json written before they existed still reads.
+    attention: str = "reference"  # the attention path that ran (tokeff.models.attention)
+    mfu: float | None = None  # flops_per_second over the devices' peak (None where unknown: CPUs)
+
+    @property
+    def completed(self) -> bool:
+        return self.status == "completed"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON object of `summary.json`: same keys, in field order, plain JSON values."""
+        return json.loads(json.dumps(dataclasses.asdict(self), default=io.json_default))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "summary") -> RunSummary:
+        """The record of a `summary.json` object; a missing or unknown key is a UserError."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING]
+        missing = [n for n in required if n not in data]
+        if missing:
+            raise UserError(f"{source}: missing field {missing[0]!r} (not a tokeff run summary?)")
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise UserError(f"{source}: unknown field {unknown[0]!r}")
+        return cls(**{n: data[n] for n in names if n in data})
+
+    def write(self, path: str | os.PathLike) -> None:
+        """Write `summary.json` atomically."""
+        io.write_json(os.fspath(path), self.as_dict())
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> RunSummary | None:
+        """The summary at `path`, or None when there is none yet."""
+        path = os.fspath(path)
+        if not os.path.exists(path):
+            return None
+        with open(path) as f:
+            return cls.from_dict(json.load(f), source=path)
