@@ -334,16 +334,20 @@ def test_two_fits_on_one_out_the_second_is_one_line_exit_2_naming_the_holder(tmp
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".tokeff-lock")]  # the lock file went with the run
 
 
+LIMITED = """
+import resource, sys
+limit = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+from tokeff.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
 def _limited(argv: list[str], cwd, limit_bytes: int = 6 * 2**30, timeout: float = 120):
-    """`python -m tokeff.cli ARGV` under an address-space limit: a reader that grows without bound
-    dies of MemoryError here instead of taking the machine (and CI) down with it."""
-    import resource
-
-    def limit():
-        resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
-
-    return subprocess.run([sys.executable, "-m", "tokeff.cli", *argv], capture_output=True, text=True, env=ENV,
-                          cwd=cwd, timeout=timeout, preexec_fn=limit)
+    """`tokeff ARGV` in a fresh interpreter under an address-space limit: a reader that grows
+    without bound dies of MemoryError there instead of taking the machine (and CI) down."""
+    return subprocess.run([sys.executable, "-c", LIMITED, str(limit_bytes), *argv], capture_output=True, text=True,
+                          env=ENV, cwd=cwd, timeout=timeout)
 
 
 @pytest.mark.parametrize("kind", ["fifo", "zero", "urandom"])
