@@ -108,7 +108,7 @@ register_form(dataclasses.replace(get_form("chinchilla"), name="my_chinchilla"))
 """
 
 
-def test_a_user_form_by_path_or_by_name_in_the_cwd_fits_and_allocates(tmp_path, capsys, monkeypatch):
+def test_a_user_form_by_path_or_by_name_in_the_cwd_fits_allocates_and_proposes(tmp_path, capsys, monkeypatch):
     from tokeff.laws import forms
 
     monkeypatch.chdir(tmp_path)
@@ -125,6 +125,11 @@ def test_a_user_form_by_path_or_by_name_in_the_cwd_fits_and_allocates(tmp_path, 
                                capsys)
         assert code == 0, err
         assert json.loads((tmp_path / "alloc" / "allocation.json").read_text())["kind"] == "pretraining"
+        # propose too, though the table named D's column its own way (--map D=tokens): options say tokens_seen
+        code, out, err = _main(["propose", "fit", "--module", "my_forms", "--models", "smollm2-135m", "--n-examples",
+                                "1000,100000", "--lengths-grid", "256,1024", "--out", "prop"], capsys)
+        assert code == 0, err
+        assert len(json.loads((tmp_path / "prop" / "proposals.json").read_text())["proposals"]) == 4
     finally:
         forms._REGISTRY.pop("my_chinchilla", None)
         import sys

@@ -16,7 +16,7 @@ import numpy as np
 
 from tokeff.decide.decision import allocate_finetuning
 from tokeff.decide.frontier import allocate_pretraining, is_pretraining_form
-from tokeff.decide.options import Option, OptionSpace, option_inputs
+from tokeff.decide.options import Option, OptionSpace, option_columns, option_inputs
 from tokeff.errors import UserError
 
 
@@ -107,10 +107,10 @@ def allocate_fit(fit, budget: float, space: OptionSpace | None = None, *, fronti
         if space is None or not space.models:
             raise UserError(f"models: form {form.name} chooses among models; give candidates (--models)")
         result = allocate_finetuning(functools.partial(fit.predictive, kind="new_run"), form.target, budget, space,
-                                     columns=fit.data.columns)
+                                     columns=option_columns(fit))
         best = Option(**{k: result["decision"][k] for k in
                          ("model", "n_examples", "avg_tokens", "epochs", "flops", "strategy")})
-        chosen = {k: float(v[0]) for k, v in option_inputs([best], fit.data.columns).items()}
+        chosen = {k: float(v[0]) for k, v in option_inputs([best], option_columns(fit)).items()}
         warnings = budget_warnings(fit, budget, chosen)
     return {"form": form.name, "target": form.target, "budget_flops": float(budget),
             "n_draws": int(len(next(iter(fit.samples.values())))), "warnings": warnings, **result}

@@ -238,8 +238,9 @@ class OptionSpace:
 
 def option_inputs(options: list[Option], columns: Mapping[str, str]) -> dict[str, np.ndarray]:
     """Form inputs ([O] arrays) for each option through the fit's input -> column expression
-    mapping (`FitData.columns`, e.g. {"V": "n_examples*avg_tokens", "M": "params"}), so an
-    option is described to the law exactly as the runs it was fitted on were."""
+    mapping (`FitData.columns`, e.g. {"V": "n_examples*avg_tokens", "M": "params"}, or
+    `option_columns` of it), so an option is described to the law exactly as the runs it was
+    fitted on were."""
     rows = [o.row() for o in options]
     inputs = {}
     for name, expr in columns.items():
@@ -254,6 +255,20 @@ def option_inputs(options: list[Option], columns: Mapping[str, str]) -> dict[str
             value_O = value_O * np.array([r[column] for r in rows], dtype=np.float64)
         inputs[name] = value_O
     return inputs
+
+
+def option_columns(fit) -> dict[str, str]:
+    """The fit's input -> column expressions as an option can answer them: an input the table
+    named its own way (`--map D=tokens`) is read from the form's default column for it (D:
+    tokens_seen), which every option defines."""
+    known = set(Option("tiny", 1, 1.0, 1, 1.0).row())
+    columns = dict(fit.data.columns)
+    for name, expr in fit.data.columns.items():
+        if name in ("target", "n_eval") or all(c.strip() in known for c in expr.split("*")):
+            continue
+        if name in fit.form.columns:
+            columns[name] = fit.form.columns[name]
+    return columns
 
 
 def check_context(model: str, length: float, field: str) -> None:

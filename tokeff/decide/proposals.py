@@ -36,7 +36,8 @@ from tokeff.decide.frontier import is_pretraining_form
 from tokeff.decide.sweep_check import fit_frontier
 from tokeff.decide.decision import decide_at
 from tokeff.decide.options import (
-    MAX_COUNT, Option, OptionSpace, check_context, example_flops, option_inputs, strategy_options,
+    MAX_COUNT, Option, OptionSpace, check_context, example_flops, option_columns, option_inputs,
+    strategy_options,
 )
 from tokeff.decide.summaries import normalized_weights
 from tokeff.errors import UserError
@@ -292,13 +293,13 @@ def propose(fit, cands: list[tuple[Option, int]], space: OptionSpace, budget: fl
             lengths=() if space.strategies else tuple(sorted({int(round(o.avg_tokens)) for o, _ in cands})),
             strategies=space.strategies, epochs=tuple(sorted({o.epochs for o, _ in cands})), pool=space.pool)
         opts, _, metric_PxO, _ = decide_at(functools.partial(fit.predictive, kind="new_run"), form.target,
-                                           decision_space, budget, columns=fit.data.columns)
+                                           decision_space, budget, columns=option_columns(fit))
         if not opts:
             raise UserError(f"--budget: no feasible option at {budget:.3g} FLOPs to decide between")
         uncertainty = option_entropy(metric_PxO if form.target == "accuracy" else -metric_PxO)
         measure = f"entropy (nats) of which of {len(opts)} options is best"
 
-    inputs_C = option_inputs([o for o, _ in cands], fit.data.columns)
+    inputs_C = option_inputs([o for o, _ in cands], option_columns(fit))
     # Each candidate's run per draw: the law and what it misses there (the fit's discrepancy, loss forms).
     run_PxC = fit.predictive(inputs_C, "new_run", seed=seed)
     n_eval = n_eval or (int(np.median(fit.data.n_eval)) if fit.data.n_eval is not None else 200)
