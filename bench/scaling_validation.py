@@ -17,7 +17,7 @@ import os
 import tempfile
 import time
 
-BUILT_IN = ["chinchilla", "kaplan", "volume", "composition", "finetune_multiplicative", "bootstrapped", "repeated"]
+BUILT_IN = ["chinchilla", "kaplan", "volume", "composition", "finetune_multiplicative", "finetune_data", "bootstrapped", "repeated"]
 
 
 def main():

@@ -14,7 +14,11 @@ GPUS=${GPUS:-1}
 SHARD=${SHARD:-0/1}
 EXTRA=${EXTRA:-}
 case "$GPU" in *h100*) DEVICE=h100 ;; *a100*) DEVICE=a100 ;; *l4*) DEVICE=l4 ;; *) DEVICE=h100 ;; esac
-python3 experiments/estimate_cost.py --config "$CONFIG" --device "$DEVICE" --chips "$GPUS" $EXTRA
+# The memory plan compiles each model's step here and stops the launch if a device cannot hold
+# it (MEMORY=0 skips it); MEASURED=SWEEP_DIR estimates with the MFU a sweep measured.
+MEMORY=${MEMORY:-1}
+python3 experiments/estimate_cost.py --config "$CONFIG" --device "$DEVICE" --chips "$GPUS" \
+  ${MEASURED:+--measured "$MEASURED"} $([ "$MEMORY" = 1 ] && echo --memory) $EXTRA
 
 if ! gcloud compute instances describe "$NAME" --zone "$ZONE" >/dev/null 2>&1; then
   gcloud compute instances create "$NAME" --zone "$ZONE" --machine-type "$MACHINE" \

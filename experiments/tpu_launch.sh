@@ -20,7 +20,11 @@ EXTRA=${EXTRA:-}
 case "$TYPE" in v4*) DEVICE=v4 ;; v5p*) DEVICE=v5p ;; v6e*) DEVICE=v6e ;; *) DEVICE=v5e ;; esac
 CHIPS=${TYPE##*-}
 if [ "$DEVICE" = v4 ] || [ "$DEVICE" = v5p ]; then CHIPS=$((CHIPS / 2)); fi  # their names count cores
-python3 experiments/estimate_cost.py --config "$CONFIG" --device "$DEVICE" --chips "$CHIPS" $EXTRA
+# The memory plan compiles each model's step here and stops the launch if a device cannot hold
+# it (MEMORY=0 skips it); MEASURED=SWEEP_DIR estimates with the MFU a sweep measured.
+MEMORY=${MEMORY:-1}
+python3 experiments/estimate_cost.py --config "$CONFIG" --device "$DEVICE" --chips "$CHIPS" \
+  ${MEASURED:+--measured "$MEASURED"} $([ "$MEMORY" = 1 ] && echo --memory) $EXTRA
 
 # 2. The VM (skipped when it exists).
 if ! gcloud compute tpus tpu-vm describe "$NAME" --zone "$ZONE" >/dev/null 2>&1; then

@@ -54,3 +54,21 @@ def test_frontier_backtest_refuses_bad_input(tmp_path):
         allocation_backtest(table, "chinchilla", by="budget", frac=0.2, method="map")
     with pytest.raises(UserError, match="pretraining"):
         allocation_backtest(table, "finetune_multiplicative", by="budget", method="map")
+
+
+def test_choice_backtest_on_a_pilot_table(tmp_path):
+    # A simulated pilot (volume-law truth, bigger models never worse): at the held-out budget the
+    # choice takes the largest model, and the report says whether a miss of the observed best is
+    # beyond the eval set's binomial noise.
+    from tokeff.laws.pilot import pilot_table
+
+    pd.DataFrame(pilot_table(0)).to_csv(tmp_path / "pilot.csv", index=False)
+    assert main(["backtest", str(tmp_path / "pilot.csv"), "--form", "volume", "--method", "map", "--decision", "choice",
+                 "--by", "budget_tokens", "--out", str(tmp_path / "out")]) == 0
+    report = json.loads((tmp_path / "out" / "backtest.json").read_text())
+    assert report["n_held_out_budgets"] == 1 and report["scores"]["of"] == 1
+    b = report["budgets"][0]
+    models = np.asarray(b["options"]["M"])
+    assert models[b["chosen"]] == models.max()
+    assert 0 <= b["observed_regret"] <= b["observed_spread"]
+    assert b["miss_beyond_noise"] == (b["observed_regret"] > 2 * b["noise_sd"])

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / "fixtures"))
-from handmade_fit import save_fit_dir  # noqa: E402
+from handmade_fit import save_fit_dir, save_grouped_fit_dir  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 TINY = str(REPO / "configs" / "tiny.py")
@@ -227,6 +227,12 @@ case("fit-out-too-long", [*F[:-1], f"{{W}}/{LONG}"], "--out")
 case("fit-out-read-only", [*F[:-1], "{W}/ro/fit"], "--out")
 case("fit-out-under-file", [*F[:-1], "{W}/afile/fit"], "--out")
 
+case("fit-group-missing-column", [*F, "--group", "nope"], "--group")
+case("fit-group-single-value", [*F, "--group", "name"], "--group")
+case("fit-pool-unknown", [*F, "--group", "grp", "--pool", "zeta"], "--pool")
+case("fit-pool-without-group", [*F, "--pool", "E"], "--pool")
+case("fit-group-classic", [*F[:-3], "classic", "--out", "{W}/new-fit", "--group", "grp"], "--method")
+
 # --- backtest ----------------------------------------------------------------------------
 BT = ["backtest", "{W}/table.csv", "--form", "chinchilla", "--map", "N=params", "--map", "D=tokens", "--target",
       "loss", "--method", "map", "--by", "params*tokens", "--out", "{W}/new-bt"]
@@ -300,6 +306,25 @@ case("propose-unconverged", ["propose", "{W}/fit-unconverged", *P[2:]], "diagnos
 case("propose-out-is-file", [*P[:-1], "{W}/afile"], "--out")
 case("propose-out-foreign", [*P[:-1], "{W}/foreign"], "--out")
 case("propose-out-read-only", [*P[:-1], "{W}/ro/proposals"], "--out")
+
+# --- predict -----------------------------------------------------------------------------
+R = ["predict", "{W}/fit-chinchilla", "--out", "{W}/new-pred"]
+case("predict-not-a-fit", ["predict", "{W}/foreign", "--at", "N=1e9", "D=1e10", "--out", "{W}/new-pred"], "foreign")
+case("predict-missing-fit", ["predict", "{W}/nope", "--at", "N=1e9", "D=1e10", "--out", "{W}/new-pred"], "nope")
+case("predict-at-unknown-input", [*R, "--at", "N=1e9", "X=1e10"], "--at")
+case("predict-at-missing-input", [*R, "--at", "N=1e9"], "--at")
+case("predict-at-negative", [*R, "--at", "N=-1e9", "D=1e10"], "--at")
+case("predict-at-zero", [*R, "--at", "N=0", "D=1e10"], "--at")
+case("predict-at-nan", [*R, "--at", "N=nan", "D=1e10"], "--at")
+case("predict-at-inf", [*R, "--at", "N=1e9", "D=inf"], "--at")
+case("predict-at-text", [*R, "--at", "N=big", "D=1e10"], "--at")
+case("predict-table-missing-input-column", [*R, "--table", "{W}/points-no-d.csv"], "--table")
+case("predict-table-missing-file", [*R, "--table", "{W}/nope.csv"], "--table")
+case("predict-at-and-table", [*R, "--at", "N=1e9", "D=1e10", "--table", "{W}/points-no-d.csv"], "--table")
+case("predict-group-value-unknown", ["predict", "{W}/fit-grouped", "--at", "D=1e6", "--group-value", "m9",
+                                     "--out", "{W}/new-pred"], "--group-value")
+case("predict-group-value-ungrouped", [*R, "--at", "N=1e9", "D=1e10", "--group-value", "m1"], "--group-value")
+case("predict-out-foreign", [*R[:-1], "{W}/foreign", "--at", "N=1e9", "D=1e10"], "--out")
 
 # --- demo --------------------------------------------------------------------------------
 case("demo-missing-config", ["demo", "--config", "{W}/nope.py", "--workdir", "{W}/new-demo"], "--config")
@@ -455,7 +480,9 @@ def _build_world(root: pathlib.Path) -> None:
     d = np.exp(rng.uniform(np.log(5e9), np.log(5e11), 16))
     loss = 1.69 + 406.4 / n**0.34 + 410.7 / d**0.28
     rows = "\n".join(f"{a:.6g},{b:.6g},{c:.6g},run" for a, b, c in zip(n, d, loss))
-    (root / "table.csv").write_text("params,tokens,loss,name\n" + rows + "\n")
+    (root / "table.csv").write_text("params,tokens,loss,name,grp\n" + "\n".join(
+        f"{a:.6g},{b:.6g},{c:.6g},run,g{i % 2}" for i, (a, b, c) in enumerate(zip(n, d, loss))) + "\n")
+    (root / "points-no-d.csv").write_text("N\n1e9\n")
     subjects = ("anatomy", "virology")
     (root / "mc.jsonl").write_text("".join(json.dumps(
         {"question": f"Is {i} even?", "choices": ["yes", "no", "maybe", "never"], "answer": i % 2,
@@ -478,6 +505,7 @@ def _build_world(root: pathlib.Path) -> None:
     draws = {**_draws(dict(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)), "sigma": np.full(200, 0.02)}
     save_fit_dir(root / "fit-chinchilla", "chinchilla", draws, {"N": n, "D": d}, loss)
     save_fit_dir(root / "fit-unconverged", "chinchilla", draws, {"N": n, "D": d}, loss, ok=False)
+    save_grouped_fit_dir(root / "fit-grouped")
     v, m = np.geomspace(1e4, 1e6, 12), np.tile([1.5e5, 1.7e6], 6)
     acc = np.clip(1e-3 * v**0.1 * m**0.3 + 0.25, 0, 1)
     save_fit_dir(root / "fit-volume", "volume", _draws(dict(A=1e-3, beta=0.1, gamma=0.3, E=0.25)), {"V": v, "M": m},

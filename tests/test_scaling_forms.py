@@ -9,7 +9,7 @@ from tokeff.laws.forms import Form, get_form, list_forms, register_form
 from tokeff.laws.priors import Prior
 from tokeff.laws.simulate import CHINCHILLA_PUBLISHED, design, simulate
 
-BUILT_IN = ["bootstrapped", "chinchilla", "composition", "finetune_multiplicative", "kaplan", "repeated", "volume"]
+BUILT_IN = ["bootstrapped", "chinchilla", "composition", "finetune_data", "finetune_multiplicative", "kaplan", "repeated", "volume"]
 
 
 @register_form(
@@ -199,3 +199,17 @@ def test_manual_user_form_registers_and_its_centring_is_right():
     for coef, offset in form.centring.items():
         grad = jax.jacfwd(lambda log_c: form.mean({**p, coef: jnp.exp(log_c)}, x))(jnp.log(p[coef]))
         np.testing.assert_allclose(grad, jnp.exp(jnp.log(p[coef]) + offset(p, x)), rtol=1e-4)
+
+
+def test_finetune_data_is_the_rectified_law_flat_then_a_power_law():
+    """E + A / (1 + (D/D0)^beta) is Lin et al.'s E + B / (D_l + D^beta) with B = A D0^beta,
+    D_l = D0^beta: flat at E + A well below D0, a power law of slope -beta in (L - E) well above."""
+    f = get_form("finetune_data")
+    p = {"E": 1.2, "A": 0.8, "D0": 3e3, "beta": 0.45}
+    d = np.array([1e-2, 10.0, 3e3, 1e8, 1e10])
+    got = np.asarray(f.mean(p, {"D": d}), np.float64)
+    b, d_l = p["A"] * p["D0"] ** p["beta"], p["D0"] ** p["beta"]
+    np.testing.assert_allclose(got, p["E"] + b / (d_l + d ** p["beta"]), rtol=1e-4)
+    assert got[0] == pytest.approx(p["E"] + p["A"], rel=0.02)
+    slope = np.diff(np.log(got[3:] - p["E"])) / np.diff(np.log(d[3:]))
+    assert slope[0] == pytest.approx(-p["beta"], rel=0.02)

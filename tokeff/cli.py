@@ -28,6 +28,7 @@ COMMANDS = [
     "sweep",
     "fit",
     "compare",
+    "predict",
     "backtest",
     "allocate",
     "propose",

@@ -34,6 +34,16 @@ MANIFEST = ".tokeff-output.json"
 _STAGING = ".tokeff-staging-"
 
 
+def is_remote(path: str | os.PathLike) -> bool:
+    """An object-store path (gs://bucket/...): no atomic rename, no append, no lock there."""
+    return "://" in str(path)
+
+
+def join_path(root: str | os.PathLike, name: str) -> str:
+    """`root/name` for a local directory or an object-store prefix alike."""
+    return f"{str(root).rstrip('/')}/{name}" if is_remote(root) else os.path.join(os.fspath(root), name)
+
+
 def json_default(value: Any) -> Any:
     """JSON encoder for numpy scalars/arrays and paths (non-finite floats become null)."""
     if isinstance(value, np.ndarray):

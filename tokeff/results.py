@@ -31,6 +31,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from tokeff.errors import UserError
+from tokeff.io import is_remote, join_path
 
 # (name, kind) in table order. Kinds: "str", "int" (integral number), "float" (any real number),
 # "float?" (a real number or null: a failed run has no accuracy or loss).
@@ -141,15 +142,11 @@ def encode_row(row: Mapping[str, Any]) -> bytes:
     return (line + "\n").encode("utf-8")
 
 
-def _is_local(path: str) -> bool:
-    return "://" not in str(path)
-
-
 def append_row(path: str | os.PathLike, row: Mapping[str, Any]) -> dict[str, Any]:
     """Validate `row` and append it to the JSONL table at `path` (created if missing)."""
     data = encode_row(row)
     path = os.fspath(path)
-    if _is_local(path):
+    if not is_remote(path):
         _append_local(path, data)
     else:
         _append_by_rewrite(path, data)
@@ -191,7 +188,7 @@ def _append_by_rewrite(path: str, data: bytes) -> None:
 
 
 def _read_text(path: str, field: str = "data") -> str | None:
-    if _is_local(path):
+    if not is_remote(path):
         if not os.path.lexists(path):
             return None
         from tokeff.inputs import read_input_text
@@ -266,8 +263,7 @@ def table_path(sweep_dir: str, shard: tuple[int, int]) -> str:
     """The table file shard `(index, count)` of a sweep appends to (`results.jsonl` when unsharded)."""
     index, count = shard
     name = "results.jsonl" if count == 1 else f"results-{index}-of-{count}.jsonl"
-    return os.path.join(os.fspath(sweep_dir), name) if "://" not in str(sweep_dir) \
-        else f"{str(sweep_dir).rstrip('/')}/{name}"
+    return join_path(sweep_dir, name)
 
 
 def _flat(row: Mapping[str, Any]) -> dict[str, Any]:

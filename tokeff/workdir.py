@@ -20,7 +20,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-from tokeff.io import check_writable_dir
+from tokeff.io import check_writable_dir, is_remote
 from tokeff.ownership import (
     LOCK_NAME,
     acquire_lock,
@@ -43,7 +43,7 @@ def workdir_lock(path: str | os.PathLike, *, kind: str = "train", field: str = "
     Raises UserError when another live process holds it, or when `path` cannot be a `kind` workdir.
     """
     path = refuse_empty_path(path, field)
-    if "://" in path:
+    if is_remote(path):
         yield path
         return
     path = check_writable_dir(path, field)

@@ -29,11 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tokeff.decide.allocation import allocate_fit, format_table, load_checked_fit
-    from tokeff.decide.options import positive_float
+    from tokeff.decide.options import parse_flops
     from tokeff.decide.plots import plot_budget_sweep, plot_frontier
     from tokeff.io import claim_output_dir, output_dir, write_json
 
-    budget = positive_float(args.budget, "--budget")
+    budget = parse_flops(args.budget, "--budget")
     if budget < MIN_BUDGET:
         raise UserError(f"--budget: {budget:.3g} FLOPs is below the smallest budget allocated, {MIN_BUDGET:.0e} "
                         "(one token through a million-parameter model)")

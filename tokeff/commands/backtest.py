@@ -11,15 +11,16 @@ HELP = "refit on the runs below a cut (by compute, say) and score the prediction
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from tokeff.commands import fit as fit_command
 
-    fit_command.add_arguments(parser)  # every `tokeff fit` option
+    fit_command.add_arguments(parser, grouped=False)  # every `tokeff fit` option but hierarchical fits
     parser.add_argument("--by", required=True, metavar="EXPR",
                         help="order rows by this column or product of columns, e.g. params*tokens_seen")
     parser.add_argument("--frac", type=float, default=0.33, help="fraction of rows (the top ones) to hold out")
     parser.add_argument("--cuts", type=int, default=1,
                         help="rolling origins through the held-out fraction (each fit predicts the next block)")
-    parser.add_argument("--decision", choices=["loss", "frontier"], default="loss",
+    parser.add_argument("--decision", choices=["loss", "frontier", "choice"], default="loss",
                         help="loss: score held-out runs' losses; frontier: group rows into budgets by --by and score"
-                             " the compute-optimal N_opt at the held-out budgets against the sweep's own optimum")
+                             " the compute-optimal N_opt at the held-out budgets against the sweep's own optimum;"
+                             " choice (fine-tuning forms): choose among each held-out budget's runs, score against them")
     parser.add_argument("--group", metavar="COLUMN",
                         help="runs sharing a budget, for within-group decision accuracy (default: a 'budget' column)")
 
@@ -39,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
     from tokeff.laws.data import parse_mapping
 
     settings, mapping = fit_settings(args), parse_mapping(args.map)
-    if args.decision == "frontier":
-        return _run_frontier(args, settings, mapping)
+    if args.decision != "loss":
+        return _run_decision(args, settings, mapping)
     report = backtest(args.data, args.form, settings, by=args.by, frac=args.frac, cuts=args.cuts,
                       group=args.group, mapping=mapping, target=args.target, progress=True)
     with output_dir(args.out, "backtest", force=args.force) as tmp:
@@ -70,16 +71,22 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_frontier(args: argparse.Namespace, settings, mapping: dict) -> int:
-    from tokeff.decide.allocation_backtest import allocation_backtest, format_report, plot
+def _run_decision(args: argparse.Namespace, settings, mapping: dict) -> int:
+    from tokeff.decide import allocation_backtest, choice_backtest
     from tokeff.io import output_dir, write_json
 
-    report = allocation_backtest(args.data, args.form, settings, by=args.by, frac=args.frac, mapping=mapping,
-                                 target=args.target)
+    if args.decision == "frontier":
+        report = allocation_backtest.allocation_backtest(args.data, args.form, settings, by=args.by, frac=args.frac,
+                                                         mapping=mapping, target=args.target)
+        format_report = allocation_backtest.format_report
+    else:
+        report = choice_backtest.choice_backtest(args.data, args.form, settings, by=args.by, frac=args.frac,
+                                                 mapping=mapping, target=args.target)
+        format_report = choice_backtest.format_report
     with output_dir(args.out, "backtest", force=args.force) as tmp:
         write_json(os.path.join(tmp, "backtest.json"), report)
-        if not args.no_plots:
-            plot(report, os.path.join(tmp, "backtest.png"))
+        if not args.no_plots and args.decision == "frontier":
+            allocation_backtest.plot(report, os.path.join(tmp, "backtest.png"))
     print(format_report(report))
     print(f"wrote {os.path.join(args.out, 'backtest.json')}")
     return 0

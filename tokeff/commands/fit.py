@@ -7,7 +7,7 @@ import argparse
 HELP = "fit a scaling-law form to a results table (NUTS, MAP/Laplace or the classic Huber/L-BFGS fit)"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser, *, grouped: bool = True) -> None:
     parser.add_argument("data", help="results table (.csv or .jsonl)")
     parser.add_argument("--form", required=True, help="registered form name (e.g. chinchilla, volume)")
     parser.add_argument("--out", required=True,
@@ -55,8 +55,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-exclude", action="store_true",
                         help="keep every row: no exclusion of failed runs (non-finite target) or diverged runs"
                              " (loss above the far-out fence); a non-finite target is then refused")
+    if grouped:
+        add_group_arguments(parser)
     parser.add_argument("--no-plots", action="store_true", help="write no PNG plots (faster; the JSON and posterior"
                         " are the same)")
+
+
+def add_group_arguments(parser: argparse.ArgumentParser) -> None:
+    """--group and --pool: hierarchical fits."""
+    parser.add_argument("--group", metavar="COLUMN",
+                        help="hierarchical fit: one law per value of COLUMN (e.g. model), partially pooled"
+                             " through population distributions (nuts or map)")
+    parser.add_argument("--pool", metavar="P1,P2",
+                        help="with --group: the parameters pooled across groups (default: all); the others"
+                             " are one value shared by every group")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,7 +86,14 @@ def run(args: argparse.Namespace) -> int:
     from tokeff.laws.diagnostics import format_diagnostics
     from tokeff.laws.fit import fit
 
-    result = fit(args.data, args.form, fit_settings(args), mapping=parse_mapping(args.map), target=args.target)
+    settings = fit_settings(args)
+    if args.pool is not None and not args.group:
+        from tokeff.errors import UserError
+
+        raise UserError("--pool: needs --group COLUMN")
+    if args.group:
+        return _run_grouped(args, settings)
+    result = fit(args.data, args.form, settings, mapping=parse_mapping(args.map), target=args.target)
     path = result.save(args.out, plots=not args.no_plots, force=args.force)
     s = result.summary
     print(f"{s['form']} ({s['method']}) on {s['n_points']} points in {s['wall_seconds']:.1f} s -> {path}")
@@ -86,6 +105,24 @@ def run(args: argparse.Namespace) -> int:
         r_hat = f"{p['r_hat']:7.3f}" if p["r_hat"] is not None else f"{'-':>7}"
         ess = f"{p['ess_bulk']:9.0f}" if p["ess_bulk"] is not None else f"{'-':>9}"
         print(f"{name:<13} {p['median']:11.4g} {p['q05']:11.4g} {p['q95']:11.4g} {r_hat} {ess}")
+    print(format_diagnostics(result.diagnostics))
+    return 0
+
+
+def _run_grouped(args: argparse.Namespace, settings) -> int:
+    from tokeff.laws.data import format_exclusions, parse_mapping
+    from tokeff.laws.diagnostics import format_diagnostics
+    from tokeff.laws.hierarchy import fit_grouped, format_grouped
+
+    result = fit_grouped(args.data, args.form, args.group, settings, pool=args.pool, mapping=parse_mapping(args.map),
+                         target=args.target)
+    path = result.save(args.out, plots=not args.no_plots, force=args.force)
+    s = result.summary
+    print(f"{s['form']} ({s['method']}) per {args.group}: {len(result.groups.labels)} groups, {s['n_points']} points"
+          f" in {s['wall_seconds']:.1f} s -> {path}")
+    if s["excluded"]:
+        print(format_exclusions(s["excluded"], s["columns"]["target"]))
+    print(format_grouped(s))
     print(format_diagnostics(result.diagnostics))
     return 0
 

@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tokeff.decide.allocation import load_checked_fit
-    from tokeff.decide.options import positive_float
+    from tokeff.decide.options import parse_flops
     from tokeff.decide.proposals import candidates, format_proposals, propose
     from tokeff.io import claim_output_dir, output_dir, write_json
     from tokeff.resources import check_propose_size, check_seed
@@ -49,8 +49,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--sims: must be at least 2, got {args.sims}")
     space = option_space_from_args(args)
     cands = candidates(args.grid, space)
-    budget = positive_float(args.budget, "--budget") if args.budget else max(o.flops for o, _ in cands)
-    horizon = positive_float(args.horizon, "--horizon") if args.horizon else None
+    budget = parse_flops(args.budget, "--budget") if args.budget else max(o.flops for o, _ in cands)
+    horizon = parse_flops(args.horizon, "--horizon") if args.horizon else None
     out = args.out if args.out is not None else args.fit_dir  # --out '' is refused, not FIT_DIR
     from tokeff.laws.forms import import_form_modules
 

@@ -18,6 +18,7 @@ from tokeff.decide.decision import allocate_finetuning
 from tokeff.decide.frontier import allocate_pretraining, is_pretraining_form
 from tokeff.decide.options import Option, OptionSpace, option_columns, option_inputs
 from tokeff.errors import UserError
+from tokeff.flops import check_budget
 
 
 def load_checked_fit(fit_dir: str, *, force: bool = False):
@@ -71,8 +72,7 @@ def allocate_fit(fit, budget: float, space: OptionSpace | None = None, *, fronti
     an isoFLOP sweep decides on the law's frontier carried to the sweep's own optima
     (`tokeff.decide.sweep_check`; `frontier_source="law"`: the law's alone)."""
     form = fit.form
-    if budget <= 0 or not np.isfinite(budget):
-        raise UserError(f"budget: must be a positive number of FLOPs, got {budget}")
+    budget = check_budget(budget, "budget")
     if is_pretraining_form(form):
         given = [flag for flag, value in (("--models", space and space.models), ("--lengths-grid", space and space.lengths),
                                           ("--strategies", space and space.strategies),

@@ -22,6 +22,7 @@ import numpy as np
 
 from tokeff.data.composition import select
 from tokeff.errors import UserError
+from tokeff.flops import check_budget
 
 STRATEGIES = ("few_long", "many_short", "balanced")  # the Lagasse et al. greedy strategies
 
@@ -280,14 +281,13 @@ def check_context(model: str, length: float, field: str) -> None:
         raise UserError(f"{field}: {length:g} tokens is over {model}'s context length of {limit}")
 
 
-def positive_float(text: str, field: str) -> float:
+def parse_flops(text: str, field: str) -> float:
+    """A FLOP count given on the command line (`--budget 1e20`): a number, checked as a budget."""
     try:
         value = float(text)
     except (TypeError, ValueError):
         raise UserError(f"{field}: expected a number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise UserError(f"{field}: must be a positive finite number, got {text!r}")
-    return value
+    return check_budget(value, field)
 
 
 MAX_COUNT = 10**12  # the largest example count, length or epoch count a flag takes

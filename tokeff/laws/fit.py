@@ -115,6 +115,10 @@ def load_fit(path: str) -> Fit:
     try:
         with open(where) as f:
             summary = json.load(f)
+        if "group" in summary:
+            from tokeff.laws.hierarchy import load_grouped
+
+            return load_grouped(path, summary)
         form = get_form(summary["form"]).with_priors(summary.get("priors"))
         likelihood = Likelihood.from_dict(summary["likelihood"])
         where = os.path.join(path, "posterior.nc")

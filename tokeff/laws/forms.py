@@ -355,6 +355,45 @@ register_form(
 )
 
 
+def _finetune_data_log_term(p, x):
+    """log of the pre-learned-data term A / (1 + (D / D0)^beta): flat (A) well below D0, a power law
+    A (D / D0)^-beta well above it."""
+    return jnp.log(p["A"]) - jax.nn.softplus(p["beta"] * (jnp.log(x["D"]) - jnp.log(p["D0"])))
+
+
+def _finetune_data_log_mean(p, x):
+    return jnp.logaddexp(jnp.log(p["E"]) + 0.0 * jnp.log(x["D"]), _finetune_data_log_term(p, x))
+
+
+register_form(
+    Form(
+        name="finetune_data",
+        inputs=("D",),
+        target="loss",
+        # Lin et al. 2024's rectified law L = E + B / (D_l + D^beta) (D_l: the data the pretrained
+        # model has in effect already learned) as L = E + A / (1 + (D / D0)^beta), with
+        # A = B / D_l (the lift above E of the unfine-tuned model) and D0 = D_l^(1/beta) (where the
+        # curve turns from flat to a power law). A prior on log D0 is a prior on where the turn is,
+        # on the data's own axis; B and D_l are ~1-correlated powers of each other in the raw form.
+        params={
+            "E": "lognormal(0, 0.7)",
+            "A": "lognormal(0, 1)",
+            "D0": "lognormal(7, 2.5)",
+            "beta": "uniform(0.05, 1.5)",
+        },
+        mean=lambda p, x: jnp.exp(_finetune_data_log_mean(p, x)),
+        log_mean_fn=_finetune_data_log_mean,
+        # Sampled as the term's log at the data's centre: in the power-law regime only
+        # log A + beta log D0 is pinned down, a ridge in (log A, log D0).
+        centring={"A": lambda p, x: -jax.nn.softplus(p["beta"] * (jnp.log(x["D"]) - jnp.log(p["D0"])))},
+        columns={"D": "n_examples"},
+        typical_ranges={"D": (2e2, 2e6)},
+        description="fine-tuning data scaling with a pre-learned-data term (Lin et al. 2024, rectified):"
+                    " L = E + A / (1 + (D/D0)^beta) = E + B / (D_l + D^beta), B = A D0^beta, D_l = D0^beta",
+    )
+)
+
+
 def _bootstrapped_mean(p, x):
     log_d1 = jnp.log(x["D1"])
     exponent_d2 = -p["alpha2"] + p["alpha3"] * log_d1

@@ -20,7 +20,6 @@ __all__ = ["load_config", "load_train_config", "check_train_config"]
 
 # key -> (lowest, highest, lowest included); None = unbounded on that side.
 _RANGES: dict[str, tuple[float | None, float | None, bool]] = {
-    "budget.flops": (0, None, False),
     "budget.tokens": (0, None, True),
     "budget.epochs": (0, None, True),
     "optim.lr": (0, None, False),
@@ -66,9 +65,13 @@ def load_train_config(path: str, overrides: Sequence[str] = ()) -> ml_collection
 
 def check_train_config(config: ml_collections.ConfigDict) -> None:
     """Refuse (UserError naming the key) values no training run can use."""
+    from tokeff.flops import check_budget
+
     for key, value in _leaves(config):
         if isinstance(value, float) and not math.isfinite(value):
             raise UserError(f"{key}: must be a finite number, got {value}")
+    if _get(config, "budget.flops") is not None:
+        check_budget(config.budget.flops, "budget.flops")
     for key, (low, high, closed) in _RANGES.items():
         value = _get(config, key)
         if value is None or isinstance(value, bool):

@@ -1,0 +1,602 @@
+"""Hierarchical (grouped) fits: one law per group (e.g. per pretrained model), partially pooled.
+
+Why: fine-tuning curves of different models have alike shapes (exponents, floors), and a cheap,
+short curve says little about its own exponent. Fitted alone each curve extrapolates from its own
+noise; fitted together each group borrows what the others say about the parameters they share in
+distribution, and a group with few rows is carried by the population.
+
+The model, built from any registered form (built-in or a user's):
+- every pooled parameter k has a population value theta_k (the form's prior) and a spread s_k
+  (`SPREAD_PRIOR`, in unconstrained units: log units for positive parameters, logit units for
+  bounded ones); group g's value is T(u_k + s_k z_gk), z_gk ~ Normal(0, 1) (non-centred: the
+  sampler moves in z, so a small spread is no funnel), u_k = T^-1(theta_k), T the bijection from
+  the real line to the prior's support;
+- a parameter the form centres (`Form.centring`, e.g. a coefficient whose log trades off against
+  its exponent) is pooled as its term's log at the whole data's geometric centre x0: the population
+  value is sampled there as in an ungrouped fit, and group g's coefficient is
+  exp(t_g - offset(p_g, x0)), t_g = t_pop + s z_g;
+- parameters not pooled (`pool`) are one value shared by every group; the observation noise
+  (sigma, and the failures' share and scale) is always shared.
+
+A group the fit never saw (a new model) is drawn from the population: z ~ Normal(0, 1) per draw,
+so its interval carries the spread between groups (wider than any fitted group's).
+Predictions come from `GroupedFit.predictive`, the grouped twin of `Fit.predictive`. Grouped fits
+have no extrapolation discrepancy term: "new_run" is the law's mean.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from tokeff.errors import UserError
+from tokeff.laws.data import FitData, prepare, read_table
+from tokeff.laws.forms import Form, get_form
+from tokeff.laws.model import (
+    FAILURE_PROB_PRIOR, FAILURE_SCALE_PRIOR, FAILURE_SITES, Likelihood, observation_dist, observed, predictive_from_mean,
+    resolve_likelihood,
+)
+from tokeff.laws.priors import Prior
+from tokeff.laws.settings import FitSettings
+
+# Spread of a pooled parameter between groups, in unconstrained units: median 0.34 (groups' log
+# coefficients ~40% apart), 95% below 1.1.
+SPREAD_PRIOR = Prior("halfnormal", (0.5,))
+QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+def pop_site(name: str) -> str:
+    return f"{name}_pop"
+
+
+def spread_site(name: str) -> str:
+    return f"{name}_spread"
+
+
+def _z_site(name: str) -> str:
+    return f"{name}_z"
+
+
+def _centred(form: Form, name: str) -> bool:
+    prior = form.params[name]
+    return name in form.centring and (prior.positive() or prior.shiftable())
+
+
+def _order(form: Form) -> list[str]:
+    """Parameters in sampling order: those not centred first, then the centred ones in the order
+    their offsets are declared (an offset may use the parameters before it)."""
+    return [k for k in form.params if not _centred(form, k)] + [k for k in form.centring if _centred(form, k)]
+
+
+def _bijection(prior: Prior):
+    from numpyro.distributions.transforms import biject_to
+
+    return biject_to(prior.to_numpyro().support)
+
+
+def _to_value(form: Form, name: str, t, p: Mapping, centre: Mapping):
+    """A parameter's value from its unconstrained (or, centred, its at-centre) coordinate t."""
+    import jax.numpy as jnp
+
+    if _centred(form, name):
+        offset = form.centring[name](p, centre)
+        return jnp.exp(t - offset) if form.params[name].positive() else t - offset
+    return _bijection(form.params[name])(t)
+
+
+def _to_coordinate(form: Form, name: str, value, p: Mapping, centre: Mapping):
+    """Inverse of `_to_value`."""
+    import jax.numpy as jnp
+
+    if _centred(form, name):
+        offset = form.centring[name](p, centre)
+        return (jnp.log(value) if form.params[name].positive() else value) + offset
+    return _bijection(form.params[name]).inv(value)
+
+
+def make_grouped_model(form: Form, likelihood: Likelihood, n_groups: int, pooled: Sequence[str]):
+    """A NumPyro model `model(inputs, group, n_eval, obs)`; `group` is each row's group index."""
+    import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as dist
+    from numpyro.distributions import transforms
+
+    def model(inputs: dict, group, n_eval=None, obs=None):
+        centre = {k: jnp.exp(jnp.mean(jnp.log(v))) for k, v in inputs.items()}
+        pop, per_group = {}, {}
+        for name in _order(form):
+            prior = form.params[name]
+            if _centred(form, name):
+                offset = form.centring[name](pop, centre)
+                if prior.positive():
+                    base = dist.TransformedDistribution(
+                        prior.to_numpyro(), [transforms.ExpTransform().inv, transforms.AffineTransform(offset, 1.0)])
+                else:
+                    base = prior.shifted_numpyro(offset)
+                t_pop = numpyro.sample(f"{pop_site(name)}_at_centre", base)
+                pop[name] = numpyro.deterministic(pop_site(name), _to_value(form, name, t_pop, pop, centre))
+            else:
+                pop[name] = numpyro.sample(pop_site(name), prior.to_numpyro())
+                t_pop = _to_coordinate(form, name, pop[name], pop, centre)
+            if name in pooled:
+                spread = numpyro.sample(spread_site(name), SPREAD_PRIOR.to_numpyro())
+                z = numpyro.sample(_z_site(name), dist.Normal(0.0, 1.0).expand([n_groups]).to_event(1))
+                value = _to_value(form, name, t_pop + spread * z, per_group, centre)
+            else:
+                value = jnp.broadcast_to(pop[name], (n_groups,))
+            per_group[name] = numpyro.deterministic(name, value)
+        p = {k: v[group] for k, v in per_group.items()}
+        if form.target == "loss":
+            sigma = numpyro.sample("sigma", likelihood.noise.to_numpyro())
+            failures = None
+            if likelihood.kind == "failures":
+                failures = (numpyro.sample(FAILURE_SITES[0], FAILURE_PROB_PRIOR.to_numpyro()),
+                            numpyro.sample(FAILURE_SITES[1], FAILURE_SCALE_PRIOR.to_numpyro()))
+            location = form.log_mean(p, inputs)
+            with numpyro.plate("points", location.shape[-1]):
+                return numpyro.sample("obs", observation_dist("loss", likelihood, location, sigma=sigma,
+                                                              failures=failures), obs=obs)
+        location = form.mean(p, inputs)
+        with numpyro.plate("points", location.shape[-1]):
+            return numpyro.sample("obs", observation_dist("accuracy", likelihood, location, n_eval=n_eval), obs=obs)
+
+    return model
+
+
+def shared_sites(form: Form, likelihood: Likelihood) -> tuple[str, ...]:
+    if form.target != "loss":
+        return ()
+    return ("sigma",) + (FAILURE_SITES if likelihood.kind == "failures" else ())
+
+
+def kept_sites(form: Form, likelihood: Likelihood, pooled: Sequence[str]) -> tuple[str, ...]:
+    """Every site a grouped fit keeps: per-group values, population values and spreads, shared noise."""
+    return (tuple(form.param_names) + tuple(pop_site(k) for k in form.param_names)
+            + tuple(spread_site(k) for k in pooled) + shared_sites(form, likelihood))
+
+
+@dataclasses.dataclass(frozen=True)
+class Groups:
+    """The group column of a grouped fit: its name, the labels (sorted) and each row's index."""
+
+    column: str
+    labels: tuple[str, ...]
+    index: np.ndarray
+
+    def lookup(self, labels: Sequence[str], *, new_groups: bool = False, field: str = "--group-value") -> np.ndarray:
+        """Index of each label; -1 for a label the fit never saw (only with `new_groups`)."""
+        where = {g: i for i, g in enumerate(self.labels)}
+        unknown = [str(g) for g in labels if str(g) not in where]
+        if unknown and not new_groups:
+            raise UserError(f"{field}: unknown {self.column} {unknown[:3]} (fitted: {', '.join(self.labels[:8])}"
+                            f"{', ...' if len(self.labels) > 8 else ''}); pass --new-group to draw it from the population")
+        return np.array([where.get(str(g), -1) for g in labels], np.int64)
+
+
+def group_column(frame, column: str) -> Groups:
+    """Groups of `frame` by `column` (labels as strings); refuses a missing or single-valued column."""
+    if column not in frame.columns:
+        raise UserError(f"--group: column '{column}' not in the data (columns: {', '.join(map(str, frame.columns))})")
+    values = frame[column]
+    if values.isna().any():
+        raise UserError(f"--group: column '{column}' has {int(values.isna().sum())} empty value(s)")
+    labels = values.astype(str).to_numpy()
+    unique = tuple(sorted(set(labels)))
+    if len(unique) < 2:
+        raise UserError(f"--group: column '{column}' has a single value ('{unique[0]}'); a grouped fit needs at least two groups")
+    where = {g: i for i, g in enumerate(unique)}
+    return Groups(column, unique, np.array([where[g] for g in labels], np.int64))
+
+
+def parse_pool(pool: "str | Sequence[str] | None", form: Form) -> tuple[str, ...]:
+    """The pooled parameters: all of the form's by default; `--pool beta,E` names some."""
+    if pool is None:
+        return tuple(form.param_names)
+    names = [p.strip() for p in (pool.split(",") if isinstance(pool, str) else pool) if p.strip()]
+    unknown = [p for p in names if p not in form.params]
+    if unknown or not names:
+        raise UserError(f"--pool: {unknown or 'nothing'} not parameters of form {form.name} (has {', '.join(form.params)})")
+    return tuple(k for k in form.param_names if k in names)
+
+
+@dataclasses.dataclass
+class GroupedFit:
+    """A fitted hierarchical law. `samples`: per-group parameters name -> [S, G]; population values
+    `name_pop` and spreads `name_spread` -> [S]; shared noise sites -> [S]."""
+
+    form: Form
+    method: str
+    likelihood: Likelihood
+    data: FitData
+    groups: Groups
+    pooled: tuple[str, ...]
+    samples: dict[str, np.ndarray]
+    idata: object
+    summary: dict
+
+    @property
+    def diagnostics(self) -> dict:
+        return self.summary["diagnostics"]
+
+    @property
+    def centre(self) -> dict[str, float]:
+        return {k: float(v) for k, v in self.summary["centre"].items()}
+
+    def group_params(self, index: np.ndarray, *, seed: int = 0) -> dict[str, np.ndarray]:
+        """Parameter draws name -> [S, O] for group indices `index` (-1: a new group, drawn from the
+        population, one fresh group per draw and row)."""
+        import jax.numpy as jnp
+
+        index = np.asarray(index, np.int64)
+        known = np.where(index >= 0, index, 0)
+        out = {k: np.asarray(self.samples[k])[:, known] for k in self.form.param_names}
+        new = index < 0
+        if new.any():
+            drawn = self.new_group_params(int(new.sum()), seed=seed)
+            for k in out:
+                out[k][:, new] = drawn[k]
+        return out
+
+    def new_group_params(self, n: int, *, seed: int = 0) -> dict[str, np.ndarray]:
+        """name -> [S, n]: n groups the fit never saw, drawn from the population for each draw."""
+        import jax.numpy as jnp
+
+        rng = np.random.default_rng(seed + 17)
+        centre = {k: jnp.float32(v) for k, v in self.centre.items()}
+        pop = {k: jnp.asarray(self.samples[pop_site(k)], jnp.float32)[:, None] for k in self.form.param_names}
+        new: dict = {}
+        for name in _order(self.form):
+            if name not in self.pooled:
+                new[name] = jnp.broadcast_to(pop[name], (pop[name].shape[0], n))
+                continue
+            t_pop = _to_coordinate(self.form, name, pop[name], pop, centre)
+            spread = jnp.asarray(self.samples[spread_site(name)], jnp.float32)[:, None]
+            z = jnp.asarray(rng.standard_normal((pop[name].shape[0], n)), jnp.float32)
+            new[name] = _to_value(self.form, name, t_pop + spread * z, new, centre)
+        return {k: np.asarray(v, np.float64) for k, v in new.items()}
+
+    def predictive(self, inputs: Mapping[str, np.ndarray], kind: str = "observed", *, groups: Sequence | None = None,
+                   new_groups: bool = False, n_eval=None, seed: int = 0) -> np.ndarray:
+        """[S, O] draws at `inputs` (O rows) for the group labelled `groups[o]` in row o: "mean" the
+        law's mean, "new_run" the same (no discrepancy term in grouped fits), "observed" plus the
+        likelihood's observation noise. A label the fit never saw needs `new_groups` (drawn from
+        the population)."""
+        import jax.numpy as jnp
+
+        if groups is None:
+            raise UserError(f"groups: a grouped fit predicts per {self.groups.column}; pass one label per row")
+        x = {k: np.asarray(inputs[k], np.float64).reshape(-1) for k in self.form.inputs}
+        n_rows = next(iter(x.values())).shape[0]
+        if len(groups) != n_rows:
+            raise UserError(f"groups: {len(groups)} labels for {n_rows} rows")
+        p = self.group_params(self.groups.lookup(groups, new_groups=new_groups), seed=seed)
+        pj = {k: jnp.asarray(v, jnp.float32) for k, v in p.items()}
+        xj = {k: jnp.asarray(v, jnp.float32) for k, v in x.items()}
+        mu = np.asarray(self.form.mean(pj, xj), np.float64)
+        return predictive_from_mean(self.form.target, self.likelihood, mu, kind, sigma=self.samples.get("sigma"),
+                                    n_eval=n_eval, seed=seed)
+
+    def save(self, path: str, *, plots: bool = True, force: bool = False) -> str:
+        from tokeff.io import output_dir, write_json
+
+        with output_dir(path, "fit", force=force) as tmp:
+            write_json(os.path.join(tmp, "summary.json"), self.summary)
+            self.idata.to_netcdf(os.path.join(tmp, "posterior.nc"))
+            frame = self.data.to_frame()
+            frame[self.groups.column] = np.asarray(self.groups.labels)[self.groups.index]
+            frame.to_csv(os.path.join(tmp, "data.csv"), index=False)
+            if plots:
+                group_grid(self, os.path.join(tmp, "groups.png"))
+        return os.path.abspath(path)
+
+
+def load_grouped(path: str, summary: dict) -> GroupedFit:
+    """The GroupedFit saved at `path` (`tokeff.laws.fit.load_fit` dispatches here)."""
+    import arviz as az
+    import pandas as pd
+
+    form = get_form(summary["form"]).with_priors(summary.get("priors"))
+    likelihood = Likelihood.from_dict(summary["likelihood"])
+    group = summary["group"]
+    pooled = tuple(group["pooled"])
+    idata = az.from_netcdf(os.path.join(path, "posterior.nc"))
+    samples = {}
+    for k in kept_sites(form, likelihood, pooled):
+        v = idata.posterior[k].values
+        samples[k] = v.reshape(v.shape[0] * v.shape[1], *v.shape[2:])
+    frame = pd.read_csv(os.path.join(path, "data.csv"))
+    labels = tuple(str(g) for g in group["labels"])
+    where = {g: i for i, g in enumerate(labels)}
+    index = np.array([where[str(g)] for g in frame.pop(group["column"]).astype(str)], np.int64)
+    data = FitData.from_frame(frame, summary["columns"])
+    return GroupedFit(form, summary["method"], likelihood, data, Groups(group["column"], labels, index), pooled,
+                      samples, idata, summary)
+
+
+def _model_args(form: Form, data: FitData, groups: Groups):
+    import jax.numpy as jnp
+
+    inputs = {k: jnp.asarray(v, jnp.float32) for k, v in data.inputs.items()}
+    n_eval = None if data.n_eval is None else jnp.asarray(data.n_eval, jnp.float32)
+    return inputs, jnp.asarray(groups.index), n_eval, jnp.asarray(observed(form, data.y, data.n_eval), jnp.float32)
+
+
+def _run_nuts(model, args, *, chains, draws, warmup, seed, target_accept, progress, init_values=None):
+    import jax
+    import numpyro
+    from numpyro.infer import MCMC, NUTS, init_to_median, init_to_value
+
+    devices = jax.local_device_count()
+    chain_method = "parallel" if devices >= chains > 1 else "sequential"
+    init = init_to_median(num_samples=15) if init_values is None else init_to_value(values=init_values)
+    kernel = NUTS(model, target_accept_prob=target_accept, dense_mass=False, init_strategy=init)
+    mcmc = MCMC(kernel, num_warmup=warmup, num_samples=draws, num_chains=chains, chain_method=chain_method,
+                progress_bar=progress)
+    with numpyro.validation_enabled(False):
+        mcmc.run(jax.random.PRNGKey(seed), *args, extra_fields=("diverging", "energy"))
+    extra = mcmc.get_extra_fields(group_by_chain=True)
+    posterior = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+    return posterior, {"diverging": np.asarray(extra["diverging"]), "energy": np.asarray(extra["energy"])}
+
+
+MAP_STARTS = 8
+MAP_STEPS = 150
+NEWTON_LENGTHS = np.array([1.0, 0.5, 0.25, 0.1, 0.03], np.float32)
+GRADIENT_LENGTHS = np.array([1.0, 0.1, 0.01], np.float32)
+
+
+def _run_map(model, args, *, draws, seed):
+    """MAP by saddle-free Newton from the prior medians and jittered copies, and a Laplace
+    (Gaussian) approximation at the best mode in numpyro's unconstrained space."""
+    import jax
+    import jax.numpy as jnp
+    import numpyro
+    from jax.flatten_util import ravel_pytree
+    from numpyro.infer.util import constrain_fn, initialize_model, potential_energy
+    from numpyro.infer import init_to_median
+
+    info = initialize_model(jax.random.PRNGKey(seed), model, model_args=args, init_strategy=init_to_median(num_samples=15),
+                            validate_grad=False)
+    z0, unravel = ravel_pytree(info.param_info.z)
+    energy = lambda flat: potential_energy(model, args, {}, unravel(flat))  # noqa: E731
+    grad = jax.grad(energy)
+    # Starts: the prior medians (every group at the population), and jittered copies of it; prior
+    # draws put coefficients orders of magnitude from the data, where Newton stalls.
+    jitter = np.random.default_rng(seed).normal(0.0, 0.3, (MAP_STARTS - 1, z0.shape[0]))
+    xs = jnp.asarray(np.concatenate([np.asarray(z0)[None], np.asarray(z0)[None] + jitter]), jnp.float32)
+
+    hess = jax.jacfwd(grad)
+
+    def step(_, state):
+        """Saddle-free Newton or a gradient step, the best of a few lengths, kept when it lowers the
+        energy (as `tokeff.laws.laplace`)."""
+        x, ex = state
+        h, g = hess(x), grad(x)
+        w, v = jnp.linalg.eigh(0.5 * (h + h.T))
+        newton = v @ ((v.T @ g) / jnp.maximum(jnp.abs(w), 1e-6))
+        downhill = g / (jnp.linalg.norm(g) + 1e-12)
+        trials = jnp.concatenate([x - NEWTON_LENGTHS[:, None] * newton, x - GRADIENT_LENGTHS[:, None] * downhill])
+        e = jax.vmap(energy)(trials)
+        e = jnp.where(jnp.isfinite(e), e, jnp.inf)
+        best = jnp.argmin(e)
+        better = e[best] < ex
+        return jnp.where(better, trials[best], x), jnp.where(better, e[best], ex)
+
+    @jax.jit
+    def descend(xs):
+        def one(x):
+            e = energy(x)
+            return jax.lax.fori_loop(0, MAP_STEPS, step, (x, jnp.where(jnp.isfinite(e), e, jnp.inf)))
+
+        return jax.vmap(one)(xs)
+
+    modes, energies = descend(xs)
+    energies = np.where(np.isfinite(np.asarray(energies)), np.asarray(energies, np.float64), np.inf)
+    best = int(np.argmin(energies))
+    mode = np.asarray(modes[best], np.float64)
+    hessian = np.asarray(hess(jnp.asarray(mode, jnp.float32)), np.float64)
+    hessian = 0.5 * (hessian + hessian.T)
+    w, v = np.linalg.eigh(hessian)
+    hessian_ok = bool(np.isfinite(energies[best]) and (w > 0).all())
+    w = np.where(w > 1e-6, w, 1e-6)
+    eps = np.random.default_rng(seed + 2).standard_normal((draws, mode.shape[0]))
+    z = mode + (eps / np.sqrt(w)) @ v.T
+    g = np.asarray(grad(jnp.asarray(mode, jnp.float32)), np.float64)
+    newton_sd = float(np.sqrt(np.abs(g @ (v / w) @ v.T @ g)))
+    constrain = jax.jit(jax.vmap(lambda flat: constrain_fn(model, args, {}, unravel(flat), return_deterministic=True)))
+    with numpyro.validation_enabled(False):
+        drawn = constrain(jnp.asarray(z, jnp.float32))
+    posterior = {k: np.asarray(v)[None] for k, v in drawn.items()}
+    return posterior, {"converged": bool(np.isfinite(energies[best]) and newton_sd < 0.1), "hessian_ok": hessian_ok,
+                       "extra": {"newton_step_in_sd": newton_sd}}
+
+
+def fit_grouped(
+    table,
+    form: Form | str,
+    group: str,
+    settings: FitSettings | None = None,
+    *,
+    pool: "str | Sequence[str] | None" = None,
+    mapping: Mapping[str, str] | None = None,
+    target: str | None = None,
+    progress: bool = False,
+    **overrides,
+) -> GroupedFit:
+    """Fit `form` per group of `table[group]`, partially pooled (module doc), with `settings`
+    (default `FitSettings()`; keyword `overrides` replace single ones). Methods: nuts, map; no
+    discrepancy term, and NUTS starts at the prior medians (every group at the population)."""
+    import pandas as pd
+
+    from tokeff.laws import diagnostics as diag_lib
+
+    s = (settings or FitSettings()).replace(**overrides) if overrides else (settings or FitSettings())
+    if s.method not in ("nuts", "map"):
+        raise UserError(f"--method: a grouped fit runs nuts or map, got '{s.method}'")
+    method, chains, draws, warmup, seed = s.method, s.chains, s.draws, s.warmup, s.seed
+    priors = s.prior_overrides
+    form = get_form(form) if isinstance(form, str) else form
+    if form.target == "accuracy" and form.floor not in priors:
+        form = form.above_chance(s.chance)
+    form = form.with_priors(priors)
+    pooled = parse_pool(pool, form)
+    lik = Likelihood(kind=resolve_likelihood(s.likelihood, form.target, method), chance=s.chance)
+    if isinstance(table, (str, os.PathLike)):
+        table = read_table(os.fspath(table))
+    elif not isinstance(table, pd.DataFrame):
+        table = pd.DataFrame(table)
+    group_column(table, group)  # a missing or single-valued column fails before anything else
+    data = prepare(table, form, mapping=mapping, target=target, drop_invalid=s.drop_invalid, exclude=s.exclude,
+                   keep=(group,))
+    groups = group_column(pd.DataFrame({group: data.extra.pop(group)}), group)
+
+    start = time.perf_counter()
+    model = make_grouped_model(form, lik, len(groups.labels), pooled)
+    args = _model_args(form, data, groups)
+    sites = kept_sites(form, lik, pooled)
+    if method == "nuts":
+        posterior, stats = _run_nuts(model, args, chains=chains, draws=draws, warmup=warmup, seed=seed,
+                                     target_accept=s.target_accept, progress=progress)
+    else:
+        posterior, opt = _run_map(model, args, draws=s.laplace_draws, seed=seed)
+        stats = None
+    idata = _inference_data(posterior, stats, sites, groups)
+    if method == "nuts":
+        diagnostics = diag_lib.nuts_diagnostics(idata, list(sites))
+    else:
+        diagnostics = diag_lib.optimiser_diagnostics(**opt)
+    samples = {}
+    for k in sites:
+        v = idata.posterior[k].values
+        samples[k] = v.reshape(v.shape[0] * v.shape[1], *v.shape[2:])
+    summary = _summary(form, method, lik, data, groups, pooled, idata, samples, diagnostics,
+                       s.replace(discrepancy="none").as_dict())
+    summary["wall_seconds"] = time.perf_counter() - start
+    return GroupedFit(form, method, lik, data, groups, pooled, samples, idata, summary)
+
+
+def _inference_data(posterior: dict, stats: dict | None, sites: Sequence[str], groups: Groups):
+    import arviz as az
+
+    kept = {k: posterior[k] for k in sites}
+    dims = {k: ["group"] for k, v in kept.items() if v.ndim == 3}
+    kwargs = {}
+    if stats is not None:
+        kwargs["sample_stats"] = {"diverging": stats["diverging"], "energy": stats["energy"]}
+    return az.from_dict(posterior=kept, coords={"group": list(groups.labels)}, dims=dims, **kwargs)
+
+
+def _stats(v: np.ndarray) -> dict:
+    return {"mean": float(v.mean()), "median": float(np.median(v)), "sd": float(v.std()),
+            "q05": float(np.quantile(v, 0.05)), "q95": float(np.quantile(v, 0.95))}
+
+
+def _summary(form, method, lik, data, groups, pooled, idata, samples, diagnostics, settings) -> dict:
+    import arviz as az
+
+    r_hat = az.rhat(idata) if idata.posterior.sizes["chain"] > 1 else None
+    ess = az.ess(idata, method="bulk") if method == "nuts" else None
+
+    def check(k, g=None):
+        sel = {} if g is None else {"group": groups.labels[g]}
+        return {"r_hat": float(r_hat[k].sel(**sel)) if r_hat is not None else None,
+                "ess_bulk": float(ess[k].sel(**sel)) if ess is not None else None}
+
+    per_group = {}
+    for g, label in enumerate(groups.labels):
+        rows = int((groups.index == g).sum())
+        per_group[label] = {"n_points": rows,
+                            "params": {k: {**_stats(samples[k][:, g]), **check(k, g)} for k in form.param_names}}
+    population = {}
+    for k in form.param_names:
+        population[k] = {**_stats(samples[pop_site(k)]), **check(pop_site(k)), "prior": str(form.params[k]),
+                         "pooled": k in pooled}
+        if k in pooled:
+            population[k]["spread"] = {**_stats(samples[spread_site(k)]), **check(spread_site(k)),
+                                       "prior": str(SPREAD_PRIOR)}
+    shared = {k: {**_stats(samples[k]), **check(k), "prior": str(lik.noise) if k == "sigma" else ""}
+              for k in shared_sites(form, lik)}
+    return {
+        "form": form.name,
+        "method": method,
+        "target": form.target,
+        "inputs": list(form.inputs),
+        "columns": data.columns,
+        "n_points": data.n_points,
+        "excluded": list(data.excluded),
+        "input_ranges": data.input_ranges(),
+        "target_range": [float(data.y.min()), float(data.y.max())],
+        "likelihood": lik.as_dict(),
+        "priors": {k: str(p) for k, p in form.params.items()},
+        "group": {"column": groups.column, "labels": list(groups.labels), "pooled": list(pooled),
+                  "spread_prior": str(SPREAD_PRIOR)},
+        "centre": {k: float(np.exp(np.mean(np.log(v)))) for k, v in data.inputs.items()},
+        "population": population,
+        "groups": per_group,
+        "shared": shared,
+        "diagnostics": diagnostics,
+        "settings": settings,
+        "discrepancy": {"mode": "none"},
+    }
+
+
+def group_grid(fit: GroupedFit, path: str, *, n_grid: int = 50, max_groups: int = 36) -> None:
+    """One panel per group: its rows and the median and 90% band of its law's mean and of a new
+    observation, against the form's first input (others at the group's median)."""
+    from tokeff.laws.plots import _pyplot
+
+    plt = _pyplot()
+    form, data, groups = fit.form, fit.data, fit.groups
+    first = form.inputs[0]
+    shown = groups.labels[:max_groups]
+    cols = int(np.ceil(np.sqrt(len(shown))))
+    rows = int(np.ceil(len(shown) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.2 * rows), sharex=True, sharey=True, squeeze=False)
+    lo, hi = data.input_ranges()[first]
+    grid = np.exp(np.linspace(np.log(lo), np.log(hi), n_grid))
+    for ax, label in zip(axes.flat, shown):
+        g = groups.labels.index(label)
+        mine = groups.index == g
+        x = {first: grid, **{k: np.full(n_grid, np.median(data.inputs[k][mine])) for k in form.inputs[1:]}}
+        n_eval = None if data.n_eval is None else float(np.median(data.n_eval[mine]))
+        mean = fit.predictive(x, "mean", groups=[label] * n_grid)
+        obs = fit.predictive(x, "observed", groups=[label] * n_grid, n_eval=n_eval)
+        ax.fill_between(grid, *np.quantile(obs, [0.05, 0.95], axis=0), color="C0", alpha=0.15, lw=0)
+        ax.fill_between(grid, *np.quantile(mean, [0.05, 0.95], axis=0), color="C0", alpha=0.35, lw=0)
+        ax.plot(grid, np.median(mean, 0), color="C0", lw=1)
+        ax.scatter(data.inputs[first][mine], data.y[mine], s=8, c="k", zorder=3)
+        ax.set_title(f"{label} ({int(mine.sum())})", fontsize=8)
+        ax.set_xscale("log")
+        if form.target == "loss":
+            ax.set_yscale("log")
+    for ax in list(axes.flat)[len(shown):]:
+        ax.axis("off")
+    fig.suptitle(f"{form.name} per {groups.column} ({fit.method}): mean and new-observation 90% bands", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def format_grouped(summary: dict, *, shown: int = 12) -> str:
+    """The CLI's table: population medians (90% intervals) and spreads, then each group's medians."""
+    params = list(summary["population"])
+    lines = [f"{'population':<13} {'median':>11} {'q05':>11} {'q95':>11} {'spread':>8}"]
+    for k, p in summary["population"].items():
+        spread = f"{p['spread']['median']:8.3g}" if "spread" in p else f"{'shared':>8}"
+        lines.append(f"{k:<13} {p['median']:11.4g} {p['q05']:11.4g} {p['q95']:11.4g} {spread}")
+    for k, p in summary["shared"].items():
+        lines.append(f"{k:<13} {p['median']:11.4g} {p['q05']:11.4g} {p['q95']:11.4g} {'shared':>8}")
+    column = summary["group"]["column"]
+    lines.append(f"{column:<16} {'rows':>5} " + " ".join(f"{k:>10}" for k in params) + "   (medians)")
+    groups = list(summary["groups"].items())
+    for label, g in groups[:shown]:
+        lines.append(f"{str(label)[:16]:<16} {g['n_points']:5d} "
+                     + " ".join(f"{g['params'][k]['median']:10.4g}" for k in params))
+    if len(groups) > shown:
+        lines.append(f"... and {len(groups) - shown} more (summary.json: groups)")
+    return "\n".join(lines)
