@@ -23,6 +23,7 @@ def run(args: argparse.Namespace) -> int:
     import_form_modules(args.module)
     from tokeff.laws.compare import compare_fits, format_table
     from tokeff.laws.fit import load_fit
+    from tokeff.laws.stacking import refuse_stacked
 
     from tokeff.errors import UserError
 
@@ -36,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     fits = {}
     for d in args.dirs:
         f = load_fit(d)
+        refuse_stacked(f, "compare scores")
         label = f"{os.path.basename(os.path.normpath(d))} ({f.form.name}/{f.method})"
         if label in fits:  # same folder name under different parents
             label = f"{os.path.normpath(d)} ({f.form.name}/{f.method})"

@@ -9,7 +9,9 @@ HELP = "fit a scaling-law form to a results table (NUTS, MAP/Laplace or the clas
 
 def add_arguments(parser: argparse.ArgumentParser, *, grouped: bool = True) -> None:
     parser.add_argument("data", help="results table (.csv or .jsonl)")
-    parser.add_argument("--form", required=True, help="registered form name (e.g. chinchilla, volume)")
+    parser.add_argument("--form", required=True,
+                        help="registered form name (e.g. chinchilla, volume); a,b,c stacks those forms' predictive"
+                             " distributions, weighted by leave-future-out log score")
     parser.add_argument("--out", required=True,
                         help="output directory: new or empty (a tokeff fit already there needs --force)")
     parser.add_argument("--force", action="store_true",
@@ -93,6 +95,18 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--pool: needs --group COLUMN")
     if args.group:
         return _run_grouped(args, settings)
+    from tokeff.laws.stacking import fit_stacked, form_names
+
+    if form_names(args.form):  # `--form a,b,c`: the stack of those forms
+        stack = fit_stacked(args.data, args.form, settings, mapping=parse_mapping(args.map), target=args.target)
+        path = stack.save(args.out, plots=not args.no_plots, force=args.force)
+        print(f"stacked {stack.name} ({settings.method}) on {stack.data.n_points} points -> {path}")
+        if stack.data.excluded:
+            print(format_exclusions(stack.data.excluded, stack.data.columns["target"]))
+        print("stacking weights (leave-future-out log score): "
+              + "  ".join(f"{k} {v:.3f}" for k, v in stack.summary["weights"].items()))
+        print(format_diagnostics(stack.diagnostics))
+        return 0
     result = fit(args.data, args.form, settings, mapping=parse_mapping(args.map), target=args.target)
     path = result.save(args.out, plots=not args.no_plots, force=args.force)
     s = result.summary

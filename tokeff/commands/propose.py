@@ -56,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
 
     import_form_modules(args.module)
     fit = load_checked_fit(args.fit_dir, force=args.force)  # a bad FIT_DIR is named as such, not as --out
+    from tokeff.laws.stacking import refuse_stacked
+
+    refuse_stacked(fit, "propose reweights")
     claim_output_dir(out, "proposals", allow_existing=True)
     n_draws = len(next(iter(fit.samples.values())))
     check_propose_size(n_candidates=len(cands), sims=args.sims, n_draws=n_draws)

@@ -104,6 +104,9 @@ def allocate_fit(fit, budget: float, space: OptionSpace | None = None, *, fronti
                 warnings.append(f"the law's own N_opt {law:.3g} is outside the decision's 90% interval "
                                 f"[{q['q05']:.3g}, {q['q95']:.3g}]: the form misses the sweep's optima")
     else:
+        from tokeff.laws.stacking import refuse_stacked
+
+        refuse_stacked(fit, "a fine-tuning choice reweights")
         if space is None or not space.models:
             raise UserError(f"models: form {form.name} chooses among models; give candidates (--models)")
         result = allocate_finetuning(functools.partial(fit.predictive, kind="new_run"), form.target, budget, space,
@@ -113,7 +116,8 @@ def allocate_fit(fit, budget: float, space: OptionSpace | None = None, *, fronti
         chosen = {k: float(v[0]) for k, v in option_inputs([best], option_columns(fit)).items()}
         warnings = budget_warnings(fit, budget, chosen)
     return {"form": form.name, "target": form.target, "budget_flops": float(budget),
-            "n_draws": int(len(next(iter(fit.samples.values())))), "warnings": warnings, **result}
+            "n_draws": int(used["draws"].n_opt.shape[0]) if is_pretraining_form(form)
+            else int(len(next(iter(fit.samples.values())))), "warnings": warnings, **result}
 
 
 def _fmt_interval(q: dict) -> str:

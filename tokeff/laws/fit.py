@@ -104,10 +104,15 @@ class Fit:
 
 
 def load_fit(path: str) -> Fit:
-    """Rebuild a Fit from a directory written by `Fit.save` (the form must be registered)."""
+    """Rebuild a Fit from a directory written by `Fit.save` (the form must be registered), or a
+    `tokeff.laws.stacking.StackedFit` from one written by `StackedFit.save` (same `predictive`)."""
     import arviz as az
     import pandas as pd
 
+    from tokeff.laws.stacking import STACK_FILE, load_stacked
+
+    if os.path.exists(os.path.join(path, STACK_FILE)):
+        return load_stacked(path)  # a stacked fit: one fit directory per form, and their weights
     for name in ("summary.json", "posterior.nc", "data.csv"):
         if not os.path.exists(os.path.join(path, name)):
             raise UserError(f"fit dir: {path} has no {name} (not a `tokeff fit` output)")

@@ -246,6 +246,55 @@ register_form(
 )
 
 
+FARSEER_N_REF = 1e9  # farseer's beta is the data exponent of a model of this size
+
+
+def _farseer_data_exponent(p, x):
+    return p["beta"] + p["gamma"] * (jnp.log(x["N"]) - jnp.log(FARSEER_N_REF))
+
+
+def _farseer_log_mean(p, x):
+    terms = jnp.stack(
+        jnp.broadcast_arrays(
+            jnp.log(p["A"]) - p["alpha"] * jnp.log(x["N"]),
+            jnp.log(p["B"]) - _farseer_data_exponent(p, x) * jnp.log(x["D"]),
+            jnp.log(p["E"]) + 0.0 * jnp.log(x["N"]),
+        )
+    )
+    return jax.nn.logsumexp(terms, axis=0)
+
+
+register_form(
+    Form(
+        name="farseer",
+        inputs=("N", "D"),
+        target="loss",
+        params={
+            "E": "lognormal(0.5, 0.5)",
+            "A": "lognormal(6, 1.5)",
+            "B": "lognormal(7, 1.5)",
+            "alpha": "uniform(0.01, 0.8)",
+            "beta": "uniform(0.01, 0.8)",
+            # Per e-fold of N. Li et al. fit a data exponent that moves by ~0.1 over 1e8-1e10
+            # parameters (4.6 e-folds): normal(0, 0.03) puts that at 1.5 sd; 0 is Chinchilla.
+            "gamma": "normal(0, 0.03)",
+        },
+        mean=lambda p, x: jnp.exp(_farseer_log_mean(p, x)),
+        log_mean_fn=_farseer_log_mean,
+        columns={"N": "params", "D": "tokens_seen"},
+        typical_ranges={"N": (7e7, 1.6e10), "D": (5e9, 5e11)},
+        centring={
+            "A": lambda p, x: -p["alpha"] * jnp.log(x["N"]),
+            # The data exponent at the data's centre N (beta and gamma trade off through log N).
+            "beta": lambda p, x: p["gamma"] * (jnp.log(x["N"]) - jnp.log(FARSEER_N_REF)),
+            "B": lambda p, x: -_farseer_data_exponent(p, x) * jnp.log(x["D"]),
+        },
+        description="Farseer-like (Li et al. 2025), an N-D interaction: L = E + A/N^alpha + B/D^beta(N), "
+                    f"beta(N) = beta + gamma log(N / {FARSEER_N_REF:.0e}); gamma = 0 is Chinchilla",
+    )
+)
+
+
 def _volume_mean(p, x):
     return p["E"] + jnp.exp(jnp.log(p["A"]) + p["beta"] * jnp.log(x["V"]) + p["gamma"] * jnp.log(x["M"]))
 
