@@ -111,3 +111,20 @@ def test_cli_fit_refuses_a_bad_stack_and_writes_nothing(kaplan_sweep, tmp_path, 
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not os.path.exists(out)
+
+
+@pytest.mark.slow
+def test_predict_and_allocate_draw_from_the_stack(stacked):
+    """`tokeff predict` and `allocate` take a stacked fit: predictions from the mixture, and the
+    compute-optimal frontier from the members' frontiers mixed by the same weights."""
+    from tokeff.decide.allocation import allocate_fit
+    from tokeff.laws.predictions import predict_points
+
+    pred = predict_points(stacked, {"N": np.array([1e9]), "D": np.array([2e10])})
+    assert pred.form == "chinchilla,kaplan" and len(pred.rows) == 1
+    out = allocate_fit(stacked, 1e21)
+    assert out["form"] == "chinchilla,kaplan" and out["n_draws"] == 400
+    tpp = out["decision"]["tokens_per_param"]
+    assert 0 < tpp["q05"] <= tpp["median"] <= tpp["q95"]
+    with pytest.raises(UserError, match="stacked fit"):
+        stacking.refuse_stacked(stacked, "propose reweights")

@@ -114,6 +114,22 @@ class StackedFit:
         return self.members[0].data
 
     @property
+    def method(self) -> str:
+        return self.members[0].method
+
+    @property
+    def form(self) -> Form:
+        """The first member's form under the stack's name: its inputs, target and columns are every
+        member's (`member_forms`), which is what predictions and decisions read from it."""
+        return dataclasses.replace(self.members[0].form, name=self.name)
+
+    @property
+    def samples(self) -> dict:
+        """No parameter draws of its own (the members' parameters differ); decisions mix the
+        members' own (`mix`, e.g. `tokeff.decide.sweep_check.fit_frontier`)."""
+        return {}
+
+    @property
     def diagnostics(self) -> dict:
         """ok when every member with weight is ok; problems and advice name the member."""
         problems, advice = [], []
@@ -148,6 +164,14 @@ class StackedFit:
             for m in self.members:
                 m.save(os.path.join(tmp, m.form.name), plots=plots)
         return os.path.abspath(path)
+
+
+def refuse_stacked(fit, what: str) -> None:
+    """A one-line error where a command needs one form's parameter draws (`what` it does), not a
+    mixture: name a member's directory instead."""
+    if isinstance(fit, StackedFit):
+        raise UserError(f"FIT_DIR: a stacked fit ({fit.name}); {what} one form's parameter draws:"
+                        f" give one member's directory (FIT_DIR/{fit.forms[0]}, ...)")
 
 
 def load_stacked(path: str) -> StackedFit:

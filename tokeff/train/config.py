@@ -31,14 +31,16 @@ _RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "optim.eps": (0, None, False),
     "optim.weight_decay": (0, None, True),
     "optim.clip_norm": (0, None, True),
-    "data.pool_size": (1, None, True),
+    "data.pool_size": (1, 10_000_000, True),  # examples generated in memory
+    "seed": (0, 2**32 - 1, True),
+    "data.split_seed": (0, 2**32 - 1, True),
     "data.eval_fraction": (0, 1, False),
     "data.token_budget": (0, None, True),
     "data.n_examples": (0, None, True),
     "data.avg_tokens": (0, None, True),
     "data.max_len": (0, None, True),
     "data.row_len": (0, None, True),
-    "batch_size": (1, None, True),
+    "batch_size": (1, 65_536, True),  # rows of one step, held in host and device memory
     "microbatches": (1, None, True),
     "checkpoint.every_steps": (0, None, True),
     "checkpoint.keep": (1, None, True),
