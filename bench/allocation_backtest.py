@@ -88,6 +88,8 @@ def main():
     parser.add_argument("--frac", type=float, default=0.33)
     parser.add_argument("--per-budget", action="store_true", help="print each held-out budget too")
     args = parser.parse_args()
+    if not args.pickle and not args.sims:  # no real data given: the simulated control and a misspecified truth
+        args.sims, args.seeds = ["chinchilla", "kaplan"], 1
     options = {"method": args.method}
     if args.method == "nuts":
         from tokeff.devices import split_cpu_for_chains

@@ -8,8 +8,8 @@ device's peak FLOP/s times an MFU, printed beside each model's FLOPs: --mfu (ass
 a sweep measured (--measured SWEEP_DIR: each finished run records it, the median per model is used; models
 it has not run keep --mfu). The published peaks below are dense bf16.
 
---memory compiles each model's train step for one device's share of the batch (data parallel over --chips)
-and prints its peak memory from the compiled step's memory analysis (tokeff.train.memory); a point that does
+--memory compiles each model's train step on the config's mesh over --chips devices (a CPU host splits itself
+into as many CPU devices) and prints one device's peak memory from the compiled step's memory analysis (tokeff.train.memory); a point that does
 not fit the device (its memory from the device when run on it, else --device's datasheet figure or
 --device-memory-gib) fails here, in one line, before anything is launched.
 
@@ -73,26 +73,25 @@ def measured_mfu(sweep_dir: str) -> dict[str, tuple[float, int]]:
 
 
 def memory_plan(config, *, chips: int, device: str | None, device_gib: float | None):
-    """[(model, rows per device, StepMemory)] for each model of the grid, and the device's bytes
-    (None when unknown). Off the accelerator the step compiles with the reference attention
+    """[(model, StepMemory per device)] for each model of the grid, and the device's bytes (None
+    when unknown). The step is compiled on the config's mesh over `chips` devices (on a CPU host,
+    CPU devices standing in for the chips); off the accelerator with the reference attention
     (an upper bound: tokeff.train.memory)."""
     import jax
 
     from tokeff import sweep
     from tokeff.errors import UserError
     from tokeff.models.config import get_preset
-    from tokeff.train.memory import device_memory, rows_per_device, step_memory
+    from tokeff.train.memory import device_memory, step_memory
 
     train = config.train
     if not train.data.row_len:
         raise UserError("config.train.data.row_len: the memory plan needs a fixed row length (0 = from the data)")
-    rows = rows_per_device(int(train.batch_size), int(train.microbatches), chips)
     attention = train.attention if jax.default_backend() != "cpu" else "reference"
     plans = []
     for model in dict.fromkeys(point.model for point in sweep.grid_points(config)):
         cfg = get_preset(sweep.preset_for_spec(model), dtype=train.dtype, attention=attention)
-        plans.append((model, rows, step_memory(cfg, train.optim, rows=rows, row_len=int(train.data.row_len),
-                                               microbatches=int(train.microbatches))))
+        plans.append((model, step_memory(cfg, train, devices=chips)))
     return plans, device_memory(device, device_gib)
 
 
@@ -115,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device-memory-gib", type=float, default=None,
                         help="memory of one device for --memory (default: the device's own, else --device's figure)")
     args, overrides = parser.parse_known_args(argv)
+    if args.memory and args.chips > 1:
+        from tokeff.train.memory import plan_cpu_devices
+
+        plan_cpu_devices(args.chips)  # a CPU host stands in for the chips (before JAX starts)
 
     from tokeff.errors import UserError
     from tokeff.sweep import grid_points
@@ -170,21 +173,24 @@ def _print_memory(config, args) -> int:
     train = config.train
     where = jax.devices()[0].device_kind
     note = " (reference attention: an upper bound off the accelerator)" if jax.default_backend() == "cpu" else ""
-    print(f"memory per device, compiled on {where}{note}; {train.dtype}, moments {train.optim.moments_dtype}, "
-          f"device holds {f'{limit / GIB:.1f} GiB' if limit else 'unknown (pass --device-memory-gib)'}")
-    print(f"{'model':45s} {'rows x len':>11s} {'state+batch':>11s} {'temporaries':>11s} {'peak GiB':>9s}  fits")
+    mesh = {a: train.mesh[a] for a in ("data", "fsdp", "tensor")}
+    print(f"memory per device, compiled on {args.chips} x {where}{note}; mesh {mesh}, {train.dtype}, "
+          f"moments {train.optim.moments_dtype}, device holds "
+          f"{f'{limit / GIB:.1f} GiB' if limit else 'unknown (pass --device-memory-gib)'}")
+    rows = f"{train.batch_size}x{train.data.row_len}"
+    print(f"{'model':45s} {'batch':>9s} {'state+batch':>11s} {'temporaries':>11s} {'peak GiB':>9s}  fits")
     too_big = None
-    for model, rows, mem in plans:
+    for model, mem in plans:
         fits = "?" if limit is None else "yes" if mem.peak <= limit else "NO"
-        print(f"{model:45s} {f'{rows}x{train.data.row_len}':>11s} {mem.arguments / GIB:11.2f} "
-              f"{mem.temporaries / GIB:11.2f} {mem.peak / GIB:9.2f}  {fits}")
+        print(f"{model:45s} {rows:>9s} {mem.arguments / GIB:11.2f} {mem.temporaries / GIB:11.2f} "
+              f"{mem.peak / GIB:9.2f}  {fits}")
         if fits == "NO" and too_big is None:
-            too_big = (model, rows, mem)
+            too_big = (model, mem)
     if too_big:
-        model, rows, mem = too_big
-        print(f"estimate_cost: error: memory: {model} needs {mem.peak / GIB:.1f} GiB per device at {rows} rows x "
-              f"{train.data.row_len} tokens, a {args.device} holds {limit / GIB:.1f} GiB (raise microbatches, "
-              f"lower batch_size, use more chips or optim.moments_dtype=bfloat16)", file=sys.stderr)
+        model, mem = too_big
+        print(f"estimate_cost: error: memory: {model} needs {mem.peak / GIB:.1f} GiB per device for batches of "
+              f"{rows} tokens on {args.chips} chip(s), a {args.device} holds {limit / GIB:.1f} GiB (shard the state "
+              f"with mesh.fsdp, raise microbatches, use more chips or optim.moments_dtype=bfloat16)", file=sys.stderr)
         return 2
     return 0
 

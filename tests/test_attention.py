@@ -175,3 +175,50 @@ def test_train_step_runs_with_each_path():
     for path in ("splash", "cudnn"):
         for key in ("loss", "grad_norm"):
             np.testing.assert_allclose(float(metrics[path][key]), float(metrics["reference"][key]), rtol=1e-6)
+
+
+_SHARDED = """
+import jax, numpy as np
+from flax import nnx
+from tokeff.models.config import get_preset
+from tokeff.models.transformer import Transformer
+from tokeff.train.defaults import base_config
+from tokeff.train.mesh import make_mesh
+from tokeff.train.optimizer import make_optimizer
+from tokeff.train.sharding import batch_sharding, put_batch
+from tokeff.train.state import init_state, state_layout
+from tokeff.train.step import make_train_step
+tokens = np.random.default_rng(0).integers(0, 512, (4, 65)).astype(np.int32)
+fields = {"tokens": tokens[:, :-1], "targets": tokens[:, 1:], "loss_mask": np.ones((4, 64), np.float32),
+          "segment_ids": np.repeat([[1, 2]], [40, 24], axis=1).repeat(4, 0).astype(np.int32),
+          "positions": np.concatenate([np.arange(40), np.arange(24)])[None].repeat(4, 0).astype(np.int32)}
+mesh = make_mesh({"data": 2}, devices=jax.devices()[:2])
+tx, _ = make_optimizer(base_config().optim, 10)
+for path in ("reference", "splash"):
+    cfg = get_preset("tiny", n_layers=1, attention=path)
+    factory = lambda: Transformer(cfg, nnx.Rngs(0))
+    with jax.set_mesh(mesh):
+        layout = state_layout(factory, tx, mesh)
+        step = make_train_step(layout, tx, mesh)
+        batch = {k: put_batch(v[None], batch_sharding(mesh)) for k, v in fields.items()}
+        text = step.jitted.lower(layout.abstract, batch, np.float32(1e-3)).as_text()
+        _, m = step(init_state(layout, factory, tx, 0), batch, np.float32(1e-3))
+    print(path, float(m["loss"]), float(m["grad_norm"]), "sdy.manual_computation" in text)
+"""
+
+
+@pytest.mark.slow
+def test_splash_runs_per_batch_shard_on_a_data_parallel_mesh(tmp_path):
+    """XLA does not partition a Pallas kernel: on a mesh that shards the batch, splash runs under
+    shard_map, one kernel per device's rows, and the step equals the reference's."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    result = subprocess.run([sys.executable, "-c", _SHARDED], capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = {line.split()[0]: line.split()[1:] for line in result.stdout.strip().splitlines()}
+    assert lines["splash"][2] == "True" and lines["reference"][2] == "False"  # the kernel runs in shard_map
+    for i in (0, 1):
+        np.testing.assert_allclose(float(lines["splash"][i]), float(lines["reference"][i]), rtol=1e-6)

@@ -47,7 +47,7 @@ def test_demo_smoke_end_to_end_and_resume(tmp_path):
     assert allocation["decision"]["strategy"] in ("few_long", "many_short", "balanced")
     assert allocation["decision"]["flops"] <= allocation["budget_flops"]
     for name in ("report.txt", "prediction_check.png", "accuracy_vs_volume.png", "allocation.png", "fits/volume/posterior.nc",
-                 "fits/composition/summary.json"):
+                 "fits/composition/summary.json", "fits/prediction/loss/posterior.nc", "fits/prediction/accuracy/data.csv"):
         assert (tmp_path / "demo" / name).exists(), name
 
     # A rerun resumes: finished points are not retrained, the predictions are kept, and the analysis

@@ -90,3 +90,34 @@ def test_line_interval_covers_scattered_optima():
 def test_line_needs_three_interior_budgets():
     with pytest.raises(UserError, match="needs 3"):
         isoflop.OptimumLine.fit(_exact_optima([1e17, 1e18]))
+
+
+def test_frontier_carried_to_the_sweep_optima():
+    # A chinchilla posterior (published values, 2% spread) and fit data that is a Kaplan-truth isoFLOP
+    # sweep: the law's frontier misses the sweep's optima; carried to them, N_opt at 10x beyond the
+    # sweep follows the sweep's own line. Without a sweep in the data the law's frontier is kept.
+    import types
+
+    from tokeff.decide.sweep_check import fit_frontier
+    from tokeff.laws.forms import get_form
+    from tokeff.laws.simulate import CHINCHILLA_PUBLISHED
+
+    rng = np.random.default_rng(0)
+    samples = {k: v * np.exp(0.02 * rng.standard_normal(1000)) for k, v in CHINCHILLA_PUBLISHED.items()}
+    t = isoflop_table("kaplan", seed=0)
+    data = types.SimpleNamespace(inputs={"N": t["params"], "D": t["tokens_seen"]}, y=t["eval_loss"])
+    fit = types.SimpleNamespace(form=get_form("chinchilla"), samples=samples, data=data)
+    c = 1e22
+    auto, law = fit_frontier(fit, [c]), fit_frontier(fit, [c], source="law")
+    assert auto.source == "law+sweep" and law.source == "law"
+    np.testing.assert_allclose(law.n_opt, auto.law_n_opt)
+    line = isoflop.OptimumLine.fit(isoflop.sweep_optima(6 * t["params"] * t["tokens_seen"], t["params"], t["eval_loss"]))
+    sweep_line = np.median(line.n_opt_draws([c])[:, 0])
+    assert abs(np.log(np.median(auto.n_opt) / sweep_line)) < 0.1
+    assert abs(np.log(np.median(law.n_opt) / sweep_line)) > 0.3
+    np.testing.assert_allclose(6 * auto.n_opt * auto.d_opt, c, rtol=1e-9)
+    scattered = types.SimpleNamespace(inputs={"N": t["params"], "D": t["tokens_seen"] * rng.uniform(0.2, 5, len(t["params"]))},
+                                      y=t["eval_loss"])
+    assert fit_frontier(types.SimpleNamespace(form=fit.form, samples=samples, data=scattered), [c]).source == "law"
+    with pytest.raises(UserError, match="--frontier"):
+        fit_frontier(fit, [c], source="sweep")

@@ -1,4 +1,5 @@
-"""Both notebooks execute top to bottom on small fits made here (no network), so they cannot rot."""
+"""Both notebooks execute top to bottom on small fits made here (no network), so they cannot rot:
+the demo's loss law and the accuracy laws, as `tokeff demo` writes them."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="module")
 def fit_dirs(tmp_path_factory):
-    """volume and composition fits of a small fine-tuning table (135M and 360M, 4-way MC accuracy)."""
+    """volume and composition fits of a small fine-tuning table (135M and 360M, 4-way MC accuracy),
+    and the demo's loss law fitted to one model's answer losses."""
     import pandas as pd
 
     from tokeff.laws.fit import fit
@@ -30,6 +32,13 @@ def fit_dirs(tmp_path_factory):
         fitted = fit(table, form, method="nuts", chains=2, draws=100, warmup=100, target_accept=0.995,
                      seed=0)  # at the retry's own target: chains this short would always be rerun
         fitted.save(str(root / form), plots=False)
+    from tokeff.demo.prediction import LOSS_FORM
+
+    one = table[table["params"] == params[0]]
+    loss = 1.2 + 3.0 * one["n_examples"] ** -0.3 * one["avg_tokens"] ** -0.1 * np.exp(rng.normal(0, 0.01, len(one)))
+    fitted = fit(one.assign(eval_loss=loss), LOSS_FORM, method="nuts", chains=2, draws=100, warmup=100,
+                 target_accept=0.995, target="eval_loss", seed=0)
+    fitted.save(str(root / "prediction" / "loss"), plots=False)
     return root
 
 
@@ -54,8 +63,9 @@ def run_notebook(name: str, env: dict[str, str], tmp_path) -> None:
 
 @pytest.mark.slow
 def test_posterior_inspection_notebook(fit_dirs, tmp_path):
-    run_notebook("posterior_inspection.ipynb", {"TOKEFF_FIT_DIR": str(fit_dirs / "composition"),
-                                                "MPLBACKEND": "Agg"}, tmp_path)
+    run_notebook("posterior_inspection.ipynb", {
+        "TOKEFF_FIT_DIRS": f"{fit_dirs / 'prediction' / 'loss'},{fit_dirs / 'composition'}", "MPLBACKEND": "Agg"},
+        tmp_path)
 
 
 @pytest.mark.slow

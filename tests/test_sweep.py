@@ -70,7 +70,7 @@ def test_point_train_config_sets_axes(config_file):
 
 
 def test_bad_sweep_configs_name_the_field(config_file):
-    with pytest.raises(UserError, match="config.grid.budgets: must be positive"):
+    with pytest.raises(UserError, match="config.grid.budgets: must be a positive"):
         sweep.grid_points(load(config_file, "--config.grid.budgets=(0.0,)"))
     config = load(config_file)
     with config.unlocked():

@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import re
 from collections.abc import Sequence
 
@@ -107,6 +108,16 @@ class FlopBreakdown:
             computed_training=self.computed_training,
         )
         return out
+
+
+def check_budget(value, field: str) -> float:
+    """A FLOP budget as a float: a positive, finite number (not a string or a bool). Every budget
+    a user gives (a grid, a points file, a run's config, `allocate`) passes here; anything else is
+    refused in one line naming `field`."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and 0.0 < float(value) < math.inf
+    if not ok:
+        raise UserError(f"{field}: must be a positive, finite number of FLOPs, got {value!r}")
+    return float(value)
 
 
 def _check_len(name: str, value: int) -> int:

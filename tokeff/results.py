@@ -31,6 +31,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from tokeff.errors import UserError
+from tokeff.io import is_remote, join_path
 
 # (name, kind) in table order. Kinds: "str", "int" (integral number), "float" (any real number),
 # "float?" (a real number or null: a failed run has no accuracy or loss).
@@ -141,15 +142,11 @@ def encode_row(row: Mapping[str, Any]) -> bytes:
     return (line + "\n").encode("utf-8")
 
 
-def _is_local(path: str) -> bool:
-    return "://" not in str(path)
-
-
 def append_row(path: str | os.PathLike, row: Mapping[str, Any]) -> dict[str, Any]:
     """Validate `row` and append it to the JSONL table at `path` (created if missing)."""
     data = encode_row(row)
     path = os.fspath(path)
-    if _is_local(path):
+    if not is_remote(path):
         _append_local(path, data)
     else:
         _append_by_rewrite(path, data)
@@ -190,13 +187,13 @@ def _append_by_rewrite(path: str, data: bytes) -> None:
     tmp.replace(target)
 
 
-def _read_text(path: str) -> str | None:
-    if _is_local(path):
-        try:
-            with open(path, encoding="utf-8") as f:
-                return f.read()
-        except FileNotFoundError:
+def _read_text(path: str, field: str = "data") -> str | None:
+    if not is_remote(path):
+        if not os.path.lexists(path):
             return None
+        from tokeff.inputs import read_input_text
+
+        return read_input_text(path, field)  # regular files only, size-bounded
     from etils import epath
 
     target = epath.Path(path)
@@ -210,11 +207,16 @@ def read_rows(path: str | os.PathLike, *, dedupe: bool = True) -> list[dict[str,
     warning. With `dedupe`, only the latest row of each run_id is kept (in first-seen order).
     """
     path = os.fspath(path)
-    if path.endswith(".csv"):
-        return _read_csv(path, dedupe=dedupe)
     text = _read_text(path)
     if text is None:
         return []
+    return rows_from_text(text, path, dedupe=dedupe)
+
+
+def rows_from_text(text: str, path: str, *, dedupe: bool = True) -> list[dict[str, Any]]:
+    """The rows of a table's text as `read_rows` reads them (`path` names it and gives its type)."""
+    if path.endswith(".csv"):
+        return _read_csv(text, path, dedupe=dedupe)
     rows = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -261,8 +263,7 @@ def table_path(sweep_dir: str, shard: tuple[int, int]) -> str:
     """The table file shard `(index, count)` of a sweep appends to (`results.jsonl` when unsharded)."""
     index, count = shard
     name = "results.jsonl" if count == 1 else f"results-{index}-of-{count}.jsonl"
-    return os.path.join(os.fspath(sweep_dir), name) if "://" not in str(sweep_dir) \
-        else f"{str(sweep_dir).rstrip('/')}/{name}"
+    return join_path(sweep_dir, name)
 
 
 def _flat(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -298,10 +299,7 @@ def write_csv(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike) -> Non
     tmp.replace(target)
 
 
-def _read_csv(path: str, *, dedupe: bool) -> list[dict[str, Any]]:
-    text = _read_text(path)
-    if text is None:
-        return []
+def _read_csv(text: str, path: str, *, dedupe: bool) -> list[dict[str, Any]]:
     kinds = dict(SCHEMA)
     rows = []
     for number, record in enumerate(csv.DictReader(io.StringIO(text)), 2):

@@ -14,6 +14,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=1, help="rows per step (default 1)")
     parser.add_argument("--remat", action="store_true",
                         help="charge rematerialisation (blocks' forward recomputed in the backward)")
+    parser.add_argument("--attention", default="reference", choices=("reference", "splash", "cudnn"),
+                        help="the attention path whose blocks are counted (default reference: the CPU's; "
+                             "splash on TPU, cudnn on GPU)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -21,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from tokeff.errors import UserError
     from tokeff.models.config import get_preset
 
-    cfg = get_preset(args.model, remat=True) if args.remat else get_preset(args.model)
+    cfg = get_preset(args.model, remat=bool(args.remat), attention=args.attention)
     if args.seq_len <= 0 or args.seq_len > cfg.max_seq_len:
         raise UserError(f"--seq-len: must be in 1..{cfg.max_seq_len} for {cfg.name}, got {args.seq_len}")
     if args.batch <= 0:
@@ -35,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
         "batch": args.batch,
         "tokens": tokens,
         "remat": cfg.remat,
+        "attention": cfg.attention,
         "params": cfg.params,
         "non_embedding_params": cfg.non_embedding_params,
         "forward_flops": args.batch * row.forward,

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
-
-from tokeff.errors import UserError
 
 HELP = "run a sweep config (models x budgets x compositions x seeds) into a results table; reruns resume"
 
@@ -27,21 +24,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(_accepts_overrides=True)
 
 
-def _parse_shard(text: str) -> tuple[int, int]:
-    try:
-        index, count = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise UserError(f"--shard: expected I/N (e.g. 0/4), got {text!r}") from None
-    if count < 1 or not 0 <= index < count:
-        raise UserError(f"--shard: {text!r} needs 0 <= I < N (shards are numbered from 0)")
-    return index, count
-
-
 def run(args: argparse.Namespace) -> int:
     from tokeff import results, sweep
+    from tokeff.io import join_path
     from tokeff.sweep.config import load_sweep_config
+    from tokeff.sweep.grid import parse_shard
 
-    shard = _parse_shard(args.shard)
+    from tokeff.ownership import refuse_empty_path
+
+    refuse_empty_path(args.workdir, "--workdir")
+    shard = parse_shard(args.shard)
     config = load_sweep_config(args.config, list(args._extra))
     points = sweep.points_from_file(args.points) if args.points else sweep.grid_points(config)
     if args.dry_run:
@@ -50,16 +42,19 @@ def run(args: argparse.Namespace) -> int:
             print(f"{'done   ' if point.run_id in done else 'pending'}  {point.run_id}")
         return 0
     if args.distributed:
+        from tokeff.ownership import check_workdir_owned, refuse_empty_path
+
+        if "://" not in refuse_empty_path(args.workdir, "--workdir"):
+            check_workdir_owned(os.path.abspath(args.workdir), "sweep")
         import jax
 
         jax.distributed.initialize()
     from tokeff.workdir import workdir_lock
 
-    with workdir_lock(args.workdir) if not args.distributed else contextlib.nullcontext():
+    with workdir_lock(args.workdir, kind="sweep") if not args.distributed else contextlib.nullcontext():
         rows = sweep.run_sweep(config, args.workdir, shard=shard, points=points)
     if rows:
-        csv_path = os.path.join(args.workdir, "results.csv") if "://" not in args.workdir \
-            else f"{args.workdir.rstrip('/')}/results.csv"
+        csv_path = join_path(args.workdir, "results.csv")
         if sweep.process_info()[0] == 0:  # only process 0 writes
             results.write_csv(rows, csv_path)
             print(sweep.summarize(rows))

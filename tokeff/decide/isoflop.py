@@ -28,6 +28,8 @@ from tokeff.errors import UserError
 # Runs the parabola goes through: the lowest run and its nearest neighbours in log N. Five spans
 # about a factor 4-8 of N on the sweeps we know (Porian et al.: steps of ~1.5x), where log loss
 # against log N is close to quadratic; wider windows bend the vertex toward the flatter side.
+# Measured on Porian et al.'s five settings (57 budgets): mean |log| distance to their own
+# interpolated optima 0.09 with 5 points, 0.13 with 7.
 POINTS = 5
 MIN_RUNS = 4  # fewer runs at a budget give no optimum to read (a parabola needs 3, plus one to check)
 BUDGET_RTOL = 0.05  # rows whose compute differs by less than this (relative) are one budget
@@ -61,14 +63,18 @@ class BudgetOptimum:
 
 
 def group_budgets(compute: np.ndarray, rtol: float = BUDGET_RTOL) -> np.ndarray:
-    """Integer labels (0 = smallest) grouping values that sit within `rtol` of their neighbour."""
+    """Integer labels (0 = smallest) grouping values within `rtol` of their group's smallest: a
+    group never spans more than a factor 1 + rtol, however densely values fill the range."""
     compute = np.asarray(compute, np.float64)
     if not (np.isfinite(compute).all() and (compute > 0).all()):
         raise UserError("--by: budgets must be positive and finite")
     order = np.argsort(compute, kind="stable")
-    steps = np.diff(np.log(compute[order])) > np.log1p(rtol)
     labels = np.empty(len(compute), np.int64)
-    labels[order] = np.concatenate([[0], np.cumsum(steps)])
+    label, start = -1, -np.inf
+    for i in order:
+        if compute[i] > start * (1 + rtol):
+            label, start = label + 1, compute[i]
+        labels[i] = label
     return labels
 
 

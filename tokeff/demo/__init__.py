@@ -44,7 +44,8 @@ def run_demo(config_path: str | None, overrides: list[str], workdir: str) -> int
         with clock("sweep below the top budget"):
             lower_rows = _sweep(config, budgets[:-1], sweep_dir)
         with clock("fit + predict"):
-            predictions = prediction.predict_and_write(config, lower_rows, predictions_path)
+            predictions = prediction.predict_and_write(config, lower_rows, predictions_path,
+                                                       os.path.join(workdir, "fits", "prediction"))
         print(f"predictions.json written: best strategy by loss at {budgets[-1]:.3g} FLOPs predicted "
               f"{predictions['predicted_best']}")
     with clock("sweep at the top budget"):

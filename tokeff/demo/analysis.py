@@ -194,7 +194,8 @@ def format_report(rows, fits, comparison, verdict, allocation, workdir: str, cha
     lines += [f"warning: {w}" for w in allocation["warnings"]]
     lines += ["", f"written to {workdir}: results.csv, report.txt, predictions.json, prediction_check.png, "
                   "allocation.json, accuracy_vs_volume.png, "
-                  "allocation.png, fits/{volume,composition}/ (posterior.nc and plots; notebooks/ read them)"]
+                  "allocation.png, fits/{volume,composition}/ (every run; posterior.nc and plots) and "
+                  "fits/prediction/{loss,accuracy}/ (the runs below the top budget); notebooks/ read them"]
     return "\n".join(lines)
 
 

@@ -79,7 +79,7 @@ def fit_laws(rows, fit_config, out_dir: str | None = None) -> dict:
         print(f"fitting {form} to {len(rows)} runs ({fit_config.chains} chains x {fit_config.draws} draws)")
         fits[target] = fit(table, form, settings, target="eval_loss" if target == "loss" else None)
         if out_dir:
-            fits[target].save(os.path.join(out_dir, target), force=True)
+            fits[target].save(os.path.join(out_dir, target), plots=False, force=True)  # the notebooks plot
     return fits
 
 
@@ -161,14 +161,15 @@ def check_predictions(predictions: dict, rows) -> dict:
     }
 
 
-def predict_and_write(config, lower_rows, path: str) -> dict:
-    """Fit the laws to the runs below the top budget, predict every top-budget run, and write
-    `predictions.json` at `path` (before any top-budget run is scored)."""
+def predict_and_write(config, lower_rows, path: str, fits_dir: str | None = None) -> dict:
+    """Fit the laws to the runs below the top budget (saved under `fits_dir`/loss and /accuracy),
+    predict every top-budget run, and write `predictions.json` at `path` (before any top-budget
+    run is scored)."""
     from tokeff.io import write_json
 
     budgets = sorted(float(b) for b in config.grid.budgets)
     top_points = [p for p in sweep.grid_points(config) if p.budget_flops == budgets[-1]]
-    fits = fit_laws(lower_rows, config.fit)
+    fits = fit_laws(lower_rows, config.fit, fits_dir)
     predictions = predict_top_budget(
         fits, planned_inputs(config, top_points), n_eval=int(lower_rows[0]["n_eval"]),
         interval=float(config.check.interval), chance=float(config.fit.chance), fitted_budgets=budgets[:-1])

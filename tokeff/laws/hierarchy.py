@@ -38,7 +38,7 @@ from tokeff.errors import UserError
 from tokeff.laws.data import FitData, prepare, read_table
 from tokeff.laws.forms import Form, get_form
 from tokeff.laws.model import (
-    FAILURE_PROB_PRIOR, FAILURE_SCALE_PRIOR, FAILURE_SITES, Likelihood, clip_accuracy, observation_dist, observed,
+    FAILURE_PROB_PRIOR, FAILURE_SCALE_PRIOR, FAILURE_SITES, Likelihood, observation_dist, observed, predictive_from_mean,
     resolve_likelihood,
 )
 from tokeff.laws.priors import Prior
@@ -47,7 +47,6 @@ from tokeff.laws.settings import FitSettings
 # Spread of a pooled parameter between groups, in unconstrained units: median 0.34 (groups' log
 # coefficients ~40% apart), 95% below 1.1.
 SPREAD_PRIOR = Prior("halfnormal", (0.5,))
-KINDS = ("mean", "new_run", "observed")
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 
@@ -267,11 +266,8 @@ class GroupedFit:
         law's mean, "new_run" the same (no discrepancy term in grouped fits), "observed" plus the
         likelihood's observation noise. A label the fit never saw needs `new_groups` (drawn from
         the population)."""
-        import jax
         import jax.numpy as jnp
 
-        if kind not in KINDS:
-            raise UserError(f"kind: must be one of {KINDS}, got '{kind}'")
         if groups is None:
             raise UserError(f"groups: a grouped fit predicts per {self.groups.column}; pass one label per row")
         x = {k: np.asarray(inputs[k], np.float64).reshape(-1) for k in self.form.inputs}
@@ -282,20 +278,8 @@ class GroupedFit:
         pj = {k: jnp.asarray(v, jnp.float32) for k, v in p.items()}
         xj = {k: jnp.asarray(v, jnp.float32) for k, v in x.items()}
         mu = np.asarray(self.form.mean(pj, xj), np.float64)
-        if self.form.target == "accuracy":
-            mu = np.asarray(clip_accuracy(mu, self.likelihood.chance), np.float64)
-        if kind != "observed":
-            return mu
-        key = jax.random.PRNGKey(seed)
-        if self.form.target == "loss":
-            sigma = np.asarray(self.samples["sigma"])[:, None]
-            noise = (jax.random.normal(key, mu.shape) if self.likelihood.kind == "normal"
-                     else jax.random.t(key, self.likelihood.df, mu.shape))
-            return np.exp(np.log(mu) + sigma * np.asarray(noise))
-        if n_eval is None:
-            raise UserError("n_eval: accuracy predictions need the eval-set size")
-        n = np.broadcast_to(np.asarray(n_eval, np.float64), mu.shape).astype(np.int64)
-        return np.random.default_rng(seed).binomial(n, mu) / n
+        return predictive_from_mean(self.form.target, self.likelihood, mu, kind, sigma=self.samples.get("sigma"),
+                                    n_eval=n_eval, seed=seed)
 
     def save(self, path: str, *, plots: bool = True, force: bool = False) -> str:
         from tokeff.io import output_dir, write_json

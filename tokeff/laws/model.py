@@ -305,23 +305,41 @@ def predictive(
     seed: int = 0,
     discrepancy_sd: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Predictions at `inputs` for every draw, [S, n]: the one place draws become predictions
-    (`Fit.predictive` is its front door, with the fit's own discrepancy term).
+    """Predictions at `inputs` for every draw, [S, n]: the law's mean under each draw of `samples`,
+    then `predictive_from_mean` (`Fit.predictive` is the front door, with the fit's own
+    discrepancy term)."""
+    p = {k: jnp.asarray(samples[k], jnp.float32)[:, None] for k in form.param_names}
+    x = {k: jnp.asarray(v, jnp.float32) for k, v in inputs.items()}
+    return predictive_from_mean(form.target, likelihood, np.asarray(form.mean(p, x)), kind, sigma=samples.get("sigma"),
+                                n_eval=n_eval, seed=seed, discrepancy_sd=discrepancy_sd)
+
+
+def predictive_from_mean(
+    target: str,
+    likelihood: Likelihood,
+    mu: np.ndarray,
+    kind: str = "observed",
+    *,
+    sigma: np.ndarray | None = None,
+    n_eval: np.ndarray | float | None = None,
+    seed: int = 0,
+    discrepancy_sd: np.ndarray | None = None,
+) -> np.ndarray:
+    """Predictions from the law's mean `mu` ([S, n], one row per draw): the one place a mean
+    becomes a prediction (grouped fits pass their per-group means).
 
     kind="mean": the law's mean (accuracy: clipped to [chance + eps, 1 - eps], as the likelihood
     clips it). "new_run": what a run there would really reach: the mean times exp(the law's miss),
     the miss ~ Normal(0, `discrepancy_sd`) ([S, n], log-loss scale, `tokeff.laws.discrepancy`;
     none without it, and none for accuracy). "observed": a new run's measured target: new_run plus
-    the likelihood's observation noise (log loss: Normal or Student-t(sigma); accuracy: correct /
-    n_eval, Binomial). With the "failures" likelihood a new run is one that trains as designed (the
-    failure share is reported, not drawn). One `seed` draws the miss the same way for new_run and
-    observed: observed is new_run with its noise added."""
+    the likelihood's observation noise (log loss: Normal or Student-t(`sigma` [S]); accuracy:
+    correct / n_eval, Binomial). With the "failures" likelihood a new run is one that trains as
+    designed (the failure share is reported, not drawn). One `seed` draws the miss the same way
+    for new_run and observed: observed is new_run with its noise added."""
     if kind not in PREDICTIVE_KINDS:
         raise UserError(f"kind: must be one of {PREDICTIVE_KINDS}, got '{kind}'")
-    p = {k: jnp.asarray(samples[k], jnp.float32)[:, None] for k in form.param_names}
-    x = {k: jnp.asarray(v, jnp.float32) for k, v in inputs.items()}
-    mu = np.asarray(form.mean(p, x))
-    if form.target != "loss":
+    mu = np.asarray(mu)
+    if target != "loss":
         mu = np.asarray(clip_accuracy(mu, likelihood.chance))
         if kind != "observed":
             return mu
@@ -336,7 +354,7 @@ def predictive(
     if discrepancy_sd is not None:
         log_y = log_y + discrepancy_sd * np.asarray(jax.random.normal(key_d, mu.shape))
     if kind == "observed":
-        sigma = np.asarray(samples["sigma"])[:, None]
+        sigma = np.asarray(sigma)[:, None]
         if likelihood.kind == "normal":
             log_y = log_y + sigma * np.asarray(jax.random.normal(key, mu.shape))
         else:  # Student-t; with "failures", a new run that trains as designed (see above)

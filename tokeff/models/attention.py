@@ -33,9 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from tokeff.models.causal_blocks import padded_len, query_blocks, splash_block
-from tokeff.models.config import ATTENTION_PATHS, attention_path
-
-PATHS = ATTENTION_PATHS
+from tokeff.models.config import attention_path
 
 
 def resolve(path: str, dtype: str, backend: str | None = None) -> str:
@@ -198,7 +196,8 @@ def _splash(q_BxSxHxK, k_BxTxGxK, v_BxTxGxK, mask: Mask):
         seg_BxP = _pad_axis(mask.segment_ids_BxS, 1, p, value=-1)
         k_BxGxPxK, v_BxGxPxK = _pad_axis(k_BxGxTxK, 2, p), _pad_axis(v_BxGxTxK, 2, p)
         per_group = jax.vmap(kernel, in_axes=(0, 0, 0, None))
-        out_BxGxRxPxK = jax.vmap(per_group)(q_BxGxRxPxK, k_BxGxPxK, v_BxGxPxK, sa.SegmentIds(seg_BxP, seg_BxP))
+        per_row = jax.vmap(lambda q, k, v, seg: per_group(q, k, v, sa.SegmentIds(seg, seg)))
+        out_BxGxRxPxK = _per_batch_shard(per_row, q_BxGxRxPxK, k_BxGxPxK, v_BxGxPxK, seg_BxP)
     else:  # S new tokens at cache slots index.. against T slots: key slot <= query slot
         block_kv = splash_block(t)
         tp = padded_len(t, block_kv)
@@ -214,6 +213,20 @@ def _splash(q_BxSxHxK, k_BxTxGxK, v_BxTxGxK, mask: Mask):
         k_BxGxPxK, v_BxGxPxK = _pad_axis(k_BxGxTxK, 2, tp), _pad_axis(v_BxGxTxK, 2, tp)
         out_BxGxRxPxK = jax.vmap(jax.vmap(kernel))(q_BxGxRxPxK, k_BxGxPxK, v_BxGxPxK)
     return _from_groups(out_BxGxRxPxK[:, :, :, :s].astype(q_BxSxHxK.dtype))
+
+
+def _per_batch_shard(fn, *args_B):
+    """`fn` on each device's rows (shard_map over the mesh's batch axes) when the active mesh
+    shards the batch: XLA does not partition a Pallas kernel, it would gather the whole batch
+    onto every device. Other axes stay whole (KV heads are not split over `tensor` here)."""
+    from tokeff.train.mesh import BATCH_AXES
+
+    mesh = jax.sharding.get_abstract_mesh()
+    axes = tuple(a for a in BATCH_AXES if a in mesh.axis_names and mesh.shape[a] > 1)
+    if not axes:
+        return fn(*args_B)
+    spec = jax.sharding.PartitionSpec(axes)
+    return jax.shard_map(fn, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False)(*args_B)
 
 
 # --- cudnn: cuDNN flash attention through jax.nn ---------------------------------------------

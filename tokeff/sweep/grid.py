@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import numbers
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -55,31 +56,58 @@ def grid_points(config: ml_collections.ConfigDict) -> list[Point]:
     for axis in ("models", "budgets", "compositions", "seeds"):
         if not list(grid.get(axis) or []):
             raise UserError(f"config.grid.{axis}: must list at least one value")
-    compositions = []
-    for i, comp in enumerate(grid.compositions):
-        comp = dict(comp.to_dict() if isinstance(comp, ml_collections.ConfigDict) else comp)
-        if not isinstance(comp.get("strategy"), str):
-            raise UserError(f"config.grid.compositions[{i}].strategy: missing (e.g. 'few_long')")
-        compositions.append(tuple(sorted(comp.items())))
-    budgets = []
-    for b in grid.budgets:
-        if isinstance(b, str) or isinstance(b, bool) or not float(b) > 0:
-            raise UserError(f"config.grid.budgets: must be positive numbers of FLOPs, got {b!r}")
-        budgets.append(float(b))
-    points = [Point(str(m), b, c, int(s))
-              for m, b, c, s in itertools.product(grid.models, budgets, compositions, grid.seeds)]
+    compositions = [check_composition(c, f"config.grid.compositions[{i}]") for i, c in enumerate(grid.compositions)]
+    budgets = [flops.check_budget(b, "config.grid.budgets") for b in grid.budgets]
+    seeds = [check_seed(s, "config.grid.seeds") for s in grid.seeds]
+    points = [Point(str(m), b, c, s) for m, b, c, s in itertools.product(grid.models, budgets, compositions, seeds)]
     ids = [p.run_id for p in points]
     if len(set(ids)) != len(ids):
         raise UserError("config.grid: two grid points are identical (repeated axis values)")
     return points
 
 
+def check_composition(composition, where: str) -> tuple[tuple[str, Any], ...]:
+    """A point's composition (a mapping with a "strategy") as `Point.composition`; errors name `where`."""
+    if isinstance(composition, ml_collections.ConfigDict):
+        composition = composition.to_dict()
+    if not isinstance(composition, Mapping) or not isinstance(composition.get("strategy"), str):
+        raise UserError(f"{where}.strategy: missing (e.g. 'few_long')")
+    return tuple(sorted(composition.items()))
+
+
+def check_seed(seed, where: str) -> int:
+    """A point's seed: an integer (not a bool)."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise UserError(f"{where}: must be an integer, got {seed!r}")
+    from tokeff.resources import check_seed as check_seed_range
+
+    return check_seed_range(int(seed), where)
+
+
+def check_shard(index: int, count: int) -> tuple[int, int]:
+    """`(index, count)`: this process runs points index, index + count, ... of `count` shards."""
+    if not (count >= 1 and 0 <= index < count):
+        raise UserError(f"--shard: must be I/N with 0 <= I < N (shards are numbered from 0), got {index}/{count}")
+    return index, count
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """`--shard I/N` as a checked `(index, count)`."""
+    try:
+        index, count = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise UserError(f"--shard: must be I/N (e.g. 0/4), got {text!r}") from None
+    return check_shard(index, count)
+
+
 def points_from_file(path: str) -> list[Point]:
     """The points `tokeff propose` wrote (sweep_points.json: {"points": [Point.as_dict(), ...]})."""
+    from tokeff.inputs import read_input_text
+
+    text = read_input_text(path, "--points")  # regular files only, size-bounded
     try:
-        with open(path) as f:
-            payload = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
+        payload = json.loads(text)
+    except json.JSONDecodeError as e:
         raise UserError(f"--points: cannot read {path!r} ({e})") from None
     entries = payload.get("points") if isinstance(payload, Mapping) else None
     if not isinstance(entries, list) or not entries:
@@ -95,16 +123,13 @@ def points_from_file(path: str) -> list[Point]:
         unknown = sorted(entry.keys() - {"model", "budget_flops", "composition", "seed"})
         if unknown:
             raise UserError(f"{where}.{unknown[0]}: unknown key")
-        composition = entry["composition"]
-        if not isinstance(composition, Mapping) or not isinstance(composition.get("strategy"), str):
-            raise UserError(f"{where}.composition.strategy: missing (e.g. 'few_long')")
-        budget = entry["budget_flops"]
-        if isinstance(budget, (str, bool)) or not float(budget) > 0:
-            raise UserError(f"{where}.budget_flops: must be a positive number of FLOPs, got {budget!r}")
-        seed = entry["seed"]
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise UserError(f"{where}.seed: must be an integer, got {seed!r}")
-        points.append(Point(str(entry["model"]), float(budget), tuple(sorted(composition.items())), seed))
+        try:
+            preset_for_spec(str(entry["model"]))  # an unknown model is refused here, not listed as pending
+        except UserError as e:
+            raise UserError(f"{where}.model: {e}") from None
+        points.append(Point(str(entry["model"]), flops.check_budget(entry["budget_flops"], f"{where}.budget_flops"),
+                            check_composition(entry["composition"], f"{where}.composition"),
+                            check_seed(entry["seed"], f"{where}.seed")))
     if len({p.run_id for p in points}) != len(points):
         raise UserError(f"--points: {path} lists the same point twice")
     return points

@@ -36,7 +36,7 @@ from tokeff import io, results
 from tokeff.errors import UserError
 from tokeff.eval.intervals import wilson_interval
 from tokeff.sweep.engine import train_and_evaluate
-from tokeff.sweep.grid import Point, grid_points, point_train_config
+from tokeff.sweep.grid import Point, check_shard, grid_points, point_train_config
 
 # runner(point, train_config, workdir, eval_config) -> the row's metrics.
 Runner = Callable[[Point, ml_collections.ConfigDict, str, ml_collections.ConfigDict], Mapping[str, Any]]
@@ -54,7 +54,7 @@ def load_runner(spec: str) -> Runner:
 
 def _write_json(path, value: Any) -> None:
     """Atomic on a local disk (tokeff.io); object stores replace whole objects anyway."""
-    if "://" in str(path):
+    if io.is_remote(path):
         path.write_text(json.dumps(value, indent=2, sort_keys=True, default=io.json_default))
     else:
         io.write_json(os.fspath(path), value, sort_keys=True)
@@ -106,9 +106,7 @@ def run_sweep(config: ml_collections.ConfigDict, sweep_dir: str, *,
     from etils import epath
     from tqdm.auto import tqdm
 
-    index, count = shard
-    if not (count >= 1 and 0 <= index < count):
-        raise UserError(f"--shard: must be I/N with 0 <= I < N, got {index}/{count}")
+    index, count = check_shard(*shard)
     if config.train.get("distributed") and config.train.distributed.get("enabled"):
         # Joining inside each point would leave the sweep's own bookkeeping single-process
         # (every host would think it is process 0 and write rows).
@@ -223,6 +221,10 @@ def _run_point(config, point: Point, train_config, workdir, runner: Runner, proc
     result_file = workdir / "result.json"
     if writer:
         workdir.mkdir(parents=True, exist_ok=True)
+        if "://" not in str(workdir):
+            from tokeff.ownership import mark_workdir
+
+            mark_workdir(os.fspath(workdir), "train")  # the sweep made it: its run's workdir
         recorded = workdir / "point.json"
         # A run that failed before it trained anything (no checkpoint, metrics or result) holds
         # nothing a changed config could mix with: its corrected config replaces the record.

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 
 from tokeff.errors import UserError
+from tokeff.flops import check_budget
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,8 +26,7 @@ class Budget:
     epochs: int = 0
 
     def __post_init__(self):
-        if self.flops <= 0:
-            raise UserError(f"budget.flops: must be positive, got {self.flops}")
+        check_budget(self.flops, "budget.flops")
         if self.tokens < 0 or self.epochs < 0:
             raise UserError("budget.tokens/budget.epochs: must be >= 0 (0 = no limit)")
 

@@ -15,12 +15,12 @@ import ml_collections
 
 from tokeff.configfile import load_config
 from tokeff.errors import UserError
+from tokeff.models.config import ATTENTION_PATHS
 
 __all__ = ["load_config", "load_train_config", "check_train_config"]
 
 # key -> (lowest, highest, lowest included); None = unbounded on that side.
 _RANGES: dict[str, tuple[float | None, float | None, bool]] = {
-    "budget.flops": (0, None, False),
     "budget.tokens": (0, None, True),
     "budget.epochs": (0, None, True),
     "optim.lr": (0, None, False),
@@ -31,21 +31,23 @@ _RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "optim.eps": (0, None, False),
     "optim.weight_decay": (0, None, True),
     "optim.clip_norm": (0, None, True),
-    "data.pool_size": (1, None, True),
+    "data.pool_size": (1, 10_000_000, True),  # examples generated in memory
+    "seed": (0, 2**32 - 1, True),
+    "data.split_seed": (0, 2**32 - 1, True),
     "data.eval_fraction": (0, 1, False),
     "data.token_budget": (0, None, True),
     "data.n_examples": (0, None, True),
     "data.avg_tokens": (0, None, True),
     "data.max_len": (0, None, True),
     "data.row_len": (0, None, True),
-    "batch_size": (1, None, True),
+    "batch_size": (1, 65_536, True),  # rows of one step, held in host and device memory
     "microbatches": (1, None, True),
     "checkpoint.every_steps": (0, None, True),
     "checkpoint.keep": (1, None, True),
 }
 _CHOICES = {
     "dtype": ("float32", "bfloat16"),
-    "attention": ("auto", "reference", "splash", "cudnn"),
+    "attention": ATTENTION_PATHS,
     "optim.moments_dtype": ("float32", "bfloat16"),
     "data.layout": ("packed", "padded"),
     "data.loss_on": ("answer", "all"),
@@ -64,9 +66,13 @@ def load_train_config(path: str, overrides: Sequence[str] = ()) -> ml_collection
 
 def check_train_config(config: ml_collections.ConfigDict) -> None:
     """Refuse (UserError naming the key) values no training run can use."""
+    from tokeff.flops import check_budget
+
     for key, value in _leaves(config):
         if isinstance(value, float) and not math.isfinite(value):
             raise UserError(f"{key}: must be a finite number, got {value}")
+    if _get(config, "budget.flops") is not None:
+        check_budget(config.budget.flops, "budget.flops")
     for key, (low, high, closed) in _RANGES.items():
         value = _get(config, key)
         if value is None or isinstance(value, bool):

@@ -1,15 +1,17 @@
 """The memory plan of a training step, before launch: the compiled step's own memory analysis.
 
 `step_memory` compiles (never runs) the real train step (`tokeff.train.step.make_train_step`:
-float32 master weights, AdamW moments, the batch, donated state) for one device's share of
-the batch, from abstract values (nothing is allocated), and reads XLA's buffer assignment
+float32 master weights, AdamW moments, the batch, donated state) on the run's mesh, with its
+shardings, from abstract values (nothing is allocated), and reads XLA's buffer assignment of
+one device
 (`compiled.memory_analysis()`): arguments (state and batch), outputs, the outputs that reuse
 donated arguments, and temporaries (activations kept for the backward, gradients, workspace).
 The peak is arguments + outputs - aliased + temporaries.
 
 Where the plan is made decides what it measures. On the accelerator itself it is the device's
 own compiler with the attention path it runs. On a CPU host (planning a TPU/GPU sweep from a
-laptop) it is XLA:CPU's assignment with the reference attention path, which keeps float32
+laptop) the host is split into as many CPU devices as the target has chips (`plan_cpu_devices`),
+so the step is partitioned as on the slice, and the figure is XLA:CPU's assignment with the reference attention path, which keeps float32
 scores [rows, heads, block, keys] for the backward where the flash kernels keep none: an upper
 bound for attention, close for the rest (parameters, moments, MLP activations).
 
@@ -43,41 +45,56 @@ class StepMemory:
         return self.arguments + self.outputs - self.aliased + self.temporaries
 
 
-def rows_per_device(batch_size: int, microbatches: int, devices: int) -> int:
-    """Rows one device runs at a time: the batch split over data-parallel devices and microbatches."""
-    if batch_size % (microbatches * devices):
-        raise UserError(f"batch_size: {batch_size} is not divisible by microbatches ({microbatches}) x "
-                        f"{devices} device(s)")
-    return batch_size // (microbatches * devices)
-
-
-def step_memory(cfg: ModelConfig, optim: ml_collections.ConfigDict, *, rows: int, row_len: int,
-                microbatches: int = 1) -> StepMemory:
-    """Memory of the train step of `cfg` over [microbatches, rows, row_len] on one local device
-    (JAX's first), compiled from abstract values."""
+def step_memory(cfg: ModelConfig, train: ml_collections.ConfigDict, devices: int = 1) -> StepMemory:
+    """Memory per device of the train step of `cfg` as the training config `train` runs it
+    (its batch_size, microbatches, data.row_len, optimizer and mesh axes) over `devices`
+    devices: compiled from abstract values with the run's shardings, so the figure is one
+    device's share after XLA partitions the step (fsdp shards the state, data the rows)."""
     import jax
     import numpy as np
     from flax import nnx
 
     from tokeff.models.transformer import Transformer
-    from tokeff.train.mesh import make_mesh
+    from tokeff.train.mesh import AXES, batch_shards, make_mesh
     from tokeff.train.optimizer import make_optimizer
     from tokeff.train.sharding import batch_sharding
     from tokeff.train.state import state_layout
     from tokeff.train.step import BATCH_KEYS, make_train_step
 
-    mesh = make_mesh({"data": 1}, devices=jax.devices()[:1])
-    tx, _ = make_optimizer(optim, 1000)
-    layout = state_layout(lambda: Transformer(cfg, rngs=nnx.Rngs(0)), tx, mesh)
-    step = make_train_step(layout, tx, mesh)
+    if devices > jax.device_count():
+        raise UserError(f"memory plan: {devices} devices asked for, {jax.device_count()} available")
+    mesh = make_mesh({a: int(train.mesh[a]) for a in AXES}, devices=jax.devices()[:devices])
+    batch_size, microbatches = int(train.batch_size), int(train.microbatches)
+    if batch_size % (microbatches * batch_shards(mesh)):
+        raise UserError(f"batch_size: {batch_size} is not divisible by microbatches ({microbatches}) x batch "
+                        f"shards of the mesh ({batch_shards(mesh)})")
+    tx, _ = make_optimizer(train.optim, 1000)
     with jax.set_mesh(mesh):
-        batch = {key: jax.ShapeDtypeStruct((microbatches, rows, row_len),
-                                           np.float32 if key == "loss_mask" else np.int32,
+        layout = state_layout(lambda: Transformer(cfg, rngs=nnx.Rngs(0)), tx, mesh)
+        step = make_train_step(layout, tx, mesh)
+        shape = (microbatches, batch_size // microbatches, int(train.data.row_len))
+        batch = {key: jax.ShapeDtypeStruct(shape, np.float32 if key == "loss_mask" else np.int32,
                                            sharding=batch_sharding(mesh)) for key in BATCH_KEYS}
         lr = jax.ShapeDtypeStruct((), np.float32)
         stats = step.jitted.lower(layout.abstract, batch, lr).compile().memory_analysis()
     return StepMemory(arguments=int(stats.argument_size_in_bytes), outputs=int(stats.output_size_in_bytes),
                       aliased=int(stats.alias_size_in_bytes), temporaries=int(stats.temp_size_in_bytes))
+
+
+def plan_cpu_devices(devices: int) -> bool:
+    """Ask JAX for `devices` CPU devices, so a plan for N chips compiles the N-way partitioned step
+    on a CPU host. Must run before JAX starts; False when too late or XLA_FLAGS decides."""
+    import os
+
+    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+        return False
+    import jax
+
+    try:
+        jax.config.update("jax_num_cpu_devices", int(devices))
+    except RuntimeError:  # backends already initialised
+        return False
+    return True
 
 
 def device_memory(device: str | None = None, gib: float | None = None) -> int | None:

@@ -9,17 +9,16 @@ the field when a key is missing or unknown, instead of failing three hops later.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from typing import Any
 
-from tokeff import io
-from tokeff.errors import UserError
+from tokeff.record import JsonRecord
 
 
 @dataclasses.dataclass(frozen=True)
-class RunSummary:
+class RunSummary(JsonRecord):
     """One training run's outcome: what it trained on, what it spent, how it ran."""
+
+    kind = "run summary"
 
     status: str  # "completed", or why the loop stopped early ("preempted", ...)
     model: str  # the config's model spec
@@ -57,33 +56,3 @@ class RunSummary:
     @property
     def completed(self) -> bool:
         return self.status == "completed"
-
-    def as_dict(self) -> dict[str, Any]:
-        """The JSON object of `summary.json`: same keys, in field order, plain JSON values."""
-        return json.loads(json.dumps(dataclasses.asdict(self), default=io.json_default))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], *, source: str = "summary") -> RunSummary:
-        """The record of a `summary.json` object; a missing or unknown key is a UserError."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING]
-        missing = [n for n in required if n not in data]
-        if missing:
-            raise UserError(f"{source}: missing field {missing[0]!r} (not a tokeff run summary?)")
-        unknown = sorted(set(data) - set(names))
-        if unknown:
-            raise UserError(f"{source}: unknown field {unknown[0]!r}")
-        return cls(**{n: data[n] for n in names if n in data})
-
-    def write(self, path: str | os.PathLike) -> None:
-        """Write `summary.json` atomically."""
-        io.write_json(os.fspath(path), self.as_dict())
-
-    @classmethod
-    def read(cls, path: str | os.PathLike) -> RunSummary | None:
-        """The summary at `path`, or None when there is none yet."""
-        path = os.fspath(path)
-        if not os.path.exists(path):
-            return None
-        with open(path) as f:
-            return cls.from_dict(json.load(f), source=path)
