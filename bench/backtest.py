@@ -15,7 +15,9 @@ Models compared:
   distance beyond the range);
 - new: the defaults (the same, plus a one-sided share of failed runs: `--likelihood failures`);
 - prior_starts: the defaults with NUTS chains started from prior draws (`--init prior`);
-- classic: the Huber/L-BFGS bootstrap.
+- classic: the Huber/L-BFGS bootstrap;
+- stacked: the defaults' fits of `chinchilla`, `kaplan` and `farseer`, mixed by stacking weights
+  (`--form chinchilla,kaplan,farseer`, `tokeff.laws.stacking`).
 
 Prints one row per (truth, model), pooled over seeds: coverage of the 50/80/90% intervals of a new
 run (and `sd90`, the sd across seeds of one table's 90% coverage: how much a single sweep can
@@ -57,6 +59,7 @@ MODELS = {
     "new": {},
     "prior_starts": {"init": "prior"},
     "classic": {"method": "classic", "bootstrap": 200},
+    "stacked": {"form": "chinchilla,kaplan,farseer"},
 }
 TRUTHS = {"chinchilla": {}, "kaplan": {}, "farseer": {}, "farseer+diverged": {"diverged": 0.05},
           "farseer+stalled": {"stalled": 0.15}}
@@ -81,7 +84,8 @@ def run_one(truth: str, model: str, seeds: int, options: dict) -> dict:
     start = time.perf_counter()
     for seed in range(seeds):
         table = isoflop_table(truth.split("+")[0], seed=seed, **TRUTHS[truth])
-        r = backtest(table, "chinchilla", by="params*tokens_seen", frac=1 / 3, seed=seed, **options)
+        r = backtest(table, options.get("form", "chinchilla"), by="params*tokens_seen", frac=1 / 3, seed=seed,
+                     **{k: v for k, v in options.items() if k != "form"})
         for k in hits:
             hits[k] += r["coverage"][k] * r["n_held_out"]
         per_seed90.append(r["coverage"]["0.9"])
@@ -191,7 +195,8 @@ def real_tables(path: str) -> dict[str, dict[str, np.ndarray]]:
 def run_real(table: dict, options: dict) -> dict:
     """One backtest of a real table: the same cut as the simulations."""
     start = time.perf_counter()
-    r = backtest(table, "chinchilla", by="params*tokens_seen", frac=1 / 3, seed=0, **options)
+    r = backtest(table, options.get("form", "chinchilla"), by="params*tokens_seen", frac=1 / 3, seed=0,
+                 **{k: v for k, v in options.items() if k != "form"})
     error, signed_error = error_and_bias(r["held_out"])
     return {"coverage": r["coverage"], "error": error, "bias": signed_error,
             "width": r["median_interval_width_pct"]["0.9"],

@@ -17,7 +17,8 @@ import os
 import tempfile
 import time
 
-BUILT_IN = ["chinchilla", "kaplan", "volume", "composition", "finetune_multiplicative", "finetune_data", "bootstrapped", "repeated"]
+BUILT_IN = ["chinchilla", "kaplan", "farseer", "volume", "composition", "finetune_multiplicative", "finetune_data", "bootstrapped",
+            "repeated"]
 
 
 def main():

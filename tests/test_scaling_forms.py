@@ -9,7 +9,8 @@ from tokeff.laws.forms import Form, get_form, list_forms, register_form
 from tokeff.laws.priors import Prior
 from tokeff.laws.simulate import CHINCHILLA_PUBLISHED, design, simulate
 
-BUILT_IN = ["bootstrapped", "chinchilla", "composition", "finetune_data", "finetune_multiplicative", "kaplan", "repeated", "volume"]
+BUILT_IN = ["bootstrapped", "chinchilla", "composition", "farseer", "finetune_data", "finetune_multiplicative", "kaplan",
+            "repeated", "volume"]
 
 
 @register_form(
@@ -52,6 +53,19 @@ def test_chinchilla_mean_matches_published_and_lse():
     expected = p["E"] + p["A"] / 70e9 ** p["alpha"] + p["B"] / 1.4e12 ** p["beta"]
     assert float(f.mean(p, x)[0]) == pytest.approx(expected, rel=1e-5)
     assert float(np.exp(f.log_mean(p, x)[0])) == pytest.approx(expected, rel=1e-5)
+
+
+def test_farseer_is_chinchilla_at_gamma_zero_and_the_simulated_farseer_truth_otherwise():
+    from tokeff.laws.simulate import true_loss
+
+    f = get_form("farseer")
+    x = {"N": np.array([1e8, 1e9, 3e10]), "D": np.array([2e9, 2e10, 6e11])}
+    chin = dict(CHINCHILLA_PUBLISHED)
+    np.testing.assert_allclose(np.asarray(f.mean({**chin, "gamma": 0.0}, x)),
+                               np.asarray(get_form("chinchilla").mean(chin, x)), rtol=1e-5)
+    # The bench's farseer truth: beta(N) = beta + 0.01 log(N / 1e8), i.e. beta + 0.01 log 10 at 1e9.
+    p = {**chin, "beta": chin["beta"] + 0.01 * np.log(10.0), "gamma": 0.01}
+    np.testing.assert_allclose(np.asarray(f.mean(p, x)), true_loss("farseer", x["N"], x["D"]), rtol=1e-5)
 
 
 def test_chinchilla_allocation_closed_form():

@@ -9,8 +9,9 @@ HELP = "compare fitted forms on the same data by PSIS-LOO or WAIC (elpd, se, d_e
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dirs", nargs="+", help="fit directories written by `tokeff fit`")
-    parser.add_argument("--ic", default="loo", choices=["loo", "waic"])
-    parser.add_argument("--module", action="append", default=[], help="import this module first (custom forms)")
+    parser.add_argument("--ic", default="loo", choices=["loo", "waic"],
+                        help="information criterion: loo (PSIS leave-one-out) or waic (default: loo)")
+    parser.add_argument("--module", action="append", default=[], help="import this module or .py file first (custom forms)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -22,6 +23,7 @@ def run(args: argparse.Namespace) -> int:
     import_form_modules(args.module)
     from tokeff.laws.compare import compare_fits, format_table
     from tokeff.laws.fit import load_fit
+    from tokeff.laws.stacking import refuse_stacked
 
     from tokeff.errors import UserError
 
@@ -35,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     fits = {}
     for d in args.dirs:
         f = load_fit(d)
+        refuse_stacked(f, "compare scores")
         label = f"{os.path.basename(os.path.normpath(d))} ({f.form.name}/{f.method})"
         if label in fits:  # same folder name under different parents
             label = f"{os.path.normpath(d)} ({f.form.name}/{f.method})"

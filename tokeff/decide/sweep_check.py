@@ -58,6 +58,16 @@ def fit_frontier(fit, budgets_U, *, source: str = "auto", seed: int = 0) -> Fron
 
         raise UserError(f"--frontier: must be one of {SOURCES}, got '{source}'")
     budgets_U = np.asarray(budgets_U, np.float64)
+    if hasattr(fit, "mix"):  # a stacked fit (`tokeff.laws.stacking`): its members' frontiers, mixed by weight
+        parts = {}
+
+        def member(m, k):
+            parts[k] = fit_frontier(m, budgets_U, source=source, seed=seed)
+            return np.stack([parts[k].n_opt, parts[k].d_opt, parts[k].law_n_opt], axis=1)
+
+        mixed = fit.mix(member, seed=seed)
+        used = "law+sweep" if any(p.source == "law+sweep" for p in parts.values()) else "law"
+        return FrontierDraws(mixed[:, 0], mixed[:, 1], used, mixed[:, 2])
     law_n, law_d = frontier(fit.form, fit.samples, budgets_U)
     optima = [o for o in fit_optima(fit, seed=seed) if o.interior] if source == "auto" else []
     if len(optima) < 3:

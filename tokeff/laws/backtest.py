@@ -51,6 +51,8 @@ def origins(n_rows: int, *, frac: float = 0.33, cuts: int = 1) -> list[tuple[int
         raise UserError(f"--frac: must be in (0, 1), got {frac}")
     if cuts < 1:
         raise UserError(f"--cuts: must be >= 1, got {cuts}")
+    if int(round(n_rows * frac)) < 1:
+        raise UserError(f"--frac: {frac:g} of {n_rows} rows holds out no row; hold out at least one")
     starts = [int(round(n_rows * (1 - frac * (cuts - j) / cuts))) for j in range(cuts)]
     ends = starts[1:] + [n_rows]
     if any(e <= s for s, e in zip(starts, ends)):
@@ -104,7 +106,12 @@ def backtest(
     settings = settings or FitSettings()
     if overrides:
         settings = settings.replace(**overrides)
-    form = (get_form(form) if isinstance(form, str) else form).with_priors(settings.prior_overrides)
+    from tokeff.laws.stacking import fit_stacked, form_names, member_forms
+
+    stack = form_names(form)  # `a,b,c`: each cut fits the stack of those forms (`tokeff.laws.stacking`)
+    members = member_forms(stack) if stack else None
+    form = members[0] if stack else (get_form(form) if isinstance(form, str) else form).with_priors(settings.prior_overrides)
+    name = ",".join(stack) if stack else form.name
     frame = read_table(os.fspath(table)) if isinstance(table, (str, os.PathLike)) else pd.DataFrame(table)
     order_by = column_values(frame, by, "--by")
     group_expr = group or (BUDGET_COLUMN if BUDGET_COLUMN in frame.columns else None)
@@ -123,26 +130,30 @@ def backtest(
     data = prepare(frame, form, mapping=mapping, target=target, drop_invalid=settings.drop_invalid,
                    exclude=settings.exclude, keep=("__order__", "__group__"))
     rows = np.argsort(data.extra["__order__"], kind="stable")
-    n_needed = len(form.params) + 2
+    n_params = max(len(f.params) for f in (members or [form]))
+    n_needed = n_params + 2
     plan = between_ties(origins(data.n_points, frac=frac, cuts=cuts), data.extra["__order__"][rows])
     for n_fit, _ in plan:
         if n_fit < n_needed:
-            raise UserError(f"--frac: a cut leaves {n_fit} row(s) to fit form {form.name}, which has"
-                            f" {len(form.params)} parameters + noise; need at least {n_needed}")
+            raise UserError(f"--frac: a cut leaves {n_fit} row(s) to fit form {name}, which has"
+                            f" {n_params} parameters + noise; need at least {n_needed}")
 
     results = []
-    for i, (n_fit, end) in enumerate(tqdm(plan, desc=f"backtest {form.name}", disable=not progress or len(plan) == 1)):
+    for i, (n_fit, end) in enumerate(tqdm(plan, desc=f"backtest {name}", disable=not progress or len(plan) == 1)):
         fit_rows, held_rows = rows[:n_fit], rows[n_fit:end]
         seed = settings.seed + i
-        result = fit(data.take(fit_rows), form, settings.replace(seed=seed))
+        if stack:
+            result = fit_stacked(data.take(fit_rows), stack, settings.replace(seed=seed))
+        else:
+            result = fit(data.take(fit_rows), form, settings.replace(seed=seed))
         held = data.take(held_rows)
         draws = result.predictive(held.inputs, "observed", n_eval=held.n_eval, seed=seed)
         results.append(Cut(fit_rows, held_rows, draws, result.diagnostics))
-    return summarise(form, data, results, by=by, group=group_expr, settings=settings)
+    return summarise(form, data, results, by=by, group=group_expr, settings=settings, name=name)
 
 
 def summarise(form: Form, data: FitData, cuts: list[Cut], *, by: str, group: str | None,
-              settings: FitSettings) -> dict:
+              settings: FitSettings, name: str | None = None) -> dict:
     """The backtest report: coverage per level, errors, decision accuracy, and one entry per cut."""
     held = np.concatenate([c.held_rows for c in cuts])
     y = data.y[held]
@@ -180,9 +191,10 @@ def summarise(form: Form, data: FitData, cuts: list[Cut], *, by: str, group: str
             "extrapolation_factor": float(order[c.held_rows].max() / order[c.fit_rows].max()),
             "fit_ok": bool(c.diagnostics["ok"]),
             "diagnostics_problems": c.diagnostics["problems"],
+            **({"stacking_weights": c.diagnostics["weights"]} if "weights" in c.diagnostics else {}),
         })
     return {
-        "form": form.name,
+        "form": name or form.name,
         "target": form.target,
         "by": by,
         "group": group,

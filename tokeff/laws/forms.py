@@ -127,10 +127,13 @@ _REGISTRY: dict[str, Form] = {}
 def register_form(form: Form | None = None, /, **spec):
     """Register a form: `register_form(Form(...))`, or as a decorator on a mean function with
     `@register_form(name=..., inputs=..., target=..., params=..., [allocate=..., columns=...])`.
-    Re-registering a name replaces it (so notebooks can redefine a form)."""
+    Re-registering a name replaces it (so notebooks can redefine a form), except a built-in name."""
     if form is not None:
         if not isinstance(form, Form):
             raise TypeError("register_form takes a Form, or keyword arguments as a decorator")
+        builtin = globals().get("BUILTIN_FORMS", ())
+        if form.name in builtin and _REGISTRY.get(form.name) is not form:
+            raise UserError(f"form {form.name}: is a built-in form; register yours under another name")
         _REGISTRY[form.name] = form
         return form
 
@@ -239,6 +242,55 @@ register_form(
         columns={"N": "non_embedding_params", "D": "tokens_seen"},
         typical_ranges={"N": (1e7, 1e10), "D": (1e8, 1e11)},
         description="Kaplan et al. 2020: L = [(Nc/N)^(aN/aD) + Dc/D]^aD, N non-embedding",
+    )
+)
+
+
+FARSEER_N_REF = 1e9  # farseer's beta is the data exponent of a model of this size
+
+
+def _farseer_data_exponent(p, x):
+    return p["beta"] + p["gamma"] * (jnp.log(x["N"]) - jnp.log(FARSEER_N_REF))
+
+
+def _farseer_log_mean(p, x):
+    terms = jnp.stack(
+        jnp.broadcast_arrays(
+            jnp.log(p["A"]) - p["alpha"] * jnp.log(x["N"]),
+            jnp.log(p["B"]) - _farseer_data_exponent(p, x) * jnp.log(x["D"]),
+            jnp.log(p["E"]) + 0.0 * jnp.log(x["N"]),
+        )
+    )
+    return jax.nn.logsumexp(terms, axis=0)
+
+
+register_form(
+    Form(
+        name="farseer",
+        inputs=("N", "D"),
+        target="loss",
+        params={
+            "E": "lognormal(0.5, 0.5)",
+            "A": "lognormal(6, 1.5)",
+            "B": "lognormal(7, 1.5)",
+            "alpha": "uniform(0.01, 0.8)",
+            "beta": "uniform(0.01, 0.8)",
+            # Per e-fold of N. Li et al. fit a data exponent that moves by ~0.1 over 1e8-1e10
+            # parameters (4.6 e-folds): normal(0, 0.03) puts that at 1.5 sd; 0 is Chinchilla.
+            "gamma": "normal(0, 0.03)",
+        },
+        mean=lambda p, x: jnp.exp(_farseer_log_mean(p, x)),
+        log_mean_fn=_farseer_log_mean,
+        columns={"N": "params", "D": "tokens_seen"},
+        typical_ranges={"N": (7e7, 1.6e10), "D": (5e9, 5e11)},
+        centring={
+            "A": lambda p, x: -p["alpha"] * jnp.log(x["N"]),
+            # The data exponent at the data's centre N (beta and gamma trade off through log N).
+            "beta": lambda p, x: p["gamma"] * (jnp.log(x["N"]) - jnp.log(FARSEER_N_REF)),
+            "B": lambda p, x: -_farseer_data_exponent(p, x) * jnp.log(x["D"]),
+        },
+        description="Farseer-like (Li et al. 2025), an N-D interaction: L = E + A/N^alpha + B/D^beta(N), "
+                    f"beta(N) = beta + gamma log(N / {FARSEER_N_REF:.0e}); gamma = 0 is Chinchilla",
     )
 )
 
@@ -469,11 +521,17 @@ register_form(
 
 
 def import_form_modules(modules) -> None:
-    """Import user modules that register forms (`--module my_forms`), so their names resolve."""
-    import importlib
+    """Import user modules that register forms (`--module my_forms` or `--module ./my_forms.py`),
+    so their names resolve; any failure is one line naming the module (`tokeff.usermodule`)."""
+    from tokeff.usermodule import load_user_modules
 
-    for module in modules:
-        try:
-            importlib.import_module(module)
-        except ImportError as e:
-            raise UserError(f"--module: cannot import '{module}': {e}") from None
+    load_user_modules(modules)
+
+
+# The built-in names, fixed here: a user module may not re-register them (that would silently
+# change what `--form chinchilla` means); its own names may be redefined (notebooks do).
+BUILTIN_FORMS = frozenset(_REGISTRY)
+
+
+def is_builtin(name: str) -> bool:
+    return name in BUILTIN_FORMS

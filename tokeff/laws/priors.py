@@ -6,7 +6,8 @@ sampler moves in log A, where power-law posteriors are well shaped, and `uniform
 exponent is a bounded exponent sampled through a logit.
 
 Spec grammar: `normal(loc, scale)`, `lognormal(loc, scale)` (log x ~ Normal), `uniform(low, high)`,
-`halfnormal(scale)`, `truncnormal(loc, scale, low, high)`, `gamma(concentration, rate)`.
+`halfnormal(scale)`, `truncnormal(loc, scale, low, high)`, `gamma(concentration, rate)`,
+`beta(a, b)` (a share in (0, 1)).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 from tokeff.errors import UserError
 
 # name -> number of arguments
-_ARITY = {"normal": 2, "lognormal": 2, "uniform": 2, "halfnormal": 1, "truncnormal": 4, "gamma": 2}
+_ARITY = {"normal": 2, "lognormal": 2, "uniform": 2, "halfnormal": 1, "truncnormal": 4, "gamma": 2, "beta": 2}
 _SPEC = re.compile(r"^\s*([a-z_]+)\s*\(([^()]*)\)\s*$")
 
 
@@ -42,6 +43,8 @@ class Prior:
             raise UserError(f"prior: {self}: the scale must be positive")
         if self.dist == "gamma" and min(self.args) <= 0:
             raise UserError(f"prior: {self}: concentration and rate must be positive")
+        if self.dist == "beta" and min(self.args) <= 0:
+            raise UserError(f"prior: {self}: both concentrations must be positive")
         bounds = {"uniform": (0, 1), "truncnormal": (2, 3)}.get(self.dist)
         if bounds is not None and not self.args[bounds[0]] < self.args[bounds[1]]:
             raise UserError(f"prior: {self}: the lower bound must be below the upper bound")
@@ -77,6 +80,8 @@ class Prior:
             return dist.HalfNormal(a[0])
         if self.dist == "truncnormal":
             return dist.TruncatedNormal(a[0], a[1], low=a[2], high=a[3])
+        if self.dist == "beta":
+            return dist.Beta(a[0], a[1])
         return dist.Gamma(a[0], a[1])
 
     def shifted_numpyro(self, offset):
@@ -111,5 +116,6 @@ class Prior:
             "halfnormal": lambda: stats.halfnorm(scale=a[0]),
             "truncnormal": lambda: stats.truncnorm((a[2] - a[0]) / a[1], (a[3] - a[0]) / a[1], a[0], a[1]),
             "gamma": lambda: stats.gamma(a[0], scale=1.0 / a[1]),
+            "beta": lambda: stats.beta(a[0], a[1]),
         }[self.dist]()
         return frozen.ppf(np.asarray(qs, dtype=float))
