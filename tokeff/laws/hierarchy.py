@@ -38,8 +38,7 @@ from tokeff.errors import UserError
 from tokeff.laws.data import FitData, prepare, read_table
 from tokeff.laws.forms import Form, get_form
 from tokeff.laws.model import (
-    FAILURE_PROB_PRIOR, FAILURE_SCALE_PRIOR, FAILURE_SITES, Likelihood, observation_dist, observed, predictive_from_mean,
-    resolve_likelihood,
+    FAILURE_SITES, Likelihood, observation_dist, observed, predictive_from_mean, resolve_likelihood, sample_noise,
 )
 from tokeff.laws.priors import Prior
 from tokeff.laws.settings import FitSettings
@@ -132,11 +131,7 @@ def make_grouped_model(form: Form, likelihood: Likelihood, n_groups: int, pooled
             per_group[name] = numpyro.deterministic(name, value)
         p = {k: v[group] for k, v in per_group.items()}
         if form.target == "loss":
-            sigma = numpyro.sample("sigma", likelihood.noise.to_numpyro())
-            failures = None
-            if likelihood.kind == "failures":
-                failures = (numpyro.sample(FAILURE_SITES[0], FAILURE_PROB_PRIOR.to_numpyro()),
-                            numpyro.sample(FAILURE_SITES[1], FAILURE_SCALE_PRIOR.to_numpyro()))
+            sigma, failures = sample_noise(likelihood)
             location = form.log_mean(p, inputs)
             with numpyro.plate("points", location.shape[-1]):
                 return numpyro.sample("obs", observation_dist("loss", likelihood, location, sigma=sigma,
@@ -494,18 +489,10 @@ def _summary(form, method, lik, data, groups, pooled, idata, samples, diagnostic
                                        "prior": str(SPREAD_PRIOR)}
     shared = {k: {**_stats(samples[k]), **check(k), "prior": str(lik.noise) if k == "sigma" else ""}
               for k in shared_sites(form, lik)}
+    from tokeff.laws.fit import summary_header
+
     return {
-        "form": form.name,
-        "method": method,
-        "target": form.target,
-        "inputs": list(form.inputs),
-        "columns": data.columns,
-        "n_points": data.n_points,
-        "excluded": list(data.excluded),
-        "input_ranges": data.input_ranges(),
-        "target_range": [float(data.y.min()), float(data.y.max())],
-        "likelihood": lik.as_dict(),
-        "priors": {k: str(p) for k, p in form.params.items()},
+        **summary_header(form, method, lik, data),
         "group": {"column": groups.column, "labels": list(groups.labels), "pooled": list(pooled),
                   "spread_prior": str(SPREAD_PRIOR)},
         "centre": {k: float(np.exp(np.mean(np.log(v)))) for k, v in data.inputs.items()},
