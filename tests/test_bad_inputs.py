@@ -233,6 +233,18 @@ case("fit-pool-unknown", [*F, "--group", "grp", "--pool", "zeta"], "--pool")
 case("fit-pool-without-group", [*F, "--pool", "E"], "--pool")
 case("fit-group-classic", [*F[:-3], "classic", "--out", "{W}/new-fit", "--group", "grp"], "--method")
 
+# --- backtest --decision model ---------------------------------------------------------------
+BM = ["backtest", "{W}/table.csv", "--form", "chinchilla", "--map", "N=params", "--map", "D=tokens", "--target",
+      "loss", "--by", "params", "--decision", "model", "--out", "{W}/new-bt"]
+case("backtest-model-no-group", BM, "--group")
+case("backtest-model-group-missing", [*BM, "--group", "nope"], "--group")
+case("backtest-model-group-single", [*BM, "--group", "name"], "--group")
+case("backtest-pool-without-model", [*BM[:-4], "--out", "{W}/new-bt", "--pool", "E"], "--pool")
+
+# --- backtest ----------------------------------------------------------------------------
+BT = ["backtest", "{W}/table.csv", "--form", "chinchilla", "--map", "N=params", "--map", "D=tokens", "--target",
+      "loss", "--method", "map", "--by", "params*tokens", "--out", "{W}/new-bt"]
+
 # --- compare -----------------------------------------------------------------------------
 case("compare-one-dir", ["compare", "{W}/fit-chinchilla"], "dirs")
 case("compare-same-dir-twice", ["compare", "{W}/fit-chinchilla", "{W}/fit-chinchilla"], "twice")
@@ -249,6 +261,7 @@ A = ["allocate", "{W}/fit-chinchilla", "--out", "{W}/new-alloc"]
 for value in ("-1e12", "0", "nan", "inf", "lots", "-inf"):
     case(f"allocate-budget-{value}", [*A, "--budget", value], "--budget")
 case("allocate-missing-budget", A, "--budget")
+case("allocate-grouped-fit", ["allocate", "{W}/fit-grouped", "--budget", "1e20", "--out", "{W}/new-alloc"], "grouped")
 case("allocate-missing-fit", ["allocate", "{W}/nope", "--budget", "1e20"], "FIT_DIR")
 case("allocate-fit-is-file", ["allocate", "{W}/afile", "--budget", "1e20"], "FIT_DIR")
 case("allocate-not-a-fit", ["allocate", "{W}/foreign", "--budget", "1e20"], "foreign")
@@ -298,6 +311,7 @@ case("propose-grid-garbage", [*P, "--grid", "{W}/garbage.csv"], "--grid")
 case("propose-unknown-model", [*P[:2], "--models", "nope", *P[4:]], "nope")
 case("propose-missing-fit", ["propose", "{W}/nope", *P[2:]], "FIT_DIR")
 case("propose-truncated-summary", ["propose", "{W}/fit-cut-summary", *P[2:]], "summary.json")
+case("propose-grouped-fit", ["propose", "{W}/fit-grouped", *P[2:]], "grouped")
 case("propose-unconverged", ["propose", "{W}/fit-unconverged", *P[2:]], "diagnostics")
 case("propose-out-is-file", [*P[:-1], "{W}/afile"], "--out")
 case("propose-out-foreign", [*P[:-1], "{W}/foreign"], "--out")
@@ -331,6 +345,127 @@ case("demo-override-not-config", ["demo", "--workdir", "{W}/new-demo", "--fast"]
 case("demo-workdir-is-file", ["demo", "--config", DEMO_SMOKE, "--workdir", "{W}/afile"], "--workdir")
 case("demo-workdir-under-file", ["demo", "--config", DEMO_SMOKE, "--workdir", "{W}/afile/demo"], "--workdir")
 case("demo-workdir-foreign", ["demo", "--config", DEMO_SMOKE, "--workdir", "{W}/foreign"], "--workdir")
+
+# --- directories a command writes: new, empty or tokeff's own (workdirs and outputs alike) ----
+# Each is a directory tokeff did not create for this command: a user's metrics.jsonl, a thesis,
+# a checkpoint of the user's own (checkpoints/my_model.pt, checkpoints/7/), a fit output, a
+# sweep dir given to train, a train workdir given to sweep or as an output, an empty path.
+for wd in ("wd-user-metrics", "foreign", "sweep-dir", "wd-ckpt", "wd-ckpt7", "fit-chinchilla", "user-results"):
+    case(f"train-workdir-{wd}", ["train", "--config", TINY, "--workdir", f"{{W}}/{wd}"], "--workdir")
+case("train-workdir-empty-path", ["train", "--config", TINY, "--workdir", ""], "--workdir")
+for wd in ("wd-user-metrics", "foreign", "train-wd", "wd-ckpt", "fit-chinchilla", "user-results"):
+    case(f"sweep-workdir-{wd}", ["sweep", "--config", SWEEP_TINY, "--workdir", f"{{W}}/{wd}"], "--workdir")
+case("sweep-workdir-empty-path", ["sweep", "--config", SWEEP_TINY, "--workdir", ""], "--workdir")
+case("sweep-dry-run-empty-path", ["sweep", "--config", SWEEP_TINY, "--workdir", "", "--dry-run"], "--workdir")
+for out in ("", "{W}/train-wd", "{W}/sweep-dir", "{W}/wd-user-metrics", "{W}/wd-ckpt7"):
+    case(f"fit-out-{out.rsplit('/', 1)[-1] or 'empty-path'}", [*F[:-1], out], "--out")
+
+# --- inputs must be regular files within the size limit, read in bounded chunks ---------------
+# A FIFO (would hang), symlinks to /dev/zero and /dev/urandom (would grow until killed), a
+# directory, and a 300 MiB sparse file (over the 256 MiB limit: refused by its size, unread).
+for kind in ("fifo", "zero", "urandom", "dir", "big"):
+    case(f"fit-data-{kind}", ["fit", f"{{W}}/{kind}.csv", *F[2:]], f"{kind}.csv")
+    case(f"fit-data-{kind}-jsonl", ["fit", f"{{W}}/{kind}.jsonl", *F[2:]], f"{kind}.jsonl")
+case("fit-data-empty-dir", ["fit", "{W}/emptydir", *F[2:]], "emptydir")
+case("fit-data-empty-path", ["fit", "", *F[2:]], "data")
+for kind in ("fifo", "zero", "dir", "big"):
+    case(f"eval-dataset-{kind}", ["eval", "--model", "tiny", "--dataset", f"{{W}}/{kind}.jsonl"], f"{kind}.jsonl")
+    case(f"compose-path-{kind}", ["compose", "--path", f"{{W}}/{kind}.jsonl", "--model", "tiny"], f"{kind}.jsonl")
+    case(f"sweep-points-{kind}", [*S, "--points", f"{{W}}/{kind}.json", "--dry-run"], f"{kind}.json")
+    case(f"propose-grid-{kind}", [*P, "--grid", f"{{W}}/{kind}.json"], f"{kind}.json")
+    case(f"allocate-lengths-{kind}", [*V, "--models", "tiny", "--strategies", "few_long", "--lengths",
+                                      f"{{W}}/{kind}.json"], f"{kind}.json")
+for kind in ("fifo", "zero", "dir"):
+    case(f"train-config-{kind}", ["train", "--config", f"{{W}}/{kind}.py", "--workdir", "{W}/new-run"], f"{kind}.py")
+case("sweep-config-fifo", ["sweep", "--config", "{W}/fifo.py", "--workdir", "{W}/new-sweep"], "fifo.py")
+case("demo-config-fifo", ["demo", "--config", "{W}/fifo.py", "--workdir", "{W}/new-demo"], "fifo.py")
+
+# --- user modules: any failure is one line naming the module ---------------------------------
+MODULE_FAILURES = [("raises", "raises_mod", "raises_mod"), ("exits", "exits_mod", "exits_mod"),
+                   ("syntax", "syntax_mod", "syntax"), ("shadows-builtin", "shadow_mod", "chinchilla"),
+                   ("empty", "", "--module"), ("raises-path", "{W}/mods/raises_path.py", "raises_path"),
+                   ("missing-path", "{W}/mods/nope.py", "nope.py"), ("not-py", "{W}/table.txt", "table.txt"),
+                   ("fifo-path", "{W}/fifo.py", "fifo.py"), ("bad-name", "my-forms", "my-forms")]
+for label, module, field in MODULE_FAILURES:
+    case(f"fit-module-{label}", [*F, "--module", module], field)
+for label, module, field in MODULE_FAILURES[:6]:
+    case(f"compare-module-{label}", ["compare", "{W}/fit-chinchilla", "{W}/fit-volume", "--module", module], field)
+    case(f"allocate-module-{label}", [*A, "--budget", "1e20", "--module", module], field)
+    case(f"propose-module-{label}", [*P, "--module", module], field)
+for label, module, field in MODULE_FAILURES[:4]:
+    case(f"backtest-module-{label}", [*BT, "--module", module], field)
+for form in ("nanform", "negform", "scalarform", "noparams"):
+    case(f"fit-user-form-{form}", [*F[:2], "--form", form, *F[4:], "--module", "badforms_mod"], form)
+for form in ("nanform", "scalarform"):
+    case(f"backtest-user-form-{form}", [*BT[:2], "--form", form, *BT[4:], "--module", "badforms_mod"], form)
+
+# --- sizes estimated before the work: refused naming the flag and the limit -----------------
+NUTS = [*F[:-3], "nuts", "--out", "{W}/new-fit"]
+for flag, value in [("--chains", "1000"), ("--chains", "65"), ("--draws", "1000000000"), ("--warmup", "2000000")]:
+    case(f"fit-nuts{flag}-{value}", [*NUTS, flag, value], flag)
+case("fit-classic-bootstrap-1e8", [*F[:-3], "classic", "--out", "{W}/new-fit", "--bootstrap", "100000000"],
+     "--bootstrap")
+case("backtest-chains-1000", [*BT[:-5], "nuts", *BT[-4:], "--chains", "1000"], "--chains")
+case("propose-sims-1e8", [*P, "--sims", "100000000"], "--sims")
+case("propose-grid-200k-candidates", [*P, "--grid", "{W}/grid-huge.json"], "--grid")
+for key, value in [("data.pool_size", "99999999999"), ("batch_size", "10000000"), ("seed", "-1"),
+                   ("seed", "1e23"), ("seed", "4294967296"), ("data.split_seed", "-1")]:
+    case(f"train-limit-{key}-{value}", [*T, f"--config.{key}={value}"], key)
+for command, argv in [("fit", F), ("propose", P), ("eval", E), ("backtest", BT),
+                      ("compose", C)]:
+    for value in ("-1", "4294967296"):
+        case(f"{command}-seed-{value}", [*argv, "--seed", value], "--seed")
+
+# --- conflicts and flags that cannot apply: refused, never silently ignored -------------------
+case("fit-map-same-var-twice", [*F, "--map", "N=tokens"], "--map")
+case("fit-target-conflicts-map", [*F, "--map", "target=name"], "--target")
+case("fit-duplicate-csv-columns", ["fit", "{W}/dup-columns.csv", *F[2:]], "loss")
+case("fit-likelihood-on-accuracy", ["fit", "{W}/table.csv", "--form", "volume", "--likelihood", "student_t",
+                                    "--method", "map", "--out", "{W}/new-fit"], "--likelihood")
+case("fit-chance-on-loss", [*F, "--chance", "0.25"], "--chance")
+case("fit-chance-1.5", ["fit", "{W}/table.csv", "--form", "volume", "--chance", "1.5", "--method", "map",
+                        "--out", "{W}/new-fit"], "--chance")
+case("fit-chance-neg", ["fit", "{W}/table.csv", "--form", "volume", "--chance", "-0.1", "--method", "map",
+                        "--out", "{W}/new-fit"], "--chance")
+case("fit-map-swallows-missing-data", ["fit", "--map", "N=params", "D=tokens", "{W}/nope.csv", "--form", "chinchilla",
+                                      *F[8:]], "nope.csv")
+case("fit-overflow-input", ["fit", "{W}/huge.csv", *F[2:]], "input N")
+case("fit-overflow-product", [*F[:6], "--map", "D=tokens*tokens*tokens", *F[8:]], "input D")
+case("backtest-frac-tiny", [*BT, "--frac", "1e-9"], "--frac")
+case("backtest-out-empty-path", [*BT[:-1], ""], "--out")
+case("backtest-out-foreign", [*BT[:-1], "{W}/foreign"], "--out")
+case("backtest-out-train-wd", [*BT[:-1], "{W}/train-wd"], "--out")
+case("backtest-data-missing", ["backtest", "{W}/nope.csv", *BT[2:]], "nope.csv")
+for cmd, argv in [("allocate", [*V, "--models", "tiny"]), ("propose", P[:4] + P[6:])]:
+    extra_l = ["--lengths-grid", "64"] if cmd == "allocate" else []
+    case(f"{cmd}-n-examples-fraction", [*argv, *extra_l, "--n-examples", "1.5"], "--n-examples")
+    case(f"{cmd}-n-examples-1e30", [*argv, *extra_l, "--n-examples", "1e30"], "--n-examples")
+    case(f"{cmd}-n-examples-twice", [*argv, *extra_l, "--n-examples", "100,100"], "--n-examples")
+    case(f"{cmd}-fill-without-row-len", [*argv, *extra_l, "--fill", "0.5"], "--fill")
+    case(f"{cmd}-epochs-twice", [*argv, *extra_l, "--epochs", "1,1"], "--epochs")
+case("allocate-models-twice", [*V, "--models", "tiny,tiny", "--lengths-grid", "64"], "--models")
+case("allocate-lengths-grid-twice", [*V, "--models", "tiny", "--lengths-grid", "64,64"], "--lengths-grid")
+case("allocate-lengths-beyond-context", [*V, "--models", "tiny", "--lengths-grid", "64,4096"], "--lengths-grid")
+case("allocate-strategies-twice", [*V, "--models", "tiny", "--strategies", "few_long,few_long", "--lengths",
+                                   "{W}/lengths.json"], "--strategies")
+case("allocate-budget-1e-300", [*A, "--budget", "1e-300"], "--budget")
+case("allocate-budget-below-min", [*A, "--budget", "1000"], "--budget")
+case("allocate-out-empty-path", [*A[:-1], "", "--budget", "1e20"], "--out")
+case("allocate-out-train-wd", [*A[:-1], "{W}/train-wd", "--budget", "1e20"], "--out")
+case("allocate-out-user-metrics", [*A[:-1], "{W}/wd-user-metrics", "--budget", "1e20"], "--out")
+case("propose-models-twice", [*P[:2], "--models", "tiny,tiny", *P[4:]], "--models")
+case("propose-lengths-grid-twice", [*P[:4], "--lengths-grid", "64,64", *P[6:]], "--lengths-grid")
+case("propose-lengths-beyond-context", [*P[:4], "--lengths-grid", "64,4096", *P[6:]], "--lengths-grid")
+case("propose-grid-beyond-context", [*P, "--grid", "{W}/grid-ctx.json"], "--grid")
+case("propose-grid-1e30-examples", [*P, "--grid", "{W}/grid-1e30.json"], "--grid")
+case("propose-out-empty-path", [*P[:-1], ""], "--out")
+case("propose-out-train-wd", [*P[:-1], "{W}/train-wd"], "--out")
+case("propose-out-sweep-dir", [*P[:-1], "{W}/sweep-dir"], "--out")
+case("sweep-points-unknown-model", [*S, "--points", "{W}/points-unknown-model.json", "--dry-run"], "model")
+case("sweep-points-negative-seed", [*S, "--points", "{W}/points-neg-seed.json", "--dry-run"], "seed")
+case("eval-limit-over-available", [*E, "--limit", "1000"], "--limit")
+case("demo-workdir-empty-path", ["demo", "--config", DEMO_SMOKE, "--workdir", ""], "--workdir")
+case("demo-workdir-train-wd", ["demo", "--config", DEMO_SMOKE, "--workdir", "{W}/train-wd"], "--workdir")
 
 # --- the CLI itself ----------------------------------------------------------------------
 case("cli-unknown-command", ["frobnicate"], "frobnicate")
@@ -428,25 +563,118 @@ def _build_world(root: pathlib.Path) -> None:
     other.seed = 99
     (root / "wd-other" / "config.json").write_text(json.dumps(other.to_dict()))
     (root / "cwd").mkdir()
+    _build_hostile_inputs(root, n, d, loss)
+    _build_foreign_dirs(root, other)
+    _build_user_modules(root)
+
+
+def _build_hostile_inputs(root: pathlib.Path, n, d, loss) -> None:
+    """Inputs that must be refused unread: FIFOs, symlinks to devices, directories, a sparse file
+    over the size limit; tables whose values overflow or whose header repeats a column; grids and
+    point lists a run could not use."""
+    for ext in ("csv", "jsonl", "json", "py"):
+        os.mkfifo(root / f"fifo.{ext}")
+        os.symlink("/dev/zero", root / f"zero.{ext}")
+        (root / f"dir.{ext}").mkdir()
+    for ext in ("csv", "jsonl"):
+        os.symlink("/dev/urandom", root / f"urandom.{ext}")
+    for ext in ("csv", "jsonl", "json"):
+        with open(root / f"big.{ext}", "wb") as f:
+            f.truncate(300 * 2**20)  # sparse: no disk used, over the 256 MiB limit
+    (root / "emptydir").mkdir()
+    (root / "dup-columns.csv").write_text("params,tokens,loss,loss\n" + "\n".join(
+        f"{a:.6g},{b:.6g},{c:.6g},{c:.6g}" for a, b, c in zip(n, d, loss)) + "\n")
+    (root / "huge.csv").write_text("params,tokens,loss,name\n" + "\n".join(
+        f"{a * 1e287:.6g},{b:.6g},{c:.6g},run" for a, b, c in zip(n, d, loss)) + "\n")
+    (root / "grid-huge.json").write_text(json.dumps(
+        {"models": ["tiny"], "n_examples": list(range(1, 1001)), "avg_tokens": list(range(1, 201))}))
+    (root / "grid-ctx.json").write_text(json.dumps({"models": ["tiny"], "n_examples": [100], "avg_tokens": [99999]}))
+    (root / "grid-1e30.json").write_text(json.dumps({"models": ["tiny"], "n_examples": [1e30], "avg_tokens": [64]}))
+    point = {"model": "nope", "budget_flops": 1e9, "composition": {"strategy": "random"}, "seed": 0}
+    (root / "points-unknown-model.json").write_text(json.dumps({"points": [point]}))
+    (root / "points-neg-seed.json").write_text(json.dumps({"points": [{**point, "model": "tiny", "seed": -1}]}))
+
+
+def _build_foreign_dirs(root: pathlib.Path, train_config) -> None:
+    """Directories a command must not write into: the user's own files where a workdir or an
+    output is asked for, and tokeff directories of another kind."""
+    (root / "wd-user-metrics").mkdir()
+    (root / "wd-user-metrics" / "metrics.jsonl").write_text('{"my": 1}\n')
+    (root / "wd-ckpt" / "checkpoints").mkdir(parents=True)
+    (root / "wd-ckpt" / "checkpoints" / "my_model.pt").write_bytes(b"weights")
+    (root / "wd-ckpt7" / "checkpoints" / "7").mkdir(parents=True)
+    (root / "wd-ckpt7" / "checkpoints" / "7" / "state").write_bytes(b"mine")
+    (root / "sweep-dir").mkdir()
+    (root / "sweep-dir" / ".tokeff-workdir.json").write_text('{"kind": "sweep"}')
+    (root / "sweep-dir" / "sweep.json").write_text("{}")
+    (root / "train-wd").mkdir()
+    (root / "train-wd" / ".tokeff-workdir.json").write_text('{"kind": "train"}')
+    (root / "train-wd" / "config.json").write_text(json.dumps(train_config.to_dict()))
+    (root / "user-results").mkdir()
+    (root / "user-results" / "results.jsonl").write_text('{"mine": true}\n')
+
+
+USER_FORMS = ("nanform", "negform", "scalarform", "noparams")
+
+
+def _build_user_modules(root: pathlib.Path) -> None:
+    """User modules (importable from the current directory, `cwd/`) that fail in every way."""
+    cwd = root / "cwd"
+    (cwd / "raises_mod.py").write_text("raise RuntimeError('boom at import')\n")
+    (cwd / "exits_mod.py").write_text("import sys\nsys.exit(0)\n")
+    (cwd / "syntax_mod.py").write_text("def f(:\n    pass\n")
+    (cwd / "shadow_mod.py").write_text(
+        "from tokeff.laws.forms import register_form\n"
+        "@register_form(name='chinchilla', inputs=('N', 'D'), target='loss', params={'E': 'lognormal(0.5, 0.5)'})\n"
+        "def mean(p, x):\n    return p['E'] + 0 * x['N']\n")
+    forms = ["import numpy as np", "from tokeff.laws.forms import register_form",
+             "COLS = {'N': 'params', 'D': 'tokens'}", "E = {'E': 'lognormal(0.5, 0.5)'}"]
+    bodies = {"nanform": ("E", "p['E'] * np.nan + 0 * x['N']"), "negform": ("E", "-p['E'] + 0 * x['N']"),
+              "scalarform": ("E", "p['E']"), "noparams": ("{}", "1.0 + 0 * x['N']")}
+    for name in USER_FORMS:
+        params, body = bodies[name]
+        forms += [f"@register_form(name='{name}', inputs=('N', 'D'), target='loss', params={params}, columns=COLS)",
+                  f"def {name}(p, x):", f"    return {body}"]
+    (cwd / "badforms_mod.py").write_text("\n".join(forms) + "\n")
+    (root / "mods").mkdir()
+    (root / "mods" / "raises_path.py").write_text("raise ValueError('boom from a path')\n")
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> pathlib.Path:
     root = tmp_path_factory.mktemp("world")
     _build_world(root)
-    return root
+    yield root
+    from tokeff.laws import forms
+
+    for name in USER_FORMS:  # the user module's forms stay out of other tests' registry
+        forms._REGISTRY.pop(name, None)
+    for name in ("badforms_mod",):
+        sys.modules.pop(name, None)
 
 
 def _snapshot(root: pathlib.Path) -> dict[str, str]:
-    """Every path under `root` with a hash of its bytes (directories as 'dir')."""
+    """Every path under `root` with a hash of its bytes (directories as 'dir', symlinks by their
+    target, FIFOs as 'fifo', files over 16 MiB by size and mtime: none of them is read)."""
+    import stat
+
     out = {}
     for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames:
-            out[os.path.relpath(os.path.join(dirpath, name), root)] = "dir"
-        for name in filenames:
+        for name in dirnames + filenames:
             path = os.path.join(dirpath, name)
-            with open(path, "rb") as f:
-                out[os.path.relpath(path, root)] = hashlib.sha1(f.read()).hexdigest()
+            info = os.lstat(path)
+            if stat.S_ISLNK(info.st_mode):
+                value = "link:" + os.readlink(path)
+            elif stat.S_ISDIR(info.st_mode):
+                value = f"dir:{stat.S_IMODE(info.st_mode):o}"
+            elif not stat.S_ISREG(info.st_mode):
+                value = "fifo"
+            elif info.st_size > 16 * 2**20:
+                value = f"size:{info.st_size}:{info.st_mtime_ns}"
+            else:
+                with open(path, "rb") as f:
+                    value = hashlib.sha1(f.read()).hexdigest()
+            out[os.path.relpath(path, root)] = value
     return out
 
 
@@ -473,6 +701,7 @@ def test_bad_input(name, argv, field, world, capsys, monkeypatch):
 
     _read_only(world, monkeypatch)
     monkeypatch.setenv("TOKEFF_CACHE", str(world.parent / "cache"))  # caches are not outputs
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)  # a user module's __pycache__ is not an output
     monkeypatch.chdir(world / "cwd")
     before = _snapshot(world)
     capsys.readouterr()

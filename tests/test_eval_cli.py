@@ -45,7 +45,7 @@ def test_eval_table_on_a_tiny_model(toy_file, capsys):
     (["--subjects", "anatomy,virolgy"], "subjects: unknown subject 'virolgy'; did you mean virology"),
     (["--limit", "0"], "--limit: must be positive"),
     (["--k-shot", "2", "--split", "all"], "--k-shot: needs --split eval"),
-    (["--dataset", "missing.jsonl"], "--dataset: no such file"),
+    (["--dataset", "missing.jsonl"], "--dataset: file not found"),
 ])
 def test_bad_input_is_one_line_exit_2(argv, field, capsys):
     assert main(["eval", *argv]) == 2

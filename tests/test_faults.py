@@ -196,14 +196,14 @@ def test_fit_merges_shard_tables_of_a_sweep_dir(tmp_path):
 HOLD_LOCK = """
 import sys, time
 from tokeff.workdir import workdir_lock
-with workdir_lock(sys.argv[1]):
+with workdir_lock(sys.argv[1], kind=sys.argv[2]):
     print("locked", flush=True)
     time.sleep(120)
 """
 
 
-def _holder(workdir: str) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, workdir], stdout=subprocess.PIPE, text=True, env=ENV)
+def _holder(workdir: str, kind: str = "train") -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, workdir, kind], stdout=subprocess.PIPE, text=True, env=ENV)
     assert proc.stdout.readline().strip() == "locked"
     return proc
 
@@ -211,7 +211,7 @@ def _holder(workdir: str) -> subprocess.Popen:
 @pytest.mark.parametrize("command", ["train", "sweep"])
 def test_a_second_process_on_a_workdir_is_refused_naming_the_holder(command, tmp_path, capsys):
     workdir = str(tmp_path / "wd")
-    holder = _holder(workdir)
+    holder = _holder(workdir, command)
     try:
         config = TINY if command == "train" else str(REPO / "configs" / "sweep_tiny.py")
         code, err = _main([command, "--config", config, "--workdir", workdir], capsys)
@@ -220,12 +220,13 @@ def test_a_second_process_on_a_workdir_is_refused_naming_the_holder(command, tmp
     finally:
         holder.kill()
         holder.wait()
-    assert os.listdir(workdir) == [".tokeff-lock"]  # left by the killed holder: stale, not binding
+    # left by the killed holder: a stale lock, not binding, and the marker of a workdir tokeff made
+    assert sorted(os.listdir(workdir)) == [".tokeff-lock", ".tokeff-workdir.json"]
     from tokeff.workdir import workdir_lock
 
-    with workdir_lock(workdir):
+    with workdir_lock(workdir, kind=command):
         pass
-    assert os.listdir(workdir) == []
+    assert os.listdir(workdir) == [".tokeff-workdir.json"]
 
 
 @pytest.mark.slow  # a training in a fresh interpreter (cold compile), then its rerun
@@ -301,3 +302,108 @@ def test_full_disk_during_a_fit_save_is_one_line_exit_1_and_leaves_nothing(tmp_p
     code, err = _main(_fit_argv(table, out), capsys)
     assert code == 1 and len(err) == 1 and "no space left" in err[0], err
     assert sorted(os.listdir(tmp_path)) == ["table.csv"]
+
+
+# --- two writers on one output directory, hostile inputs, a user module that raises -----------
+
+HOLD_OUT = """
+import sys, time
+from tokeff.io import claim_output_dir
+claim_output_dir(sys.argv[1], "fit")
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+def test_two_fits_on_one_out_the_second_is_one_line_exit_2_naming_the_holder(tmp_path, capsys, handmade):
+    table = str(tmp_path / "table.csv")
+    pathlib.Path(table).write_text("params,tokens,loss\n1,2,3\n")
+    out = str(tmp_path / "fit")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_OUT, out], stdout=subprocess.PIPE, text=True, env=ENV)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        code, err = _main(_fit_argv(table, out), capsys)
+        assert code == 2 and len(err) == 1, err
+        assert f"process {holder.pid}" in err[0] and "--out" in err[0]
+        assert not os.path.exists(out)
+    finally:
+        holder.kill()
+        holder.wait()
+    code, err = _main(_fit_argv(table, out), capsys)  # the holder died: its stale lock binds nobody
+    assert code == 0, err
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tokeff-lock")]  # the lock file went with the run
+
+
+LIMITED = """
+import resource, sys
+limit = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+from tokeff.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def _limited(argv: list[str], cwd, limit_bytes: int = 6 * 2**30, timeout: float = 120):
+    """`tokeff ARGV` in a fresh interpreter under an address-space limit: a reader that grows
+    without bound dies of MemoryError there instead of taking the machine (and CI) down."""
+    return subprocess.run([sys.executable, "-c", LIMITED, str(limit_bytes), *argv], capture_output=True, text=True,
+                          env=ENV, cwd=cwd, timeout=timeout)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "zero", "urandom"])
+def test_a_fifo_or_a_device_as_input_is_refused_unread_under_a_memory_limit(kind, tmp_path):
+    table = tmp_path / "table.csv"
+    if kind == "fifo":
+        os.mkfifo(table)  # nobody writes it: a reader would hang for ever
+    else:
+        os.symlink(f"/dev/{kind}", table)  # a reader would grow until killed
+    proc = _limited(_fit_argv(str(table), str(tmp_path / "fit")), tmp_path, timeout=60)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+    assert "table.csv" in lines[0] and "regular file" in lines[0]
+    assert sorted(os.listdir(tmp_path)) == ["table.csv"]
+
+
+def test_an_input_over_the_size_limit_is_refused_by_its_size_naming_the_limit(tmp_path):
+    table = tmp_path / "results.jsonl"
+    with open(table, "wb") as f:
+        f.truncate(2**30)  # 1 GiB sparse: reading it took over a minute
+    start = time.time()
+    proc = _limited(["eval", "--model", "tiny", "--dataset", str(table)], tmp_path, timeout=60)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+    assert "results.jsonl" in lines[0] and "256 MiB" in lines[0]
+    assert time.time() - start < 50
+
+
+def test_a_user_module_that_raises_is_one_line_through_the_real_entry_point(tmp_path):
+    (tmp_path / "my_forms.py").write_text("import json\nraise KeyError('no such law')\n")
+    table = tmp_path / "table.csv"
+    table.write_text("params,tokens,loss\n1,2,3\n")
+    for module in ("my_forms", "./my_forms.py"):  # a name found in the current directory, or a path
+        proc = subprocess.run([sys.executable, "-m", "tokeff.cli", *_fit_argv(str(table), str(tmp_path / "fit")),
+                               "--module", module], capture_output=True, text=True, env=ENV, cwd=tmp_path, timeout=120)
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+        assert module in lines[0] and "KeyError" in lines[0] and "no such law" in lines[0]
+    assert not (tmp_path / "fit").exists()
+
+
+def test_a_deleted_current_directory_is_one_line_exit_2(tmp_path):
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    proc = subprocess.run(["bash", "-c", f'cd "{gone}" && rmdir "{gone}" && exec "{sys.executable}" -m tokeff.cli '
+                           "flops --model tiny --seq-len 64"], capture_output=True, text=True, env=ENV, timeout=120)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and "current directory" in lines[0], proc.stderr[-2000:]
+
+
+def test_a_reader_that_leaves_early_is_no_traceback(tmp_path):
+    """`tokeff ... | head -c1`: the pipe's reader is gone before tokeff writes."""
+    read, write = os.pipe()
+    os.close(read)
+    proc = subprocess.run([sys.executable, "-m", "tokeff.cli", "flops", "--model", "tiny", "--seq-len", "64"],
+                          stdout=write, stderr=subprocess.PIPE, text=True, env=ENV, timeout=120)
+    os.close(write)
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.returncode == 141

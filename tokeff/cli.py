@@ -7,6 +7,7 @@ Bad input raises `tokeff.errors.UserError`; it is printed as one line and the ex
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import re
@@ -15,6 +16,7 @@ import sys
 from tokeff.cache import enable_compilation_cache
 from tokeff.errors import UserError
 from tokeff.io import DiskFullError, is_disk_full
+from tokeff.ownership import release_held_locks
 
 # Order is the order of `tokeff --help`: the pipeline from model to decision.
 COMMANDS = [
@@ -52,23 +54,84 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMANDS:
         module = importlib.import_module(f"tokeff.commands.{name}")
         text = module.HELP.replace("%", "%%")  # argparse %-formats help strings
-        cmd = sub.add_parser(name, help=text, description=text)
+        cmd = sub.add_parser(name, help=text, description=module.HELP)  # descriptions are not %-formatted
         module.add_arguments(cmd)
         cmd.set_defaults(_run=module.run)
     return parser
 
 
+def _hoist_positionals(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
+    """`fit --map N=p D=t data.csv`: a VAR=VALUE list option (nargs="+", metavar with '=') would
+    swallow the positional after it; a token without '=' there is moved before the options."""
+    if not argv or argv[0].startswith("-"):
+        return argv
+    sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    command = sub.choices.get(argv[0]) if sub else None
+    if command is None:
+        return argv
+    lists = {s for a in command._actions if a.nargs == "+" and "=" in str(a.metavar or "") for s in a.option_strings}
+    out, hoisted, inside = [argv[0]], [], False
+    for token in argv[1:]:
+        if token.startswith("-"):
+            inside = token in lists
+            out.append(token)
+        elif inside and "=" not in token:
+            hoisted.append(token)
+        else:
+            out.append(token)
+    return [out[0], *hoisted, *out[1:]] if hoisted else argv
+
+
+def _check_cwd() -> None:
+    """A deleted current directory makes every relative path meaningless: one line, exit 2."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        print("tokeff: error: the current directory no longer exists; cd to an existing directory", file=sys.stderr)
+        sys.exit(2)
+
+
+class _OnceWarnings:
+    """Python warnings as `tokeff CMD: warning: ...`, one line each, each text once per command."""
+
+    def __init__(self, command: str):
+        self.command, self.seen = command, set()
+
+    def __call__(self, message, category, filename, lineno, file=None, line=None):
+        text = " ".join(str(message).split())
+        if text in self.seen:
+            return
+        self.seen.add(text)
+        print(f"tokeff {self.command}: warning: {text}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    _check_cwd()
     enable_compilation_cache()
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    args, extra = parser.parse_known_args(_hoist_positionals(list(argv), parser))
     # Only commands that take ml_collections overrides (--config.KEY=VALUE) accept extras.
     if extra and not getattr(args, "_accepts_overrides", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args._extra = extra
+    import warnings
+
+    previous = warnings.showwarning
+    warnings.showwarning = _OnceWarnings(args.command)
     try:
-        return int(args._run(args) or 0)
+        if isinstance(getattr(args, "seed", None), int):  # every command's --seed: one range, checked once
+            from tokeff.resources import check_seed
+
+            check_seed(args.seed, "--seed")
+        code = int(args._run(args) or 0)
+        sys.stdout.flush()  # inside the try: a reader that left shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # `tokeff compare ... | head -c1`: the reader left; stop quietly, as cat and grep do.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except UserError as e:
         print(f"tokeff {args.command}: error: {e}", file=sys.stderr)
         return 2
@@ -84,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"tokeff {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = previous
+        release_held_locks()
 
 
 if __name__ == "__main__":

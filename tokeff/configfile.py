@@ -91,8 +91,11 @@ def set_key(config: ml_collections.ConfigDict, key: str, text: str) -> None:
 
 
 def _call_get_config(file: str, arg: str | None, field: str) -> ml_collections.ConfigDict:
-    if not os.path.isfile(file):
+    if not os.path.exists(file):
         raise UserError(f"{field}: no such file {file!r}")
+    from tokeff.inputs import check_input_file
+
+    check_input_file(file, field)  # a regular file within the size limit: no FIFO, device or directory
     name = f"_tokeff_config_{uuid.uuid4().hex}"
     try:
         spec = importlib.util.spec_from_file_location(name, file)

@@ -108,14 +108,11 @@ def save_figure(fig, path: str | os.PathLike, *, dpi: int = 110) -> None:
 
 
 def read_user_text(path: str, field: str) -> str:
-    """The text of a file the user named in `field`, or a one-line UserError (missing, not text)."""
-    if not os.path.isfile(path):
-        raise UserError(f"{field}: file not found: {path}")
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except UnicodeDecodeError:
-        raise UserError(f"{field}: {path} is not a text file") from None
+    """The text of a file the user named in `field`, or a one-line UserError (missing, not a
+    regular file, too large, not text): the bounded reader of `tokeff.inputs`."""
+    from tokeff.inputs import read_input_text
+
+    return read_input_text(path, field)
 
 
 def read_manifest(path: str | os.PathLike) -> dict | None:
@@ -159,10 +156,16 @@ def claim_output_dir(path: str | os.PathLike, kind: str, *, field: str = "--out"
 
     Accepted: a path that does not exist yet, an empty directory, or a tokeff output directory
     (with `force`, or with `allow_existing` for commands that add files to one, like `allocate`).
-    Refused, with nothing touched: a file, a non-empty directory tokeff did not create, an
-    unwritable place.
+    Refused, with nothing touched: an empty path, a file, a non-empty directory tokeff did not
+    create, a tokeff workdir, an unwritable place, a directory another tokeff process is writing
+    (the lock, `tokeff.ownership`, is held until the command returns).
     """
-    path = check_writable_dir(path, field)
+    from tokeff.ownership import hold_output_lock, refuse_empty_path, workdir_kind
+
+    path = check_writable_dir(refuse_empty_path(path, field), field)
+    if os.path.isdir(path) and workdir_kind(path) is not None:
+        raise UserError(f"{field}: {path} is a tokeff {workdir_kind(path)} workdir, not an output directory; "
+                        "choose a new directory")
     if os.path.isdir(path) and os.listdir(path):
         manifest = read_manifest(path)
         if manifest is None:
@@ -173,6 +176,7 @@ def claim_output_dir(path: str | os.PathLike, kind: str, *, field: str = "--out"
                             "choose a new directory, or pass --force to replace the files tokeff wrote there")
         if not os.access(path, os.W_OK | os.X_OK):
             raise UserError(f"{field}: {path} is not writable")
+    hold_output_lock(path, field)  # until the command returns: one writer per output directory
     _remove_stale_staging(path)
     return path
 
@@ -187,11 +191,23 @@ def output_dir(path: str | os.PathLike, kind: str, *, field: str = "--out", forc
     manifest but this one did not write are removed only if `force` (replacing an output).
     Files not in the manifest are never touched. On error the staging folder is removed.
     """
+    from tokeff.ownership import holds_output_lock, release_output_lock
+
+    held_before = holds_output_lock(os.path.abspath(os.fspath(path)))
     path = claim_output_dir(path, kind, field=field, force=force, allow_existing=allow_existing)
+    try:
+        yield from _stage_and_move(path, kind, field, force, allow_existing)
+    finally:
+        if not held_before:  # claimed here (a library call): released here
+            release_output_lock(path)
+
+
+def _stage_and_move(path: str, kind: str, field: str, force: bool, allow_existing: bool) -> Iterator[str]:
     parent = os.path.dirname(path)
     try:
         os.makedirs(parent, exist_ok=True)
         staging = tempfile.mkdtemp(prefix=f"{_STAGING}{os.getpid()}-", dir=parent)
+        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700: the output gets the mode mkdir would give
     except OSError as e:
         raise _disk_error(e, parent, field) from None
     try:

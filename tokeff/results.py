@@ -187,13 +187,13 @@ def _append_by_rewrite(path: str, data: bytes) -> None:
     tmp.replace(target)
 
 
-def _read_text(path: str) -> str | None:
+def _read_text(path: str, field: str = "data") -> str | None:
     if not is_remote(path):
-        try:
-            with open(path, encoding="utf-8") as f:
-                return f.read()
-        except FileNotFoundError:
+        if not os.path.lexists(path):
             return None
+        from tokeff.inputs import read_input_text
+
+        return read_input_text(path, field)  # regular files only, size-bounded
     from etils import epath
 
     target = epath.Path(path)
@@ -207,11 +207,16 @@ def read_rows(path: str | os.PathLike, *, dedupe: bool = True) -> list[dict[str,
     warning. With `dedupe`, only the latest row of each run_id is kept (in first-seen order).
     """
     path = os.fspath(path)
-    if path.endswith(".csv"):
-        return _read_csv(path, dedupe=dedupe)
     text = _read_text(path)
     if text is None:
         return []
+    return rows_from_text(text, path, dedupe=dedupe)
+
+
+def rows_from_text(text: str, path: str, *, dedupe: bool = True) -> list[dict[str, Any]]:
+    """The rows of a table's text as `read_rows` reads them (`path` names it and gives its type)."""
+    if path.endswith(".csv"):
+        return _read_csv(text, path, dedupe=dedupe)
     rows = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -294,10 +299,7 @@ def write_csv(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike) -> Non
     tmp.replace(target)
 
 
-def _read_csv(path: str, *, dedupe: bool) -> list[dict[str, Any]]:
-    text = _read_text(path)
-    if text is None:
-        return []
+def _read_csv(text: str, path: str, *, dedupe: bool) -> list[dict[str, Any]]:
     kinds = dict(SCHEMA)
     rows = []
     for number, record in enumerate(csv.DictReader(io.StringIO(text)), 2):

@@ -7,6 +7,9 @@ import os
 import sys
 
 from tokeff.commands._option_flags import add_option_space_arguments, option_space_from_args
+from tokeff.errors import UserError
+
+MIN_BUDGET = 1e6
 
 HELP = "decide what to run at a FLOP budget from a fit: frontier or model x N x L, with P(best) and regret"
 
@@ -16,6 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", required=True, help="training FLOPs to allocate, e.g. 1e18")
     parser.add_argument("--out", help="where allocation.json and the plot go (default: FIT_DIR)")
     parser.add_argument("--force", action="store_true", help="allocate even if the fit's diagnostics are not ok")
+    parser.add_argument("--module", action="append", default=[], metavar="MODULE",
+                        help="import this module or .py file first (the fit's form is your own)")
     parser.add_argument("--frontier", choices=["auto", "law"], default="auto",
                         help="pretraining: auto carries the law's frontier to the isoFLOP optima the fit data shows"
                              " (when it is a sweep); law: the law's parameters alone")
@@ -29,12 +34,18 @@ def run(args: argparse.Namespace) -> int:
     from tokeff.io import claim_output_dir, output_dir, write_json
 
     budget = parse_flops(args.budget, "--budget")
+    if budget < MIN_BUDGET:
+        raise UserError(f"--budget: {budget:.3g} FLOPs is below the smallest budget allocated, {MIN_BUDGET:.0e} "
+                        "(one token through a million-parameter model)")
     space = option_space_from_args(args)
-    out = args.out or args.fit_dir
+    out = args.out if args.out is not None else args.fit_dir  # --out '' is refused, not FIT_DIR
+    from tokeff.laws.forms import import_form_modules
+
+    import_form_modules(args.module)
     fit = load_checked_fit(args.fit_dir, force=args.force)  # a bad FIT_DIR is named as such, not as --out
     claim_output_dir(out, "allocation", allow_existing=True)
     result = allocate_fit(fit, budget, space, frontier_source=args.frontier)
-    for w in result["warnings"]:
+    for w in result["warnings"]:  # once, on stderr (the table on stdout leaves them out)
         print(f"tokeff allocate: warning: {w}", file=sys.stderr)
     plot = "frontier.png" if result["kind"] == "pretraining" else "allocation_budgets.png"
     with output_dir(out, "allocation", allow_existing=True) as tmp:

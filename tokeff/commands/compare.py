@@ -9,8 +9,9 @@ HELP = "compare fitted forms on the same data by PSIS-LOO or WAIC (elpd, se, d_e
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dirs", nargs="+", help="fit directories written by `tokeff fit`")
-    parser.add_argument("--ic", default="loo", choices=["loo", "waic"])
-    parser.add_argument("--module", action="append", default=[], help="import this module first (custom forms)")
+    parser.add_argument("--ic", default="loo", choices=["loo", "waic"],
+                        help="information criterion: loo (PSIS leave-one-out) or waic (default: loo)")
+    parser.add_argument("--module", action="append", default=[], help="import this module or .py file first (custom forms)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -48,8 +48,10 @@ def _task(args):
     if args.k_shot and args.split == "all":
         raise UserError("--k-shot: needs --split eval (the exemplars come from the train side)")
     local = Path(args.dataset).suffix.lower() in _LOCAL_SUFFIXES
-    if local and not Path(args.dataset).is_file():
-        raise UserError(f"--dataset: no such file {args.dataset}")
+    if local:
+        from tokeff.inputs import check_input_file
+
+        check_input_file(args.dataset, "--dataset")  # a regular file within the size limit
     return Task(tokens=TokenizerInfo(None), context_len=0, source="mmlu" if local else args.dataset,
                 subjects=args.subjects, path=args.dataset if local else None, split_seed=args.seed,
                 eval_fraction=args.eval_fraction if args.split == "eval" else None,
@@ -65,6 +67,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--batch-size: must be positive, got {args.batch_size}")
     task = _task(args)
     records = task.eval_set(args.limit, sample_seed=args.seed)  # bad data refused before the model loads
+    if args.limit is not None and len(records) < args.limit:
+        raise UserError(f"--limit: {args.limit} questions asked for, but the eval set has {len(records)}; "
+                        f"pass --limit {len(records)} or less")
     loaded = load_model(args.model, dtype=args.dtype)
     fmt = dataclasses.replace(task, tokens=loaded.tokens).prompt  # chat: the model's own template
     result = evaluate(loaded, records, args.method, prompt_format=fmt, exemplars=task.exemplars,

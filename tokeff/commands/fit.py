@@ -20,18 +20,24 @@ def add_arguments(parser: argparse.ArgumentParser, *, grouped: bool = True) -> N
     parser.add_argument("--map", action="extend", nargs="+", default=[], metavar="VAR=COLUMN",
                         help="inputs or target to columns, e.g. --map N=params D=tokens (or repeat --map);"
                              " a*b multiplies columns, e.g. V=n_examples*avg_tokens")
-    parser.add_argument("--method", default="nuts", choices=["nuts", "map", "classic"])
-    parser.add_argument("--chains", type=int, default=4)
-    parser.add_argument("--draws", type=int, default=1000)
-    parser.add_argument("--warmup", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--method", default="nuts", choices=["nuts", "map", "classic"],
+                        help="nuts: full posterior by NUTS; map: the posterior's mode with a Laplace"
+                             " approximation (seconds); classic: Huber loss on log loss, L-BFGS, bootstrap"
+                             " intervals (default: nuts)")
+    parser.add_argument("--chains", type=int, default=4, help="NUTS chains, run in parallel (default 4, at most 64)")
+    parser.add_argument("--draws", type=int, default=1000,
+                        help="NUTS draws kept per chain (default 1000, at most 1,000,000)")
+    parser.add_argument("--warmup", type=int, default=1000,
+                        help="NUTS adaptation steps per chain, not kept (default 1000, at most 1,000,000)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the sampler, in [0, 2^32 - 1] (default 0)")
     parser.add_argument("--target-accept", type=float, default=0.98,
                         help="NUTS target acceptance probability (higher: smaller steps, fewer divergences)")
     parser.add_argument("--init", default="auto", choices=["auto", "prior", "laplace"],
                         help="where NUTS chains start; laplace: draws of the MAP/Laplace approximation with twice its"
                              " sd (apart, but inside the posterior); prior: draws from the priors;"
                              " auto: laplace for loss forms, prior for accuracy forms")
-    parser.add_argument("--bootstrap", type=int, default=4000, help="bootstrap resamples (--method classic)")
+    parser.add_argument("--bootstrap", type=int, default=4000,
+                        help="bootstrap resamples (--method classic; default 4000, at most 100,000)")
     parser.add_argument("--likelihood", default="auto", choices=["auto", "normal", "student_t", "failures"],
                         help="noise model on log loss (loss forms); failures: Student-t(4) plus a learned share of"
                              " runs that trained worse than the law (one-sided); student_t: Student-t(4) alone"
@@ -45,14 +51,16 @@ def add_arguments(parser: argparse.ArgumentParser, *, grouped: bool = True) -> N
     parser.add_argument("--prior", action="append", default=[], metavar="PARAM=SPEC",
                         help="override a prior, e.g. --prior alpha='uniform(0.1, 0.6)'")
     parser.add_argument("--module", action="append", default=[],
-                        help="import this Python module first (it may register your own forms)")
+                        help="import this module (a name, searched in the current directory too, or a path to a"
+                             " .py file) first: it may register your own forms")
     parser.add_argument("--drop-invalid", action="store_true", help="drop rows with NaN/inf inputs instead of refusing")
     parser.add_argument("--no-exclude", action="store_true",
                         help="keep every row: no exclusion of failed runs (non-finite target) or diverged runs"
                              " (loss above the far-out fence); a non-finite target is then refused")
     if grouped:
         add_group_arguments(parser)
-    parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--no-plots", action="store_true", help="write no PNG plots (faster; the JSON and posterior"
+                        " are the same)")
 
 
 def add_group_arguments(parser: argparse.ArgumentParser) -> None:

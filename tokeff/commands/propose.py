@@ -28,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="where proposals.json and sweep_points.json go (default: FIT_DIR)")
     parser.add_argument("--force", action="store_true", help="propose even if the fit's diagnostics are not ok")
+    parser.add_argument("--module", action="append", default=[], metavar="MODULE",
+                        help="import this module or .py file first (the fit's form is your own)")
     add_option_space_arguments(parser)
 
 
@@ -36,23 +38,30 @@ def run(args: argparse.Namespace) -> int:
     from tokeff.decide.options import parse_flops
     from tokeff.decide.proposals import candidates, format_proposals, propose
     from tokeff.io import claim_output_dir, output_dir, write_json
+    from tokeff.resources import check_propose_size, check_seed
 
     if args.top < 1:
         raise UserError(f"--top: must be positive, got {args.top}")
     if args.n_eval is not None and args.n_eval < 1:
         raise UserError(f"--n-eval: must be a positive number of questions, got {args.n_eval}")
+    check_seed(args.seed, "--seed")
     if args.sims < 2:
         raise UserError(f"--sims: must be at least 2, got {args.sims}")
     space = option_space_from_args(args)
     cands = candidates(args.grid, space)
     budget = parse_flops(args.budget, "--budget") if args.budget else max(o.flops for o, _ in cands)
     horizon = parse_flops(args.horizon, "--horizon") if args.horizon else None
-    out = args.out or args.fit_dir
+    out = args.out if args.out is not None else args.fit_dir  # --out '' is refused, not FIT_DIR
+    from tokeff.laws.forms import import_form_modules
+
+    import_form_modules(args.module)
     fit = load_checked_fit(args.fit_dir, force=args.force)  # a bad FIT_DIR is named as such, not as --out
     from tokeff.laws.stacking import refuse_stacked
 
     refuse_stacked(fit, "propose reweights")
     claim_output_dir(out, "proposals", allow_existing=True)
+    n_draws = len(next(iter(fit.samples.values())))
+    check_propose_size(n_candidates=len(cands), sims=args.sims, n_draws=n_draws)
     result = propose(fit, cands, space, budget, n_eval=args.n_eval, horizon=horizon, sims=args.sims,
                      seed=args.seed, top=args.top)
     points = result.pop("sweep_points")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 
 HELP = "run a sweep config (models x budgets x compositions x seeds) into a results table; reruns resume"
 
@@ -26,10 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tokeff import results, sweep
-    from tokeff.io import join_path
+    from tokeff.io import is_remote, join_path
+    from tokeff.ownership import check_workdir_owned, refuse_empty_path
     from tokeff.sweep.config import load_sweep_config
     from tokeff.sweep.grid import parse_shard
 
+    refuse_empty_path(args.workdir, "--workdir")
     shard = parse_shard(args.shard)
     config = load_sweep_config(args.config, list(args._extra))
     points = sweep.points_from_file(args.points) if args.points else sweep.grid_points(config)
@@ -39,12 +42,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"{'done   ' if point.run_id in done else 'pending'}  {point.run_id}")
         return 0
     if args.distributed:
+        if not is_remote(refuse_empty_path(args.workdir, "--workdir")):
+            check_workdir_owned(os.path.abspath(args.workdir), "sweep")
         import jax
 
         jax.distributed.initialize()
     from tokeff.workdir import workdir_lock
 
-    with workdir_lock(args.workdir) if not args.distributed else contextlib.nullcontext():
+    with workdir_lock(args.workdir, kind="sweep") if not args.distributed else contextlib.nullcontext():
         rows = sweep.run_sweep(config, args.workdir, shard=shard, points=points)
     if rows:
         csv_path = join_path(args.workdir, "results.csv")

@@ -230,8 +230,11 @@ def _read_local(path):
     kind = _LOCAL_SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise UserError(f"path: {path.name} is not .json, .jsonl, .csv or .parquet")
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"path: no such file {str(path)!r}")
+    from tokeff.inputs import check_input_file
+
+    check_input_file(path, "path")  # a regular file within the size limit: no FIFO, device or 1 GB file
     try:
         with _quiet_datasets():
             return datasets.load_dataset(kind, data_files=str(path), split="train")

@@ -16,7 +16,7 @@ import numpy as np
 
 from tokeff.decide.decision import allocate_finetuning
 from tokeff.decide.frontier import allocate_pretraining, is_pretraining_form
-from tokeff.decide.options import Option, OptionSpace, option_inputs
+from tokeff.decide.options import Option, OptionSpace, option_columns, option_inputs
 from tokeff.errors import UserError
 from tokeff.flops import check_budget
 
@@ -29,6 +29,9 @@ def load_checked_fit(fit_dir: str, *, force: bool = False):
     if not os.path.isdir(fit_dir):
         raise UserError(f"FIT_DIR: not a directory: {fit_dir}")
     fit = load_fit(fit_dir)
+    if getattr(fit, "groups", None) is not None:
+        raise UserError(f"FIT_DIR: {fit_dir} is a grouped fit (per {fit.groups.column}); allocate and propose take"
+                        f" an ungrouped fit: choose among its groups with `tokeff predict {fit_dir} --at ...`")
     diagnostics = fit.diagnostics or {}
     if not diagnostics.get("ok", False) and not force:
         detail = "; ".join(diagnostics.get("problems") or []) or "no diagnostics recorded"
@@ -41,6 +44,11 @@ def extrapolation_factor(value: float, lo: float, hi: float) -> float:
     return max(1.0, value / hi, lo / value)
 
 
+def _beyond(factor: float) -> str:
+    """How far a value lies outside the fitted range, in words a reader can weigh."""
+    return f"{(factor - 1) * 100:.1f}% beyond it" if factor < 1.1 else f"extrapolating by {factor:.3g}x"
+
+
 def budget_warnings(fit, budget: float, chosen_inputs: Mapping[str, float] | None = None) -> list[str]:
     """Warnings for a budget (or a chosen option's inputs) outside what the fit saw, each with
     its extrapolation factor: laws are least trustworthy exactly where they are extrapolated."""
@@ -51,13 +59,13 @@ def budget_warnings(fit, budget: float, chosen_inputs: Mapping[str, float] | Non
         factor = extrapolation_factor(budget, compute_of_runs.min(), compute_of_runs.max())
         if factor > 1.0:
             out.append(f"budget {budget:.3g} FLOPs is outside the fit's range of 6ND "
-                       f"[{compute_of_runs.min():.3g}, {compute_of_runs.max():.3g}]: extrapolating by {factor:.3g}x")
+                       f"[{compute_of_runs.min():.3g}, {compute_of_runs.max():.3g}]: {_beyond(factor)}")
     for name, value in (chosen_inputs or {}).items():
         x = np.asarray(inputs[name])
         factor = extrapolation_factor(value, x.min(), x.max())
         if factor > 1.0:
             out.append(f"budget {budget:.3g} FLOPs: the decision's {name}={value:.3g} is outside the "
-                       f"fit's range [{x.min():.3g}, {x.max():.3g}]: extrapolating by {factor:.3g}x")
+                       f"fit's range [{x.min():.3g}, {x.max():.3g}]: {_beyond(factor)}")
     return out
 
 
@@ -105,10 +113,10 @@ def allocate_fit(fit, budget: float, space: OptionSpace | None = None, *, fronti
         if space is None or not space.models:
             raise UserError(f"models: form {form.name} chooses among models; give candidates (--models)")
         result = allocate_finetuning(functools.partial(fit.predictive, kind="new_run"), form.target, budget, space,
-                                     columns=fit.data.columns)
+                                     columns=option_columns(fit))
         best = Option(**{k: result["decision"][k] for k in
                          ("model", "n_examples", "avg_tokens", "epochs", "flops", "strategy")})
-        chosen = {k: float(v[0]) for k, v in option_inputs([best], fit.data.columns).items()}
+        chosen = {k: float(v[0]) for k, v in option_inputs([best], option_columns(fit)).items()}
         warnings = budget_warnings(fit, budget, chosen)
     return {"form": form.name, "target": form.target, "budget_flops": float(budget),
             "n_draws": int(used["draws"].n_opt.shape[0]) if is_pretraining_form(form)
@@ -157,5 +165,4 @@ def format_table(result: dict) -> str:
                 tie = "  (~tie)" if p["indistinguishable"] else ""
                 lines.append(f"  {p['budget_flops']:>10.3g}  {p['decision']:<40} P(best) {p['p_best']:.2f}  "
                              f"{_fmt_interval(p['predicted'])}{tie}")
-    lines += [f"warning: {w}" for w in result["warnings"]]
     return "\n".join(lines)

@@ -239,8 +239,9 @@ class OptionSpace:
 
 def option_inputs(options: list[Option], columns: Mapping[str, str]) -> dict[str, np.ndarray]:
     """Form inputs ([O] arrays) for each option through the fit's input -> column expression
-    mapping (`FitData.columns`, e.g. {"V": "n_examples*avg_tokens", "M": "params"}), so an
-    option is described to the law exactly as the runs it was fitted on were."""
+    mapping (`FitData.columns`, e.g. {"V": "n_examples*avg_tokens", "M": "params"}, or
+    `option_columns` of it), so an option is described to the law exactly as the runs it was
+    fitted on were."""
     rows = [o.row() for o in options]
     inputs = {}
     for name, expr in columns.items():
@@ -257,6 +258,29 @@ def option_inputs(options: list[Option], columns: Mapping[str, str]) -> dict[str
     return inputs
 
 
+def option_columns(fit) -> dict[str, str]:
+    """The fit's input -> column expressions as an option can answer them: an input the table
+    named its own way (`--map D=tokens`) is read from the form's default column for it (D:
+    tokens_seen), which every option defines."""
+    known = set(Option("tiny", 1, 1.0, 1, 1.0).row())
+    columns = dict(fit.data.columns)
+    for name, expr in fit.data.columns.items():
+        if name in ("target", "n_eval") or all(c.strip() in known for c in expr.split("*")):
+            continue
+        if name in fit.form.columns:
+            columns[name] = fit.form.columns[name]
+    return columns
+
+
+def check_context(model: str, length: float, field: str) -> None:
+    """Refuse an example length over `model`'s context length (no run could train on it)."""
+    from tokeff.models.config import get_preset
+
+    limit = get_preset(model).max_seq_len
+    if length > limit:
+        raise UserError(f"{field}: {length:g} tokens is over {model}'s context length of {limit}")
+
+
 def parse_flops(text: str, field: str) -> float:
     """A FLOP count given on the command line (`--budget 1e20`): a number, checked as a budget."""
     try:
@@ -266,16 +290,33 @@ def parse_flops(text: str, field: str) -> float:
     return check_budget(value, field)
 
 
+MAX_COUNT = 10**12  # the largest example count, length or epoch count a flag takes
+
+
 def int_list(text: str | None, field: str) -> tuple[int, ...]:
+    """Comma-separated positive integers (1e3 is 1000; 1.5 is refused), each at most once."""
     if not text:
         return ()
     try:
-        values = tuple(int(float(x)) for x in text.split(",") if x.strip())
+        floats = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise UserError(f"{field}: expected comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
+    if not floats or min(floats) < 1:
         raise UserError(f"{field}: values must be positive integers, got {text!r}")
+    if max(floats) > MAX_COUNT:
+        raise UserError(f"{field}: {max(floats):.3g} is over the limit of {MAX_COUNT:.0e}")
+    fractional = [x for x in floats if not x.is_integer()]
+    if fractional:
+        raise UserError(f"{field}: values must be whole numbers, got {fractional[0]:g}")
+    values = tuple(int(x) for x in floats)
+    _check_unique(values, field)
     return values
+
+
+def _check_unique(values, field: str) -> None:
+    repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
+    if repeated:
+        raise UserError(f"{field}: {repeated[0]} is listed twice; each option once")
 
 
 def read_lengths(path: str):
@@ -304,7 +345,9 @@ def option_space(*, models: str | None = None, lengths_grid: str | None = None, 
     model_names = tuple(m.strip() for m in (models or "").split(",") if m.strip())
     for m in model_names:
         get_preset(m)
+    _check_unique(model_names, "--models")
     strategy_names = tuple(s.strip() for s in (strategies or "").split(",") if s.strip())
+    _check_unique(strategy_names, "--strategies")
     for s in strategy_names:
         if s not in STRATEGIES:
             raise UserError(f"--strategies: unknown {s!r}; known: {', '.join(STRATEGIES)}")
@@ -320,5 +363,10 @@ def option_space(*, models: str | None = None, lengths_grid: str | None = None, 
         if not strategy_names:
             raise UserError("--row-len: packed costs apply to strategies (give --strategies and --lengths)")
         cost = PackedRows(int(row_len), float(fill))
-    return OptionSpace(model_names, int_list(lengths_grid, "--lengths-grid"), strategy_names,
+    elif fill != 1.0:
+        raise UserError("--fill: applies only to packed costs; give --row-len with it")
+    lengths = int_list(lengths_grid, "--lengths-grid")
+    for m in model_names:
+        check_context(m, max(lengths, default=0), "--lengths-grid")
+    return OptionSpace(model_names, lengths, strategy_names,
                        int_list(epochs, "--epochs"), int_list(n_examples, "--n-examples"), pool, cost)

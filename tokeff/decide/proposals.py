@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import math
 import json
 from typing import Callable, Mapping
 
@@ -34,9 +35,13 @@ import numpy as np
 from tokeff.decide.frontier import is_pretraining_form
 from tokeff.decide.sweep_check import fit_frontier
 from tokeff.decide.decision import decide_at
-from tokeff.decide.options import Option, OptionSpace, example_flops, option_inputs, strategy_options
+from tokeff.decide.options import (
+    MAX_COUNT, Option, OptionSpace, check_context, example_flops, option_columns, option_inputs,
+    strategy_options,
+)
 from tokeff.decide.summaries import normalized_weights
 from tokeff.errors import UserError
+from tokeff.resources import check_candidate_count
 from tokeff.laws.model import Likelihood, observation_dist
 
 Uncertainty = Callable[[np.ndarray], np.ndarray]  # weights [M, P] (rows sum to 1) -> U [M]
@@ -225,6 +230,7 @@ def candidates(grid_path: str | None, space: OptionSpace) -> list[tuple[Option, 
     out = []
     try:
         if "points" in grid:
+            check_candidate_count(len(grid["points"]))
             raw = [(p["model"], int(p["n_examples"]), float(p["avg_tokens"]), int(p.get("epochs", 1)),
                     int(p.get("seed", 0))) for p in grid["points"]]
         elif "strategies" in grid:
@@ -237,18 +243,24 @@ def candidates(grid_path: str | None, space: OptionSpace) -> list[tuple[Option, 
                 out += [(o, int(seed)) for o in options]
             raw = []
         else:
-            raw = list(itertools.product(_list(grid, "models"), _list(grid, "n_examples"), _list(grid, "avg_tokens"),
-                                         _list(grid, "epochs", [1]), _list(grid, "seeds", [0])))
+            axes = [_list(grid, "models"), _list(grid, "n_examples"), _list(grid, "avg_tokens"),
+                    _list(grid, "epochs", [1]), _list(grid, "seeds", [0])]
+            check_candidate_count(math.prod(len(a) for a in axes))  # before building them
+            raw = list(itertools.product(*axes))
         for model, n, length, epochs, seed in raw:
             get_preset(str(model))
             if int(n) < 1 or float(length) < 1 or int(epochs) < 1:
                 raise UserError(f"--grid: n_examples, avg_tokens and epochs must be positive ({model}, {n}, {length})")
+            if max(float(n), float(epochs)) > MAX_COUNT:
+                raise UserError(f"--grid: n_examples and epochs must be at most {MAX_COUNT:.0e} ({model}, {n}, {epochs})")
+            check_context(str(model), float(length), "--grid")
             flops = int(epochs) * int(n) * example_flops(str(model), int(round(float(length))))
             out.append((Option(str(model), int(n), float(length), int(epochs), float(flops)), int(seed)))
     except (KeyError, TypeError, ValueError) as e:
         raise UserError(f"--grid: malformed candidate ({e})") from None
     if not out:
         raise UserError("--grid: no candidates (give a grid file, or --models, --n-examples and --lengths-grid)")
+    check_candidate_count(len(out))
     return out
 
 
@@ -281,13 +293,13 @@ def propose(fit, cands: list[tuple[Option, int]], space: OptionSpace, budget: fl
             lengths=() if space.strategies else tuple(sorted({int(round(o.avg_tokens)) for o, _ in cands})),
             strategies=space.strategies, epochs=tuple(sorted({o.epochs for o, _ in cands})), pool=space.pool)
         opts, _, metric_PxO, _ = decide_at(functools.partial(fit.predictive, kind="new_run"), form.target,
-                                           decision_space, budget, columns=fit.data.columns)
+                                           decision_space, budget, columns=option_columns(fit))
         if not opts:
             raise UserError(f"--budget: no feasible option at {budget:.3g} FLOPs to decide between")
         uncertainty = option_entropy(metric_PxO if form.target == "accuracy" else -metric_PxO)
         measure = f"entropy (nats) of which of {len(opts)} options is best"
 
-    inputs_C = option_inputs([o for o, _ in cands], fit.data.columns)
+    inputs_C = option_inputs([o for o, _ in cands], option_columns(fit))
     # Each candidate's run per draw: the law and what it misses there (the fit's discrepancy, loss forms).
     run_PxC = fit.predictive(inputs_C, "new_run", seed=seed)
     n_eval = n_eval or (int(np.median(fit.data.n_eval)) if fit.data.n_eval is not None else 200)

@@ -51,6 +51,8 @@ def origins(n_rows: int, *, frac: float = 0.33, cuts: int = 1) -> list[tuple[int
         raise UserError(f"--frac: must be in (0, 1), got {frac}")
     if cuts < 1:
         raise UserError(f"--cuts: must be >= 1, got {cuts}")
+    if int(round(n_rows * frac)) < 1:
+        raise UserError(f"--frac: {frac:g} of {n_rows} rows holds out no row; hold out at least one")
     starts = [int(round(n_rows * (1 - frac * (cuts - j) / cuts))) for j in range(cuts)]
     ends = starts[1:] + [n_rows]
     if any(e <= s for s, e in zip(starts, ends)):

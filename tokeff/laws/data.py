@@ -20,6 +20,7 @@ Nothing else is dropped: the Student-t likelihood down-weights the outliers that
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 from collections.abc import Mapping
 
@@ -33,6 +34,9 @@ DEFAULT_COUNT = "n_eval"
 # The diverged-run fence on log loss: Q3 + max(FAR_OUT_IQR * IQR, log(MIN_DIVERGED_RATIO)).
 FAR_OUT_IQR = 3.0
 MIN_DIVERGED_RATIO = 2.0
+# The largest input or target value a fit takes: the laws run in float32 (max ~3.4e38), and a
+# power of an input must stay finite there too.
+MAX_VALUE = 1e30
 
 
 @dataclasses.dataclass
@@ -76,7 +80,9 @@ class FitData:
         return cls(inputs, frame["y"].to_numpy(np.float64), n_eval, dict(columns))
 
 
-TIE_RTOL = 1e-9  # ordering values this close are one value (an isoFLOP budget's N*D, up to rounding)
+# Ordering values this close (relatively) are one value: an isoFLOP budget's N*D in a table whose
+# N and D were rounded to 6 significant digits differ by up to ~1e-5.
+TIE_RTOL = 1e-4
 
 
 def cut_between_ties(sorted_values: np.ndarray, cut: int) -> int | None:
@@ -106,49 +112,66 @@ def read_table(path: str):
 
     from tokeff import results
 
-    if not os.path.exists(path):
-        raise UserError(f"data: file not found: {path}")
+    from tokeff.inputs import read_input_text
+
+    if not str(path).strip():
+        raise UserError("data: the path is empty; name a results table")
     ext = os.path.splitext(path)[1].lower()
     try:
         if os.path.isdir(path):
+            if not results.table_paths(path):
+                raise UserError(f"data: {path} is a directory without results tables (results*.jsonl); "
+                                "name a .csv or .jsonl file, or a sweep directory")
             frame = _results_frame(results.sweep_rows(path))
-        elif ext not in (".csv", ".jsonl", ".ndjson", ".json"):
+        elif ext not in (".csv", ".jsonl", ".ndjson", ".json") and os.path.exists(path):
             raise UserError(f"data: unsupported file type '{ext}' for {path} (use .csv or .jsonl)")
-        elif ext != ".json" and _is_results_table(path, ext):
-            frame = _results_frame(results.read_rows(path))
-        elif ext == ".csv":
-            frame = pd.read_csv(path)
-        elif ext == ".json":
-            frame = pd.read_json(path)
         else:
-            frame = pd.read_json(path, lines=True)
+            text = read_input_text(path, "data")  # regular files only, size-bounded
+            if ext != ".json" and _is_results_table(text, ext):
+                frame = _results_frame(results.rows_from_text(text, path))
+            elif ext == ".csv":
+                _check_unique_header(text, path)
+                frame = pd.read_csv(io.StringIO(text))
+            elif ext == ".json":
+                frame = pd.read_json(io.StringIO(text))
+            else:
+                frame = pd.read_json(io.StringIO(text), lines=True)
     except UserError as e:
         message = str(e)
         raise UserError(message if path in message else f"data: {path}: {message}") from None
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as e:
         raise UserError(f"data: cannot parse {path}: {str(e).splitlines()[0]}") from None
-    except IsADirectoryError:
-        raise UserError(f"data: {path} is a directory without results tables") from None
     if len(frame) == 0:
         raise UserError(f"data: {path} has no rows")
     return frame
 
 
-def _is_results_table(path: str, ext: str) -> bool:
-    """Whether the file's first record (JSONL line or CSV header) has a run_id: a tokeff results table."""
+def _check_unique_header(text: str, path: str) -> None:
+    """Two columns of one name would be read as NAME and NAME.1: refuse them instead."""
+    import csv
+
+    header = next(csv.reader(io.StringIO(text)), [])
+    seen = set()
+    for column in (c.strip() for c in header):
+        if column in seen:
+            raise UserError(f"data: {path}: column {column!r} appears twice in the header")
+        seen.add(column)
+
+
+def _is_results_table(text: str, ext: str) -> bool:
+    """Whether the text's first record (JSONL line or CSV header) has a run_id: a tokeff results table."""
     import json
 
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            if ext == ".csv":
-                return "run_id" in [c.strip() for c in line.strip().split(",")]
-            try:
-                first = json.loads(line)
-            except json.JSONDecodeError:
-                return False
-            return isinstance(first, dict) and "run_id" in first
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        if ext == ".csv":
+            return "run_id" in [c.strip() for c in line.strip().split(",")]
+        try:
+            first = json.loads(line)
+        except json.JSONDecodeError:
+            return False
+        return isinstance(first, dict) and "run_id" in first
     return False
 
 
@@ -168,7 +191,10 @@ def parse_mapping(items: list[str] | None, field: str = "--map", expected: str =
         var, sep, col = item.partition("=")
         if not sep or not var.strip() or not col.strip():
             raise UserError(f"{field}: expected {expected}, got '{item}'")
-        out[var.strip()] = col.strip()
+        var, col = var.strip(), col.strip()
+        if var in out and out[var] != col:
+            raise UserError(f"{field}: {var} is given twice ({var}={out[var]} and {var}={col}); give it once")
+        out[var] = col
     return out
 
 
@@ -245,6 +271,8 @@ def prepare(
         if expr is None:
             raise UserError(f"input {var}: form {form.name} has no default column for it; pass --map {var}=COLUMN")
         columns[var] = expr
+    if target and mapping.get("target") and mapping["target"] != target:
+        raise UserError(f"--target: {target!r} conflicts with --map target={mapping['target']}; give the target once")
     columns["target"] = target or mapping.get("target") or DEFAULT_TARGET[form.target]
     if form.target == "accuracy":
         columns["n_eval"] = mapping.get("n_eval", DEFAULT_COUNT)
@@ -255,6 +283,7 @@ def prepare(
     extra = {k: table[k].to_numpy() for k in keep}
 
     excluded = []
+    rows = np.arange(y.shape[0])  # table row of each kept point
     if exclude:
         kept, reasons = excluded_rows(y, form.target)
         excluded = [{"row": int(i), "value": float(y[i]) if np.isfinite(y[i]) else str(y[i]), "reason": reasons[i]}
@@ -262,6 +291,7 @@ def prepare(
         inputs, y = {k: v[kept] for k, v in inputs.items()}, y[kept]
         n_eval = n_eval[kept] if n_eval is not None else None
         extra = {k: v[kept] for k, v in extra.items()}
+        rows = rows[kept]
 
     stacked = np.stack([*inputs.values(), y] + ([n_eval] if n_eval is not None else []), axis=1)
     finite = np.isfinite(stacked).all(axis=1)
@@ -269,10 +299,20 @@ def prepare(
         n_bad = int((~finite).sum())
         if not drop_invalid:
             raise UserError(f"data: {n_bad} row(s) with NaN/inf in the used columns; fix them or pass --drop-invalid")
+        # Dropped rows are listed with the exclusions: printed by `tokeff fit`, kept in summary.json.
+        excluded += [{"row": int(rows[i]), "value": float(y[i]) if np.isfinite(y[i]) else str(y[i]),
+                      "reason": "invalid: NaN/inf in a used column (--drop-invalid)"} for i in np.flatnonzero(~finite)]
+        excluded.sort(key=lambda e: e["row"])
         inputs = {k: v[finite] for k, v in inputs.items()}
         y = y[finite]
         n_eval = n_eval[finite] if n_eval is not None else None
         extra = {k: v[finite] for k, v in extra.items()}
+
+    for var, v in [*inputs.items(), ("target", y)]:
+        if v.size and np.abs(v).max() > MAX_VALUE:
+            where = f"input {var} (column '{columns[var]}')" if var != "target" else f"target (column '{columns['target']}')"
+            raise UserError(f"{where}: values up to {np.abs(v).max():.3g} are over the limit of {MAX_VALUE:.0e} "
+                            "(they overflow the fit's float32 arithmetic)")
 
     for var, v in inputs.items():
         if (v <= 0).any():

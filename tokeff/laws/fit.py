@@ -20,10 +20,12 @@ from tokeff.errors import UserError
 from tokeff.io import output_dir, write_json
 from tokeff.laws import diagnostics as diag_lib
 from tokeff.laws.data import FitData, prepare
-from tokeff.laws.forms import Form, get_form
+from tokeff.laws.forms import Form, get_form, is_builtin
 from tokeff.laws import discrepancy as discrepancy_lib
 from tokeff.laws.laplace import run_laplace
 from tokeff.laws.settings import FitSettings
+from tokeff.resources import check_fit_size
+from tokeff.usermodule import check_form_outputs
 from tokeff.laws.model import (
     Likelihood, init_strategy, make_model, observed, param_sites, predictive, resolve_likelihood,
 )
@@ -146,6 +148,23 @@ def _recorded_settings(summary: Mapping) -> FitSettings | None:
     return FitSettings.from_dict(recorded) if "method" in recorded else None
 
 
+def _check_flags_apply(form: Form, s: FitSettings) -> None:
+    """Refuse settings that cannot apply to this form, and warn once about sampler flags the method
+    ignores (a flag that silently does nothing reads as if it had been used)."""
+    import warnings
+
+    if s.chance and form.target == "loss":
+        raise UserError(f"--chance: applies to accuracy forms; {form.name} is a loss form")
+    if s.likelihood != "auto" and form.target == "accuracy":
+        raise UserError(f"--likelihood: applies to loss forms; {form.name} is an accuracy form (binomial counts)")
+    default = FitSettings()
+    used_by = {"chains": "nuts", "draws": "nuts", "warmup": "nuts", "target_accept": "nuts", "bootstrap": "classic"}
+    ignored = [f"--{name.replace('_', '-')}" for name, method in used_by.items()
+               if s.method != method and getattr(s, name) != getattr(default, name)]
+    if ignored:
+        warnings.warn(f"{', '.join(ignored)}: ignored by --method {s.method}", stacklevel=3)
+
+
 def fit(
     table,
     form: Form | str,
@@ -165,6 +184,7 @@ def fit(
     s = settings
     priors = s.prior_overrides
     form = get_form(form) if isinstance(form, str) else form
+    _check_flags_apply(form, s)
     if form.target == "accuracy" and form.floor not in priors:
         form = form.above_chance(s.chance)
     form = form.with_priors(priors)
@@ -173,7 +193,10 @@ def fit(
     data = table if isinstance(table, FitData) else prepare(
         table, form, mapping=mapping, target=target, drop_invalid=s.drop_invalid, exclude=s.exclude
     )
+    if not is_builtin(form.name):
+        check_form_outputs(form, data.inputs)  # a user's form that cannot be fitted: one line, not a LinAlgError
     method, chains, draws, warmup, seed, target_accept = s.method, s.chains, s.draws, s.warmup, s.seed, s.target_accept
+    check_fit_size(method=method, chains=chains, draws=draws, n_params=len(form.params), n_points=data.n_points)
 
     start = time.perf_counter()
     run: dict = {}  # what the sampler did beyond `settings`: its start, a retry, the classic grid
@@ -225,6 +248,7 @@ def fit(
             diagnostics["note"] = text
     samples = {k: idata.posterior[k].values.reshape(-1) for k in sites}
     _check_finite(form, lik, samples, data, diagnostics)
+    _check_coverage(form, lik, samples, data, diagnostics, seed)
     summary = _summary(form, method, lik, data, idata, sites, diagnostics, settings.as_dict() | run, point)
     summary["discrepancy"] = {"mode": "none"}
     if s.discrepancy == "extrapolation" and form.target == "loss" and method != "classic":
@@ -254,6 +278,48 @@ def _check_finite(form: Form, lik: Likelihood, samples: dict, data: FitData, dia
         diagnostics["problems"].append(f"{int(bad.sum())} of {bad.size} draws ({100 * bad.mean():.2g}%) give non-finite predictions")
         diagnostics["advice"].append("check the data for failed runs (huge or zero losses), or use --method nuts")
     diagnostics["nonfinite_draws"] = int(bad.sum())
+
+
+# A fit whose posterior predictive leaves more than this share of its own points outside their
+# 90% intervals (about a tenth are expected outside) does not describe its data: not ok.
+MAX_OUTSIDE_90 = 0.5
+# ... or puts so many of them on one side of their predictive medians (half expected) that a sign
+# test gives less than this chance (16 points: 15 or more on one side; 11 points: all).
+MAX_SIGN_TEST_P = 1e-3
+
+
+def _sign_test_p(n: int, k: int) -> float:
+    """Two-sided sign test: the chance of k or more of n fair coin flips landing on one side."""
+    from math import comb
+
+    return min(1.0, 2 * sum(comb(n, j) for j in range(k, n + 1)) / 2**n) if n else 1.0
+
+
+def _check_coverage(form: Form, lik, samples: dict, data: FitData, diagnostics: dict, seed: int) -> None:
+    """A fit that misses the data it saw (a prior that excludes it, a wrong form) is not ok, even
+    when the sampler converged: count the fitted points outside their own 90% predictive interval."""
+    if diagnostics.get("nonfinite_draws"):
+        return
+    try:
+        draws = predictive(form, lik, samples, data.inputs, "observed", n_eval=data.n_eval, seed=seed)
+    except Exception:  # noqa: BLE001 - the check must not turn a fit into a crash
+        return
+    lo, median, hi = np.nanquantile(draws, [0.05, 0.5, 0.95], axis=0)
+    outside = float(np.mean((data.y < lo) | (data.y > hi)))
+    one_side = float(max(np.mean(data.y < median), np.mean(data.y > median)))
+    diagnostics["outside_90"] = outside
+    diagnostics["one_side_of_median"] = one_side
+    problem = None
+    if outside > MAX_OUTSIDE_90:
+        problem = (f"{outside:.0%} of the fitted points lie outside their own 90% predictive interval "
+                   "(about 10% expected): the fit misses its data")
+    elif _sign_test_p(data.n_points, round(one_side * data.n_points)) < MAX_SIGN_TEST_P:
+        problem = (f"{one_side:.0%} of the fitted points lie on one side of their own predictive median "
+                   "(about half expected): the fit is biased against its data")
+    if problem:
+        diagnostics["ok"] = False
+        diagnostics["problems"].append(problem)
+        diagnostics["advice"].append("widen the priors (--prior) to cover the data's range, or change the form")
 
 
 def _model_args(form: Form, data: FitData):
@@ -349,6 +415,25 @@ def _inference_data(form, lik, data, posterior, stats):
     )
 
 
+def summary_header(form: Form, method: str, lik: Likelihood, data: FitData) -> dict:
+    """What every summary.json (plain or grouped fit) opens with: the form, the method, the data
+    it saw and the model it assumed."""
+    return {
+        "form": form.name,
+        "method": method,
+        "target": form.target,
+        "inputs": list(form.inputs),
+        "columns": data.columns,
+        "n_points": data.n_points,
+        # Rows the exclusion rule left out (tokeff.laws.data): row, value and reason each.
+        "excluded": list(data.excluded),
+        "input_ranges": data.input_ranges(),
+        "target_range": [float(data.y.min()), float(data.y.max())],
+        "likelihood": lik.as_dict(),
+        "priors": {k: str(p) for k, p in form.params.items()},
+    }
+
+
 def _summary(form, method, lik, data, idata, sites, diagnostics, settings, point) -> dict:
     import arviz as az
 
@@ -373,18 +458,7 @@ def _summary(form, method, lik, data, idata, sites, diagnostics, settings, point
         if point is not None and k in point:
             params[k]["estimate"] = point[k]
     return {
-        "form": form.name,
-        "method": method,
-        "target": form.target,
-        "inputs": list(form.inputs),
-        "columns": data.columns,
-        "n_points": data.n_points,
-        # Rows the exclusion rule left out (tokeff.laws.data): row, value and reason each.
-        "excluded": list(data.excluded),
-        "input_ranges": data.input_ranges(),
-        "target_range": [float(data.y.min()), float(data.y.max())],
-        "likelihood": lik.as_dict(),
-        "priors": {k: str(p) for k, p in form.params.items()},
+        **summary_header(form, method, lik, data),
         "params": params,
         "diagnostics": diagnostics,
         "settings": settings,

@@ -127,10 +127,13 @@ _REGISTRY: dict[str, Form] = {}
 def register_form(form: Form | None = None, /, **spec):
     """Register a form: `register_form(Form(...))`, or as a decorator on a mean function with
     `@register_form(name=..., inputs=..., target=..., params=..., [allocate=..., columns=...])`.
-    Re-registering a name replaces it (so notebooks can redefine a form)."""
+    Re-registering a name replaces it (so notebooks can redefine a form), except a built-in name."""
     if form is not None:
         if not isinstance(form, Form):
             raise TypeError("register_form takes a Form, or keyword arguments as a decorator")
+        builtin = globals().get("BUILTIN_FORMS", ())
+        if form.name in builtin and _REGISTRY.get(form.name) is not form:
+            raise UserError(f"form {form.name}: is a built-in form; register yours under another name")
         _REGISTRY[form.name] = form
         return form
 
@@ -518,11 +521,17 @@ register_form(
 
 
 def import_form_modules(modules) -> None:
-    """Import user modules that register forms (`--module my_forms`), so their names resolve."""
-    import importlib
+    """Import user modules that register forms (`--module my_forms` or `--module ./my_forms.py`),
+    so their names resolve; any failure is one line naming the module (`tokeff.usermodule`)."""
+    from tokeff.usermodule import load_user_modules
 
-    for module in modules:
-        try:
-            importlib.import_module(module)
-        except ImportError as e:
-            raise UserError(f"--module: cannot import '{module}': {e}") from None
+    load_user_modules(modules)
+
+
+# The built-in names, fixed here: a user module may not re-register them (that would silently
+# change what `--form chinchilla` means); its own names may be redefined (notebooks do).
+BUILTIN_FORMS = frozenset(_REGISTRY)
+
+
+def is_builtin(name: str) -> bool:
+    return name in BUILTIN_FORMS

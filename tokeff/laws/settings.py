@@ -79,6 +79,15 @@ class FitSettings:
                 raise SettingError(name, f"must be an integer, got {value!r}")
             if name != "seed" and value < 1:
                 raise SettingError(name, f"must be >= 1, got {value}")
+        from tokeff.resources import MAX_BOOTSTRAP, MAX_CHAINS, MAX_DRAWS, MAX_SEED
+
+        if not 0 <= self.seed <= MAX_SEED:
+            raise SettingError("seed", f"must be an integer in [0, {MAX_SEED}], got {self.seed}")
+        # Sizes that would run for hours (the memory of the draws is checked with the data, in fit)
+        for name, limit in (("chains", MAX_CHAINS), ("draws", MAX_DRAWS), ("warmup", MAX_DRAWS),
+                            ("laplace_draws", MAX_DRAWS), ("bootstrap", MAX_BOOTSTRAP)):
+            if getattr(self, name) > limit:
+                raise SettingError(name, f"{getattr(self, name)} is over the limit of {limit}")
         if not (0.0 < self.target_accept < 1.0):  # also false for NaN
             raise SettingError("target_accept", f"must be a probability strictly between 0 and 1, got {self.target_accept}")
         if not (0.0 <= self.chance < 1.0):

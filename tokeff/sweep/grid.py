@@ -79,7 +79,9 @@ def check_seed(seed, where: str) -> int:
     """A point's seed: an integer (not a bool)."""
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise UserError(f"{where}: must be an integer, got {seed!r}")
-    return int(seed)
+    from tokeff.resources import check_seed as check_seed_range
+
+    return check_seed_range(int(seed), where)
 
 
 def check_shard(index: int, count: int) -> tuple[int, int]:
@@ -100,10 +102,12 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 def points_from_file(path: str) -> list[Point]:
     """The points `tokeff propose` wrote (sweep_points.json: {"points": [Point.as_dict(), ...]})."""
+    from tokeff.inputs import read_input_text
+
+    text = read_input_text(path, "--points")  # regular files only, size-bounded
     try:
-        with open(path) as f:
-            payload = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
+        payload = json.loads(text)
+    except json.JSONDecodeError as e:
         raise UserError(f"--points: cannot read {path!r} ({e})") from None
     entries = payload.get("points") if isinstance(payload, Mapping) else None
     if not isinstance(entries, list) or not entries:
@@ -119,6 +123,10 @@ def points_from_file(path: str) -> list[Point]:
         unknown = sorted(entry.keys() - {"model", "budget_flops", "composition", "seed"})
         if unknown:
             raise UserError(f"{where}.{unknown[0]}: unknown key")
+        try:
+            preset_for_spec(str(entry["model"]))  # an unknown model is refused here, not listed as pending
+        except UserError as e:
+            raise UserError(f"{where}.model: {e}") from None
         points.append(Point(str(entry["model"]), flops.check_budget(entry["budget_flops"], f"{where}.budget_flops"),
                             check_composition(entry["composition"], f"{where}.composition"),
                             check_seed(entry["seed"], f"{where}.seed")))

@@ -221,6 +221,10 @@ def _run_point(config, point: Point, train_config, workdir, runner: Runner, proc
     result_file = workdir / "result.json"
     if writer:
         workdir.mkdir(parents=True, exist_ok=True)
+        if not io.is_remote(workdir):
+            from tokeff.ownership import mark_workdir
+
+            mark_workdir(os.fspath(workdir), "train")  # the sweep made it: its run's workdir
         recorded = workdir / "point.json"
         # A run that failed before it trained anything (no checkpoint, metrics or result) holds
         # nothing a changed config could mix with: its corrected config replaces the record.

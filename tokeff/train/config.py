@@ -15,6 +15,7 @@ import ml_collections
 
 from tokeff.configfile import load_config
 from tokeff.errors import UserError
+from tokeff.models.config import ATTENTION_PATHS
 
 __all__ = ["load_config", "load_train_config", "check_train_config"]
 
@@ -30,21 +31,23 @@ _RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "optim.eps": (0, None, False),
     "optim.weight_decay": (0, None, True),
     "optim.clip_norm": (0, None, True),
-    "data.pool_size": (1, None, True),
+    "data.pool_size": (1, 10_000_000, True),  # examples generated in memory
+    "seed": (0, 2**32 - 1, True),
+    "data.split_seed": (0, 2**32 - 1, True),
     "data.eval_fraction": (0, 1, False),
     "data.token_budget": (0, None, True),
     "data.n_examples": (0, None, True),
     "data.avg_tokens": (0, None, True),
     "data.max_len": (0, None, True),
     "data.row_len": (0, None, True),
-    "batch_size": (1, None, True),
+    "batch_size": (1, 65_536, True),  # rows of one step, held in host and device memory
     "microbatches": (1, None, True),
     "checkpoint.every_steps": (0, None, True),
     "checkpoint.keep": (1, None, True),
 }
 _CHOICES = {
     "dtype": ("float32", "bfloat16"),
-    "attention": ("auto", "reference", "splash", "cudnn"),
+    "attention": ATTENTION_PATHS,
     "optim.moments_dtype": ("float32", "bfloat16"),
     "data.layout": ("packed", "padded"),
     "data.loss_on": ("answer", "all"),

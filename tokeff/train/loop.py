@@ -113,8 +113,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, resources: Resourc
     resources = resources or Resources()
     try:
         if config.distributed.enabled:  # every host of a multi-host run writes the one shared workdir
+            _check_owned(workdir)
             return _train(config, workdir, resources)
-        with workdir_lock(workdir):
+        with workdir_lock(workdir, kind="train"):
             return _train(config, workdir, resources)
     except Exception as e:
         from tokeff.io import DiskFullError, is_disk_full
@@ -123,6 +124,14 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, resources: Resourc
             raise
         raise DiskFullError(f"--workdir: no space left on the device holding {workdir}; the last good checkpoint "
                             f"({_last_checkpoint(workdir)}) is intact: free space and rerun to resume") from None
+
+
+def _check_owned(workdir: str) -> None:
+    """The ownership rule of `tokeff.workdir` for a workdir that is not locked (multi-host runs)."""
+    from tokeff.ownership import check_workdir_owned, refuse_empty_path
+
+    if not io.is_remote(refuse_empty_path(workdir, "--workdir")):
+        check_workdir_owned(os.path.abspath(workdir), "train")
 
 
 def _last_checkpoint(workdir: str) -> str:

@@ -1,0 +1,210 @@
+"""What the bad-input table cannot show (it only sees refusals): the accepted side of the ownership
+rule, the bounded reader and the user-module loader, and the behaviours that replaced silent
+acceptance: a misfit is not ok, ignored flags warn once, dropped rows are listed, `--map` leaves
+DATA alone, output directories get the mode mkdir gives, ties survive 6-digit rounding."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import numpy as np
+import pytest
+
+from tokeff.errors import UserError
+
+
+def _main(argv, capsys) -> tuple[int, str, list[str]]:
+    from tokeff.cli import main
+
+    capsys.readouterr()
+    try:
+        code = main(argv)
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, [line for line in out.err.splitlines() if line.strip()]
+
+
+def _table(path, extra_rows: str = "") -> str:
+    rng = np.random.default_rng(0)
+    n = np.exp(rng.uniform(np.log(7e7), np.log(1.6e10), 16))
+    d = np.exp(rng.uniform(np.log(5e9), np.log(5e11), 16))
+    loss = 1.69 + 406.4 / n**0.34 + 410.7 / d**0.28
+    rows = "".join(f"{a:.6g},{b:.6g},{c:.6g}\n" for a, b, c in zip(n, d, loss))
+    path.write_text("params,tokens,loss\n" + rows + extra_rows)
+    return str(path)
+
+
+# --- directories: new, empty or tokeff's own ------------------------------------------------
+
+
+def test_a_workdir_is_accepted_new_empty_or_marked_and_refused_otherwise(tmp_path):
+    from tokeff.ownership import WORKDIR_MARKER, check_workdir_owned
+    from tokeff.workdir import workdir_lock
+
+    check_workdir_owned(str(tmp_path / "new"), "train")
+    (tmp_path / "empty").mkdir()
+    with workdir_lock(tmp_path / "empty", kind="train") as wd:
+        assert json.loads(open(os.path.join(wd, WORKDIR_MARKER)).read()) == {"kind": "train"}
+    assert os.listdir(tmp_path / "empty") == []  # nothing else written: the marker goes too
+    legacy = tmp_path / "legacy"  # a train workdir from before markers: its config.json is its record
+    legacy.mkdir()
+    (legacy / "config.json").write_text("{}")
+    check_workdir_owned(str(legacy), "train")
+    with pytest.raises(UserError, match="not a sweep workdir"):
+        (tmp_path / "t").mkdir()
+        (tmp_path / "t" / WORKDIR_MARKER).write_text('{"kind": "train"}')
+        check_workdir_owned(str(tmp_path / "t"), "sweep")
+    with pytest.raises(UserError, match="tokeff did not create it"):
+        (tmp_path / "mine").mkdir()
+        (tmp_path / "mine" / "notes.txt").write_text("keep")
+        check_workdir_owned(str(tmp_path / "mine"), "train")
+
+
+def test_an_output_directory_is_locked_until_the_command_returns(tmp_path):
+    from tokeff.io import claim_output_dir
+    from tokeff.ownership import release_held_locks
+
+    out = tmp_path / "a" / "b" / "fit"  # parents missing: the lock goes beside the nearest that exists
+    claim_output_dir(out, "fit")
+    claim_output_dir(out, "fit")  # the same process again: already its own
+    assert [n for n in os.listdir(tmp_path) if n.endswith(".tokeff-lock")]
+    release_held_locks()
+    assert os.listdir(tmp_path) == []  # nothing created, the lock file removed
+
+
+def test_outputs_get_the_mode_mkdir_gives_so_a_team_can_read_them(tmp_path):
+    from tokeff.io import output_dir, write_json
+
+    with output_dir(tmp_path / "out", "fit") as staging:
+        write_json(os.path.join(staging, "a.json"), {})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(os.stat(tmp_path / "out").st_mode) == 0o777 & ~mask
+
+
+# --- the bounded reader --------------------------------------------------------------------
+
+
+def test_the_reader_refuses_past_the_limit_naming_it(tmp_path, monkeypatch):
+    from tokeff.inputs import read_input_text
+
+    path = tmp_path / "t.csv"
+    path.write_text("a,b\n" + "1,2\n" * 400_000)  # 1.6 MB
+    assert read_input_text(path, "data").startswith("a,b")
+    monkeypatch.setenv("TOKEFF_MAX_INPUT_MB", "1")
+    with pytest.raises(UserError, match=r"data: .*t.csv is 2 MiB, over the 1 MiB limit"):
+        read_input_text(path, "data")
+
+
+# --- user modules ----------------------------------------------------------------------------
+
+MY_FORMS = """
+import dataclasses
+from tokeff.laws.forms import get_form, register_form
+register_form(dataclasses.replace(get_form("chinchilla"), name="my_chinchilla"))
+"""
+
+
+def test_a_user_form_by_path_or_by_name_in_the_cwd_fits_allocates_and_proposes(tmp_path, capsys, monkeypatch):
+    from tokeff.laws import forms
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.dont_write_bytecode", True)
+    (tmp_path / "my_forms.py").write_text(MY_FORMS)
+    table = _table(tmp_path / "t.csv")
+    try:
+        code, out, err = _main(["fit", table, "--module", "./my_forms.py", "--form", "my_chinchilla", "--map",
+                                "N=params", "D=tokens", "--target", "loss", "--method", "map", "--no-plots",
+                                "--out", "fit"], capsys)
+        assert code == 0, err
+        forms._REGISTRY.pop("my_chinchilla")  # a new process: allocate must import it itself
+        code, out, err = _main(["allocate", "fit", "--budget", "1e21", "--module", "my_forms", "--out", "alloc"],
+                               capsys)
+        assert code == 0, err
+        assert json.loads((tmp_path / "alloc" / "allocation.json").read_text())["kind"] == "pretraining"
+        # propose too, though the table named D's column its own way (--map D=tokens): options say tokens_seen
+        code, out, err = _main(["propose", "fit", "--module", "my_forms", "--models", "smollm2-135m", "--n-examples",
+                                "1000,100000", "--lengths-grid", "256,1024", "--out", "prop"], capsys)
+        assert code == 0, err
+        assert len(json.loads((tmp_path / "prop" / "proposals.json").read_text())["proposals"]) == 4
+    finally:
+        forms._REGISTRY.pop("my_chinchilla", None)
+        import sys
+
+        sys.modules.pop("my_forms", None)
+        sys.modules.pop("tokeff_user_my_forms", None)
+
+
+def test_a_built_in_form_cannot_be_re_registered():
+    import dataclasses
+
+    from tokeff.laws.forms import get_form, register_form
+
+    with pytest.raises(UserError, match="chinchilla: is a built-in form"):
+        register_form(dataclasses.replace(get_form("chinchilla"), description="mine"))
+    register_form(get_form("chinchilla"))  # the very same object: a no-op
+
+
+# --- fits: misfits, ignored flags, dropped rows, DATA after --map -----------------------------
+
+
+def test_map_leaves_data_alone_ignored_flags_warn_once_and_dropped_rows_are_listed(tmp_path, capsys):
+    table = _table(tmp_path / "t.csv", extra_rows="nan,1e10,3.0\n")
+    out = tmp_path / "fit"
+    code, stdout, err = _main(["fit", "--map", "N=params", "D=tokens", table, "--form", "chinchilla", "--target",
+                               "loss", "--method", "map", "--draws", "50", "--chains", "2", "--drop-invalid",
+                               "--no-plots", "--out", str(out)], capsys)
+    assert code == 0, err
+    assert err == ["tokeff fit: warning: --chains, --draws: ignored by --method map"]
+    assert "excluded 1 row(s)" in stdout and "row 16" in stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["excluded"] == [{"row": 16, "value": 3.0, "reason": "invalid: NaN/inf in a used column "
+                                                                       "(--drop-invalid)"}]
+    assert summary["diagnostics"]["ok"] and summary["diagnostics"]["outside_90"] < 0.5
+
+
+def test_a_fit_that_misses_its_own_data_is_not_ok(tmp_path):
+    from tokeff.laws.fit import fit
+
+    table = _table(tmp_path / "t.csv")  # losses 2.0-3.4: a floor E in (5, 6) is above every one
+    result = fit(table, "chinchilla", method="map", priors={"E": "uniform(5, 6)"},
+                 mapping={"N": "params", "D": "tokens"}, target="loss")
+    diag = result.diagnostics
+    assert not diag["ok"] and diag["one_side_of_median"] == 1.0
+    assert any("one side of their own predictive median" in p for p in diag["problems"])
+
+
+# --- backtest cuts, allocation wording, help --------------------------------------------------
+
+
+def test_cuts_keep_isoflop_budgets_whole_in_a_table_rounded_to_6_digits():
+    from tokeff.laws.data import cut_between_ties
+
+    rng = np.random.default_rng(1)
+    products = []
+    for budget in (1e18, 3e18, 1e19, 3e19, 1e20):
+        n = np.geomspace(1e7, 1e9, 8) * rng.uniform(0.9, 1.1)
+        d = budget / (6 * n)
+        rounded = [float(f"{x:.6g}") * float(f"{y:.6g}") for x, y in zip(n, d)]
+        products += rounded
+    assert len(set(products)) > 5  # rounding made the ties inexact
+    values = np.sort(products)
+    for cut in range(1, 40):
+        assert cut_between_ties(values, cut) % 8 == 0
+
+
+def test_a_small_step_outside_the_range_is_stated_as_a_percentage():
+    from tokeff.decide.allocation import _beyond
+
+    assert _beyond(1.004) == "0.4% beyond it"
+    assert _beyond(34.0) == "extrapolating by 34x"
+
+
+def test_help_states_defaults_and_prints_percent_signs_once(capsys):
+    for argv, wanted in ((["eval", "--help"], "95% interval"), (["fit", "--help"], "default 4, at most 64"),
+                         (["compare", "--help"], "default: loo")):
+        code, out, _ = _main(argv, capsys)
+        assert code == 0 and wanted in " ".join(out.split()) and "%%" not in out
