@@ -14,11 +14,9 @@ GPUS=${GPUS:-1}
 SHARD=${SHARD:-0/1}
 EXTRA=${EXTRA:-}
 case "$GPU" in *h100*) DEVICE=h100 ;; *a100*) DEVICE=a100 ;; *l4*) DEVICE=l4 ;; *) DEVICE=h100 ;; esac
-# The memory plan compiles each model's step here and stops the launch if a device cannot hold
-# it (MEMORY=0 skips it); MEASURED=SWEEP_DIR estimates with the MFU a sweep measured.
-MEMORY=${MEMORY:-1}
+# MEASURED=SWEEP_DIR estimates with the MFU a sweep measured.
 python3 experiments/estimate_cost.py --config "$CONFIG" --device "$DEVICE" --chips "$GPUS" \
-  ${MEASURED:+--measured "$MEASURED"} $([ "$MEMORY" = 1 ] && echo --memory) $EXTRA
+  ${MEASURED:+--measured "$MEASURED"} $EXTRA
 
 if ! gcloud compute instances describe "$NAME" --zone "$ZONE" >/dev/null 2>&1; then
   gcloud compute instances create "$NAME" --zone "$ZONE" --machine-type "$MACHINE" \
@@ -27,6 +25,14 @@ if ! gcloud compute instances describe "$NAME" --zone "$ZONE" >/dev/null 2>&1; t
     --boot-disk-size 200GB --metadata install-nvidia-driver=True ${SPOT:+--provisioning-model=SPOT}
 fi
 gcloud compute ssh "$NAME" --zone "$ZONE" --command "ACCEL=cuda REPO=$REPO bash -s" < experiments/setup_vm.sh
+# The memory plan on the VM, before the sweep starts: each model's step compiled by the GPU's own
+# compiler with its own attention path, against the GPU's own memory; the launch stops there, in
+# one line, when a GPU cannot hold a model (MEMORY=0 skips it).
+if [ "${MEMORY:-1}" = 1 ]; then
+  gcloud compute ssh "$NAME" --zone "$ZONE" --command \
+    "cd ~/tokeff && .venv/bin/python experiments/estimate_cost.py --config $CONFIG --device $DEVICE \
+     --chips $GPUS --memory $EXTRA"
+fi
 gcloud compute ssh "$NAME" --zone "$ZONE" --command \
   "cd ~/tokeff && nohup .venv/bin/tokeff sweep --shard $SHARD --config $CONFIG --workdir $SWEEP_DIR $EXTRA \
    > sweep.log 2>&1 &"

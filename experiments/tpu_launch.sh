@@ -20,11 +20,9 @@ EXTRA=${EXTRA:-}
 case "$TYPE" in v4*) DEVICE=v4 ;; v5p*) DEVICE=v5p ;; v6e*) DEVICE=v6e ;; *) DEVICE=v5e ;; esac
 CHIPS=${TYPE##*-}
 if [ "$DEVICE" = v4 ] || [ "$DEVICE" = v5p ]; then CHIPS=$((CHIPS / 2)); fi  # their names count cores
-# The memory plan compiles each model's step here and stops the launch if a device cannot hold
-# it (MEMORY=0 skips it); MEASURED=SWEEP_DIR estimates with the MFU a sweep measured.
-MEMORY=${MEMORY:-1}
+# MEASURED=SWEEP_DIR estimates with the MFU a sweep measured.
 python3 experiments/estimate_cost.py --config "$CONFIG" --device "$DEVICE" --chips "$CHIPS" \
-  ${MEASURED:+--measured "$MEASURED"} $([ "$MEMORY" = 1 ] && echo --memory) $EXTRA
+  ${MEASURED:+--measured "$MEASURED"} $EXTRA
 
 # 2. The VM (skipped when it exists).
 if ! gcloud compute tpus tpu-vm describe "$NAME" --zone "$ZONE" >/dev/null 2>&1; then
@@ -35,6 +33,16 @@ fi
 # 3. Install on every host, then run the sweep on every host at once.
 gcloud compute tpus tpu-vm ssh "$NAME" --zone "$ZONE" --worker=all \
   --command "ACCEL=tpu REPO=$REPO bash -s" < experiments/setup_vm.sh
+# The memory plan on the VM, before the sweep starts: each model's step compiled by the TPU's own
+# compiler with its own attention path, against the chips' own memory; the launch stops there, in
+# one line, when a chip cannot hold a model (MEMORY=0 skips it). A host sees only its own chips:
+# slices of several hosts skip it (plan them from a CPU host with --chips, an upper bound).
+HOST_CHIPS=$([ "$DEVICE" = v4 ] || [ "$DEVICE" = v5p ] && echo 4 || echo 8)
+if [ "${MEMORY:-1}" = 1 ] && [ "$CHIPS" -le "$HOST_CHIPS" ]; then
+  gcloud compute tpus tpu-vm ssh "$NAME" --zone "$ZONE" --worker=0 --command \
+    "cd ~/tokeff && .venv/bin/python experiments/estimate_cost.py --config $CONFIG --device $DEVICE \
+     --chips $CHIPS --memory $EXTRA"
+fi
 gcloud compute tpus tpu-vm ssh "$NAME" --zone "$ZONE" --worker=all --command \
   "cd ~/tokeff && nohup .venv/bin/tokeff sweep --distributed --config $CONFIG --workdir $SWEEP_DIR $EXTRA \
    > sweep.log 2>&1 &"

@@ -233,6 +233,14 @@ case("fit-pool-unknown", [*F, "--group", "grp", "--pool", "zeta"], "--pool")
 case("fit-pool-without-group", [*F, "--pool", "E"], "--pool")
 case("fit-group-classic", [*F[:-3], "classic", "--out", "{W}/new-fit", "--group", "grp"], "--method")
 
+# --- backtest --decision model ---------------------------------------------------------------
+BM = ["backtest", "{W}/table.csv", "--form", "chinchilla", "--map", "N=params", "--map", "D=tokens", "--target",
+      "loss", "--by", "params", "--decision", "model", "--out", "{W}/new-bt"]
+case("backtest-model-no-group", BM, "--group")
+case("backtest-model-group-missing", [*BM, "--group", "nope"], "--group")
+case("backtest-model-group-single", [*BM, "--group", "name"], "--group")
+case("backtest-pool-without-model", [*BM[:-4], "--out", "{W}/new-bt", "--pool", "E"], "--pool")
+
 # --- backtest ----------------------------------------------------------------------------
 BT = ["backtest", "{W}/table.csv", "--form", "chinchilla", "--map", "N=params", "--map", "D=tokens", "--target",
       "loss", "--method", "map", "--by", "params*tokens", "--out", "{W}/new-bt"]
@@ -253,6 +261,7 @@ A = ["allocate", "{W}/fit-chinchilla", "--out", "{W}/new-alloc"]
 for value in ("-1e12", "0", "nan", "inf", "lots", "-inf"):
     case(f"allocate-budget-{value}", [*A, "--budget", value], "--budget")
 case("allocate-missing-budget", A, "--budget")
+case("allocate-grouped-fit", ["allocate", "{W}/fit-grouped", "--budget", "1e20", "--out", "{W}/new-alloc"], "grouped")
 case("allocate-missing-fit", ["allocate", "{W}/nope", "--budget", "1e20"], "FIT_DIR")
 case("allocate-fit-is-file", ["allocate", "{W}/afile", "--budget", "1e20"], "FIT_DIR")
 case("allocate-not-a-fit", ["allocate", "{W}/foreign", "--budget", "1e20"], "foreign")
@@ -302,6 +311,7 @@ case("propose-grid-garbage", [*P, "--grid", "{W}/garbage.csv"], "--grid")
 case("propose-unknown-model", [*P[:2], "--models", "nope", *P[4:]], "nope")
 case("propose-missing-fit", ["propose", "{W}/nope", *P[2:]], "FIT_DIR")
 case("propose-truncated-summary", ["propose", "{W}/fit-cut-summary", *P[2:]], "summary.json")
+case("propose-grouped-fit", ["propose", "{W}/fit-grouped", *P[2:]], "grouped")
 case("propose-unconverged", ["propose", "{W}/fit-unconverged", *P[2:]], "diagnostics")
 case("propose-out-is-file", [*P[:-1], "{W}/afile"], "--out")
 case("propose-out-foreign", [*P[:-1], "{W}/foreign"], "--out")

@@ -115,6 +115,9 @@ def test_engine_keys_separate_what_changes_the_compiled_step():
     other = base_config()
     other.optim.b2 = 0.99
     assert PointKeys.of(other, None, 16).layout != keys.layout
+    splash = base_config()
+    splash.attention = "splash"  # another attention path is another compiled step
+    assert PointKeys.of(splash, None, 16).layout != keys.layout
     unlocked = base_config()
     unlocked.unlock()
     unlocked.optim.nesterov = True  # an optimizer option added later separates steps by default

@@ -17,12 +17,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frac", type=float, default=0.33, help="fraction of rows (the top ones) to hold out")
     parser.add_argument("--cuts", type=int, default=1,
                         help="rolling origins through the held-out fraction (each fit predicts the next block)")
-    parser.add_argument("--decision", choices=["loss", "frontier", "choice"], default="loss",
+    parser.add_argument("--decision", choices=["loss", "frontier", "choice", "model"], default="loss",
                         help="loss: score held-out runs' losses; frontier: group rows into budgets by --by and score"
                              " the compute-optimal N_opt at the held-out budgets against the sweep's own optimum;"
-                             " choice (fine-tuning forms): choose among each held-out budget's runs, score against them")
+                             " choice (fine-tuning forms): choose among each held-out budget's runs, score against them;"
+                             " model: a hierarchical fit per --group (e.g. model), the top --frac of each group's rows"
+                             " held out, scored as a choice among the groups at their largest held-out points")
     parser.add_argument("--group", metavar="COLUMN",
-                        help="runs sharing a budget, for within-group decision accuracy (default: a 'budget' column)")
+                        help="runs sharing a budget, for within-group decision accuracy (default: a 'budget' column);"
+                             " with --decision model: the column naming each curve's group")
+    parser.add_argument("--pool", metavar="P1,P2",
+                        help="with --decision model: the parameters pooled across groups (default: all)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,6 +45,12 @@ def run(args: argparse.Namespace) -> int:
     from tokeff.laws.data import parse_mapping
 
     settings, mapping = fit_settings(args), parse_mapping(args.map)
+    if args.pool is not None and args.decision != "model":
+        from tokeff.errors import UserError
+
+        raise UserError("--pool: needs --decision model")
+    if args.decision == "model":
+        return _run_model_selection(args, settings, mapping)
     if args.decision != "loss":
         return _run_decision(args, settings, mapping)
     report = backtest(args.data, args.form, settings, by=args.by, frac=args.frac, cuts=args.cuts,
@@ -89,4 +100,27 @@ def _run_decision(args: argparse.Namespace, settings, mapping: dict) -> int:
             allocation_backtest.plot(report, os.path.join(tmp, "backtest.png"))
     print(format_report(report))
     print(f"wrote {os.path.join(args.out, 'backtest.json')}")
+    return 0
+
+
+def _run_model_selection(args: argparse.Namespace, settings, mapping: dict) -> int:
+    from tokeff.errors import UserError
+    from tokeff.io import output_dir, write_json
+    from tokeff.laws.selection import selection_backtest
+
+    if not args.group:
+        raise UserError("--group: --decision model needs the column naming each curve's group (e.g. --group model)")
+    report = selection_backtest(args.data, args.form, args.group, by=args.by, frac=args.frac, settings=settings,
+                                pool=args.pool, mapping=mapping, target=args.target, seed=args.seed)
+    with output_dir(args.out, "backtest", force=args.force) as tmp:
+        write_json(os.path.join(tmp, "backtest.json"), report)
+    s = report["selection"]
+    print(f"selection backtest {report['form']} per {report['group']}: {report['n_groups']} groups, fitted"
+          f" {report['n_fit']} rows, predicted {report['n_held_out']} (top {report['frac']:g} of each group by"
+          f" {report['by']}) -> {args.out}")
+    print("coverage  " + "  ".join(f"{k}: {v:.2f}" for k, v in report["coverage"].items()))
+    print(f"at each group's largest held-out point: Pearson r {s['pearson']:.3f}, Spearman r {s['spearman']:.3f};"
+          f" pick {s['pick']} (P(best) {s['p_best_pick']:.2f}), observed rank {s['pick_rank']} of {s['n_groups']},"
+          f" regret {s['regret']:.4g}; observed best {s['best']}; Brier score of P(best) {s['brier']:.3f};"
+          f" fit ok: {report['fit_ok']}")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 
 HELP = "run a sweep config (models x budgets x compositions x seeds) into a results table; reruns resume"
 
@@ -26,11 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tokeff import results, sweep
-    from tokeff.io import join_path
+    from tokeff.io import is_remote, join_path
+    from tokeff.ownership import check_workdir_owned, refuse_empty_path
     from tokeff.sweep.config import load_sweep_config
     from tokeff.sweep.grid import parse_shard
-
-    from tokeff.ownership import refuse_empty_path
 
     refuse_empty_path(args.workdir, "--workdir")
     shard = parse_shard(args.shard)
@@ -42,9 +42,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{'done   ' if point.run_id in done else 'pending'}  {point.run_id}")
         return 0
     if args.distributed:
-        from tokeff.ownership import check_workdir_owned, refuse_empty_path
-
-        if "://" not in refuse_empty_path(args.workdir, "--workdir"):
+        if not is_remote(refuse_empty_path(args.workdir, "--workdir")):
             check_workdir_owned(os.path.abspath(args.workdir), "sweep")
         import jax
 

@@ -29,6 +29,9 @@ def load_checked_fit(fit_dir: str, *, force: bool = False):
     if not os.path.isdir(fit_dir):
         raise UserError(f"FIT_DIR: not a directory: {fit_dir}")
     fit = load_fit(fit_dir)
+    if getattr(fit, "groups", None) is not None:
+        raise UserError(f"FIT_DIR: {fit_dir} is a grouped fit (per {fit.groups.column}); allocate and propose take"
+                        f" an ungrouped fit: choose among its groups with `tokeff predict {fit_dir} --at ...`")
     diagnostics = fit.diagnostics or {}
     if not diagnostics.get("ok", False) and not force:
         detail = "; ".join(diagnostics.get("problems") or []) or "no diagnostics recorded"

@@ -415,6 +415,25 @@ def _inference_data(form, lik, data, posterior, stats):
     )
 
 
+def summary_header(form: Form, method: str, lik: Likelihood, data: FitData) -> dict:
+    """What every summary.json (plain or grouped fit) opens with: the form, the method, the data
+    it saw and the model it assumed."""
+    return {
+        "form": form.name,
+        "method": method,
+        "target": form.target,
+        "inputs": list(form.inputs),
+        "columns": data.columns,
+        "n_points": data.n_points,
+        # Rows the exclusion rule left out (tokeff.laws.data): row, value and reason each.
+        "excluded": list(data.excluded),
+        "input_ranges": data.input_ranges(),
+        "target_range": [float(data.y.min()), float(data.y.max())],
+        "likelihood": lik.as_dict(),
+        "priors": {k: str(p) for k, p in form.params.items()},
+    }
+
+
 def _summary(form, method, lik, data, idata, sites, diagnostics, settings, point) -> dict:
     import arviz as az
 
@@ -439,18 +458,7 @@ def _summary(form, method, lik, data, idata, sites, diagnostics, settings, point
         if point is not None and k in point:
             params[k]["estimate"] = point[k]
     return {
-        "form": form.name,
-        "method": method,
-        "target": form.target,
-        "inputs": list(form.inputs),
-        "columns": data.columns,
-        "n_points": data.n_points,
-        # Rows the exclusion rule left out (tokeff.laws.data): row, value and reason each.
-        "excluded": list(data.excluded),
-        "input_ranges": data.input_ranges(),
-        "target_range": [float(data.y.min()), float(data.y.max())],
-        "likelihood": lik.as_dict(),
-        "priors": {k: str(p) for k, p in form.params.items()},
+        **summary_header(form, method, lik, data),
         "params": params,
         "diagnostics": diagnostics,
         "settings": settings,

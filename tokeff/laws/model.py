@@ -255,6 +255,18 @@ def _init_lift(site=None, *, room: float):
     return init_to_sample(site)
 
 
+def sample_noise(likelihood: Likelihood):
+    """(sigma, failures) inside a loss model: the noise scale on log loss and, with the "failures"
+    likelihood, the failures' (share, scale); failures is None otherwise."""
+    import numpyro
+
+    sigma = numpyro.sample("sigma", likelihood.noise.to_numpyro())
+    if likelihood.kind != "failures":
+        return sigma, None
+    return sigma, (numpyro.sample(FAILURE_SITES[0], FAILURE_PROB_PRIOR.to_numpyro()),
+                   numpyro.sample(FAILURE_SITES[1], FAILURE_SCALE_PRIOR.to_numpyro()))
+
+
 def make_model(form: Form, likelihood: Likelihood, *, centred: bool = True):
     """A NumPyro model `model(inputs, n_eval, obs)`; arrays are arguments so one compiled sampler
     serves many datasets of the same shape (simulation-based calibration reuses it).
@@ -264,11 +276,7 @@ def make_model(form: Form, likelihood: Likelihood, *, centred: bool = True):
 
     def loss_model(inputs: dict, n_eval=None, obs=None):
         p = _sample_params(form, inputs, centred)
-        sigma = numpyro.sample("sigma", likelihood.noise.to_numpyro())
-        failures = None
-        if likelihood.kind == "failures":
-            failures = (numpyro.sample(FAILURE_SITES[0], FAILURE_PROB_PRIOR.to_numpyro()),
-                        numpyro.sample(FAILURE_SITES[1], FAILURE_SCALE_PRIOR.to_numpyro()))
+        sigma, failures = sample_noise(likelihood)
         log_mu = form.log_mean(p, inputs)
         with numpyro.plate("points", log_mu.shape[-1]):
             return numpyro.sample("obs", observation_dist(form.target, likelihood, log_mu, sigma=sigma,

@@ -33,9 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from tokeff.models.causal_blocks import padded_len, query_blocks, splash_block
-from tokeff.models.config import ATTENTION_PATHS, attention_path
-
-PATHS = ATTENTION_PATHS
+from tokeff.models.config import attention_path
 
 
 def resolve(path: str, dtype: str, backend: str | None = None) -> str:

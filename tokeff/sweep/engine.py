@@ -77,7 +77,7 @@ class PointKeys:
     option added later separates steps rather than silently sharing a stale one).
     """
 
-    model: tuple  # (spec, dtype, seed of a preset's random init; None for pretrained weights)
+    model: tuple  # (spec, dtype, attention path, seed of a preset's random init; None for pretrained weights)
     mesh: tuple  # ("lane", device ids) or ("mesh", every config.mesh item)
     pool: tuple  # (spec, dtype, the data config's pool key)
     tx: tuple  # the optimizer's update direction (tokeff.train.optimizer.direction_key)
@@ -89,7 +89,8 @@ class PointKeys:
         from tokeff.train.optimizer import direction_key
 
         seed = int(config.seed)
-        model = (str(config.model), str(config.dtype), seed if is_preset(config.model) else None)
+        model = (str(config.model), str(config.dtype), str(config.get("attention", "auto")),
+                 seed if is_preset(config.model) else None)
         if devices is not None:
             mesh = ("lane", *(d.id for d in devices))
         else:
@@ -101,7 +102,7 @@ class PointKeys:
     def layout(self) -> tuple:
         """The state layout, its fresh-state function and its train step: the architecture (not a
         preset's seed), the update rule and the devices."""
-        return (*self.model[:2], self.tx, self.mesh)
+        return (*self.model[:3], self.tx, self.mesh)
 
 
 class WarmEngine:

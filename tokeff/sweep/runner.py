@@ -221,7 +221,7 @@ def _run_point(config, point: Point, train_config, workdir, runner: Runner, proc
     result_file = workdir / "result.json"
     if writer:
         workdir.mkdir(parents=True, exist_ok=True)
-        if "://" not in str(workdir):
+        if not io.is_remote(workdir):
             from tokeff.ownership import mark_workdir
 
             mark_workdir(os.fspath(workdir), "train")  # the sweep made it: its run's workdir

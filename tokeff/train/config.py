@@ -15,6 +15,7 @@ import ml_collections
 
 from tokeff.configfile import load_config
 from tokeff.errors import UserError
+from tokeff.models.config import ATTENTION_PATHS
 
 __all__ = ["load_config", "load_train_config", "check_train_config"]
 
@@ -46,7 +47,7 @@ _RANGES: dict[str, tuple[float | None, float | None, bool]] = {
 }
 _CHOICES = {
     "dtype": ("float32", "bfloat16"),
-    "attention": ("auto", "reference", "splash", "cudnn"),
+    "attention": ATTENTION_PATHS,
     "optim.moments_dtype": ("float32", "bfloat16"),
     "data.layout": ("packed", "padded"),
     "data.loss_on": ("answer", "all"),
