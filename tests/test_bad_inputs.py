@@ -464,6 +464,12 @@ case("propose-out-sweep-dir", [*P[:-1], "{W}/sweep-dir"], "--out")
 case("sweep-points-unknown-model", [*S, "--points", "{W}/points-unknown-model.json", "--dry-run"], "model")
 case("sweep-points-negative-seed", [*S, "--points", "{W}/points-neg-seed.json", "--dry-run"], "seed")
 case("eval-limit-over-available", [*E, "--limit", "1000"], "--limit")
+for kind in ("fifo", "zero", "dir", "big"):
+    case(f"predict-table-{kind}", [*R, "--table", f"{{W}}/{kind}.csv"], f"{kind}.csv")
+case("predict-out-empty-path", [*R[:-1], "", "--at", "N=1e9", "D=1e10"], "--out")
+case("predict-out-train-wd", [*R[:-1], "{W}/train-wd", "--at", "N=1e9", "D=1e10"], "--out")
+for label, module, field in MODULE_FAILURES[:4]:
+    case(f"predict-module-{label}", [*R, "--at", "N=1e9", "D=1e10", "--module", module], field)
 case("demo-workdir-empty-path", ["demo", "--config", DEMO_SMOKE, "--workdir", ""], "--workdir")
 case("demo-workdir-train-wd", ["demo", "--config", DEMO_SMOKE, "--workdir", "{W}/train-wd"], "--workdir")
 
