@@ -28,11 +28,12 @@ SWEEP_TINY = str(REPO / "configs" / "sweep_tiny.py")
 MMLU = "{W}/mc.jsonl"
 LONG = "x" * 300
 
-# (id, argv, the field the one-line message must name). "{W}" is the world directory.
-CASES: list[tuple[str, list[str], str]] = []
+# (id, argv, the field the one-line message must name, or a tuple: the field and what must be said
+# about it, e.g. ("--out", "path is empty")). "{W}" is the world directory.
+CASES: list[tuple[str, list[str], str | tuple[str, ...]]] = []
 
 
-def case(name: str, argv: list[str], field: str) -> None:
+def case(name: str, argv: list[str], field: str | tuple[str, ...]) -> None:
     CASES.append((name, argv, field))
 
 
@@ -352,38 +353,46 @@ case("demo-workdir-foreign", ["demo", "--config", DEMO_SMOKE, "--workdir", "{W}/
 # sweep dir given to train, a train workdir given to sweep or as an output, an empty path.
 for wd in ("wd-user-metrics", "foreign", "sweep-dir", "wd-ckpt", "wd-ckpt7", "fit-chinchilla", "user-results"):
     case(f"train-workdir-{wd}", ["train", "--config", TINY, "--workdir", f"{{W}}/{wd}"], "--workdir")
-case("train-workdir-empty-path", ["train", "--config", TINY, "--workdir", ""], "--workdir")
+EMPTY = "path is empty"
+case("train-workdir-empty-path", ["train", "--config", TINY, "--workdir", ""], ("--workdir", EMPTY))
 for wd in ("wd-user-metrics", "foreign", "train-wd", "wd-ckpt", "fit-chinchilla", "user-results"):
     case(f"sweep-workdir-{wd}", ["sweep", "--config", SWEEP_TINY, "--workdir", f"{{W}}/{wd}"], "--workdir")
-case("sweep-workdir-empty-path", ["sweep", "--config", SWEEP_TINY, "--workdir", ""], "--workdir")
-case("sweep-dry-run-empty-path", ["sweep", "--config", SWEEP_TINY, "--workdir", "", "--dry-run"], "--workdir")
+case("sweep-workdir-empty-path", ["sweep", "--config", SWEEP_TINY, "--workdir", ""], ("--workdir", EMPTY))
+case("sweep-dry-run-empty-path", ["sweep", "--config", SWEEP_TINY, "--workdir", "", "--dry-run"], ("--workdir", EMPTY))
 for out in ("", "{W}/train-wd", "{W}/sweep-dir", "{W}/wd-user-metrics", "{W}/wd-ckpt7"):
-    case(f"fit-out-{out.rsplit('/', 1)[-1] or 'empty-path'}", [*F[:-1], out], "--out")
+    case(f"fit-out-{out.rsplit('/', 1)[-1] or 'empty-path'}", [*F[:-1], out], ("--out", EMPTY) if not out else "--out")
 
 # --- inputs must be regular files within the size limit, read in bounded chunks ---------------
 # A FIFO (would hang), symlinks to /dev/zero and /dev/urandom (would grow until killed), a
 # directory, and a 300 MiB sparse file (over the 256 MiB limit: refused by its size, unread).
+SAYS = {"fifo": "FIFO", "zero": "device", "urandom": "device", "dir": "directory", "big": "limit"}
 for kind in ("fifo", "zero", "urandom", "dir", "big"):
-    case(f"fit-data-{kind}", ["fit", f"{{W}}/{kind}.csv", *F[2:]], f"{kind}.csv")
-    case(f"fit-data-{kind}-jsonl", ["fit", f"{{W}}/{kind}.jsonl", *F[2:]], f"{kind}.jsonl")
-case("fit-data-empty-dir", ["fit", "{W}/emptydir", *F[2:]], "emptydir")
-case("fit-data-empty-path", ["fit", "", *F[2:]], "data")
+    case(f"fit-data-{kind}", ["fit", f"{{W}}/{kind}.csv", *F[2:]], (f"{kind}.csv", SAYS[kind]))
+    case(f"fit-data-{kind}-jsonl", ["fit", f"{{W}}/{kind}.jsonl", *F[2:]], (f"{kind}.jsonl", SAYS[kind]))
+case("fit-data-empty-dir", ["fit", "{W}/emptydir", *F[2:]], ("emptydir", "directory"))
+case("fit-data-empty-path", ["fit", "", *F[2:]], ("data", EMPTY))
 for kind in ("fifo", "zero", "dir", "big"):
-    case(f"eval-dataset-{kind}", ["eval", "--model", "tiny", "--dataset", f"{{W}}/{kind}.jsonl"], f"{kind}.jsonl")
-    case(f"compose-path-{kind}", ["compose", "--path", f"{{W}}/{kind}.jsonl", "--model", "tiny"], f"{kind}.jsonl")
-    case(f"sweep-points-{kind}", [*S, "--points", f"{{W}}/{kind}.json", "--dry-run"], f"{kind}.json")
-    case(f"propose-grid-{kind}", [*P, "--grid", f"{{W}}/{kind}.json"], f"{kind}.json")
+    case(f"eval-dataset-{kind}", ["eval", "--model", "tiny", "--dataset", f"{{W}}/{kind}.jsonl"],
+         (f"{kind}.jsonl", SAYS[kind]))
+    case(f"compose-path-{kind}", ["compose", "--path", f"{{W}}/{kind}.jsonl", "--model", "tiny"],
+         (f"{kind}.jsonl", SAYS[kind]))
+    case(f"sweep-points-{kind}", [*S, "--points", f"{{W}}/{kind}.json", "--dry-run"], (f"{kind}.json", SAYS[kind]))
+    case(f"propose-grid-{kind}", [*P, "--grid", f"{{W}}/{kind}.json"], (f"{kind}.json", SAYS[kind]))
     case(f"allocate-lengths-{kind}", [*V, "--models", "tiny", "--strategies", "few_long", "--lengths",
-                                      f"{{W}}/{kind}.json"], f"{kind}.json")
+                                      f"{{W}}/{kind}.json"], (f"{kind}.json", SAYS[kind]))
 for kind in ("fifo", "zero", "dir"):
-    case(f"train-config-{kind}", ["train", "--config", f"{{W}}/{kind}.py", "--workdir", "{W}/new-run"], f"{kind}.py")
+    case(f"train-config-{kind}", ["train", "--config", f"{{W}}/{kind}.py", "--workdir", "{W}/new-run"],
+         (f"{kind}.py", SAYS[kind]))
 case("sweep-config-fifo", ["sweep", "--config", "{W}/fifo.py", "--workdir", "{W}/new-sweep"], "fifo.py")
 case("demo-config-fifo", ["demo", "--config", "{W}/fifo.py", "--workdir", "{W}/new-demo"], "fifo.py")
 
 # --- user modules: any failure is one line naming the module ---------------------------------
-MODULE_FAILURES = [("raises", "raises_mod", "raises_mod"), ("exits", "exits_mod", "exits_mod"),
-                   ("syntax", "syntax_mod", "syntax"), ("shadows-builtin", "shadow_mod", "chinchilla"),
-                   ("empty", "", "--module"), ("raises-path", "{W}/mods/raises_path.py", "raises_path"),
+MODULE_FAILURES = [("raises", "raises_mod", ("raises_mod", "boom at import")),
+                   ("exits", "exits_mod", ("exits_mod", "sys.exit")),
+                   ("syntax", "syntax_mod", ("syntax_mod", "syntax error")),
+                   ("shadows-builtin", "shadow_mod", ("chinchilla", "built-in")),
+                   ("empty", "", ("--module", "empty")),
+                   ("raises-path", "{W}/mods/raises_path.py", ("raises_path", "boom from a path")),
                    ("missing-path", "{W}/mods/nope.py", "nope.py"), ("not-py", "{W}/table.txt", "table.txt"),
                    ("fifo-path", "{W}/fifo.py", "fifo.py"), ("bad-name", "my-forms", "my-forms")]
 for label, module, field in MODULE_FAILURES:
@@ -432,17 +441,16 @@ case("fit-map-swallows-missing-data", ["fit", "--map", "N=params", "D=tokens", "
 case("fit-overflow-input", ["fit", "{W}/huge.csv", *F[2:]], "input N")
 case("fit-overflow-product", [*F[:6], "--map", "D=tokens*tokens*tokens", *F[8:]], "input D")
 case("backtest-frac-tiny", [*BT, "--frac", "1e-9"], "--frac")
-case("backtest-out-empty-path", [*BT[:-1], ""], "--out")
+case("backtest-out-empty-path", [*BT[:-1], ""], ("--out", EMPTY))
 case("backtest-out-foreign", [*BT[:-1], "{W}/foreign"], "--out")
 case("backtest-out-train-wd", [*BT[:-1], "{W}/train-wd"], "--out")
 case("backtest-data-missing", ["backtest", "{W}/nope.csv", *BT[2:]], "nope.csv")
-for cmd, argv in [("allocate", [*V, "--models", "tiny"]), ("propose", P[:4] + P[6:])]:
-    extra_l = ["--lengths-grid", "64"] if cmd == "allocate" else []
-    case(f"{cmd}-n-examples-fraction", [*argv, *extra_l, "--n-examples", "1.5"], "--n-examples")
-    case(f"{cmd}-n-examples-1e30", [*argv, *extra_l, "--n-examples", "1e30"], "--n-examples")
-    case(f"{cmd}-n-examples-twice", [*argv, *extra_l, "--n-examples", "100,100"], "--n-examples")
-    case(f"{cmd}-fill-without-row-len", [*argv, *extra_l, "--fill", "0.5"], "--fill")
-    case(f"{cmd}-epochs-twice", [*argv, *extra_l, "--epochs", "1,1"], "--epochs")
+for cmd, argv in [("allocate", [*V, "--models", "tiny", "--lengths-grid", "64"]), ("propose", P)]:
+    case(f"{cmd}-n-examples-fraction", [*argv, "--n-examples", "1.5"], ("--n-examples", "whole numbers"))
+    case(f"{cmd}-n-examples-1e30", [*argv, "--n-examples", "1e30"], ("--n-examples", "limit"))
+    case(f"{cmd}-n-examples-twice", [*argv, "--n-examples", "100,100"], ("--n-examples", "twice"))
+    case(f"{cmd}-fill-without-row-len", [*argv, "--fill", "0.5"], ("--fill", "--row-len"))
+    case(f"{cmd}-epochs-twice", [*argv, "--epochs", "1,1"], ("--epochs", "twice"))
 case("allocate-models-twice", [*V, "--models", "tiny,tiny", "--lengths-grid", "64"], "--models")
 case("allocate-lengths-grid-twice", [*V, "--models", "tiny", "--lengths-grid", "64,64"], "--lengths-grid")
 case("allocate-lengths-beyond-context", [*V, "--models", "tiny", "--lengths-grid", "64,4096"], "--lengths-grid")
@@ -450,7 +458,7 @@ case("allocate-strategies-twice", [*V, "--models", "tiny", "--strategies", "few_
                                    "{W}/lengths.json"], "--strategies")
 case("allocate-budget-1e-300", [*A, "--budget", "1e-300"], "--budget")
 case("allocate-budget-below-min", [*A, "--budget", "1000"], "--budget")
-case("allocate-out-empty-path", [*A[:-1], "", "--budget", "1e20"], "--out")
+case("allocate-out-empty-path", [*A[:-1], "", "--budget", "1e20"], ("--out", EMPTY))
 case("allocate-out-train-wd", [*A[:-1], "{W}/train-wd", "--budget", "1e20"], "--out")
 case("allocate-out-user-metrics", [*A[:-1], "{W}/wd-user-metrics", "--budget", "1e20"], "--out")
 case("propose-models-twice", [*P[:2], "--models", "tiny,tiny", *P[4:]], "--models")
@@ -458,13 +466,19 @@ case("propose-lengths-grid-twice", [*P[:4], "--lengths-grid", "64,64", *P[6:]], 
 case("propose-lengths-beyond-context", [*P[:4], "--lengths-grid", "64,4096", *P[6:]], "--lengths-grid")
 case("propose-grid-beyond-context", [*P, "--grid", "{W}/grid-ctx.json"], "--grid")
 case("propose-grid-1e30-examples", [*P, "--grid", "{W}/grid-1e30.json"], "--grid")
-case("propose-out-empty-path", [*P[:-1], ""], "--out")
+case("propose-out-empty-path", [*P[:-1], ""], ("--out", EMPTY))
 case("propose-out-train-wd", [*P[:-1], "{W}/train-wd"], "--out")
 case("propose-out-sweep-dir", [*P[:-1], "{W}/sweep-dir"], "--out")
 case("sweep-points-unknown-model", [*S, "--points", "{W}/points-unknown-model.json", "--dry-run"], "model")
 case("sweep-points-negative-seed", [*S, "--points", "{W}/points-neg-seed.json", "--dry-run"], "seed")
 case("eval-limit-over-available", [*E, "--limit", "1000"], "--limit")
-case("demo-workdir-empty-path", ["demo", "--config", DEMO_SMOKE, "--workdir", ""], "--workdir")
+for kind in ("fifo", "zero", "dir", "big"):
+    case(f"predict-table-{kind}", [*R, "--table", f"{{W}}/{kind}.csv"], (f"{kind}.csv", SAYS[kind]))
+case("predict-out-empty-path", [*R[:-1], "", "--at", "N=1e9", "D=1e10"], ("--out", EMPTY))
+case("predict-out-train-wd", [*R[:-1], "{W}/train-wd", "--at", "N=1e9", "D=1e10"], "--out")
+for label, module, field in MODULE_FAILURES[:4]:
+    case(f"predict-module-{label}", [*R, "--at", "N=1e9", "D=1e10", "--module", module], field)
+case("demo-workdir-empty-path", ["demo", "--config", DEMO_SMOKE, "--workdir", ""], ("--workdir", EMPTY))
 case("demo-workdir-train-wd", ["demo", "--config", DEMO_SMOKE, "--workdir", "{W}/train-wd"], "--workdir")
 
 # --- the CLI itself ----------------------------------------------------------------------
@@ -715,7 +729,8 @@ def test_bad_input(name, argv, field, world, capsys, monkeypatch):
     assert code == 2, f"exit {code}; stderr: {out.err[-2000:]}"
     assert "Traceback" not in out.err
     assert len(lines) == 1, f"{len(lines)} lines on stderr: {out.err[-2000:]}"
-    assert field.lower() in lines[0].lower(), lines[0]
+    for part in (field,) if isinstance(field, str) else field:
+        assert part.lower() in lines[0].lower(), lines[0]
     assert after == before, f"disk changed: {sorted(set(after.items()) ^ set(before.items()))[:5]}"
 
 
@@ -740,7 +755,8 @@ def test_bad_input_through_the_real_entry_point(name, world):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    assert field.lower() in lines[0].lower()
+    for part in (field,) if isinstance(field, str) else field:
+        assert part.lower() in lines[0].lower()
     assert _snapshot(world) == before
 
 

@@ -259,7 +259,8 @@ def candidates(grid_path: str | None, space: OptionSpace) -> list[tuple[Option, 
     except (KeyError, TypeError, ValueError) as e:
         raise UserError(f"--grid: malformed candidate ({e})") from None
     if not out:
-        raise UserError("--grid: no candidates (give a grid file, or --models, --n-examples and --lengths-grid)")
+        raise UserError("--grid: no candidates: give a grid file, or --models, --n-examples and --lengths-grid "
+                        "(a pretraining law's N is the model's size and D its tokens, n_examples x length)")
     check_candidate_count(len(out))
     return out
 

@@ -77,7 +77,10 @@ def fit_laws(rows, fit_config, out_dir: str | None = None) -> dict:
     fits = {}
     for target, form in (("loss", LOSS_FORM), ("accuracy", ACCURACY_FORM)):
         print(f"fitting {form} to {len(rows)} runs ({fit_config.chains} chains x {fit_config.draws} draws)")
-        fits[target] = fit(table, form, settings, target="eval_loss" if target == "loss" else None)
+        if target == "loss":  # the chance floor is the accuracy law's
+            fits[target] = fit(table, form, settings.replace(chance=0.0), target="eval_loss")
+        else:
+            fits[target] = fit(table, form, settings)
         if out_dir:
             fits[target].save(os.path.join(out_dir, target), plots=False, force=True)  # the notebooks plot
     return fits
