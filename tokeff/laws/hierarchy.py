@@ -20,8 +20,11 @@ The model, built from any registered form (built-in or a user's):
 
 A group the fit never saw (a new model) is drawn from the population: z ~ Normal(0, 1) per draw,
 so its interval carries the spread between groups (wider than any fitted group's).
-Predictions come from `GroupedFit.predictive`, the grouped twin of `Fit.predictive`. Grouped fits
-have no extrapolation discrepancy term: "new_run" is the law's mean.
+Predictions come from `GroupedFit.predictive`, the grouped twin of `Fit.predictive`. Loss fits carry
+the extrapolation discrepancy (`tokeff.laws.discrepancy`, `--discrepancy extrapolation`, the
+default): one tau, learned by internal leave-future-out within each group
+(`learn_tau_grouped`), times d^2, d the distance beyond *that group's* fitted range (beyond the
+whole data's range for a new group).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from tokeff.errors import UserError
+from tokeff.laws import discrepancy as discrepancy_lib
 from tokeff.laws.data import FitData, prepare, read_table
 from tokeff.laws.forms import Form, get_form
 from tokeff.laws.model import (
@@ -258,7 +262,7 @@ class GroupedFit:
     def predictive(self, inputs: Mapping[str, np.ndarray], kind: str = "observed", *, groups: Sequence | None = None,
                    new_groups: bool = False, n_eval=None, seed: int = 0) -> np.ndarray:
         """[S, O] draws at `inputs` (O rows) for the group labelled `groups[o]` in row o: "mean" the
-        law's mean, "new_run" the same (no discrepancy term in grouped fits), "observed" plus the
+        law's mean, "new_run" times what the law misses there (the discrepancy), "observed" plus the
         likelihood's observation noise. A label the fit never saw needs `new_groups` (drawn from
         the population)."""
         import jax.numpy as jnp
@@ -269,12 +273,26 @@ class GroupedFit:
         n_rows = next(iter(x.values())).shape[0]
         if len(groups) != n_rows:
             raise UserError(f"groups: {len(groups)} labels for {n_rows} rows")
-        p = self.group_params(self.groups.lookup(groups, new_groups=new_groups), seed=seed)
+        index = self.groups.lookup(groups, new_groups=new_groups)
+        p = self.group_params(index, seed=seed)
         pj = {k: jnp.asarray(v, jnp.float32) for k, v in p.items()}
         xj = {k: jnp.asarray(v, jnp.float32) for k, v in x.items()}
         mu = np.asarray(self.form.mean(pj, xj), np.float64)
+        sd = None if kind == "mean" else self.discrepancy_sd(x, index)
         return predictive_from_mean(self.form.target, self.likelihood, mu, kind, sigma=self.samples.get("sigma"),
-                                    n_eval=n_eval, seed=seed)
+                                    n_eval=n_eval, seed=seed, discrepancy_sd=sd)
+
+    def discrepancy_sd(self, inputs: Mapping[str, np.ndarray], index: np.ndarray) -> np.ndarray | None:
+        """[S, O] sd (log-loss scale) of what the law misses: tau x the growth of the distance beyond
+        each row's group's fitted range (the whole data's for a new group); None without the term."""
+        if "tau" not in self.samples:
+            return None
+        ranges = self.summary["discrepancy"]["log_ranges"]
+        d = np.zeros(len(index))
+        for i, g in enumerate(index):
+            r = ranges["all"] if g < 0 else ranges["groups"][self.groups.labels[g]]
+            d[i] = discrepancy_lib.growth(r, {k: v[i:i + 1] for k, v in inputs.items()})[0]
+        return self.samples["tau"][:, None] * d[None, :]
 
     def save(self, path: str, *, plots: bool = True, force: bool = False) -> str:
         from tokeff.io import output_dir, write_json
@@ -301,7 +319,7 @@ def load_grouped(path: str, summary: dict) -> GroupedFit:
     pooled = tuple(group["pooled"])
     idata = az.from_netcdf(os.path.join(path, "posterior.nc"))
     samples = {}
-    for k in kept_sites(form, likelihood, pooled):
+    for k in kept_sites(form, likelihood, pooled) + (("tau",) if "tau" in idata.posterior else ()):
         v = idata.posterior[k].values
         samples[k] = v.reshape(v.shape[0] * v.shape[1], *v.shape[2:])
     frame = pd.read_csv(os.path.join(path, "data.csv"))
@@ -375,10 +393,13 @@ def _run_map(model, args, *, draws, seed):
     with numpyro.validation_enabled(False):
         full = Predictive(model, posterior_samples=drawn, return_sites=None)(jax.random.PRNGKey(seed + 7), *args)
     posterior = {k: np.asarray(v)[None] for k, v in {**full, **drawn}.items() if k != "obs"}
-    # Converged when the ELBO stopped moving: the last 10% of steps changed it by < 0.1% of its scale.
+    # Converged when the ELBO stopped moving: over the last 10% of steps, the two halves' means
+    # differ by less than 3 standard errors of the (Monte Carlo) ELBO noise, or by < 0.1%.
     tail = losses[-VI_STEPS // 10:]
-    drift = abs(float(np.mean(tail[: len(tail) // 2]) - np.mean(tail[len(tail) // 2:])))
-    converged = bool(np.isfinite(final) and drift < 1e-3 * max(1.0, abs(final)) + 0.5)
+    half = len(tail) // 2
+    drift = abs(float(np.mean(tail[:half]) - np.mean(tail[half:])))
+    se = float(np.std(tail) * np.sqrt(2.0 / half))
+    converged = bool(np.isfinite(final) and (drift < 3 * se or drift < 1e-3 * abs(final)))
     return posterior, {"converged": converged, "extra": {"elbo": -final, "elbo_drift": drift}}
 
 
@@ -395,8 +416,8 @@ def fit_grouped(
     **overrides,
 ) -> GroupedFit:
     """Fit `form` per group of `table[group]`, partially pooled (module doc), with `settings`
-    (default `FitSettings()`; keyword `overrides` replace single ones). Methods: nuts, map; no
-    discrepancy term, and NUTS starts at the prior medians (every group at the population)."""
+    (default `FitSettings()`; keyword `overrides` replace single ones). Methods: nuts, map;
+    NUTS starts at the prior medians (every group at the population)."""
     import pandas as pd
 
     from tokeff.laws import diagnostics as diag_lib
@@ -442,8 +463,17 @@ def fit_grouped(
     for k in sites:
         v = idata.posterior[k].values
         samples[k] = v.reshape(v.shape[0] * v.shape[1], *v.shape[2:])
-    summary = _summary(form, method, lik, data, groups, pooled, idata, samples, diagnostics,
-                       s.replace(discrepancy="none").as_dict())
+    summary = _summary(form, method, lik, data, groups, pooled, idata, samples, diagnostics, s.as_dict())
+    if s.discrepancy == "extrapolation" and form.target == "loss":
+        tau, info = discrepancy_lib.learn_tau_grouped(form, lik, data, groups.index,
+                                                      n_draws=samples["sigma"].shape[0], seed=seed)
+        samples["tau"] = tau
+        idata.posterior["tau"] = (("chain", "draw"), tau.reshape(idata.posterior.sizes["chain"], -1))
+        summary["discrepancy"] = {
+            "mode": s.discrepancy, "tau": info,
+            "log_ranges": {"all": discrepancy_lib.log_ranges(data.inputs),
+                           "groups": {label: discrepancy_lib.log_ranges(data.take(groups.index == g).inputs)
+                                      for g, label in enumerate(groups.labels)}}}
     summary["wall_seconds"] = time.perf_counter() - start
     return GroupedFit(form, method, lik, data, groups, pooled, samples, idata, summary)
 
