@@ -230,7 +230,8 @@ def lfo_log_densities(data: FitData, forms: list[Form], settings) -> tuple[np.nd
             block.append(lp)
         blocks.append(np.stack(block, axis=1))
         record.append({"n_fit": int(n_fit), "n_held_out": int(end - n_fit),
-                       "mean_log_density": {f.name: float(np.mean(b)) for f, b in zip(forms, block)}})
+                       "mean_log_density": {f.name: float(np.mean(b)) if np.isfinite(b).all() else None
+                                            for f, b in zip(forms, block)}})
     return np.concatenate(blocks), record
 
 
