@@ -128,3 +128,23 @@ def test_predict_and_allocate_draw_from_the_stack(stacked):
     assert 0 < tpp["q05"] <= tpp["median"] <= tpp["q95"]
     with pytest.raises(UserError, match="stacked fit"):
         stacking.refuse_stacked(stacked, "propose reweights")
+
+
+@pytest.mark.slow
+def test_cli_backtest_of_a_stack_reports_its_weights(kaplan_sweep, tmp_path, capsys):
+    import json
+
+    import pandas as pd
+
+    from tokeff.cli import main
+
+    path = tmp_path / "runs.csv"
+    pd.DataFrame(kaplan_sweep).to_csv(path, index=False)
+    out = tmp_path / "bt"
+    assert main(["backtest", str(path), "--form", "chinchilla,kaplan", "--method", "map", "--discrepancy", "none",
+                 "--by", "params*tokens_seen", "--out", str(out), "--no-plots"]) == 0
+    report = json.loads((out / "backtest.json").read_text())
+    assert report["form"] == "chinchilla,kaplan"
+    weights = report["cuts"][0]["stacking_weights"]
+    assert sum(weights.values()) == pytest.approx(1.0) and weights["kaplan"] > 0.5
+    assert "cut 1 stacking weights: chinchilla" in capsys.readouterr().out

@@ -79,6 +79,9 @@ def run(args: argparse.Namespace) -> int:
     within = "-" if da["within_group"] is None else f"{da['within_group']:.2f}"
     overall = "-" if da["all"] is None else f"{da['all']:.2f}"
     print(f"decision accuracy {overall} (within budget groups {within}); all fits ok: {report['all_fits_ok']}")
+    for i, c in enumerate(report["cuts"]):
+        if "stacking_weights" in c:  # `--form a,b,c`
+            print(f"cut {i + 1} stacking weights: " + "  ".join(f"{k} {v:.3f}" for k, v in c["stacking_weights"].items()))
     return 0
 
 
