@@ -211,7 +211,7 @@ def print_ranking(rows: dict, sources: dict) -> None:
     80-95%, median |error| within 1.2x the table's best, median 90% width within 5x its |error|."""
     tables = list(dict.fromkeys(t for t, _ in rows))
     models = list(dict.fromkeys(m for _, m in rows))
-    print(f"\nmean relative CRPS (% of the observed loss; lower is better) per table and model")
+    print("\nmean relative CRPS (% of the observed loss; lower is better) per table and model")
     print(f"{'table':<20}" + "".join(f"{m:>13}" for m in models) + "  source")
     for t in tables:
         print(f"{t:<20}" + "".join(f"{rows[(t, m)]['crps']:13.3f}" for m in models) + f"  {sources.get(t, '')}")

@@ -4,7 +4,6 @@ scores of the plain computation it replaced: every sequence in its own row, full
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 from flax import nnx
 
 from tokeff.data.prompts import PromptFormat, render

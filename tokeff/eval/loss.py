@@ -12,7 +12,6 @@ import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 
 import jax
-import numpy as np
 from flax import nnx
 
 from tokeff.data.prompts import PromptFormat, render

@@ -127,6 +127,11 @@ def learn_tau(form, likelihood, data: FitData, *, n_draws: int, seed: int = 0) -
             log_post = log_post + _tau_log_likelihood(residual, spread_var, dist, likelihood, failures) / len(cuts)
     if not cuts:
         info["note"] = "too few runs for the internal split: tau keeps its prior"
+    return _draw_tau(log_post, rng, n_draws, info)
+
+
+def _draw_tau(log_post: np.ndarray, rng: np.random.Generator, n_draws: int, info: dict) -> tuple[np.ndarray, dict]:
+    """Draws of tau from its posterior on the grid (inverse CDF), and their summary added to `info`."""
     weights = np.exp(log_post - log_post.max())
     cdf = np.cumsum(weights) / weights.sum()
     draws = np.interp(rng.uniform(size=n_draws), cdf, _GRID)
@@ -167,9 +172,4 @@ def learn_tau_grouped(form, likelihood, data: FitData, group_index: np.ndarray, 
         info["groups_used"] += int(used)
     if not info["groups_used"]:
         info["note"] = "every group too short for the internal split: tau keeps its prior"
-    weights = np.exp(log_post - log_post.max())
-    cdf = np.cumsum(weights) / weights.sum()
-    draws = np.interp(rng.uniform(size=n_draws), cdf, _GRID)
-    info |= {"median": float(np.median(draws)), "q05": float(np.quantile(draws, 0.05)),
-             "q95": float(np.quantile(draws, 0.95))}
-    return draws, info
+    return _draw_tau(log_post, rng, n_draws, info)

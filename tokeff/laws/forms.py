@@ -189,24 +189,34 @@ def chinchilla_allocation(p: Mapping, budget_flops) -> dict:
     return {"N_opt": jnp.exp(log_n), "D_opt": jnp.exp(log_d), "tokens_per_param": jnp.exp(log_d - log_n)}
 
 
+# The Chinchilla family's shared declarations: the same priors on the shared parameters (E, A, B,
+# alpha, beta), the same typical ranges, and A centred on the model-size term at the data's centre.
+CHINCHILLA_PRIORS = {
+    "E": "lognormal(0.5, 0.5)",
+    "A": "lognormal(6, 1.5)",
+    "B": "lognormal(7, 1.5)",
+    "alpha": "uniform(0.01, 0.8)",
+    "beta": "uniform(0.01, 0.8)",
+}
+CHINCHILLA_RANGES = {"N": (7e7, 1.6e10), "D": (5e9, 5e11)}
+
+
+def _centre_model_term(p, x):
+    return -p["alpha"] * jnp.log(x["N"])
+
+
 register_form(
     Form(
         name="chinchilla",
         inputs=("N", "D"),
         target="loss",
-        params={
-            "E": "lognormal(0.5, 0.5)",
-            "A": "lognormal(6, 1.5)",
-            "B": "lognormal(7, 1.5)",
-            "alpha": "uniform(0.01, 0.8)",
-            "beta": "uniform(0.01, 0.8)",
-        },
+        params=dict(CHINCHILLA_PRIORS),
         mean=_chinchilla_mean,
         allocate=chinchilla_allocation,
         columns={"N": "params", "D": "tokens_seen"},
-        typical_ranges={"N": (7e7, 1.6e10), "D": (5e9, 5e11)},
+        typical_ranges=dict(CHINCHILLA_RANGES),
         log_mean_fn=_chinchilla_log_mean,
-        centring={"A": lambda p, x: -p["alpha"] * jnp.log(x["N"]), "B": lambda p, x: -p["beta"] * jnp.log(x["D"])},
+        centring={"A": _centre_model_term, "B": lambda p, x: -p["beta"] * jnp.log(x["D"])},
         # Hoffmann et al.'s grid: e in {-1..1} step .5, a, b in {0..25} step 5, alpha, beta in {0..2} step .5.
         classic_grid={
             "E": (-1.0, -0.5, 0.0, 0.5, 1.0),
@@ -270,11 +280,7 @@ register_form(
         inputs=("N", "D"),
         target="loss",
         params={
-            "E": "lognormal(0.5, 0.5)",
-            "A": "lognormal(6, 1.5)",
-            "B": "lognormal(7, 1.5)",
-            "alpha": "uniform(0.01, 0.8)",
-            "beta": "uniform(0.01, 0.8)",
+            **CHINCHILLA_PRIORS,
             # Per e-fold of N. Li et al. fit a data exponent that moves by ~0.1 over 1e8-1e10
             # parameters (4.6 e-folds): normal(0, 0.03) puts that at 1.5 sd; 0 is Chinchilla.
             "gamma": "normal(0, 0.03)",
@@ -282,9 +288,9 @@ register_form(
         mean=lambda p, x: jnp.exp(_farseer_log_mean(p, x)),
         log_mean_fn=_farseer_log_mean,
         columns={"N": "params", "D": "tokens_seen"},
-        typical_ranges={"N": (7e7, 1.6e10), "D": (5e9, 5e11)},
+        typical_ranges=dict(CHINCHILLA_RANGES),
         centring={
-            "A": lambda p, x: -p["alpha"] * jnp.log(x["N"]),
+            "A": _centre_model_term,
             # The data exponent at the data's centre N (beta and gamma trade off through log N).
             "beta": lambda p, x: p["gamma"] * (jnp.log(x["N"]) - jnp.log(FARSEER_N_REF)),
             "B": lambda p, x: -_farseer_data_exponent(p, x) * jnp.log(x["D"]),
@@ -499,11 +505,7 @@ register_form(
         inputs=("N", "U", "epochs"),
         target="loss",
         params={
-            "E": "lognormal(0.5, 0.5)",
-            "A": "lognormal(6, 1.5)",
-            "B": "lognormal(7, 1.5)",
-            "alpha": "uniform(0.01, 0.8)",
-            "beta": "uniform(0.01, 0.8)",
+            **CHINCHILLA_PRIORS,
             "R_star": "lognormal(2.7, 0.7)",
         },
         mean=lambda p, x: jnp.exp(_repeated_log_mean(p, x)),
@@ -511,7 +513,7 @@ register_form(
         columns={"N": "params", "U": "unique_tokens", "epochs": "epochs"},
         typical_ranges={"N": (7e7, 1.6e10), "U": (5e8, 5e10), "epochs": (1.0, 40.0)},
         centring={
-            "A": lambda p, x: -p["alpha"] * jnp.log(x["N"]),
+            "A": _centre_model_term,
             "B": lambda p, x: -p["beta"] * jnp.log(_effective_data(p, x)),
         },
         description="Muennighoff et al. 2023, data-constrained: Chinchilla in effective data "

@@ -30,7 +30,6 @@ whole data's range for a new group).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -229,8 +228,6 @@ class GroupedFit:
     def group_params(self, index: np.ndarray, *, seed: int = 0) -> dict[str, np.ndarray]:
         """Parameter draws name -> [S, O] for group indices `index` (-1: a new group, drawn from the
         population, one fresh group per draw and row)."""
-        import jax.numpy as jnp
-
         index = np.asarray(index, np.int64)
         known = np.where(index >= 0, index, 0)
         out = {k: np.asarray(self.samples[k])[:, known] for k in self.form.param_names}

@@ -21,7 +21,7 @@ import ml_collections
 from tokeff import flops
 from tokeff.errors import UserError
 from tokeff.models.spec import preset_for_spec
-from tokeff.models.config import PRESETS, get_preset
+from tokeff.models.config import get_preset
 
 
 @dataclasses.dataclass(frozen=True)

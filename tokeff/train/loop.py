@@ -159,7 +159,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, resources: Resources
     from tokeff.train.checkpoint import Checkpoints
     from tokeff.models.config import attention_path
     from tokeff.train.mesh import batch_shards
-    from tokeff.train.metrics import MetricsLog, device_peak_flops, truncate_metrics
+    from tokeff.devices import device_peak_flops
+    from tokeff.train.metrics import MetricsLog, truncate_metrics
 
     mesh = resources.mesh(config)
     shards = batch_shards(mesh)

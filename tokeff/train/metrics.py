@@ -15,7 +15,6 @@ import time
 import jax
 
 from tokeff.io import write_text
-from tokeff.devices import device_peak_flops  # noqa: F401  (the loop's MFU; one table in tokeff.devices)
 
 
 class MetricsLog:
