@@ -35,7 +35,7 @@ of Chinchilla's runs (`Model Size`, `Training FLOP`, `loss`; tokens = FLOP / 6N)
 https://github.com/epoch-research/analyzing-chinchilla/blob/main/data/svg_extracted_data.csv
 (245 runs; the repository states no licence, so no copy is kept here: pass the path; it gives two
 rows: all 245 runs, and `chinchilla240`, Epoch's own selection, which leaves out the 5 highest losses
-as outliers: the 240-run set issue 15 measured), or
+as outliers, as in their own fits), or
 `summary_df.pickle.xz` of https://github.com/formll/resolving-scaling-law-discrepancies (Porian et
 al. 2024, MIT licence; not stored here either): one row per sweep setting (`porian_tables`), each
 11-12 isoFLOP budgets of 1.25e16-2.56e19 FLOPs over 5M-900M parameters, with the undertrained and
