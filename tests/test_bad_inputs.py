@@ -262,13 +262,17 @@ A = ["allocate", "{W}/fit-chinchilla", "--out", "{W}/new-alloc"]
 for value in ("-1e12", "0", "nan", "inf", "lots", "-inf"):
     case(f"allocate-budget-{value}", [*A, "--budget", value], "--budget")
 case("allocate-missing-budget", A, "--budget")
+case("allocate-missing-out", ["allocate", "{W}/fit-chinchilla", "--budget", "1e20"], ("--out", "required"))
 case("allocate-grouped-fit", ["allocate", "{W}/fit-grouped", "--budget", "1e20", "--out", "{W}/new-alloc"], "grouped")
-case("allocate-missing-fit", ["allocate", "{W}/nope", "--budget", "1e20"], "FIT_DIR")
-case("allocate-fit-is-file", ["allocate", "{W}/afile", "--budget", "1e20"], "FIT_DIR")
-case("allocate-not-a-fit", ["allocate", "{W}/foreign", "--budget", "1e20"], "foreign")
-case("allocate-truncated-summary", ["allocate", "{W}/fit-cut-summary", "--budget", "1e20"], "summary.json")
-case("allocate-garbage-summary", ["allocate", "{W}/fit-bad-summary", "--budget", "1e20"], "summary.json")
-case("allocate-truncated-posterior", ["allocate", "{W}/fit-cut-posterior", "--budget", "1e20"], "posterior.nc")
+case("allocate-missing-fit", ["allocate", "{W}/nope", "--budget", "1e20", "--out", "{W}/new-alloc"], "FIT_DIR")
+case("allocate-fit-is-file", ["allocate", "{W}/afile", "--budget", "1e20", "--out", "{W}/new-alloc"], "FIT_DIR")
+case("allocate-not-a-fit", ["allocate", "{W}/foreign", "--budget", "1e20", "--out", "{W}/new-alloc"], "foreign")
+case("allocate-truncated-summary", ["allocate", "{W}/fit-cut-summary", "--budget", "1e20", "--out",
+                                    "{W}/new-alloc"], "summary.json")
+case("allocate-garbage-summary", ["allocate", "{W}/fit-bad-summary", "--budget", "1e20", "--out",
+                                  "{W}/new-alloc"], "summary.json")
+case("allocate-truncated-posterior", ["allocate", "{W}/fit-cut-posterior", "--budget", "1e20", "--out",
+                                      "{W}/new-alloc"], "posterior.nc")
 case("allocate-unconverged", ["allocate", "{W}/fit-unconverged", "--budget", "1e20", "--out", "{W}/new-alloc"],
      "diagnostics")
 case("allocate-pretraining-models", [*A, "--budget", "1e20", "--models", "tiny"], "--models")
@@ -314,6 +318,7 @@ case("propose-missing-fit", ["propose", "{W}/nope", *P[2:]], "FIT_DIR")
 case("propose-truncated-summary", ["propose", "{W}/fit-cut-summary", *P[2:]], "summary.json")
 case("propose-grouped-fit", ["propose", "{W}/fit-grouped", *P[2:]], "grouped")
 case("propose-unconverged", ["propose", "{W}/fit-unconverged", *P[2:]], "diagnostics")
+case("propose-missing-out", P[:-2], ("--out", "required"))
 case("propose-out-is-file", [*P[:-1], "{W}/afile"], "--out")
 case("propose-out-foreign", [*P[:-1], "{W}/foreign"], "--out")
 case("propose-out-read-only", [*P[:-1], "{W}/ro/proposals"], "--out")
