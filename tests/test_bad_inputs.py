@@ -391,6 +391,8 @@ for kind in ("fifo", "zero", "dir"):
 case("sweep-config-fifo", ["sweep", "--config", "{W}/fifo.py", "--workdir", "{W}/new-sweep"], "fifo.py")
 case("demo-config-fifo", ["demo", "--config", "{W}/fifo.py", "--workdir", "{W}/new-demo"], "fifo.py")
 
+NUTS = [*F[:-3], "nuts", "--out", "{W}/new-fit"]
+
 # --- user modules: any failure is one line naming the module ---------------------------------
 MODULE_FAILURES = [("raises", "raises_mod", ("raises_mod", "boom at import")),
                    ("exits", "exits_mod", ("exits_mod", "sys.exit")),
@@ -410,11 +412,20 @@ for label, module, field in MODULE_FAILURES[:4]:
     case(f"backtest-module-{label}", [*BT, "--module", module], field)
 for form in ("nanform", "negform", "scalarform", "noparams"):
     case(f"fit-user-form-{form}", [*F[:2], "--form", form, *F[4:], "--module", "badforms_mod"], form)
-for form in ("nanform", "scalarform"):
+ROW_DEFECTS = {"nanrows": ("nanrows", "NaN", "row"), "nanaway": ("nanaway", "NaN", "prior draw"),
+               "infrows": ("infrows", "infinite", "row"), "shaperows": ("shaperows", "shape"),
+               "negrows": ("negrows", "positive", "row"), "raiserows": ("raiserows", "prior draw", "oops")}
+for form, field in ROW_DEFECTS.items():
+    case(f"fit-user-form-{form}", [*F[:2], "--form", form, *F[4:], "--module", "badforms_mod"], field)
+for form in ("nanrows", "nanaway", "shaperows"):
+    case(f"fit-nuts-user-form-{form}", [*NUTS[:2], "--form", form, *NUTS[4:], "--module", "badforms_mod"],
+         ROW_DEFECTS[form])
+    case(f"fit-grouped-user-form-{form}", [*F[:2], "--form", form, *F[4:], "--module", "badforms_mod", "--group",
+                                          "grp"], ROW_DEFECTS[form])
+for form in ("nanform", "scalarform", "nanaway", "infrows"):
     case(f"backtest-user-form-{form}", [*BT[:2], "--form", form, *BT[4:], "--module", "badforms_mod"], form)
 
 # --- sizes estimated before the work: refused naming the flag and the limit -----------------
-NUTS = [*F[:-3], "nuts", "--out", "{W}/new-fit"]
 for flag, value in [("--chains", "1000"), ("--chains", "65"), ("--draws", "1000000000"), ("--warmup", "2000000")]:
     case(f"fit-nuts{flag}-{value}", [*NUTS, flag, value], flag)
 case("fit-classic-bootstrap-1e8", [*F[:-3], "classic", "--out", "{W}/new-fit", "--bootstrap", "100000000"],
@@ -633,7 +644,8 @@ def _build_foreign_dirs(root: pathlib.Path, train_config) -> None:
     (root / "user-results" / "results.jsonl").write_text('{"mine": true}\n')
 
 
-USER_FORMS = ("nanform", "negform", "scalarform", "noparams")
+USER_FORMS = ("nanform", "negform", "scalarform", "noparams", "nanrows", "nanaway", "infrows", "shaperows",
+              "negrows", "raiserows")
 
 
 def _build_user_modules(root: pathlib.Path) -> None:
@@ -649,7 +661,14 @@ def _build_user_modules(root: pathlib.Path) -> None:
     forms = ["import numpy as np", "from tokeff.laws.forms import register_form",
              "COLS = {'N': 'params', 'D': 'tokens'}", "E = {'E': 'lognormal(0.5, 0.5)'}"]
     bodies = {"nanform": ("E", "p['E'] * np.nan + 0 * x['N']"), "negform": ("E", "-p['E'] + 0 * x['N']"),
-              "scalarform": ("E", "p['E']"), "noparams": ("{}", "1.0 + 0 * x['N']")}
+              "scalarform": ("E", "p['E']"), "noparams": ("{}", "1.0 + 0 * x['N']"),
+              # defects only some rows or some parameter values show (the medians alone pass):
+              "nanrows": ("E", "np.where(x['N'] > 1e9, np.nan, p['E'] + 0 * x['N'])"),
+              "nanaway": ("E", "np.where(p['E'] < 1.6, np.nan, p['E']) + 0 * x['N']"),  # median 1.65
+              "infrows": ("E", "np.where(x['D'] > 1e11, np.inf, p['E'] + 0 * x['N'])"),
+              "shaperows": ("E", "p['E'] + 0 * x['N'][:-1]"),
+              "negrows": ("E", "np.where(x['N'] > 1e10, -p['E'], p['E']) + 0 * x['N']"),
+              "raiserows": ("E", "p['E'] + 0 * x['N'] if p['E'] > 1.6 else x['oops']")}
     for name in USER_FORMS:
         params, body = bodies[name]
         forms += [f"@register_form(name='{name}', inputs=('N', 'D'), target='loss', params={params}, columns=COLS)",
