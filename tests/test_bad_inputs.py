@@ -262,6 +262,7 @@ A = ["allocate", "{W}/fit-chinchilla", "--out", "{W}/new-alloc"]
 for value in ("-1e12", "0", "nan", "inf", "lots", "-inf"):
     case(f"allocate-budget-{value}", [*A, "--budget", value], "--budget")
 case("allocate-missing-budget", A, "--budget")
+case("allocate-missing-out", ["allocate", "{W}/fit-chinchilla", "--budget", "1e20"], ("--out", "required"))
 case("allocate-grouped-fit", ["allocate", "{W}/fit-grouped", "--budget", "1e20", "--out", "{W}/new-alloc"],
      ("FIT_DIR", "names no model preset"))
 G = ["allocate", "{W}/fit-grouped-presets", "--budget", "1e16", "--lengths-grid", "64", "--out", "{W}/new-alloc"]
@@ -273,12 +274,15 @@ case("allocate-grouped-models", [*G, "--models", "tiny"], "--models")
 case("allocate-grouped-no-lengths", [*G[:4], "--out", "{W}/new-alloc"], "lengths")
 case("allocate-grouped-pretraining", ["allocate", "{W}/fit-grouped-chinchilla", "--budget", "1e20", "--out",
                                       "{W}/new-alloc"], ("FIT_DIR", "grouped"))
-case("allocate-missing-fit", ["allocate", "{W}/nope", "--budget", "1e20"], "FIT_DIR")
-case("allocate-fit-is-file", ["allocate", "{W}/afile", "--budget", "1e20"], "FIT_DIR")
-case("allocate-not-a-fit", ["allocate", "{W}/foreign", "--budget", "1e20"], "foreign")
-case("allocate-truncated-summary", ["allocate", "{W}/fit-cut-summary", "--budget", "1e20"], "summary.json")
-case("allocate-garbage-summary", ["allocate", "{W}/fit-bad-summary", "--budget", "1e20"], "summary.json")
-case("allocate-truncated-posterior", ["allocate", "{W}/fit-cut-posterior", "--budget", "1e20"], "posterior.nc")
+case("allocate-missing-fit", ["allocate", "{W}/nope", "--budget", "1e20", "--out", "{W}/new-alloc"], "FIT_DIR")
+case("allocate-fit-is-file", ["allocate", "{W}/afile", "--budget", "1e20", "--out", "{W}/new-alloc"], "FIT_DIR")
+case("allocate-not-a-fit", ["allocate", "{W}/foreign", "--budget", "1e20", "--out", "{W}/new-alloc"], "foreign")
+case("allocate-truncated-summary", ["allocate", "{W}/fit-cut-summary", "--budget", "1e20", "--out",
+                                    "{W}/new-alloc"], "summary.json")
+case("allocate-garbage-summary", ["allocate", "{W}/fit-bad-summary", "--budget", "1e20", "--out",
+                                  "{W}/new-alloc"], "summary.json")
+case("allocate-truncated-posterior", ["allocate", "{W}/fit-cut-posterior", "--budget", "1e20", "--out",
+                                      "{W}/new-alloc"], "posterior.nc")
 case("allocate-unconverged", ["allocate", "{W}/fit-unconverged", "--budget", "1e20", "--out", "{W}/new-alloc"],
      "diagnostics")
 case("allocate-pretraining-models", [*A, "--budget", "1e20", "--models", "tiny"], "--models")
@@ -333,6 +337,7 @@ case("propose-grouped-grid-unknown-group", [*PG, "--grid", "{W}/grid-unknown-gro
 case("propose-grouped-pretraining", ["propose", "{W}/fit-grouped-chinchilla", *PG[2:]], ("FIT_DIR", "grouped"))
 case("propose-group-value-ungrouped", [*P, "--group-value", "tiny"], "--group-value")
 case("propose-unconverged", ["propose", "{W}/fit-unconverged", *P[2:]], "diagnostics")
+case("propose-missing-out", P[:-2], ("--out", "required"))
 case("propose-out-is-file", [*P[:-1], "{W}/afile"], "--out")
 case("propose-out-foreign", [*P[:-1], "{W}/foreign"], "--out")
 case("propose-out-read-only", [*P[:-1], "{W}/ro/proposals"], "--out")
@@ -405,6 +410,8 @@ for kind in ("fifo", "zero", "dir"):
 case("sweep-config-fifo", ["sweep", "--config", "{W}/fifo.py", "--workdir", "{W}/new-sweep"], "fifo.py")
 case("demo-config-fifo", ["demo", "--config", "{W}/fifo.py", "--workdir", "{W}/new-demo"], "fifo.py")
 
+NUTS = [*F[:-3], "nuts", "--out", "{W}/new-fit"]
+
 # --- user modules: any failure is one line naming the module ---------------------------------
 MODULE_FAILURES = [("raises", "raises_mod", ("raises_mod", "boom at import")),
                    ("exits", "exits_mod", ("exits_mod", "sys.exit")),
@@ -424,11 +431,20 @@ for label, module, field in MODULE_FAILURES[:4]:
     case(f"backtest-module-{label}", [*BT, "--module", module], field)
 for form in ("nanform", "negform", "scalarform", "noparams"):
     case(f"fit-user-form-{form}", [*F[:2], "--form", form, *F[4:], "--module", "badforms_mod"], form)
-for form in ("nanform", "scalarform"):
+ROW_DEFECTS = {"nanrows": ("nanrows", "NaN", "row"), "nanaway": ("nanaway", "NaN", "prior draw"),
+               "infrows": ("infrows", "infinite", "row"), "shaperows": ("shaperows", "shape"),
+               "negrows": ("negrows", "positive", "row"), "raiserows": ("raiserows", "prior draw", "oops")}
+for form, field in ROW_DEFECTS.items():
+    case(f"fit-user-form-{form}", [*F[:2], "--form", form, *F[4:], "--module", "badforms_mod"], field)
+for form in ("nanrows", "nanaway", "shaperows"):
+    case(f"fit-nuts-user-form-{form}", [*NUTS[:2], "--form", form, *NUTS[4:], "--module", "badforms_mod"],
+         ROW_DEFECTS[form])
+    case(f"fit-grouped-user-form-{form}", [*F[:2], "--form", form, *F[4:], "--module", "badforms_mod", "--group",
+                                          "grp"], ROW_DEFECTS[form])
+for form in ("nanform", "scalarform", "nanaway", "infrows"):
     case(f"backtest-user-form-{form}", [*BT[:2], "--form", form, *BT[4:], "--module", "badforms_mod"], form)
 
 # --- sizes estimated before the work: refused naming the flag and the limit -----------------
-NUTS = [*F[:-3], "nuts", "--out", "{W}/new-fit"]
 for flag, value in [("--chains", "1000"), ("--chains", "65"), ("--draws", "1000000000"), ("--warmup", "2000000")]:
     case(f"fit-nuts{flag}-{value}", [*NUTS, flag, value], flag)
 case("fit-classic-bootstrap-1e8", [*F[:-3], "classic", "--out", "{W}/new-fit", "--bootstrap", "100000000"],
@@ -651,7 +667,8 @@ def _build_foreign_dirs(root: pathlib.Path, train_config) -> None:
     (root / "user-results" / "results.jsonl").write_text('{"mine": true}\n')
 
 
-USER_FORMS = ("nanform", "negform", "scalarform", "noparams")
+USER_FORMS = ("nanform", "negform", "scalarform", "noparams", "nanrows", "nanaway", "infrows", "shaperows",
+              "negrows", "raiserows")
 
 
 def _build_user_modules(root: pathlib.Path) -> None:
@@ -667,7 +684,14 @@ def _build_user_modules(root: pathlib.Path) -> None:
     forms = ["import numpy as np", "from tokeff.laws.forms import register_form",
              "COLS = {'N': 'params', 'D': 'tokens'}", "E = {'E': 'lognormal(0.5, 0.5)'}"]
     bodies = {"nanform": ("E", "p['E'] * np.nan + 0 * x['N']"), "negform": ("E", "-p['E'] + 0 * x['N']"),
-              "scalarform": ("E", "p['E']"), "noparams": ("{}", "1.0 + 0 * x['N']")}
+              "scalarform": ("E", "p['E']"), "noparams": ("{}", "1.0 + 0 * x['N']"),
+              # defects only some rows or some parameter values show (the medians alone pass):
+              "nanrows": ("E", "np.where(x['N'] > 1e9, np.nan, p['E'] + 0 * x['N'])"),
+              "nanaway": ("E", "np.where(p['E'] < 1.6, np.nan, p['E']) + 0 * x['N']"),  # median 1.65
+              "infrows": ("E", "np.where(x['D'] > 1e11, np.inf, p['E'] + 0 * x['N'])"),
+              "shaperows": ("E", "p['E'] + 0 * x['N'][:-1]"),
+              "negrows": ("E", "np.where(x['N'] > 1e10, -p['E'], p['E']) + 0 * x['N']"),
+              "raiserows": ("E", "p['E'] + 0 * x['N'] if p['E'] > 1.6 else x['oops']")}
     for name in USER_FORMS:
         params, body = bodies[name]
         forms += [f"@register_form(name='{name}', inputs=('N', 'D'), target='loss', params={params}, columns=COLS)",

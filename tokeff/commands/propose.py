@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "buy (default: the most expensive candidate's cost; less myopic than one run each)")
     parser.add_argument("--sims", type=int, default=64, help="simulated outcomes per candidate (default 64)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", help="where proposals.json and sweep_points.json go (default: FIT_DIR)")
+    parser.add_argument("--out", required=True, help="where proposals.json and sweep_points.json go: a new or empty"
+                        " directory, or one tokeff wrote")
     parser.add_argument("--force", action="store_true", help="propose even if the fit's diagnostics are not ok")
     parser.add_argument("--module", action="append", default=[], metavar="MODULE",
                         help="import this module or .py file first (the fit's form is your own)")
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     space = option_space_from_args(args)
     budget = parse_flops(args.budget, "--budget") if args.budget else None
     horizon = parse_flops(args.horizon, "--horizon") if args.horizon else None
-    out = args.out if args.out is not None else args.fit_dir  # --out '' is refused, not FIT_DIR
+    out = args.out
     from tokeff.laws.forms import import_form_modules
 
     import_form_modules(args.module)

@@ -39,12 +39,13 @@ import numpy as np
 from tokeff.errors import UserError
 from tokeff.laws import discrepancy as discrepancy_lib
 from tokeff.laws.data import FitData, prepare, read_table
-from tokeff.laws.forms import Form, get_form
+from tokeff.laws.forms import Form, get_form, is_builtin
 from tokeff.laws.model import (
     FAILURE_SITES, Likelihood, observation_dist, observed, predictive_from_mean, resolve_likelihood, sample_noise,
 )
 from tokeff.laws.priors import Prior
 from tokeff.laws.settings import FitSettings
+from tokeff.usermodule import check_form_outputs
 
 # Spread of a pooled parameter between groups, in unconstrained units: median 0.34 (groups' log
 # coefficients ~40% apart), 95% below 1.1.
@@ -447,6 +448,8 @@ def fit_grouped(
     group_column(table, group)  # a missing or single-valued column fails before anything else
     data = prepare(table, form, mapping=mapping, target=target, drop_invalid=s.drop_invalid, exclude=s.exclude,
                    keep=(group,))
+    if not is_builtin(form.name):
+        check_form_outputs(form, data.inputs)  # a user's form that cannot be fitted: one line, before sampling
     groups = group_column(pd.DataFrame({group: data.extra.pop(group)}), group)
 
     start = time.perf_counter()
