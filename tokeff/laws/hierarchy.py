@@ -592,10 +592,11 @@ def format_grouped(summary: dict, *, shown: int = 12) -> str:
     for k, p in summary["shared"].items():
         lines.append(f"{k:<13} {p['median']:11.4g} {p['q05']:11.4g} {p['q95']:11.4g} {'shared':>8}")
     column = summary["group"]["column"]
-    lines.append(f"{column:<16} {'rows':>5} " + " ".join(f"{k:>10}" for k in params) + "   (medians)")
     groups = list(summary["groups"].items())
+    w = max([len(str(label)) for label, _ in groups[:shown]] + [len(column), 13])  # labels whole
+    lines.append(f"{column:<{w}} {'rows':>5} " + " ".join(f"{k:>10}" for k in params) + "   (medians)")
     for label, g in groups[:shown]:
-        lines.append(f"{str(label)[:16]:<16} {g['n_points']:5d} "
+        lines.append(f"{str(label):<{w}} {g['n_points']:5d} "
                      + " ".join(f"{g['params'][k]['median']:10.4g}" for k in params))
     if len(groups) > shown:
         lines.append(f"... and {len(groups) - shown} more (summary.json: groups)")
