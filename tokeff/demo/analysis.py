@@ -246,14 +246,19 @@ def format_report(rows, fits, comparison, verdict, allocation, workdir: str, cha
 
 
 def results_table(rows) -> str:
-    """One line per run: budget, strategy, seed, N, L, FLOPs used, loss, accuracy [Wilson 95%]."""
+    """One line per run: budget, (model, when several), strategy, seed, N, L, FLOPs used, loss, accuracy
+    [Wilson 95%]."""
     from tokeff.eval.intervals import wilson_interval
 
-    lines = [f"{'budget':>8} {'strategy':<11}{'seed':>4}{'N':>5}{'L':>7}{'used':>10}{'loss':>8}  accuracy [95% Wilson]"]
-    for r in sorted(rows, key=lambda r: (r["budget_flops"], r["strategy"], r["seed"])):
+    models = sorted({str(r["model"]) for r in rows})
+    w = max(len(m) for m in models) + 1 if len(models) > 1 else 0  # a model column when there are several
+    lines = [f"{'budget':>8} {'model' if w else '':<{w}}{'strategy':<11}{'seed':>4}{'N':>5}{'L':>7}{'used':>10}"
+             f"{'loss':>8}  accuracy [95% Wilson]"]
+    for r in sorted(rows, key=lambda r: (r["budget_flops"], str(r["model"]), r["strategy"], r["seed"])):
         k, n = round(r["accuracy"] * r["n_eval"]), int(r["n_eval"])
         lo, hi = wilson_interval(k, n)
-        lines.append(f"{r['budget_flops']:>8.3g} {r['strategy']:<11}{r['seed']:>4}{r['n_examples']:>5}"
+        lines.append(f"{r['budget_flops']:>8.3g} {str(r['model']) if w else '':<{w}}{r['strategy']:<11}{r['seed']:>4}"
+                     f"{r['n_examples']:>5}"
                      f"{r['avg_tokens']:>7.1f}{r['flops_used']:>10.3g}{r['eval_loss']:>8.4f}  "
                      f"{k / n:.3f} [{lo:.3f}, {hi:.3f}] ({k}/{n})")
     return "\n".join(lines)
