@@ -444,12 +444,16 @@ case("fit-classic-bootstrap-1e8", [*F[:-3], "classic", "--out", "{W}/new-fit", "
 case("backtest-chains-1000", [*BT[:-5], "nuts", *BT[-4:], "--chains", "1000"], "--chains")
 case("propose-sims-1e8", [*P, "--sims", "100000000"], "--sims")
 case("propose-grid-200k-candidates", [*P, "--grid", "{W}/grid-huge.json"], "--grid")
+case("propose-grid-2m-candidates", [*P, "--grid", "{W}/grid-2m.json"], ("--grid", "limit"))
+case("fit-nuts-chains-2-draws-1e9", [*NUTS, "--chains", "2", "--draws", "1000000000"], "--draws")
+case("propose-pretraining-no-candidates", ["propose", "{W}/fit-chinchilla", "--out", "{W}/new-proposals"],
+     ("--grid", "pretraining"))
 for key, value in [("data.pool_size", "99999999999"), ("batch_size", "10000000"), ("seed", "-1"),
                    ("seed", "1e23"), ("seed", "4294967296"), ("data.split_seed", "-1")]:
     case(f"train-limit-{key}-{value}", [*T, f"--config.{key}={value}"], key)
 for command, argv in [("fit", F), ("propose", P), ("eval", E), ("backtest", BT),
                       ("compose", C)]:
-    for value in ("-1", "4294967296"):
+    for value in ("-1", "4294967296", "1e23"):
         case(f"{command}-seed-{value}", [*argv, "--seed", value], "--seed")
 
 # --- conflicts and flags that cannot apply: refused, never silently ignored -------------------
@@ -629,6 +633,8 @@ def _build_hostile_inputs(root: pathlib.Path, n, d, loss) -> None:
         f"{a * 1e287:.6g},{b:.6g},{c:.6g},run" for a, b, c in zip(n, d, loss)) + "\n")
     (root / "grid-huge.json").write_text(json.dumps(
         {"models": ["tiny"], "n_examples": list(range(1, 1001)), "avg_tokens": list(range(1, 201))}))
+    (root / "grid-2m.json").write_text(json.dumps(
+        {"models": ["tiny"], "n_examples": list(range(1, 1001)), "avg_tokens": list(range(1, 2001))}))
     (root / "grid-ctx.json").write_text(json.dumps({"models": ["tiny"], "n_examples": [100], "avg_tokens": [99999]}))
     (root / "grid-1e30.json").write_text(json.dumps({"models": ["tiny"], "n_examples": [1e30], "avg_tokens": [64]}))
     point = {"model": "nope", "budget_flops": 1e9, "composition": {"strategy": "random"}, "seed": 0}

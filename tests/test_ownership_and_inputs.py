@@ -290,6 +290,9 @@ def test_a_small_step_outside_the_range_is_stated_as_a_percentage():
 
 def test_help_states_defaults_and_prints_percent_signs_once(capsys):
     for argv, wanted in ((["eval", "--help"], "95% interval"), (["fit", "--help"], "default 4, at most 64"),
+                         (["fit", "--help"], "(default: nuts)"), (["fit", "--help"], "default 1000, at most 1,000,000"),
+                         (["fit", "--help"], "in [0, 2^32 - 1] (default 0)"), (["fit", "--help"], "write no PNG plots"),
+                         (["backtest", "--help"], "default 4, at most 64"), (["backtest", "--help"], "(default: nuts)"),
                          (["compare", "--help"], "default: loo")):
         code, out, _ = _main(argv, capsys)
         assert code == 0 and wanted in " ".join(out.split()) and "%%" not in out
