@@ -263,7 +263,17 @@ for value in ("-1e12", "0", "nan", "inf", "lots", "-inf"):
     case(f"allocate-budget-{value}", [*A, "--budget", value], "--budget")
 case("allocate-missing-budget", A, "--budget")
 case("allocate-missing-out", ["allocate", "{W}/fit-chinchilla", "--budget", "1e20"], ("--out", "required"))
-case("allocate-grouped-fit", ["allocate", "{W}/fit-grouped", "--budget", "1e20", "--out", "{W}/new-alloc"], "grouped")
+case("allocate-grouped-fit", ["allocate", "{W}/fit-grouped", "--budget", "1e20", "--out", "{W}/new-alloc"],
+     ("FIT_DIR", "names no model preset"))
+G = ["allocate", "{W}/fit-grouped-presets", "--budget", "1e16", "--lengths-grid", "64", "--out", "{W}/new-alloc"]
+case("allocate-grouped-unknown-group", [*G, "--group-value", "tiny", "smollm2-360m"], ("--group-value", "unknown model"))
+case("allocate-grouped-new-group-no-preset", [*G, "--group-value", "tiny", "mystery-7b", "--new-group"],
+     ("--group-value", "names no model preset"))
+case("allocate-grouped-group-twice", [*G, "--group-value", "tiny", "tiny"], "--group-value")
+case("allocate-grouped-models", [*G, "--models", "tiny"], "--models")
+case("allocate-grouped-no-lengths", [*G[:4], "--out", "{W}/new-alloc"], "lengths")
+case("allocate-grouped-pretraining", ["allocate", "{W}/fit-grouped-chinchilla", "--budget", "1e20", "--out",
+                                      "{W}/new-alloc"], ("FIT_DIR", "grouped"))
 case("allocate-missing-fit", ["allocate", "{W}/nope", "--budget", "1e20", "--out", "{W}/new-alloc"], "FIT_DIR")
 case("allocate-fit-is-file", ["allocate", "{W}/afile", "--budget", "1e20", "--out", "{W}/new-alloc"], "FIT_DIR")
 case("allocate-not-a-fit", ["allocate", "{W}/foreign", "--budget", "1e20", "--out", "{W}/new-alloc"], "foreign")
@@ -281,6 +291,8 @@ case("allocate-pretraining-strategies", [*A, "--budget", "1e20", "--strategies",
                                          "--lengths", "{W}/lengths.json"], "--strategies")
 V = ["allocate", "{W}/fit-volume", "--budget", "1e12", "--out", "{W}/new-alloc"]
 case("allocate-finetuning-no-models", V, "models")
+case("allocate-group-value-ungrouped", [*V, "--models", "tiny", "--lengths-grid", "64", "--group-value", "tiny"],
+     "--group-value")
 case("allocate-unknown-model", [*V, "--models", "nope", "--lengths-grid", "64"], "nope")
 case("allocate-unknown-strategy", [*V, "--models", "tiny", "--strategies", "fancy"], "--strategies")
 case("allocate-strategies-without-lengths", [*V, "--models", "tiny", "--strategies", "few_long"], "lengths")
@@ -316,7 +328,14 @@ case("propose-grid-garbage", [*P, "--grid", "{W}/garbage.csv"], "--grid")
 case("propose-unknown-model", [*P[:2], "--models", "nope", *P[4:]], "nope")
 case("propose-missing-fit", ["propose", "{W}/nope", *P[2:]], "FIT_DIR")
 case("propose-truncated-summary", ["propose", "{W}/fit-cut-summary", *P[2:]], "summary.json")
-case("propose-grouped-fit", ["propose", "{W}/fit-grouped", *P[2:]], "grouped")
+case("propose-grouped-fit", ["propose", "{W}/fit-grouped", *P[4:]], ("FIT_DIR", "names no model preset"))
+PG = ["propose", "{W}/fit-grouped-presets", "--lengths-grid", "32,64", "--n-examples", "100,1000",
+      "--out", "{W}/new-proposals"]
+case("propose-grouped-models", [*PG, "--models", "tiny"], "--models")
+case("propose-grouped-unknown-group", [*PG, "--group-value", "tiny", "smollm2-360m"], ("--group-value", "unknown"))
+case("propose-grouped-grid-unknown-group", [*PG, "--grid", "{W}/grid-unknown-group.json"], ("--grid", "unknown"))
+case("propose-grouped-pretraining", ["propose", "{W}/fit-grouped-chinchilla", *PG[2:]], ("FIT_DIR", "grouped"))
+case("propose-group-value-ungrouped", [*P, "--group-value", "tiny"], "--group-value")
 case("propose-unconverged", ["propose", "{W}/fit-unconverged", *P[2:]], "diagnostics")
 case("propose-missing-out", P[:-2], ("--out", "required"))
 case("propose-out-is-file", [*P[:-1], "{W}/afile"], "--out")
@@ -561,6 +580,10 @@ def _build_world(root: pathlib.Path) -> None:
     save_fit_dir(root / "fit-chinchilla", "chinchilla", draws, {"N": n, "D": d}, loss)
     save_fit_dir(root / "fit-unconverged", "chinchilla", draws, {"N": n, "D": d}, loss, ok=False)
     save_grouped_fit_dir(root / "fit-grouped")
+    save_grouped_fit_dir(root / "fit-grouped-presets", groups=("tiny", "smollm2-135m", "qwen2.5-0.5b"))
+    save_grouped_fit_dir(root / "fit-grouped-chinchilla", groups=("tiny", "smollm2-135m"), form_name="chinchilla")
+    (root / "grid-unknown-group.json").write_text(json.dumps(
+        {"models": ["tiny", "smollm2-360m"], "n_examples": [100], "avg_tokens": [32]}))
     v, m = np.geomspace(1e4, 1e6, 12), np.tile([1.5e5, 1.7e6], 6)
     acc = np.clip(1e-3 * v**0.1 * m**0.3 + 0.25, 0, 1)
     save_fit_dir(root / "fit-volume", "volume", _draws(dict(A=1e-3, beta=0.1, gamma=0.3, E=0.25)), {"V": v, "M": m},

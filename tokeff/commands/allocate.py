@@ -11,7 +11,8 @@ from tokeff.errors import UserError
 
 MIN_BUDGET = 1e6
 
-HELP = "decide what to run at a FLOP budget from a fit: frontier or model x N x L, with P(best) and regret"
+HELP = ("decide what to run at a FLOP budget from a fit: frontier or model x N x L (a grouped fit's groups are "
+        "the models), with P(best) and regret")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     import_form_modules(args.module)
     fit = load_checked_fit(args.fit_dir, force=args.force)  # a bad FIT_DIR is named as such, not as --out
     claim_output_dir(out, "allocation", allow_existing=True)
-    result = allocate_fit(fit, budget, space, frontier_source=args.frontier)
+    result = allocate_fit(fit, budget, space, frontier_source=args.frontier, group_values=args.group_value,
+                          new_group=args.new_group)
     for w in result["warnings"]:  # once, on stderr (the table on stdout leaves them out)
         print(f"tokeff allocate: warning: {w}", file=sys.stderr)
     plot = "frontier.png" if result["kind"] == "pretraining" else "allocation_budgets.png"

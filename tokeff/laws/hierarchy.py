@@ -227,17 +227,27 @@ class GroupedFit:
     def centre(self) -> dict[str, float]:
         return {k: float(v) for k, v in self.summary["centre"].items()}
 
-    def group_params(self, index: np.ndarray, *, seed: int = 0) -> dict[str, np.ndarray]:
+    def group_params(self, index: np.ndarray, *, seed: int = 0, labels: Sequence | None = None) -> dict[str, np.ndarray]:
         """Parameter draws name -> [S, O] for group indices `index` (-1: a new group, drawn from the
-        population, one fresh group per draw and row)."""
+        population, one fresh group per draw and row; with `labels`, one per draw and label, the same
+        for a label whatever else is asked: a new model's options are compared on one draw of it)."""
         index = np.asarray(index, np.int64)
         known = np.where(index >= 0, index, 0)
         out = {k: np.asarray(self.samples[k])[:, known] for k in self.form.param_names}
         new = index < 0
-        if new.any():
+        if new.any() and labels is None:
             drawn = self.new_group_params(int(new.sum()), seed=seed)
             for k in out:
                 out[k][:, new] = drawn[k]
+        elif new.any():
+            import zlib
+
+            names = np.asarray([str(g) for g in labels], object)
+            for name in dict.fromkeys(names[new]):
+                drawn = self.new_group_params(1, seed=seed + zlib.crc32(name.encode()) % 2**30)
+                rows = new & (names == name)
+                for k in out:
+                    out[k][:, rows] = drawn[k]
         return out
 
     def new_group_params(self, n: int, *, seed: int = 0) -> dict[str, np.ndarray]:
@@ -273,7 +283,7 @@ class GroupedFit:
         if len(groups) != n_rows:
             raise UserError(f"groups: {len(groups)} labels for {n_rows} rows")
         index = self.groups.lookup(groups, new_groups=new_groups)
-        p = self.group_params(index, seed=seed)
+        p = self.group_params(index, seed=seed, labels=groups)
         pj = {k: jnp.asarray(v, jnp.float32) for k, v in p.items()}
         xj = {k: jnp.asarray(v, jnp.float32) for k, v in x.items()}
         mu = np.asarray(self.form.mean(pj, xj), np.float64)
