@@ -73,6 +73,7 @@ def test_allocate_pretraining_with_extrapolation_warning(chinchilla_fit, tmp_pat
     assert set(q) >= {"median", "q05", "q10", "q90", "q95"}
     # The data's largest 6ND is below 4.8e22: the warning states the factor (>= 12x).
     assert "extrapolating by" in err and "extrapolating by" in result["warnings"][0]
+    assert err.count("extrapolating by") == 1 and "extrapolating by" not in out  # each warning once
     factor = float(result["warnings"][0].split("extrapolating by ")[1].rstrip("x"))
     assert factor > 10
     assert (tmp_path / "frontier.png").stat().st_size > 10_000

@@ -378,12 +378,23 @@ case("demo-workdir-foreign", ["demo", "--config", DEMO_SMOKE, "--workdir", "{W}/
 for wd in ("wd-user-metrics", "foreign", "sweep-dir", "wd-ckpt", "wd-ckpt7", "fit-chinchilla", "user-results"):
     case(f"train-workdir-{wd}", ["train", "--config", TINY, "--workdir", f"{{W}}/{wd}"], "--workdir")
 EMPTY = "path is empty"
+# The same rule on an object store (fsspec's memory:// filesystem stands in for gs://; no network).
+for wd in ("user-metrics", "sweep-dir", "fit-out"):
+    case(f"train-workdir-remote-{wd}", ["train", "--config", TINY, "--workdir", f"memory://world/{wd}"], "--workdir")
+for wd in ("user-metrics", "train-wd"):
+    case(f"sweep-workdir-remote-{wd}", ["sweep", "--config", SWEEP_TINY, "--workdir", f"memory://world/{wd}"],
+         "--workdir")
+case("train-workdir-remote-locked", ["train", "--config", TINY, "--workdir", "memory://world/locked"],
+     ("--workdir", "in use by process"))
+case("train-workdir-unknown-scheme", ["train", "--config", TINY, "--workdir", "nosuchfs://bucket/run"],
+     ("--workdir", "nosuchfs"))
 case("train-workdir-empty-path", ["train", "--config", TINY, "--workdir", ""], ("--workdir", EMPTY))
 for wd in ("wd-user-metrics", "foreign", "train-wd", "wd-ckpt", "fit-chinchilla", "user-results"):
     case(f"sweep-workdir-{wd}", ["sweep", "--config", SWEEP_TINY, "--workdir", f"{{W}}/{wd}"], "--workdir")
 case("sweep-workdir-empty-path", ["sweep", "--config", SWEEP_TINY, "--workdir", ""], ("--workdir", EMPTY))
 case("sweep-dry-run-empty-path", ["sweep", "--config", SWEEP_TINY, "--workdir", "", "--dry-run"], ("--workdir", EMPTY))
-for out in ("", "{W}/train-wd", "{W}/sweep-dir", "{W}/wd-user-metrics", "{W}/wd-ckpt7"):
+for out in ("", "{W}/train-wd", "{W}/sweep-dir", "{W}/wd-user-metrics", "{W}/wd-ckpt7", "gs://bucket/fit",
+            "memory://world/new-fit"):
     case(f"fit-out-{out.rsplit('/', 1)[-1] or 'empty-path'}", [*F[:-1], out], ("--out", EMPTY) if not out else "--out")
 
 # --- inputs must be regular files within the size limit, read in bounded chunks ---------------
@@ -452,12 +463,16 @@ case("fit-classic-bootstrap-1e8", [*F[:-3], "classic", "--out", "{W}/new-fit", "
 case("backtest-chains-1000", [*BT[:-5], "nuts", *BT[-4:], "--chains", "1000"], "--chains")
 case("propose-sims-1e8", [*P, "--sims", "100000000"], "--sims")
 case("propose-grid-200k-candidates", [*P, "--grid", "{W}/grid-huge.json"], "--grid")
+case("propose-grid-2m-candidates", [*P, "--grid", "{W}/grid-2m.json"], ("--grid", "limit"))
+case("fit-nuts-chains-2-draws-1e9", [*NUTS, "--chains", "2", "--draws", "1000000000"], "--draws")
+case("propose-pretraining-no-candidates", ["propose", "{W}/fit-chinchilla", "--out", "{W}/new-proposals"],
+     ("--grid", "pretraining"))
 for key, value in [("data.pool_size", "99999999999"), ("batch_size", "10000000"), ("seed", "-1"),
                    ("seed", "1e23"), ("seed", "4294967296"), ("data.split_seed", "-1")]:
     case(f"train-limit-{key}-{value}", [*T, f"--config.{key}={value}"], key)
 for command, argv in [("fit", F), ("propose", P), ("eval", E), ("backtest", BT),
                       ("compose", C)]:
-    for value in ("-1", "4294967296"):
+    for value in ("-1", "4294967296", "1e23"):
         case(f"{command}-seed-{value}", [*argv, "--seed", value], "--seed")
 
 # --- conflicts and flags that cannot apply: refused, never silently ignored -------------------
@@ -641,6 +656,8 @@ def _build_hostile_inputs(root: pathlib.Path, n, d, loss) -> None:
         f"{a * 1e287:.6g},{b:.6g},{c:.6g},run" for a, b, c in zip(n, d, loss)) + "\n")
     (root / "grid-huge.json").write_text(json.dumps(
         {"models": ["tiny"], "n_examples": list(range(1, 1001)), "avg_tokens": list(range(1, 201))}))
+    (root / "grid-2m.json").write_text(json.dumps(
+        {"models": ["tiny"], "n_examples": list(range(1, 1001)), "avg_tokens": list(range(1, 2001))}))
     (root / "grid-ctx.json").write_text(json.dumps({"models": ["tiny"], "n_examples": [100], "avg_tokens": [99999]}))
     (root / "grid-1e30.json").write_text(json.dumps({"models": ["tiny"], "n_examples": [1e30], "avg_tokens": [64]}))
     point = {"model": "nope", "budget_flops": 1e9, "composition": {"strategy": "random"}, "seed": 0}
@@ -665,6 +682,16 @@ def _build_foreign_dirs(root: pathlib.Path, train_config) -> None:
     (root / "train-wd" / "config.json").write_text(json.dumps(train_config.to_dict()))
     (root / "user-results").mkdir()
     (root / "user-results" / "results.jsonl").write_text('{"mine": true}\n')
+    import fsspec
+
+    remote = fsspec.filesystem("memory")
+    remote.pipe_file("/world/user-metrics/metrics.jsonl", b'{"my": 1}\n')
+    remote.pipe_file("/world/sweep-dir/.tokeff-workdir.json", b'{"kind": "sweep"}')
+    remote.pipe_file("/world/train-wd/.tokeff-workdir.json", b'{"kind": "train"}')
+    remote.pipe_file("/world/fit-out/.tokeff-output.json", b'{"kind": "fit", "files": []}')
+    remote.pipe_file("/world/locked/.tokeff-workdir.json", b'{"kind": "train"}')
+    remote.pipe_file("/world/locked/.tokeff-lock", json.dumps({"host": "another-host", "pid": 4242,
+                                                                "since": "2026-12-06T20:00:00Z"}).encode())
 
 
 USER_FORMS = ("nanform", "negform", "scalarform", "noparams", "nanrows", "nanaway", "infrows", "shaperows",
@@ -712,6 +739,9 @@ def world(tmp_path_factory) -> pathlib.Path:
         forms._REGISTRY.pop(name, None)
     for name in ("badforms_mod",):
         sys.modules.pop(name, None)
+    import fsspec
+
+    fsspec.filesystem("memory").rm("/world", recursive=True)
 
 
 def _snapshot(root: pathlib.Path) -> dict[str, str]:
@@ -736,6 +766,11 @@ def _snapshot(root: pathlib.Path) -> dict[str, str]:
                 with open(path, "rb") as f:
                     value = hashlib.sha1(f.read()).hexdigest()
             out[os.path.relpath(path, root)] = value
+    import fsspec
+
+    remote = fsspec.filesystem("memory")  # the object-store part of the world (memory://world)
+    for path in remote.find("/world"):
+        out[f"memory:/{path}"] = hashlib.sha1(remote.cat_file(path)).hexdigest()
     return out
 
 

@@ -41,6 +41,7 @@ from tokeff.decide.options import (
 )
 from tokeff.decide.summaries import normalized_weights
 from tokeff.errors import UserError
+from tokeff.progress import PROPOSE_WORK, progress
 from tokeff.resources import check_candidate_count
 from tokeff.laws.model import Likelihood, observation_dist
 
@@ -145,7 +146,8 @@ def expected_information(run_PxC: np.ndarray, target: str, likelihood: Likelihoo
     if target == "loss":
         location_PxC = np.log(location_PxC)
     eig_C = np.empty(n_cand)
-    for c in range(n_cand):
+    for c in progress(range(n_cand), desc="propose: scoring candidates", unit="candidate",
+                      work=float(n_cand) * n_sims * n_draws, threshold=PROPOSE_WORK):
         sims = rng.choice(n_draws, size=n_sims, p=w)
         r = 1.0 if replicates_C is None else float(replicates_C[c])
         n_eval = None if n_eval_C is None else float(n_eval_C[c]) * r

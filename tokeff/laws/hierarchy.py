@@ -45,6 +45,7 @@ from tokeff.laws.model import (
 )
 from tokeff.laws.priors import Prior
 from tokeff.laws.settings import FitSettings
+from tokeff.progress import NUTS_STEPS, show_progress
 from tokeff.usermodule import check_form_outputs
 
 # Spread of a pooled parameter between groups, in unconstrained units: median 0.34 (groups' log
@@ -475,6 +476,7 @@ def fit_grouped(
     args = _model_args(form, data, groups)
     sites = kept_sites(form, lik, pooled)
     if method == "nuts":
+        progress = progress or show_progress(chains * (warmup + draws), NUTS_STEPS)  # a long run shows a bar
         posterior, stats = _run_nuts(model, args, chains=chains, draws=draws, warmup=warmup, seed=seed,
                                      target_accept=s.target_accept, progress=progress)
     else:
