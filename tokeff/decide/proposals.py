@@ -338,12 +338,13 @@ def propose(fit, cands: list[tuple[Option, int]], space: OptionSpace, budget: fl
     proposals = []
     for r in ranked:
         option, seed = cands[r.index]
-        proposals.append({"model": option.model, "group": option.group, "n_examples": option.n_examples, "avg_tokens": option.avg_tokens,
-                          "epochs": option.epochs, "strategy": option.strategy, "seed": seed, "flops": option.flops,
+        proposals.append({"model": option.model, "group": option.group, "n_examples": option.n_examples,
+                          "avg_tokens": option.avg_tokens, "epochs": option.epochs, "strategy": option.strategy, "seed": seed, "flops": option.flops,
                           "replicates_scored": int(reps_C[r.index]), "expected_information": r.eig,
                           "information_per_pflop": r.eig_per_flop * 1e15})
-    points = [{"model": p["group"] or p["model"], "budget_flops": p["flops"], "seed": p["seed"], "composition": composition(p)}
-              for p in proposals]
+    # A grouped fit's group is the model spec the sweep runs (e.g. hf:...); `model` is its preset.
+    points = [{"model": p["group"] or p["model"], "budget_flops": p["flops"], "seed": p["seed"],
+               "composition": composition(p)} for p in proposals]
     grouped = {} if getattr(fit, "groups", None) is None else {"group_column": fit.groups.column}
     return {"form": form.name, **grouped, "budget_flops": budget, "uncertainty": measure, "uncertainty_now": u_now,
             "horizon_flops": float(horizon), "n_candidates": len(cands), "proposals": proposals,

@@ -303,6 +303,24 @@ class GroupedFit:
             d[i] = discrepancy_lib.growth(r, {k: v[i:i + 1] for k, v in inputs.items()})[0]
         return self.samples["tau"][:, None] * d[None, :]
 
+    def log_likelihood(self) -> np.ndarray:
+        """[S, n]: each fitted row's log-likelihood per draw, at its group's parameters (for LOO)."""
+        import jax.numpy as jnp
+
+        p = {k: jnp.asarray(np.asarray(self.samples[k])[:, self.groups.index], jnp.float32)
+             for k in self.form.param_names}
+        x = {k: jnp.asarray(v, jnp.float32) for k, v in self.data.inputs.items()}
+        obs = jnp.asarray(observed(self.form, self.data.y, self.data.n_eval), jnp.float32)
+        if self.form.target == "loss":
+            failures = (tuple(jnp.asarray(self.samples[k])[:, None] for k in FAILURE_SITES)
+                        if self.likelihood.kind == "failures" else None)
+            d = observation_dist("loss", self.likelihood, self.form.log_mean(p, x),
+                                 sigma=jnp.asarray(self.samples["sigma"])[:, None], failures=failures)
+        else:
+            d = observation_dist("accuracy", self.likelihood, self.form.mean(p, x),
+                                 n_eval=jnp.asarray(self.data.n_eval, jnp.float32))
+        return np.asarray(d.log_prob(obs), np.float64)
+
     def save(self, path: str, *, plots: bool = True, force: bool = False) -> str:
         from tokeff.io import output_dir, write_json
 
@@ -594,10 +612,11 @@ def format_grouped(summary: dict, *, shown: int = 12) -> str:
     for k, p in summary["shared"].items():
         lines.append(f"{k:<13} {p['median']:11.4g} {p['q05']:11.4g} {p['q95']:11.4g} {'shared':>8}")
     column = summary["group"]["column"]
-    lines.append(f"{column:<16} {'rows':>5} " + " ".join(f"{k:>10}" for k in params) + "   (medians)")
     groups = list(summary["groups"].items())
+    w = max([len(str(label)) for label, _ in groups[:shown]] + [len(column), 13])  # labels whole
+    lines.append(f"{column:<{w}} {'rows':>5} " + " ".join(f"{k:>10}" for k in params) + "   (medians)")
     for label, g in groups[:shown]:
-        lines.append(f"{str(label)[:16]:<16} {g['n_points']:5d} "
+        lines.append(f"{str(label):<{w}} {g['n_points']:5d} "
                      + " ".join(f"{g['params'][k]['median']:10.4g}" for k in params))
     if len(groups) > shown:
         lines.append(f"... and {len(groups) - shown} more (summary.json: groups)")
