@@ -105,3 +105,15 @@ def test_small_variational_grouped_fit_then_allocate_picks_the_best_model(monkey
     result = allocate_fit(fit, 1e16, OptionSpace(models=(), lengths=(64,)))
     assert result["by_group"]["choice"] == "qwen2.5-0.5b", result["by_group"]
     assert result["by_group"]["groups"][0]["p_best"] > 0.9
+
+
+def test_each_group_selects_from_its_own_pool():
+    """Groups whose tokenizers count the same examples differently select from their own lengths."""
+    from tokeff.decide.options import DataPool, OptionSpace
+
+    short, long = DataPool(lengths=np.full(500, 10)), DataPool(lengths=np.full(500, 40))
+    space = OptionSpace(models=("tiny",), strategies=("few_long",), pool=short,
+                        groups=(("a", "tiny"), ("b", "tiny")), group_pools=(("b", long),))
+    options, _ = space.at(1e10)
+    by = {o.group: o for o in options}
+    assert by["a"].avg_tokens == 10 and by["b"].avg_tokens == 40 and by["a"].n_examples > by["b"].n_examples

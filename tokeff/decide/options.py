@@ -226,8 +226,18 @@ class OptionSpace:
     cost: PerExample | PackedRows = PerExample()
     seed: int = 0  # the strategies' tie-break seed (a sweep point's seed)
     groups: tuple[tuple[str, str], ...] = ()  # grouped fits: (group label, its model's preset), see `grouped_space`
+    # A group's own data, where it differs from `pool` (another tokenizer gives the same examples other lengths).
+    group_pools: tuple[tuple[str, DataPool], ...] = ()
 
     def at(self, budget: float) -> tuple[list[Option], list[Infeasible]]:
+        if self.groups and self.group_pools:
+            pools, found = dict(self.group_pools), ([], [])
+            for label, preset in self.groups:
+                one = dataclasses.replace(self, models=(preset,), groups=((label, preset),), group_pools=(),
+                                          pool=pools.get(label, self.pool))
+                for into, part in zip(found, one.at(budget)):
+                    into += part
+            return found
         if self.strategies:
             if self.pool.lengths is None:
                 raise UserError("strategies: need the dataset's example lengths (--lengths FILE)")

@@ -164,15 +164,24 @@ def pool_lengths(train_config) -> np.ndarray:
 
 def allocate_strategy(fits: dict, comparison: dict, config, budget: float) -> dict:
     """Which strategy to run at `budget` under the LOO-preferred law (expected utility); with a
-    grouped fit, which model x strategy, every model's strategies drawn from one pool of lengths
-    (`config.train.model`'s tokenizer)."""
+    grouped fit, which model x strategy, each model's strategies selecting from the examples as its
+    own tokenizer counts them."""
+    import copy
+
     from tokeff.decide.allocation import allocate_fit
     from tokeff.decide.options import DataPool, OptionSpace
 
     fit = fits[comparison["best"]]
     grouped = getattr(fit, "groups", None) is not None
     models = () if grouped else (sweep.preset_for_spec(config.grid.models[0]),)
-    space = OptionSpace(models=models, strategies=STRATEGIES, pool=DataPool(lengths=pool_lengths(config.train)))
+    pools = ()
+    if grouped:
+        trains = {m: copy.deepcopy(config.train) for m in fit.groups.labels}
+        for m, train in trains.items():
+            train.model = m
+        pools = tuple((m, DataPool(lengths=pool_lengths(train))) for m, train in trains.items())
+    space = OptionSpace(models=models, strategies=STRATEGIES, pool=DataPool(lengths=pool_lengths(config.train)),
+                        group_pools=pools)
     allocation = allocate_fit(fit, budget, space)
     allocation["law"] = comparison["best"]
     return allocation
