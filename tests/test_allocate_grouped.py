@@ -105,6 +105,16 @@ def test_small_variational_grouped_fit_then_allocate_picks_the_best_model(monkey
     result = allocate_fit(fit, 1e16, OptionSpace(models=(), lengths=(64,)))
     assert result["by_group"]["choice"] == "qwen2.5-0.5b", result["by_group"]
     assert result["by_group"]["groups"][0]["p_best"] > 0.9
+    # propose on the same fit: candidates are the groups x N x L, scored on the same decision.
+    from tokeff.decide.options import grouped_space
+    from tokeff.decide.proposals import candidates, propose
+
+    space = grouped_space(fit, OptionSpace(models=(), lengths=(64,), n_examples=(1000, 10000)))
+    cands = candidates(None, space, groups=fit.groups)
+    proposed = propose(fit, cands, space, 1e16, sims=8, top=6)
+    assert proposed["n_candidates"] == 6 and proposed["group_column"] == "model"
+    assert {p["group"] for p in proposed["proposals"]} == {"smollm2-135m", "smollm2-360m", "qwen2.5-0.5b"}
+    assert all(p["expected_information"] >= 0 for p in proposed["proposals"])
 
 
 def test_each_group_selects_from_its_own_pool():
