@@ -50,6 +50,16 @@ from tokeff.laws.settings import FitSettings
 # coefficients ~40% apart), 95% below 1.1.
 SPREAD_PRIOR = Prior("halfnormal", (0.5,))
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+# Correlated group effects: LKJ(eta) on the correlation of the pooled parameters' effects;
+# eta = 2 leans mildly towards independence, so 30 groups can show a correlation but 3 cannot invent one.
+LKJ_ETA = 2.0
+CORR_SITE = "pooled_corr_chol"
+CORRELATED = False
+# A loss floor E pooled as its share of the mean at the data's centre: t = log(E / R(x0)), R the
+# mean above the floor there. Normal(0, 1): the floor is as likely below as above the loss the
+# law still has to lose at the centre, within a factor e (68%) or e^2 (95%).
+FLOOR_SHARE_PRIOR = Prior("normal", (0.0, 1.0))
+FLOOR_SHARE = os.environ.get("TOKEFF_FLOOR_SHARE", "1") == "1"  # EXPERIMENT
 
 
 def pop_site(name: str) -> str:
@@ -69,10 +79,34 @@ def _centred(form: Form, name: str) -> bool:
     return name in form.centring and (prior.positive() or prior.shiftable())
 
 
+def floor_share(form: Form) -> str | None:
+    """The loss floor pooled as its share of the mean at the data's centre (module doc), or None."""
+    return form.floor if FLOOR_SHARE and form.target == "loss" and form.floor in form.params else None
+
+
+def grouped_form(form: Form, priors: Mapping[str, str]) -> Form:
+    """The form as a grouped fit uses it: the user's priors applied; a floor given its own prior by
+    the user keeps that prior (not pooled as a share)."""
+    if form.target == "loss" and form.floor is not None and form.floor in priors:
+        form = dataclasses.replace(form, floor=None)
+    return form.with_priors(priors)
+
+
 def _order(form: Form) -> list[str]:
     """Parameters in sampling order: those not centred first, then the centred ones in the order
-    their offsets are declared (an offset may use the parameters before it)."""
-    return [k for k in form.params if not _centred(form, k)] + [k for k in form.centring if _centred(form, k)]
+    their offsets are declared (an offset may use the parameters before it), then a floor pooled as
+    a share (it needs every other parameter)."""
+    floor = floor_share(form)
+    first = [k for k in form.params if not _centred(form, k) and k != floor]
+    return first + [k for k in form.centring if _centred(form, k) and k != floor] + ([floor] if floor else [])
+
+
+def _log_reducible(form: Form, p: Mapping, centre: Mapping):
+    """log of the mean above the floor at the data's centre: the scale of a floor pooled as a share."""
+    import jax.numpy as jnp
+
+    other = next(v for k, v in p.items() if k != form.floor)
+    return jnp.log(form.mean({**p, form.floor: jnp.zeros(jnp.shape(other))}, centre))
 
 
 def _bijection(prior: Prior):
@@ -85,6 +119,8 @@ def _to_value(form: Form, name: str, t, p: Mapping, centre: Mapping):
     """A parameter's value from its unconstrained (or, centred, its at-centre) coordinate t."""
     import jax.numpy as jnp
 
+    if name == floor_share(form):
+        return jnp.exp(t + _log_reducible(form, p, centre))
     if _centred(form, name):
         offset = form.centring[name](p, centre)
         return jnp.exp(t - offset) if form.params[name].positive() else t - offset
@@ -95,25 +131,46 @@ def _to_coordinate(form: Form, name: str, value, p: Mapping, centre: Mapping):
     """Inverse of `_to_value`."""
     import jax.numpy as jnp
 
+    if name == floor_share(form):
+        return jnp.log(value) - _log_reducible(form, p, centre)
     if _centred(form, name):
         offset = form.centring[name](p, centre)
         return (jnp.log(value) if form.params[name].positive() else value) + offset
     return _bijection(form.params[name]).inv(value)
 
 
-def make_grouped_model(form: Form, likelihood: Likelihood, n_groups: int, pooled: Sequence[str]):
+def pooled_order(form: Form, pooled: Sequence[str]) -> list[str]:
+    """The pooled parameters in sampling order: the axes of the correlated group effects."""
+    return [k for k in _order(form) if k in pooled]
+
+
+def make_grouped_model(form: Form, likelihood: Likelihood, n_groups: int, pooled: Sequence[str],
+                       correlated: bool = False):
     """A NumPyro model `model(inputs, group, n_eval, obs)`; `group` is each row's group index."""
     import jax.numpy as jnp
     import numpyro
     import numpyro.distributions as dist
     from numpyro.distributions import transforms
 
+    axes = pooled_order(form, pooled)
+    joint = correlated and len(axes) >= 2
+
     def model(inputs: dict, group, n_eval=None, obs=None):
         centre = {k: jnp.exp(jnp.mean(jnp.log(v))) for k, v in inputs.items()}
         pop, per_group = {}, {}
+        if joint:
+            # Correlated effects, non-centred: delta_g = diag(s) L z_g, L the Cholesky factor of
+            # the correlation (LKJ), z_g ~ Normal(0, I).
+            spreads = jnp.stack([numpyro.sample(spread_site(k), SPREAD_PRIOR.to_numpyro()) for k in axes])
+            chol = numpyro.sample(CORR_SITE, dist.LKJCholesky(len(axes), LKJ_ETA))
+            z = numpyro.sample(_z_site("pooled"), dist.Normal(0.0, 1.0).expand([n_groups, len(axes)]).to_event(2))
+            delta = (z @ chol.T) * spreads
         for name in _order(form):
             prior = form.params[name]
-            if _centred(form, name):
+            if name == floor_share(form):
+                t_pop = numpyro.sample(f"{pop_site(name)}_share", FLOOR_SHARE_PRIOR.to_numpyro())
+                pop[name] = numpyro.deterministic(pop_site(name), _to_value(form, name, t_pop, pop, centre))
+            elif _centred(form, name):
                 offset = form.centring[name](pop, centre)
                 if prior.positive():
                     base = dist.TransformedDistribution(
@@ -125,7 +182,9 @@ def make_grouped_model(form: Form, likelihood: Likelihood, n_groups: int, pooled
             else:
                 pop[name] = numpyro.sample(pop_site(name), prior.to_numpyro())
                 t_pop = _to_coordinate(form, name, pop[name], pop, centre)
-            if name in pooled:
+            if joint and name in pooled:
+                value = _to_value(form, name, t_pop + delta[:, axes.index(name)], per_group, centre)
+            elif name in pooled:
                 spread = numpyro.sample(spread_site(name), SPREAD_PRIOR.to_numpyro())
                 z = numpyro.sample(_z_site(name), dist.Normal(0.0, 1.0).expand([n_groups]).to_event(1))
                 value = _to_value(form, name, t_pop + spread * z, per_group, centre)
@@ -152,10 +211,12 @@ def shared_sites(form: Form, likelihood: Likelihood) -> tuple[str, ...]:
     return ("sigma",) + (FAILURE_SITES if likelihood.kind == "failures" else ())
 
 
-def kept_sites(form: Form, likelihood: Likelihood, pooled: Sequence[str]) -> tuple[str, ...]:
-    """Every site a grouped fit keeps: per-group values, population values and spreads, shared noise."""
+def kept_sites(form: Form, likelihood: Likelihood, pooled: Sequence[str], correlated: bool = False) -> tuple[str, ...]:
+    """Every site a grouped fit keeps: per-group values, population values and spreads, shared noise
+    (and the correlation's Cholesky factor, which diagnostics skip: its diagonal is constant)."""
     return (tuple(form.param_names) + tuple(pop_site(k) for k in form.param_names)
-            + tuple(spread_site(k) for k in pooled) + shared_sites(form, likelihood))
+            + tuple(spread_site(k) for k in pooled) + shared_sites(form, likelihood)
+            + ((CORR_SITE,) if correlated and len(pooled) >= 2 else ()))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,15 +306,20 @@ class GroupedFit:
         rng = np.random.default_rng(seed + 17)
         centre = {k: jnp.float32(v) for k, v in self.centre.items()}
         pop = {k: jnp.asarray(self.samples[pop_site(k)], jnp.float32)[:, None] for k in self.form.param_names}
+        axes = pooled_order(self.form, self.pooled)
+        n_draws = next(iter(pop.values())).shape[0]
+        z = rng.standard_normal((n_draws, n, len(axes)))
+        if CORR_SITE in self.samples:  # correlated effects: z_g -> L z_g (the draw's Cholesky factor)
+            z = np.einsum("sij,snj->sni", np.asarray(self.samples[CORR_SITE], np.float64), z)
         new: dict = {}
         for name in _order(self.form):
             if name not in self.pooled:
-                new[name] = jnp.broadcast_to(pop[name], (pop[name].shape[0], n))
+                new[name] = jnp.broadcast_to(pop[name], (n_draws, n))
                 continue
             t_pop = _to_coordinate(self.form, name, pop[name], pop, centre)
             spread = jnp.asarray(self.samples[spread_site(name)], jnp.float32)[:, None]
-            z = jnp.asarray(rng.standard_normal((pop[name].shape[0], n)), jnp.float32)
-            new[name] = _to_value(self.form, name, t_pop + spread * z, new, centre)
+            new[name] = _to_value(self.form, name, t_pop + spread * jnp.asarray(z[:, :, axes.index(name)], jnp.float32),
+                                  new, centre)
         return {k: np.asarray(v, np.float64) for k, v in new.items()}
 
     def predictive(self, inputs: Mapping[str, np.ndarray], kind: str = "observed", *, groups: Sequence | None = None,
@@ -310,13 +376,15 @@ def load_grouped(path: str, summary: dict) -> GroupedFit:
     import arviz as az
     import pandas as pd
 
-    form = get_form(summary["form"]).with_priors(summary.get("priors"))
-    likelihood = Likelihood.from_dict(summary["likelihood"])
     group = summary["group"]
+    form = get_form(summary["form"]).with_priors(summary.get("priors"))
+    if floor_share(form) and group.get("floor_share") != form.floor:
+        form = dataclasses.replace(form, floor=None)
+    likelihood = Likelihood.from_dict(summary["likelihood"])
     pooled = tuple(group["pooled"])
     idata = az.from_netcdf(os.path.join(path, "posterior.nc"))
     samples = {}
-    for k in kept_sites(form, likelihood, pooled) + (("tau",) if "tau" in idata.posterior else ()):
+    for k in kept_sites(form, likelihood, pooled, CORR_SITE in idata.posterior) + (("tau",) if "tau" in idata.posterior else ()):
         v = idata.posterior[k].values
         samples[k] = v.reshape(v.shape[0] * v.shape[1], *v.shape[2:])
     frame = pd.read_csv(os.path.join(path, "data.csv"))
@@ -407,6 +475,7 @@ def fit_grouped(
     settings: FitSettings | None = None,
     *,
     pool: "str | Sequence[str] | None" = None,
+    correlated: bool | None = None,
     mapping: Mapping[str, str] | None = None,
     target: str | None = None,
     progress: bool = False,
@@ -427,7 +496,7 @@ def fit_grouped(
     form = get_form(form) if isinstance(form, str) else form
     if form.target == "accuracy" and form.floor not in priors:
         form = form.above_chance(s.chance)
-    form = form.with_priors(priors)
+    form = grouped_form(form, priors)
     pooled = parse_pool(pool, form)
     lik = Likelihood(kind=resolve_likelihood(s.likelihood, form.target, method), chance=s.chance)
     if isinstance(table, (str, os.PathLike)):
@@ -440,9 +509,10 @@ def fit_grouped(
     groups = group_column(pd.DataFrame({group: data.extra.pop(group)}), group)
 
     start = time.perf_counter()
-    model = make_grouped_model(form, lik, len(groups.labels), pooled)
+    correlated = CORRELATED if correlated is None else bool(correlated)
+    model = make_grouped_model(form, lik, len(groups.labels), pooled, correlated)
     args = _model_args(form, data, groups)
-    sites = kept_sites(form, lik, pooled)
+    sites = kept_sites(form, lik, pooled, correlated)
     if method == "nuts":
         posterior, stats = _run_nuts(model, args, chains=chains, draws=draws, warmup=warmup, seed=seed,
                                      target_accept=s.target_accept, progress=progress)
@@ -453,7 +523,7 @@ def fit_grouped(
         stats = None
     idata = _inference_data(posterior, stats, sites, groups)
     if method == "nuts":
-        diagnostics = diag_lib.nuts_diagnostics(idata, list(sites))
+        diagnostics = diag_lib.nuts_diagnostics(idata, [k for k in sites if k != CORR_SITE])
     else:
         diagnostics = diag_lib.optimiser_diagnostics(**opt)
     samples = {}
@@ -462,8 +532,13 @@ def fit_grouped(
         samples[k] = v.reshape(v.shape[0] * v.shape[1], *v.shape[2:])
     summary = _summary(form, method, lik, data, groups, pooled, idata, samples, diagnostics, s.as_dict())
     if s.discrepancy == "extrapolation" and form.target == "loss":
-        tau, info = discrepancy_lib.learn_tau_grouped(form, lik, data, groups.index,
-                                                      n_draws=samples["sigma"].shape[0], seed=seed)
+        if os.environ.get("TOKEFF_TAU", "psis") == "psis":  # EXPERIMENT
+            tau, info = discrepancy_lib.learn_tau_pooled(form, lik, data, groups.index,
+                                                         {k: samples[k] for k in form.param_names}, samples["sigma"],
+                                                         n_draws=samples["sigma"].shape[0], seed=seed)
+        else:
+            tau, info = discrepancy_lib.learn_tau_grouped(form, lik, data, groups.index,
+                                                          n_draws=samples["sigma"].shape[0], seed=seed)
         samples["tau"] = tau
         idata.posterior["tau"] = (("chain", "draw"), tau.reshape(idata.posterior.sizes["chain"], -1))
         summary["discrepancy"] = {
@@ -509,8 +584,8 @@ def _summary(form, method, lik, data, groups, pooled, idata, samples, diagnostic
                             "params": {k: {**_stats(samples[k][:, g]), **check(k, g)} for k in form.param_names}}
     population = {}
     for k in form.param_names:
-        population[k] = {**_stats(samples[pop_site(k)]), **check(pop_site(k)), "prior": str(form.params[k]),
-                         "pooled": k in pooled}
+        prior = (f"log(E / R(x0)) ~ {FLOOR_SHARE_PRIOR}" if k == floor_share(form) else str(form.params[k]))
+        population[k] = {**_stats(samples[pop_site(k)]), **check(pop_site(k)), "prior": prior, "pooled": k in pooled}
         if k in pooled:
             population[k]["spread"] = {**_stats(samples[spread_site(k)]), **check(spread_site(k)),
                                        "prior": str(SPREAD_PRIOR)}
@@ -521,7 +596,8 @@ def _summary(form, method, lik, data, groups, pooled, idata, samples, diagnostic
     return {
         **summary_header(form, method, lik, data),
         "group": {"column": groups.column, "labels": list(groups.labels), "pooled": list(pooled),
-                  "spread_prior": str(SPREAD_PRIOR)},
+                  "spread_prior": str(SPREAD_PRIOR), "floor_share": floor_share(form),
+                  "correlated": CORR_SITE in samples},
         "centre": {k: float(np.exp(np.mean(np.log(v)))) for k, v in data.inputs.items()},
         "population": population,
         "groups": per_group,
