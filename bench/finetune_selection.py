@@ -151,9 +151,16 @@ def main(argv=None) -> int:
                       f" {r['coverage']['90%']:6.2f} {r['coverage']['50%']:6.2f} {r['seconds']:6.0f}"
                       f" {'yes' if r['ok'] else 'no':>3}", flush=True)
     frame = pd.DataFrame(table)
+    frame["kind"] = np.where(frame["task"].str.startswith("simulated-"), "simulated", "real")
     print("\nmeans over tasks")
-    means = frame.groupby(["share", "fit"])[["pearson", "spearman", "pick_rank", "regret", "90%", "50%"]].mean()
+    means = frame.groupby(["kind", "share", "fit"])[["pearson", "spearman", "pick_rank", "regret", "90%", "50%"]].mean()
     print(means.to_string(float_format=lambda v: f"{v:.3f}"))
+    timed = frame[(frame["fit"] == "pooled") & (frame["kind"] == "real")]
+    if len(timed):
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        print(f"\npooled {args.method} fit ({args.chains} x {args.draws}), {int(timed['n_groups'].iloc[0])} groups:"
+              + "".join(f" {r.task} 1/{r.share:g} {r.seconds:.0f} s;" for r in timed.itertuples())
+              + f" {os.cpu_count()} CPUs, load average now {load:.1f}")
     return 0
 
 

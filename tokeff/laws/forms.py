@@ -63,8 +63,7 @@ class Form:
     # unit-Jacobian shear). Offsets are evaluated in this dict's order and may use parameters that
     # are not centred or come earlier.
     centring: dict[str, OffsetFn] = dataclasses.field(default_factory=dict)
-    # The floor (E). Loss forms: a grouped fit pools it as its share of the mean at the data's
-    # centre (`tokeff.laws.hierarchy`). Accuracy forms: given a chance level c, its
+    # Accuracy forms: the parameter that is the accuracy floor (E). Given a chance level c, its
     # uniform(lo, hi) prior is read as a fraction of the way from chance to 1 (`above_chance`):
     # below chance the clipped likelihood is flat, and pilot fits near chance diverged on that edge.
     floor: str | None = None
@@ -444,8 +443,6 @@ register_form(
         centring={"A": lambda p, x: -jax.nn.softplus(p["beta"] * (jnp.log(x["D"]) - jnp.log(p["D0"])))},
         columns={"D": "n_examples"},
         typical_ranges={"D": (2e2, 2e6)},
-        # The loss floor: a grouped fit pools it as its share of the mean at the data's centre.
-        floor="E",
         description="fine-tuning data scaling with a pre-learned-data term (Lin et al. 2024, rectified):"
                     " L = E + A / (1 + (D/D0)^beta) = E + B / (D_l + D^beta), B = A D0^beta, D_l = D0^beta",
     )

@@ -55,11 +55,7 @@ QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 LKJ_ETA = 2.0
 CORR_SITE = "pooled_corr_chol"
 CORRELATED = False
-# A loss floor E pooled as its share of the mean at the data's centre: t = log(E / R(x0)), R the
-# mean above the floor there. Normal(0, 1): the floor is as likely below as above the loss the
-# law still has to lose at the centre, within a factor e (68%) or e^2 (95%).
-FLOOR_SHARE_PRIOR = Prior("normal", (0.0, 1.0))
-FLOOR_SHARE = os.environ.get("TOKEFF_FLOOR_SHARE", "1") == "1"  # EXPERIMENT
+DENSE_MASS = False
 
 
 def pop_site(name: str) -> str:
@@ -79,34 +75,10 @@ def _centred(form: Form, name: str) -> bool:
     return name in form.centring and (prior.positive() or prior.shiftable())
 
 
-def floor_share(form: Form) -> str | None:
-    """The loss floor pooled as its share of the mean at the data's centre (module doc), or None."""
-    return form.floor if FLOOR_SHARE and form.target == "loss" and form.floor in form.params else None
-
-
-def grouped_form(form: Form, priors: Mapping[str, str]) -> Form:
-    """The form as a grouped fit uses it: the user's priors applied; a floor given its own prior by
-    the user keeps that prior (not pooled as a share)."""
-    if form.target == "loss" and form.floor is not None and form.floor in priors:
-        form = dataclasses.replace(form, floor=None)
-    return form.with_priors(priors)
-
-
 def _order(form: Form) -> list[str]:
     """Parameters in sampling order: those not centred first, then the centred ones in the order
-    their offsets are declared (an offset may use the parameters before it), then a floor pooled as
-    a share (it needs every other parameter)."""
-    floor = floor_share(form)
-    first = [k for k in form.params if not _centred(form, k) and k != floor]
-    return first + [k for k in form.centring if _centred(form, k) and k != floor] + ([floor] if floor else [])
-
-
-def _log_reducible(form: Form, p: Mapping, centre: Mapping):
-    """log of the mean above the floor at the data's centre: the scale of a floor pooled as a share."""
-    import jax.numpy as jnp
-
-    other = next(v for k, v in p.items() if k != form.floor)
-    return jnp.log(form.mean({**p, form.floor: jnp.zeros(jnp.shape(other))}, centre))
+    their offsets are declared (an offset may use the parameters before it)."""
+    return [k for k in form.params if not _centred(form, k)] + [k for k in form.centring if _centred(form, k)]
 
 
 def _bijection(prior: Prior):
@@ -119,8 +91,6 @@ def _to_value(form: Form, name: str, t, p: Mapping, centre: Mapping):
     """A parameter's value from its unconstrained (or, centred, its at-centre) coordinate t."""
     import jax.numpy as jnp
 
-    if name == floor_share(form):
-        return jnp.exp(t + _log_reducible(form, p, centre))
     if _centred(form, name):
         offset = form.centring[name](p, centre)
         return jnp.exp(t - offset) if form.params[name].positive() else t - offset
@@ -131,8 +101,6 @@ def _to_coordinate(form: Form, name: str, value, p: Mapping, centre: Mapping):
     """Inverse of `_to_value`."""
     import jax.numpy as jnp
 
-    if name == floor_share(form):
-        return jnp.log(value) - _log_reducible(form, p, centre)
     if _centred(form, name):
         offset = form.centring[name](p, centre)
         return (jnp.log(value) if form.params[name].positive() else value) + offset
@@ -167,10 +135,7 @@ def make_grouped_model(form: Form, likelihood: Likelihood, n_groups: int, pooled
             delta = (z @ chol.T) * spreads
         for name in _order(form):
             prior = form.params[name]
-            if name == floor_share(form):
-                t_pop = numpyro.sample(f"{pop_site(name)}_share", FLOOR_SHARE_PRIOR.to_numpyro())
-                pop[name] = numpyro.deterministic(pop_site(name), _to_value(form, name, t_pop, pop, centre))
-            elif _centred(form, name):
+            if _centred(form, name):
                 offset = form.centring[name](pop, centre)
                 if prior.positive():
                     base = dist.TransformedDistribution(
@@ -378,8 +343,6 @@ def load_grouped(path: str, summary: dict) -> GroupedFit:
 
     group = summary["group"]
     form = get_form(summary["form"]).with_priors(summary.get("priors"))
-    if floor_share(form) and group.get("floor_share") != form.floor:
-        form = dataclasses.replace(form, floor=None)
     likelihood = Likelihood.from_dict(summary["likelihood"])
     pooled = tuple(group["pooled"])
     idata = az.from_netcdf(os.path.join(path, "posterior.nc"))
@@ -412,7 +375,7 @@ def _run_nuts(model, args, *, chains, draws, warmup, seed, target_accept, progre
     devices = jax.local_device_count()
     chain_method = "parallel" if devices >= chains > 1 else "sequential"
     init = init_to_median(num_samples=15) if init_values is None else init_to_value(values=init_values)
-    kernel = NUTS(model, target_accept_prob=target_accept, dense_mass=False, init_strategy=init)
+    kernel = NUTS(model, target_accept_prob=target_accept, dense_mass=DENSE_MASS, init_strategy=init)
     mcmc = MCMC(kernel, num_warmup=warmup, num_samples=draws, num_chains=chains, chain_method=chain_method,
                 progress_bar=progress)
     with numpyro.validation_enabled(False):
@@ -496,7 +459,7 @@ def fit_grouped(
     form = get_form(form) if isinstance(form, str) else form
     if form.target == "accuracy" and form.floor not in priors:
         form = form.above_chance(s.chance)
-    form = grouped_form(form, priors)
+    form = form.with_priors(priors)
     pooled = parse_pool(pool, form)
     lik = Likelihood(kind=resolve_likelihood(s.likelihood, form.target, method), chance=s.chance)
     if isinstance(table, (str, os.PathLike)):
@@ -532,13 +495,8 @@ def fit_grouped(
         samples[k] = v.reshape(v.shape[0] * v.shape[1], *v.shape[2:])
     summary = _summary(form, method, lik, data, groups, pooled, idata, samples, diagnostics, s.as_dict())
     if s.discrepancy == "extrapolation" and form.target == "loss":
-        if os.environ.get("TOKEFF_TAU", "psis") == "psis":  # EXPERIMENT
-            tau, info = discrepancy_lib.learn_tau_pooled(form, lik, data, groups.index,
-                                                         {k: samples[k] for k in form.param_names}, samples["sigma"],
-                                                         n_draws=samples["sigma"].shape[0], seed=seed)
-        else:
-            tau, info = discrepancy_lib.learn_tau_grouped(form, lik, data, groups.index,
-                                                          n_draws=samples["sigma"].shape[0], seed=seed)
+        tau, info = discrepancy_lib.learn_tau_grouped(form, lik, data, groups.index,
+                                                      n_draws=samples["sigma"].shape[0], seed=seed)
         samples["tau"] = tau
         idata.posterior["tau"] = (("chain", "draw"), tau.reshape(idata.posterior.sizes["chain"], -1))
         summary["discrepancy"] = {
@@ -584,24 +542,32 @@ def _summary(form, method, lik, data, groups, pooled, idata, samples, diagnostic
                             "params": {k: {**_stats(samples[k][:, g]), **check(k, g)} for k in form.param_names}}
     population = {}
     for k in form.param_names:
-        prior = (f"log(E / R(x0)) ~ {FLOOR_SHARE_PRIOR}" if k == floor_share(form) else str(form.params[k]))
-        population[k] = {**_stats(samples[pop_site(k)]), **check(pop_site(k)), "prior": prior, "pooled": k in pooled}
+        population[k] = {**_stats(samples[pop_site(k)]), **check(pop_site(k)), "prior": str(form.params[k]),
+                         "pooled": k in pooled}
         if k in pooled:
             population[k]["spread"] = {**_stats(samples[spread_site(k)]), **check(spread_site(k)),
                                        "prior": str(SPREAD_PRIOR)}
     shared = {k: {**_stats(samples[k]), **check(k), "prior": str(lik.noise) if k == "sigma" else ""}
               for k in shared_sites(form, lik)}
+    correlation = None
+    if CORR_SITE in samples:
+        chol = np.asarray(samples[CORR_SITE], np.float64)
+        corr = np.einsum("sij,skj->sik", chol, chol)
+        correlation = {"axes": pooled_order(form, pooled), "prior": f"lkj({LKJ_ETA:g})",
+                       "median": np.round(np.median(corr, axis=0), 4).tolist(),
+                       "q05": np.round(np.quantile(corr, 0.05, axis=0), 4).tolist(),
+                       "q95": np.round(np.quantile(corr, 0.95, axis=0), 4).tolist()}
     from tokeff.laws.fit import summary_header
 
     return {
         **summary_header(form, method, lik, data),
         "group": {"column": groups.column, "labels": list(groups.labels), "pooled": list(pooled),
-                  "spread_prior": str(SPREAD_PRIOR), "floor_share": floor_share(form),
-                  "correlated": CORR_SITE in samples},
+                  "spread_prior": str(SPREAD_PRIOR), "correlated": CORR_SITE in samples},
         "centre": {k: float(np.exp(np.mean(np.log(v)))) for k, v in data.inputs.items()},
         "population": population,
         "groups": per_group,
         "shared": shared,
+        "correlation": correlation,
         "diagnostics": diagnostics,
         "settings": settings,
         "discrepancy": {"mode": "none"},
