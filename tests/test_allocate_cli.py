@@ -73,6 +73,7 @@ def test_allocate_pretraining_with_extrapolation_warning(chinchilla_fit, tmp_pat
     assert set(q) >= {"median", "q05", "q10", "q90", "q95"}
     # The data's largest 6ND is below 4.8e22: the warning states the factor (>= 12x).
     assert "extrapolating by" in err and "extrapolating by" in result["warnings"][0]
+    assert err.count("extrapolating by") == 1 and "extrapolating by" not in out  # each warning once
     factor = float(result["warnings"][0].split("extrapolating by ")[1].rstrip("x"))
     assert factor > 10
     assert (tmp_path / "frontier.png").stat().st_size > 10_000
@@ -95,8 +96,8 @@ def test_refuses_unconverged_fit_unless_forced(chinchilla_fit, tmp_path, capsys)
     (["{fit}", "--budget", "1e20", "--models", "gpt-9"], "model"),
     (["{fit}", "--budget", "1e20", "--models", "tiny", "--lengths-grid", "0"], "--lengths-grid"),
 ])
-def test_bad_input_exits_2(chinchilla_fit, argv, field, capsys):
-    argv = [a.format(fit=chinchilla_fit[True]) for a in argv]
+def test_bad_input_exits_2(chinchilla_fit, argv, field, tmp_path, capsys):
+    argv = [a.format(fit=chinchilla_fit[True]) for a in argv] + ["--out", str(tmp_path / "out")]
     code, _, err = _run("allocate", argv, capsys)
     assert code == 2 and field in err
 
@@ -145,7 +146,8 @@ def test_propose_pretraining_and_bad_grid(chinchilla_fit, tmp_path, capsys):
     assert code == 0, err
     assert "log10 N_opt" in out and len(json.loads((tmp_path / "out" / "proposals.json").read_text())["proposals"]) == 4
     (tmp_path / "bad.json").write_text("{not json")
-    code, _, err = _run("propose", [chinchilla_fit[True], "--grid", str(tmp_path / "bad.json")], capsys)
+    code, _, err = _run("propose", [chinchilla_fit[True], "--grid", str(tmp_path / "bad.json"), "--out", str(tmp_path / "o2")],
+                        capsys)
     assert code == 2 and "--grid" in err
 
 

@@ -148,3 +148,32 @@ def test_bench_reads_epochs_extraction_as_all_runs_and_epochs_240(tmp_path):
     kept = tables["chinchilla7"]
     assert kept["eval_loss"].max() <= 3.0 and len(kept["params"]) == 7
     np.testing.assert_array_equal(kept["params"], np.delete(n, [1, 4, 6, 9, 10]))
+
+
+def test_bench_ranking_names_every_table_and_ranks_by_the_real_mean(capsys):
+    """`bench/backtest.py`'s ranking prints each table with its source, the simulated and real means
+    apart, and ranks by the real tables' mean (here the reverse of the simulated one and of the mean
+    over all tables)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_backtest", os.path.join(os.path.dirname(__file__), "..", "bench", "backtest.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    def row(crps, cov90, error, width):
+        return {"crps": crps, "coverage": {"0.9": cov90}, "error": error, "width": width}
+
+    rows = {("kaplan", "a"): row(1.0, 0.9, 1.0, 4.0), ("kaplan", "b"): row(6.0, 0.5, 2.0, 4.0),
+            ("real:t1", "a"): row(4.0, 0.99, 3.0, 30.0), ("real:t1", "b"): row(2.0, 0.85, 1.1, 5.0),
+            ("real:t2", "a"): row(2.0, 0.85, 1.0, 4.0), ("real:t2", "b"): row(1.0, 0.85, 1.1, 5.0)}
+    bench.print_ranking(rows, {"kaplan": "simulated: kaplan truth", "real:t1": "source one", "real:t2": "source two"})
+    out = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("real:t1") and line.endswith("source one") for line in out)
+    assert any(line.startswith("real:t2") and line.endswith("source two") for line in out)
+    assert [line.split()[-4:] for line in out if line.startswith("mean, ")] == [
+        ["1.000", "6.000", "1", "table(s)"], ["3.000", "1.500", "2", "table(s)"]]
+    assert [line.split()[-2:] for line in out if line.startswith("rank (real)")] == [["2", "1"]]
+    at = out.index("real tables meeting each target")
+    assert out[at + 1].split()[-2:] == ["1/2", "2/2"]  # cov90 in band: a's 0.99 is out
+    assert out[at + 2].split()[-2:] == ["1/2", "2/2"]  # |err| within 1.2x: a's 3.0 against 1.1

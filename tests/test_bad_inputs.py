@@ -262,13 +262,27 @@ A = ["allocate", "{W}/fit-chinchilla", "--out", "{W}/new-alloc"]
 for value in ("-1e12", "0", "nan", "inf", "lots", "-inf"):
     case(f"allocate-budget-{value}", [*A, "--budget", value], "--budget")
 case("allocate-missing-budget", A, "--budget")
-case("allocate-grouped-fit", ["allocate", "{W}/fit-grouped", "--budget", "1e20", "--out", "{W}/new-alloc"], "grouped")
-case("allocate-missing-fit", ["allocate", "{W}/nope", "--budget", "1e20"], "FIT_DIR")
-case("allocate-fit-is-file", ["allocate", "{W}/afile", "--budget", "1e20"], "FIT_DIR")
-case("allocate-not-a-fit", ["allocate", "{W}/foreign", "--budget", "1e20"], "foreign")
-case("allocate-truncated-summary", ["allocate", "{W}/fit-cut-summary", "--budget", "1e20"], "summary.json")
-case("allocate-garbage-summary", ["allocate", "{W}/fit-bad-summary", "--budget", "1e20"], "summary.json")
-case("allocate-truncated-posterior", ["allocate", "{W}/fit-cut-posterior", "--budget", "1e20"], "posterior.nc")
+case("allocate-missing-out", ["allocate", "{W}/fit-chinchilla", "--budget", "1e20"], ("--out", "required"))
+case("allocate-grouped-fit", ["allocate", "{W}/fit-grouped", "--budget", "1e20", "--out", "{W}/new-alloc"],
+     ("FIT_DIR", "names no model preset"))
+G = ["allocate", "{W}/fit-grouped-presets", "--budget", "1e16", "--lengths-grid", "64", "--out", "{W}/new-alloc"]
+case("allocate-grouped-unknown-group", [*G, "--group-value", "tiny", "smollm2-360m"], ("--group-value", "unknown model"))
+case("allocate-grouped-new-group-no-preset", [*G, "--group-value", "tiny", "mystery-7b", "--new-group"],
+     ("--group-value", "names no model preset"))
+case("allocate-grouped-group-twice", [*G, "--group-value", "tiny", "tiny"], "--group-value")
+case("allocate-grouped-models", [*G, "--models", "tiny"], "--models")
+case("allocate-grouped-no-lengths", [*G[:4], "--out", "{W}/new-alloc"], "lengths")
+case("allocate-grouped-pretraining", ["allocate", "{W}/fit-grouped-chinchilla", "--budget", "1e20", "--out",
+                                      "{W}/new-alloc"], ("FIT_DIR", "grouped"))
+case("allocate-missing-fit", ["allocate", "{W}/nope", "--budget", "1e20", "--out", "{W}/new-alloc"], "FIT_DIR")
+case("allocate-fit-is-file", ["allocate", "{W}/afile", "--budget", "1e20", "--out", "{W}/new-alloc"], "FIT_DIR")
+case("allocate-not-a-fit", ["allocate", "{W}/foreign", "--budget", "1e20", "--out", "{W}/new-alloc"], "foreign")
+case("allocate-truncated-summary", ["allocate", "{W}/fit-cut-summary", "--budget", "1e20", "--out",
+                                    "{W}/new-alloc"], "summary.json")
+case("allocate-garbage-summary", ["allocate", "{W}/fit-bad-summary", "--budget", "1e20", "--out",
+                                  "{W}/new-alloc"], "summary.json")
+case("allocate-truncated-posterior", ["allocate", "{W}/fit-cut-posterior", "--budget", "1e20", "--out",
+                                      "{W}/new-alloc"], "posterior.nc")
 case("allocate-unconverged", ["allocate", "{W}/fit-unconverged", "--budget", "1e20", "--out", "{W}/new-alloc"],
      "diagnostics")
 case("allocate-pretraining-models", [*A, "--budget", "1e20", "--models", "tiny"], "--models")
@@ -277,6 +291,8 @@ case("allocate-pretraining-strategies", [*A, "--budget", "1e20", "--strategies",
                                          "--lengths", "{W}/lengths.json"], "--strategies")
 V = ["allocate", "{W}/fit-volume", "--budget", "1e12", "--out", "{W}/new-alloc"]
 case("allocate-finetuning-no-models", V, "models")
+case("allocate-group-value-ungrouped", [*V, "--models", "tiny", "--lengths-grid", "64", "--group-value", "tiny"],
+     "--group-value")
 case("allocate-unknown-model", [*V, "--models", "nope", "--lengths-grid", "64"], "nope")
 case("allocate-unknown-strategy", [*V, "--models", "tiny", "--strategies", "fancy"], "--strategies")
 case("allocate-strategies-without-lengths", [*V, "--models", "tiny", "--strategies", "few_long"], "lengths")
@@ -312,8 +328,16 @@ case("propose-grid-garbage", [*P, "--grid", "{W}/garbage.csv"], "--grid")
 case("propose-unknown-model", [*P[:2], "--models", "nope", *P[4:]], "nope")
 case("propose-missing-fit", ["propose", "{W}/nope", *P[2:]], "FIT_DIR")
 case("propose-truncated-summary", ["propose", "{W}/fit-cut-summary", *P[2:]], "summary.json")
-case("propose-grouped-fit", ["propose", "{W}/fit-grouped", *P[2:]], "grouped")
+case("propose-grouped-fit", ["propose", "{W}/fit-grouped", *P[4:]], ("FIT_DIR", "names no model preset"))
+PG = ["propose", "{W}/fit-grouped-presets", "--lengths-grid", "32,64", "--n-examples", "100,1000",
+      "--out", "{W}/new-proposals"]
+case("propose-grouped-models", [*PG, "--models", "tiny"], "--models")
+case("propose-grouped-unknown-group", [*PG, "--group-value", "tiny", "smollm2-360m"], ("--group-value", "unknown"))
+case("propose-grouped-grid-unknown-group", [*PG, "--grid", "{W}/grid-unknown-group.json"], ("--grid", "unknown"))
+case("propose-grouped-pretraining", ["propose", "{W}/fit-grouped-chinchilla", *PG[2:]], ("FIT_DIR", "grouped"))
+case("propose-group-value-ungrouped", [*P, "--group-value", "tiny"], "--group-value")
 case("propose-unconverged", ["propose", "{W}/fit-unconverged", *P[2:]], "diagnostics")
+case("propose-missing-out", P[:-2], ("--out", "required"))
 case("propose-out-is-file", [*P[:-1], "{W}/afile"], "--out")
 case("propose-out-foreign", [*P[:-1], "{W}/foreign"], "--out")
 case("propose-out-read-only", [*P[:-1], "{W}/ro/proposals"], "--out")
@@ -354,12 +378,23 @@ case("demo-workdir-foreign", ["demo", "--config", DEMO_SMOKE, "--workdir", "{W}/
 for wd in ("wd-user-metrics", "foreign", "sweep-dir", "wd-ckpt", "wd-ckpt7", "fit-chinchilla", "user-results"):
     case(f"train-workdir-{wd}", ["train", "--config", TINY, "--workdir", f"{{W}}/{wd}"], "--workdir")
 EMPTY = "path is empty"
+# The same rule on an object store (fsspec's memory:// filesystem stands in for gs://; no network).
+for wd in ("user-metrics", "sweep-dir", "fit-out"):
+    case(f"train-workdir-remote-{wd}", ["train", "--config", TINY, "--workdir", f"memory://world/{wd}"], "--workdir")
+for wd in ("user-metrics", "train-wd"):
+    case(f"sweep-workdir-remote-{wd}", ["sweep", "--config", SWEEP_TINY, "--workdir", f"memory://world/{wd}"],
+         "--workdir")
+case("train-workdir-remote-locked", ["train", "--config", TINY, "--workdir", "memory://world/locked"],
+     ("--workdir", "in use by process"))
+case("train-workdir-unknown-scheme", ["train", "--config", TINY, "--workdir", "nosuchfs://bucket/run"],
+     ("--workdir", "nosuchfs"))
 case("train-workdir-empty-path", ["train", "--config", TINY, "--workdir", ""], ("--workdir", EMPTY))
 for wd in ("wd-user-metrics", "foreign", "train-wd", "wd-ckpt", "fit-chinchilla", "user-results"):
     case(f"sweep-workdir-{wd}", ["sweep", "--config", SWEEP_TINY, "--workdir", f"{{W}}/{wd}"], "--workdir")
 case("sweep-workdir-empty-path", ["sweep", "--config", SWEEP_TINY, "--workdir", ""], ("--workdir", EMPTY))
 case("sweep-dry-run-empty-path", ["sweep", "--config", SWEEP_TINY, "--workdir", "", "--dry-run"], ("--workdir", EMPTY))
-for out in ("", "{W}/train-wd", "{W}/sweep-dir", "{W}/wd-user-metrics", "{W}/wd-ckpt7"):
+for out in ("", "{W}/train-wd", "{W}/sweep-dir", "{W}/wd-user-metrics", "{W}/wd-ckpt7", "gs://bucket/fit",
+            "memory://world/new-fit"):
     case(f"fit-out-{out.rsplit('/', 1)[-1] or 'empty-path'}", [*F[:-1], out], ("--out", EMPTY) if not out else "--out")
 
 # --- inputs must be regular files within the size limit, read in bounded chunks ---------------
@@ -386,6 +421,8 @@ for kind in ("fifo", "zero", "dir"):
 case("sweep-config-fifo", ["sweep", "--config", "{W}/fifo.py", "--workdir", "{W}/new-sweep"], "fifo.py")
 case("demo-config-fifo", ["demo", "--config", "{W}/fifo.py", "--workdir", "{W}/new-demo"], "fifo.py")
 
+NUTS = [*F[:-3], "nuts", "--out", "{W}/new-fit"]
+
 # --- user modules: any failure is one line naming the module ---------------------------------
 MODULE_FAILURES = [("raises", "raises_mod", ("raises_mod", "boom at import")),
                    ("exits", "exits_mod", ("exits_mod", "sys.exit")),
@@ -405,11 +442,20 @@ for label, module, field in MODULE_FAILURES[:4]:
     case(f"backtest-module-{label}", [*BT, "--module", module], field)
 for form in ("nanform", "negform", "scalarform", "noparams"):
     case(f"fit-user-form-{form}", [*F[:2], "--form", form, *F[4:], "--module", "badforms_mod"], form)
-for form in ("nanform", "scalarform"):
+ROW_DEFECTS = {"nanrows": ("nanrows", "NaN", "row"), "nanaway": ("nanaway", "NaN", "prior draw"),
+               "infrows": ("infrows", "infinite", "row"), "shaperows": ("shaperows", "shape"),
+               "negrows": ("negrows", "positive", "row"), "raiserows": ("raiserows", "prior draw", "oops")}
+for form, field in ROW_DEFECTS.items():
+    case(f"fit-user-form-{form}", [*F[:2], "--form", form, *F[4:], "--module", "badforms_mod"], field)
+for form in ("nanrows", "nanaway", "shaperows"):
+    case(f"fit-nuts-user-form-{form}", [*NUTS[:2], "--form", form, *NUTS[4:], "--module", "badforms_mod"],
+         ROW_DEFECTS[form])
+    case(f"fit-grouped-user-form-{form}", [*F[:2], "--form", form, *F[4:], "--module", "badforms_mod", "--group",
+                                          "grp"], ROW_DEFECTS[form])
+for form in ("nanform", "scalarform", "nanaway", "infrows"):
     case(f"backtest-user-form-{form}", [*BT[:2], "--form", form, *BT[4:], "--module", "badforms_mod"], form)
 
 # --- sizes estimated before the work: refused naming the flag and the limit -----------------
-NUTS = [*F[:-3], "nuts", "--out", "{W}/new-fit"]
 for flag, value in [("--chains", "1000"), ("--chains", "65"), ("--draws", "1000000000"), ("--warmup", "2000000")]:
     case(f"fit-nuts{flag}-{value}", [*NUTS, flag, value], flag)
 case("fit-classic-bootstrap-1e8", [*F[:-3], "classic", "--out", "{W}/new-fit", "--bootstrap", "100000000"],
@@ -417,12 +463,16 @@ case("fit-classic-bootstrap-1e8", [*F[:-3], "classic", "--out", "{W}/new-fit", "
 case("backtest-chains-1000", [*BT[:-5], "nuts", *BT[-4:], "--chains", "1000"], "--chains")
 case("propose-sims-1e8", [*P, "--sims", "100000000"], "--sims")
 case("propose-grid-200k-candidates", [*P, "--grid", "{W}/grid-huge.json"], "--grid")
+case("propose-grid-2m-candidates", [*P, "--grid", "{W}/grid-2m.json"], ("--grid", "limit"))
+case("fit-nuts-chains-2-draws-1e9", [*NUTS, "--chains", "2", "--draws", "1000000000"], "--draws")
+case("propose-pretraining-no-candidates", ["propose", "{W}/fit-chinchilla", "--out", "{W}/new-proposals"],
+     ("--grid", "pretraining"))
 for key, value in [("data.pool_size", "99999999999"), ("batch_size", "10000000"), ("seed", "-1"),
                    ("seed", "1e23"), ("seed", "4294967296"), ("data.split_seed", "-1")]:
     case(f"train-limit-{key}-{value}", [*T, f"--config.{key}={value}"], key)
 for command, argv in [("fit", F), ("propose", P), ("eval", E), ("backtest", BT),
                       ("compose", C)]:
-    for value in ("-1", "4294967296"):
+    for value in ("-1", "4294967296", "1e23"):
         case(f"{command}-seed-{value}", [*argv, "--seed", value], "--seed")
 
 # --- conflicts and flags that cannot apply: refused, never silently ignored -------------------
@@ -530,6 +580,10 @@ def _build_world(root: pathlib.Path) -> None:
     save_fit_dir(root / "fit-chinchilla", "chinchilla", draws, {"N": n, "D": d}, loss)
     save_fit_dir(root / "fit-unconverged", "chinchilla", draws, {"N": n, "D": d}, loss, ok=False)
     save_grouped_fit_dir(root / "fit-grouped")
+    save_grouped_fit_dir(root / "fit-grouped-presets", groups=("tiny", "smollm2-135m", "qwen2.5-0.5b"))
+    save_grouped_fit_dir(root / "fit-grouped-chinchilla", groups=("tiny", "smollm2-135m"), form_name="chinchilla")
+    (root / "grid-unknown-group.json").write_text(json.dumps(
+        {"models": ["tiny", "smollm2-360m"], "n_examples": [100], "avg_tokens": [32]}))
     v, m = np.geomspace(1e4, 1e6, 12), np.tile([1.5e5, 1.7e6], 6)
     acc = np.clip(1e-3 * v**0.1 * m**0.3 + 0.25, 0, 1)
     save_fit_dir(root / "fit-volume", "volume", _draws(dict(A=1e-3, beta=0.1, gamma=0.3, E=0.25)), {"V": v, "M": m},
@@ -602,6 +656,8 @@ def _build_hostile_inputs(root: pathlib.Path, n, d, loss) -> None:
         f"{a * 1e287:.6g},{b:.6g},{c:.6g},run" for a, b, c in zip(n, d, loss)) + "\n")
     (root / "grid-huge.json").write_text(json.dumps(
         {"models": ["tiny"], "n_examples": list(range(1, 1001)), "avg_tokens": list(range(1, 201))}))
+    (root / "grid-2m.json").write_text(json.dumps(
+        {"models": ["tiny"], "n_examples": list(range(1, 1001)), "avg_tokens": list(range(1, 2001))}))
     (root / "grid-ctx.json").write_text(json.dumps({"models": ["tiny"], "n_examples": [100], "avg_tokens": [99999]}))
     (root / "grid-1e30.json").write_text(json.dumps({"models": ["tiny"], "n_examples": [1e30], "avg_tokens": [64]}))
     point = {"model": "nope", "budget_flops": 1e9, "composition": {"strategy": "random"}, "seed": 0}
@@ -626,9 +682,20 @@ def _build_foreign_dirs(root: pathlib.Path, train_config) -> None:
     (root / "train-wd" / "config.json").write_text(json.dumps(train_config.to_dict()))
     (root / "user-results").mkdir()
     (root / "user-results" / "results.jsonl").write_text('{"mine": true}\n')
+    import fsspec
+
+    remote = fsspec.filesystem("memory")
+    remote.pipe_file("/world/user-metrics/metrics.jsonl", b'{"my": 1}\n')
+    remote.pipe_file("/world/sweep-dir/.tokeff-workdir.json", b'{"kind": "sweep"}')
+    remote.pipe_file("/world/train-wd/.tokeff-workdir.json", b'{"kind": "train"}')
+    remote.pipe_file("/world/fit-out/.tokeff-output.json", b'{"kind": "fit", "files": []}')
+    remote.pipe_file("/world/locked/.tokeff-workdir.json", b'{"kind": "train"}')
+    remote.pipe_file("/world/locked/.tokeff-lock", json.dumps({"host": "another-host", "pid": 4242,
+                                                                "since": "2026-12-06T20:00:00Z"}).encode())
 
 
-USER_FORMS = ("nanform", "negform", "scalarform", "noparams")
+USER_FORMS = ("nanform", "negform", "scalarform", "noparams", "nanrows", "nanaway", "infrows", "shaperows",
+              "negrows", "raiserows")
 
 
 def _build_user_modules(root: pathlib.Path) -> None:
@@ -644,7 +711,14 @@ def _build_user_modules(root: pathlib.Path) -> None:
     forms = ["import numpy as np", "from tokeff.laws.forms import register_form",
              "COLS = {'N': 'params', 'D': 'tokens'}", "E = {'E': 'lognormal(0.5, 0.5)'}"]
     bodies = {"nanform": ("E", "p['E'] * np.nan + 0 * x['N']"), "negform": ("E", "-p['E'] + 0 * x['N']"),
-              "scalarform": ("E", "p['E']"), "noparams": ("{}", "1.0 + 0 * x['N']")}
+              "scalarform": ("E", "p['E']"), "noparams": ("{}", "1.0 + 0 * x['N']"),
+              # defects only some rows or some parameter values show (the medians alone pass):
+              "nanrows": ("E", "np.where(x['N'] > 1e9, np.nan, p['E'] + 0 * x['N'])"),
+              "nanaway": ("E", "np.where(p['E'] < 1.6, np.nan, p['E']) + 0 * x['N']"),  # median 1.65
+              "infrows": ("E", "np.where(x['D'] > 1e11, np.inf, p['E'] + 0 * x['N'])"),
+              "shaperows": ("E", "p['E'] + 0 * x['N'][:-1]"),
+              "negrows": ("E", "np.where(x['N'] > 1e10, -p['E'], p['E']) + 0 * x['N']"),
+              "raiserows": ("E", "p['E'] + 0 * x['N'] if p['E'] > 1.6 else x['oops']")}
     for name in USER_FORMS:
         params, body = bodies[name]
         forms += [f"@register_form(name='{name}', inputs=('N', 'D'), target='loss', params={params}, columns=COLS)",
@@ -665,6 +739,9 @@ def world(tmp_path_factory) -> pathlib.Path:
         forms._REGISTRY.pop(name, None)
     for name in ("badforms_mod",):
         sys.modules.pop(name, None)
+    import fsspec
+
+    fsspec.filesystem("memory").rm("/world", recursive=True)
 
 
 def _snapshot(root: pathlib.Path) -> dict[str, str]:
@@ -689,6 +766,11 @@ def _snapshot(root: pathlib.Path) -> dict[str, str]:
                 with open(path, "rb") as f:
                     value = hashlib.sha1(f.read()).hexdigest()
             out[os.path.relpath(path, root)] = value
+    import fsspec
+
+    remote = fsspec.filesystem("memory")  # the object-store part of the world (memory://world)
+    for path in remote.find("/world"):
+        out[f"memory:/{path}"] = hashlib.sha1(remote.cat_file(path)).hexdigest()
     return out
 
 

@@ -77,3 +77,20 @@ def test_predict_ungrouped_fit(tmp_path, capsys):
     assert len(rows) == 1 and "model" not in rows
     expected = 1.69 + 406.4 / 1e9 ** 0.34 + 410.7 / 2e10 ** 0.28
     assert rows["mean_median"].iloc[0] == pytest.approx(expected, rel=0.02)
+
+
+def test_long_group_labels_print_whole(tmp_path):
+    """Model names as groups are printed whole by predict and by the grouped fit's table."""
+    from tokeff.laws.fit import load_fit
+    from tokeff.laws.hierarchy import format_grouped
+    from tokeff.laws.predictions import format_predictions, predict_points
+
+    names = ("EleutherAI/pythia-1.4b-deduped", "MBZUAI/LaMini-GPT-124M", "m3")
+    fit = load_fit(save_grouped_fit_dir(tmp_path / "fit", groups=names))
+    out = format_predictions(predict_points(fit, {"D": np.array([1e6])}))
+    assert "choose m3" in out
+    assert sum(line.split()[0] in names for line in out.splitlines()) == 3
+    summary = {"population": {}, "shared": {}, "group": {"column": "model"},
+               "groups": {n: {"n_points": 6, "params": {}} for n in names}}
+    lines = format_grouped(summary).splitlines()
+    assert [line.split()[0] for line in lines[2:]] == list(names)

@@ -47,15 +47,18 @@ def test_backtest_decision_model_cli(tmp_path, capsys):
     rng = np.random.default_rng(2)
     d = 200.0 * 2.0 ** np.arange(9)
     rows = []
-    for g, e in enumerate((1.0, 1.3, 1.6)):
+    names = ("MBZUAI/LaMini-GPT-124M", "m1", "m2")  # a real model name, longer than any column was wide
+    for name, e in zip(names, (1.0, 1.3, 1.6)):
         loss = (e + 1.0 / (1 + (d / 2e3) ** 0.45)) * np.exp(rng.normal(0, 0.005, d.shape))
-        rows += [{"model": f"m{g}", "n_examples": x, "eval_loss": y} for x, y in zip(d, loss)]
+        rows += [{"model": name, "n_examples": x, "eval_loss": y} for x, y in zip(d, loss)]
     pd.DataFrame(rows).to_csv(tmp_path / "curves.csv", index=False)
     code = main(["backtest", str(tmp_path / "curves.csv"), "--form", "finetune_data", "--decision", "model",
                  "--group", "model", "--by", "n_examples", "--frac", "0.25", "--method", "map",
                  "--likelihood", "student_t", "--out", str(tmp_path / "bt")])
     out = capsys.readouterr().out
-    assert code == 0 and "pick m0" in out, out
+    assert code == 0 and "pick MBZUAI/LaMini-GPT-124M" in out, out
+    table = out.splitlines()[-4:]  # each group's predicted and observed far end, best observed first
+    assert table[1].split()[0] == "MBZUAI/LaMini-GPT-124M" and [t.split()[0] for t in table[2:]] == ["m1", "m2"]
     report = json.load(open(tmp_path / "bt" / "backtest.json"))
     assert report["n_held_out"] == 6 and report["selection"]["pick_is_best"]
     assert report["selection"]["spearman"] == pytest.approx(1.0)

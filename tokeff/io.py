@@ -35,7 +35,8 @@ _STAGING = ".tokeff-staging-"
 
 
 def is_remote(path: str | os.PathLike) -> bool:
-    """An object-store path (gs://bucket/...): no atomic rename, no append, no lock there."""
+    """An object-store path (gs://bucket/..., any fsspec URL): no atomic rename, no append, no flock
+    there (workdirs there are locked by an object, `tokeff.ownership`; outputs are local)."""
     return "://" in str(path)
 
 
@@ -162,7 +163,10 @@ def claim_output_dir(path: str | os.PathLike, kind: str, *, field: str = "--out"
     """
     from tokeff.ownership import hold_output_lock, refuse_empty_path, workdir_kind
 
-    path = check_writable_dir(refuse_empty_path(path, field), field)
+    if is_remote(refuse_empty_path(path, field)):
+        raise UserError(f"{field}: {path}: an output directory must be local (its files are staged and renamed into "
+                        "place, which an object store cannot do); write it here and copy it there")
+    path = check_writable_dir(path, field)
     if os.path.isdir(path) and workdir_kind(path) is not None:
         raise UserError(f"{field}: {path} is a tokeff {workdir_kind(path)} workdir, not an output directory; "
                         "choose a new directory")

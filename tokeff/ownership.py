@@ -12,6 +12,15 @@ process never blocks the rerun. A workdir's lock file lives inside it (`workdir.
 directory's lives beside it (`.NAME.tokeff-lock`, the directory may not exist yet) and is held
 from the moment the command claims `--out` until the command returns (`release_held_locks`,
 called by the CLI), so two `tokeff fit --out d` cannot both write `d`.
+
+Object-store workdirs (`gs://...`, any fsspec URL) follow the same rule through fsspec: the
+marker and the listing are read with `fs.cat_file`/`fs.ls`, and the lock is an object created
+with fsspec's exclusive mode (`fs.open(path, "xb")`) holding the holder's host and pid. There is
+no kernel to release it: a lock left by a killed process is taken over by the next run on the same
+host (its pid is gone); from another host it is refused naming the holder, and deleting the
+object releases it. How exclusive the create is depends on the backend: atomic on local files and
+in memory, and on GCS where gcsfs sends the `ifGenerationMatch=0` precondition; a backend that
+checks and then writes leaves a window of one round trip.
 """
 
 from __future__ import annotations
@@ -22,8 +31,12 @@ import errno
 import fcntl
 import json
 import os
+import posixpath
+import socket
+import time
 
 from tokeff.errors import UserError
+from tokeff.io import is_remote
 
 WORKDIR_MARKER = ".tokeff-workdir.json"
 OUTPUT_MANIFEST = ".tokeff-output.json"  # the same name as tokeff.io.MANIFEST
@@ -33,6 +46,7 @@ LOCK_NAME = ".tokeff-lock"
 _LEGACY_RECORD = {"train": ("config.json", "point.json"), "sweep": ("sweep.json",)}
 
 _HELD: dict[str, tuple[int, str]] = {}  # absolute output path -> (lock fd, lock file path)
+_HELD_REMOTE: set[str] = set()  # lock objects this process created
 
 
 def refuse_empty_path(path: str | os.PathLike, field: str) -> str:
@@ -45,12 +59,52 @@ def refuse_empty_path(path: str | os.PathLike, field: str) -> str:
 
 def workdir_kind(path: str) -> str | None:
     """The kind a tokeff workdir marker at `path` names, or None when there is none."""
-    try:
-        with open(os.path.join(path, WORKDIR_MARKER)) as f:
-            marker = json.load(f)
-    except (OSError, ValueError):
-        return None
+    marker = _read_json(path, WORKDIR_MARKER)
     return marker.get("kind") if isinstance(marker, dict) and isinstance(marker.get("kind"), str) else None
+
+
+# --- a directory, local or in an object store ----------------------------------------------------
+
+
+def remote_fs(url: str, field: str):
+    """(fsspec filesystem, path inside it) for an object-store URL; a URL no installed
+    filesystem serves (gs:// without gcsfs, an unknown scheme) is one line naming `field`."""
+    import fsspec
+
+    try:
+        return fsspec.core.url_to_fs(url)
+    except (ImportError, ValueError) as e:
+        raise UserError(f"{field}: {url}: {' '.join(str(e).split()) or type(e).__name__}") from None
+
+
+def _names(path: str, field: str) -> list[str] | None:
+    """The entries of directory `path` other than lock files, or None when nothing is there."""
+    if is_remote(path):
+        fs, root = remote_fs(path, field)
+        fs.invalidate_cache(root)  # another process may have written there since this one listed
+        if not fs.exists(root):
+            return None
+        if fs.isfile(root):
+            raise UserError(f"{field}: {path} is a file, not a directory")
+        entries = [posixpath.basename(p.rstrip("/")) for p in fs.ls(root, detail=False)
+                   if p.rstrip("/") != root.rstrip("/")]
+    elif os.path.isdir(path):
+        entries = os.listdir(path)
+    else:
+        return None
+    return [n for n in entries if not n.startswith(LOCK_NAME)]
+
+
+def _read_json(path: str, name: str):
+    """The JSON value of file `name` in directory `path`, or None when it is missing or not JSON."""
+    try:
+        if is_remote(path):
+            fs, root = remote_fs(path, "--workdir")
+            return json.loads(fs.cat_file(posixpath.join(root, name)))
+        with open(os.path.join(path, name)) as f:
+            return json.load(f)
+    except (OSError, ValueError, UserError):
+        return None
 
 
 def check_workdir_owned(path: str, kind: str, field: str = "--workdir") -> None:
@@ -59,9 +113,7 @@ def check_workdir_owned(path: str, kind: str, field: str = "--workdir") -> None:
     Accepted: a path that does not exist, an empty directory, a `kind` workdir tokeff marked, or
     one written before markers existed that holds its run record. Nothing is created.
     """
-    if not os.path.isdir(path):
-        return
-    names = [n for n in os.listdir(path) if n != LOCK_NAME]
+    names = _names(path, field)
     if not names:
         return
     marked = workdir_kind(path)
@@ -85,24 +137,30 @@ def mark_workdir(path: str, kind: str) -> frozenset[str] | None:
 
     if workdir_kind(path) is not None:
         return None
-    before = frozenset(os.listdir(path)) - {LOCK_NAME}
-    write_json(os.path.join(path, WORKDIR_MARKER), {"kind": kind})
+    before = frozenset(_names(path, "--workdir") or ())
+    if is_remote(path):
+        fs, root = remote_fs(path, "--workdir")
+        fs.pipe_file(posixpath.join(root, WORKDIR_MARKER), json.dumps({"kind": kind}).encode())
+    else:
+        write_json(os.path.join(path, WORKDIR_MARKER), {"kind": kind})
     return before
 
 
 def unmark_if_unused(path: str, before: frozenset[str]) -> None:
     """Remove the marker `mark_workdir` wrote if nothing was added since (a run refused for bad input)."""
-    with contextlib.suppress(OSError):
-        if frozenset(os.listdir(path)) - {LOCK_NAME, WORKDIR_MARKER} == before:
+    with contextlib.suppress(OSError, UserError):
+        if frozenset(_names(path, "--workdir") or ()) - {WORKDIR_MARKER} != before:
+            return
+        if is_remote(path):
+            fs, root = remote_fs(path, "--workdir")
+            fs.rm_file(posixpath.join(root, WORKDIR_MARKER))
+        else:
             os.unlink(os.path.join(path, WORKDIR_MARKER))
 
 
 def _manifest_kind(path: str) -> str:
-    try:
-        with open(os.path.join(path, OUTPUT_MANIFEST)) as f:
-            kind = json.load(f).get("kind")
-    except (OSError, ValueError, AttributeError):
-        kind = None
+    manifest = _read_json(path, OUTPUT_MANIFEST)
+    kind = manifest.get("kind") if isinstance(manifest, dict) else None
     return kind if isinstance(kind, str) else "output"
 
 
@@ -194,6 +252,56 @@ def _read_pid(fd: int) -> int | None:
     except OSError:
         return None
     return int(text) if text.isdigit() else None
+
+
+def acquire_remote_lock(url: str, field: str, subject: str, users: str) -> str:
+    """Create lock object `url` exclusively (fsspec mode "xb") holding this host and pid; return
+    `url` for `release_remote_lock`. Held by a live process (or by any process on another host):
+    a UserError naming the holder. Left by a dead process on this host: taken over."""
+    fs, path = remote_fs(url, field)
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                                    time.gmtime())}
+    for _ in range(2):
+        try:
+            with fs.open(path, "xb") as f:
+                f.write(json.dumps(me).encode())
+            _HELD_REMOTE.add(url)
+            return url
+        except FileExistsError:
+            pass
+        try:
+            holder = json.loads(fs.cat_file(path))
+        except (OSError, ValueError):
+            holder = {}
+        holder = holder if isinstance(holder, dict) else {}
+        if url not in _HELD_REMOTE and holder.get("host") == me["host"] and isinstance(holder.get("pid"), int) and (
+                holder["pid"] == me["pid"] or not _pid_alive(holder["pid"])):
+            with contextlib.suppress(FileNotFoundError):  # its holder is gone: take it over
+                fs.rm_file(path)
+            continue
+        who = (f"process {holder.get('pid')} on {holder.get('host')} since {holder.get('since')}"
+               if holder else "another process")
+        raise UserError(f"{field}: {subject} is in use by {who} ({users}); wait for it to finish, or, if that "
+                        f"process is gone, delete {url} and rerun")
+    raise UserError(f"{field}: {subject}: could not create the lock {url}; rerun")
+
+
+def release_remote_lock(url: str) -> None:
+    """Delete the lock object `acquire_remote_lock` created."""
+    _HELD_REMOTE.discard(url)
+    with contextlib.suppress(OSError, UserError):
+        fs, path = remote_fs(url, "--workdir")
+        fs.rm_file(path)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
 
 
 def os_error(error: OSError, where: str, field: str) -> Exception:

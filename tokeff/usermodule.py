@@ -98,28 +98,54 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0][:200] if text else "no message"
 
 
-def check_form_outputs(form, inputs: Mapping[str, np.ndarray]) -> None:
-    """Evaluate `form`'s mean at its priors' medians on the data's inputs, before any fit: a form
-    with no parameters, or whose mean is not one finite, positive number per row (a scalar, NaN,
-    a negative loss), is refused in one line naming the form."""
+# Where a user's form is evaluated before a fit: its priors' medians and this many draws from the
+# central 80% of each prior (fixed seed), on every data row. A NaN only away from the medians, or
+# only on some rows, would otherwise reach the sampler as divergences or a LinAlgError.
+N_PRIOR_DRAWS = 8
+_DRAW_RANGE = (0.1, 0.9)
+
+
+def check_form_outputs(form, inputs: Mapping[str, np.ndarray], *, n_draws: int = N_PRIOR_DRAWS) -> None:
+    """Evaluate `form`'s mean on every data row at its priors' medians and at `n_draws` prior
+    draws, before any fit. A form with no parameters, or whose mean is not one finite number per
+    row (a scalar, a wrong shape, NaN or inf on some row), or (loss forms) not positive on every
+    row, is refused in one line naming the form, the first bad row with its inputs, and where in
+    the priors."""
     if not form.params:
         raise UserError(f"form {form.name}: declares no parameters; a form needs at least one to fit")
-    n = len(next(iter(inputs.values()))) if inputs else 0
+    x = {k: np.asarray(v, np.float64) for k, v in inputs.items()}
+    n = len(next(iter(x.values()))) if x else 0
+    for where, p in _parameter_points(form, n_draws):
+        mean = _evaluate(form, p, x, where)
+        if mean.shape != (n,):
+            raise UserError(f"form {form.name}: its mean function returned shape {mean.shape} for {n} rows {where}; "
+                            "it must return one value per row (broadcast the inputs)")
+        bad = ~np.isfinite(mean)
+        problem = "NaN or infinite"
+        if not bad.any() and form.target == "loss":
+            bad, problem = mean <= 0, "<= 0 (a loss must be positive)"
+        if bad.any():
+            row = int(np.argmax(bad))
+            values = ", ".join(f"{k}={v[row]:.4g}" for k, v in x.items())
+            raise UserError(f"form {form.name}: its mean is {problem} on {int(bad.sum())} of {n} rows {where}, first "
+                            f"row {row} ({values}: {mean[row]:.4g})")
+
+
+def _parameter_points(form, n_draws: int):
+    """('at the priors' medians', params), then ('at a prior draw (E=..., ...)', params) x n_draws."""
+    yield "at the priors' medians", {k: np.float64(pr.quantiles([0.5])[0]) for k, pr in form.params.items()}
+    rng = np.random.default_rng(0)
+    for _ in range(n_draws):
+        u = rng.uniform(*_DRAW_RANGE, size=len(form.params))
+        p = {k: np.float64(pr.quantiles([q])[0]) for (k, pr), q in zip(form.params.items(), u)}
+        yield "at a prior draw (" + ", ".join(f"{k}={v:.4g}" for k, v in p.items()) + ")", p
+
+
+def _evaluate(form, p, x, where: str) -> np.ndarray:
     try:
-        p = {name: np.float64(prior.quantiles([0.5])[0]) for name, prior in form.params.items()}
-        mean = np.asarray(form.mean(p, {k: np.asarray(v, np.float64) for k, v in inputs.items()}), np.float64)
+        return np.asarray(form.mean(p, x), np.float64)
     except UserError:
         raise
     except Exception as e:  # noqa: BLE001 - the user's mean function failed
-        raise UserError(f"form {form.name}: its mean function failed on the data "
+        raise UserError(f"form {form.name}: its mean function failed on the data {where} "
                         f"({type(e).__name__}: {_first_line(e)})") from None
-    if mean.shape != (n,):
-        raise UserError(f"form {form.name}: its mean function returned shape {mean.shape} for {n} rows; "
-                        "it must return one value per row (broadcast the inputs)")
-    bad = ~np.isfinite(mean)
-    if bad.all():
-        raise UserError(f"form {form.name}: its mean is NaN or infinite on every row at the priors' medians")
-    if form.target == "loss" and (mean[~bad] <= 0).any():
-        raise UserError(f"form {form.name}: its mean is <= 0 on {int((mean[~bad] <= 0).sum())} of {n} rows "
-                        "at the priors' medians; a loss must be positive")
-

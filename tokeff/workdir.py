@@ -10,8 +10,9 @@ a workdir of the other kind is refused with nothing written. On release the lock
 removed, and a workdir this call created (or marked) that nothing else wrote to is removed (or
 unmarked) too, so a run refused for bad input leaves nothing behind.
 
-Object-store workdirs (gs://) are not locked: there is no flock there; sweeps split work by
-`--shard` instead.
+Object-store workdirs (gs://, any fsspec URL) are checked by the same rule and locked by an
+object created exclusively (`tokeff.ownership.acquire_remote_lock`). Sweeps there split work
+across hosts by `--shard`, so each shard of a sweep holds its own lock object.
 """
 
 from __future__ import annotations
@@ -20,15 +21,17 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-from tokeff.io import check_writable_dir, is_remote
+from tokeff.io import check_writable_dir, is_remote, join_path
 from tokeff.ownership import (
     LOCK_NAME,
     acquire_lock,
+    acquire_remote_lock,
     check_workdir_owned,
     mark_workdir,
     os_error,
     refuse_empty_path,
     release_lock,
+    release_remote_lock,
     unmark_if_unused,
 )
 
@@ -36,15 +39,17 @@ __all__ = ["LOCK_NAME", "workdir_lock"]
 
 
 @contextlib.contextmanager
-def workdir_lock(path: str | os.PathLike, *, kind: str = "train", field: str = "--workdir") -> Iterator[str]:
+def workdir_lock(path: str | os.PathLike, *, kind: str = "train", field: str = "--workdir",
+                 shard: tuple[int, int] = (0, 1)) -> Iterator[str]:
     """Hold the lock of `kind` workdir `path` (created and marked if missing) for the `with` block;
-    yields its absolute path.
+    yields its absolute path (an object-store URL as given). `shard` (index, count): on an object
+    store, the lock of that shard of a sweep.
 
     Raises UserError when another live process holds it, or when `path` cannot be a `kind` workdir.
     """
     path = refuse_empty_path(path, field)
     if is_remote(path):
-        yield path
+        yield from _remote_workdir_lock(path, kind, field, shard)
         return
     path = check_writable_dir(path, field)
     check_workdir_owned(path, kind, field)
@@ -67,6 +72,21 @@ def workdir_lock(path: str | os.PathLike, *, kind: str = "train", field: str = "
         release_lock(fd, lock_path)
         if created:
             _remove_empty_dirs(path, created)
+
+
+def _remote_workdir_lock(url: str, kind: str, field: str, shard: tuple[int, int]) -> Iterator[str]:
+    check_workdir_owned(url, kind, field)
+    name = LOCK_NAME if shard[1] == 1 else f"{LOCK_NAME}-shard-{shard[0]}-of-{shard[1]}"
+    lock = acquire_remote_lock(join_path(url, name), field, url, "a tokeff train or sweep")
+    marked = None
+    try:
+        check_workdir_owned(url, kind, field)  # again, now that no other tokeff can be writing it
+        marked = mark_workdir(url, kind)
+        yield url
+    finally:
+        if marked is not None:
+            unmark_if_unused(url, marked)
+        release_remote_lock(lock)
 
 
 def _make_dirs(path: str, field: str) -> str | None:

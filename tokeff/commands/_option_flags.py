@@ -19,6 +19,10 @@ def add_option_space_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--row-len", type=int, help="cost strategies as a packed sweep does: rows of this many "
                         "tokens, one epoch of --fill x the budget (default: each example at its own length)")
     parser.add_argument("--fill", type=float, default=1.0, help="with --row-len: the sweep's token_budget_fill")
+    parser.add_argument("--group-value", nargs="+", metavar="G", help="grouped fits: choose among these groups only "
+                        "(model specs, e.g. hf:HuggingFaceTB/SmolLM2-135M-Instruct; default: every fitted group)")
+    parser.add_argument("--new-group", action="store_true", help="grouped fits: a --group-value the fit never saw "
+                        "is a new model drawn from the population")
 
 
 def option_space_from_args(args: argparse.Namespace):

@@ -11,13 +11,15 @@ from tokeff.errors import UserError
 
 MIN_BUDGET = 1e6
 
-HELP = "decide what to run at a FLOP budget from a fit: frontier or model x N x L, with P(best) and regret"
+HELP = ("decide what to run at a FLOP budget from a fit: frontier or model x N x L (a grouped fit's groups are "
+        "the models), with P(best) and regret")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("fit_dir", metavar="FIT_DIR", help="a directory written by `tokeff fit`")
     parser.add_argument("--budget", required=True, help="training FLOPs to allocate, e.g. 1e18")
-    parser.add_argument("--out", help="where allocation.json and the plot go (default: FIT_DIR)")
+    parser.add_argument("--out", required=True,
+                        help="where allocation.json and the plot go: a new or empty directory, or one tokeff wrote")
     parser.add_argument("--force", action="store_true", help="allocate even if the fit's diagnostics are not ok")
     parser.add_argument("--module", action="append", default=[], metavar="MODULE",
                         help="import this module or .py file first (the fit's form is your own)")
@@ -38,13 +40,14 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--budget: {budget:.3g} FLOPs is below the smallest budget allocated, {MIN_BUDGET:.0e} "
                         "(one token through a million-parameter model)")
     space = option_space_from_args(args)
-    out = args.out if args.out is not None else args.fit_dir  # --out '' is refused, not FIT_DIR
+    out = args.out
     from tokeff.laws.forms import import_form_modules
 
     import_form_modules(args.module)
     fit = load_checked_fit(args.fit_dir, force=args.force)  # a bad FIT_DIR is named as such, not as --out
     claim_output_dir(out, "allocation", allow_existing=True)
-    result = allocate_fit(fit, budget, space, frontier_source=args.frontier)
+    result = allocate_fit(fit, budget, space, frontier_source=args.frontier, group_values=args.group_value,
+                          new_group=args.new_group)
     for w in result["warnings"]:  # once, on stderr (the table on stdout leaves them out)
         print(f"tokeff allocate: warning: {w}", file=sys.stderr)
     plot = "frontier.png" if result["kind"] == "pretraining" else "allocation_budgets.png"

@@ -126,4 +126,17 @@ def _run_model_selection(args: argparse.Namespace, settings, mapping: dict) -> i
           f" pick {s['pick']} (P(best) {s['p_best_pick']:.2f}), observed rank {s['pick_rank']} of {s['n_groups']},"
           f" regret {s['regret']:.4g}; observed best {s['best']}; Brier score of P(best) {s['brier']:.3f};"
           f" fit ok: {report['fit_ok']}")
+    print(format_far_ends(report))
     return 0
+
+
+def format_far_ends(report: dict) -> str:
+    """Each group's predicted and observed value at its largest held-out point, best observed first
+    (labels whole: model names can be long)."""
+    observed, predicted = report["observed"], report["predicted_median"]
+    w = max(len(str(g)) for g in [*observed, report["group"]])
+    reverse = observed[report["selection"]["best"]] >= max(observed.values())  # best is highest: accuracy
+    lines = [f"{report['group']:<{w}}  {'predicted':>10}  {'observed':>10}"]
+    for g in sorted(observed, key=observed.get, reverse=reverse):
+        lines.append(f"{g:<{w}}  {predicted[g]:>10.4g}  {observed[g]:>10.4g}")
+    return "\n".join(lines)

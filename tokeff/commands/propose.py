@@ -8,7 +8,8 @@ import os
 from tokeff.commands._option_flags import add_option_space_arguments, option_space_from_args
 from tokeff.errors import UserError
 
-HELP = "rank candidate runs (model x N x L) by expected information about the allocation per FLOP"
+HELP = ("rank candidate runs (model x N x L; a grouped fit's groups are the models) by expected information "
+        "about the allocation per FLOP")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "buy (default: the most expensive candidate's cost; less myopic than one run each)")
     parser.add_argument("--sims", type=int, default=64, help="simulated outcomes per candidate (default 64)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", help="where proposals.json and sweep_points.json go (default: FIT_DIR)")
+    parser.add_argument("--out", required=True, help="where proposals.json and sweep_points.json go: a new or empty"
+                        " directory, or one tokeff wrote")
     parser.add_argument("--force", action="store_true", help="propose even if the fit's diagnostics are not ok")
     parser.add_argument("--module", action="append", default=[], metavar="MODULE",
                         help="import this module or .py file first (the fit's form is your own)")
@@ -48,22 +50,32 @@ def run(args: argparse.Namespace) -> int:
     if args.sims < 2:
         raise UserError(f"--sims: must be at least 2, got {args.sims}")
     space = option_space_from_args(args)
-    cands = candidates(args.grid, space)
-    budget = parse_flops(args.budget, "--budget") if args.budget else max(o.flops for o, _ in cands)
+    budget = parse_flops(args.budget, "--budget") if args.budget else None
     horizon = parse_flops(args.horizon, "--horizon") if args.horizon else None
-    out = args.out if args.out is not None else args.fit_dir  # --out '' is refused, not FIT_DIR
+    out = args.out
     from tokeff.laws.forms import import_form_modules
 
     import_form_modules(args.module)
     fit = load_checked_fit(args.fit_dir, force=args.force)  # a bad FIT_DIR is named as such, not as --out
+    from tokeff.decide.allocation import refuse_grouped_pretraining
     from tokeff.laws.stacking import refuse_stacked
 
     refuse_stacked(fit, "propose reweights")
+    refuse_grouped_pretraining(fit, "propose informs")
+    groups = getattr(fit, "groups", None)
+    if groups is not None:
+        from tokeff.decide.options import grouped_space
+
+        space = grouped_space(fit, space, args.group_value, new_group=args.new_group)
+    elif args.group_value or args.new_group:
+        raise UserError("--group-value: the fit is not grouped (fit with --group COLUMN)")
+    cands = candidates(args.grid, space, groups=groups, new_group=args.new_group)
+    budget = budget if budget is not None else max(o.flops for o, _ in cands)
     claim_output_dir(out, "proposals", allow_existing=True)
     n_draws = len(next(iter(fit.samples.values())))
     check_propose_size(n_candidates=len(cands), sims=args.sims, n_draws=n_draws)
     result = propose(fit, cands, space, budget, n_eval=args.n_eval, horizon=horizon, sims=args.sims,
-                     seed=args.seed, top=args.top)
+                     seed=args.seed, top=args.top, new_group=args.new_group)
     points = result.pop("sweep_points")
     with output_dir(out, "proposals", allow_existing=True) as tmp:
         write_json(os.path.join(tmp, "proposals.json"), result)

@@ -42,14 +42,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"{'done   ' if point.run_id in done else 'pending'}  {point.run_id}")
         return 0
     if args.distributed:
-        if not is_remote(refuse_empty_path(args.workdir, "--workdir")):
-            check_workdir_owned(os.path.abspath(args.workdir), "sweep")
+        workdir = refuse_empty_path(args.workdir, "--workdir")
+        check_workdir_owned(workdir if is_remote(workdir) else os.path.abspath(workdir), "sweep")
         import jax
 
         jax.distributed.initialize()
     from tokeff.workdir import workdir_lock
 
-    with workdir_lock(args.workdir, kind="sweep") if not args.distributed else contextlib.nullcontext():
+    with workdir_lock(args.workdir, kind="sweep", shard=shard) if not args.distributed else contextlib.nullcontext():
         rows = sweep.run_sweep(config, args.workdir, shard=shard, points=points)
     if rows:
         csv_path = join_path(args.workdir, "results.csv")

@@ -8,15 +8,14 @@ range is reported with its extrapolation factor: laws are least trustworthy exac
 
 from __future__ import annotations
 
-import functools
 import os
 from typing import Mapping
 
 import numpy as np
 
-from tokeff.decide.decision import allocate_finetuning
+from tokeff.decide.decision import allocate_finetuning, run_predictive
 from tokeff.decide.frontier import allocate_pretraining, is_pretraining_form
-from tokeff.decide.options import Option, OptionSpace, option_columns, option_inputs
+from tokeff.decide.options import Option, OptionSpace, grouped_space, option_columns, option_inputs
 from tokeff.errors import UserError
 from tokeff.flops import check_budget
 
@@ -29,9 +28,6 @@ def load_checked_fit(fit_dir: str, *, force: bool = False):
     if not os.path.isdir(fit_dir):
         raise UserError(f"FIT_DIR: not a directory: {fit_dir}")
     fit = load_fit(fit_dir)
-    if getattr(fit, "groups", None) is not None:
-        raise UserError(f"FIT_DIR: {fit_dir} is a grouped fit (per {fit.groups.column}); allocate and propose take"
-                        f" an ungrouped fit: choose among its groups with `tokeff predict {fit_dir} --at ...`")
     diagnostics = fit.diagnostics or {}
     if not diagnostics.get("ok", False) and not force:
         detail = "; ".join(diagnostics.get("problems") or []) or "no diagnostics recorded"
@@ -69,13 +65,29 @@ def budget_warnings(fit, budget: float, chosen_inputs: Mapping[str, float] | Non
     return out
 
 
-def allocate_fit(fit, budget: float, space: OptionSpace | None = None, *, frontier_source: str = "auto") -> dict:
+def refuse_grouped_pretraining(fit, what: str) -> None:
+    """One line for a grouped fit of a pretraining law: its frontier (and the sweep check that
+    carries it to a sweep's optima) is one law's, not a choice among groups."""
+    if getattr(fit, "groups", None) is not None and is_pretraining_form(fit.form):
+        raise UserError(f"FIT_DIR: a grouped fit of pretraining law {fit.form.name} (per {fit.groups.column}): "
+                        f"{what} one law's compute-optimal frontier; fit it without --group, or compare the "
+                        "groups at fixed inputs with `tokeff predict`")
+
+
+def allocate_fit(fit, budget: float, space: OptionSpace | None = None, *, frontier_source: str = "auto",
+                 group_values=None, new_group: bool = False) -> dict:
     """The allocation.json payload for a fit at a budget (pretraining frontier or fine-tuning
     choice, by the form's inputs), with its extrapolation warnings. A pretraining fit whose data is
     an isoFLOP sweep decides on the law's frontier carried to the sweep's own optima
-    (`tokeff.decide.sweep_check`; `frontier_source="law"`: the law's alone)."""
+    (`tokeff.decide.sweep_check`; `frontier_source="law"`: the law's alone). A grouped fit chooses
+    among its groups (models) x the option space (`grouped_space`; `group_values`, `new_group`
+    as in `tokeff predict`), and says which model with P(best) (`by_group`)."""
     form = fit.form
     budget = check_budget(budget, "budget")
+    grouped = getattr(fit, "groups", None) is not None
+    refuse_grouped_pretraining(fit, "allocate decides on")
+    if not grouped and (group_values or new_group):
+        raise UserError("--group-value: the fit is not grouped (fit with --group COLUMN)")
     if is_pretraining_form(form):
         given = [flag for flag, value in (("--models", space and space.models), ("--lengths-grid", space and space.lengths),
                                           ("--strategies", space and space.strategies),
@@ -110,12 +122,16 @@ def allocate_fit(fit, budget: float, space: OptionSpace | None = None, *, fronti
         from tokeff.laws.stacking import refuse_stacked
 
         refuse_stacked(fit, "a fine-tuning choice reweights")
-        if space is None or not space.models:
+        if grouped:
+            space = grouped_space(fit, space or OptionSpace(models=()), group_values, new_group=new_group)
+        elif space is None or not space.models:
             raise UserError(f"models: form {form.name} chooses among models; give candidates (--models)")
-        result = allocate_finetuning(functools.partial(fit.predictive, kind="new_run"), form.target, budget, space,
+        result = allocate_finetuning(run_predictive(fit, new_groups=new_group), form.target, budget, space,
                                      columns=option_columns(fit))
+        if grouped:
+            result["group_column"] = fit.groups.column
         best = Option(**{k: result["decision"][k] for k in
-                         ("model", "n_examples", "avg_tokens", "epochs", "flops", "strategy")})
+                         ("model", "n_examples", "avg_tokens", "epochs", "flops", "strategy", "group")})
         chosen = {k: float(v[0]) for k, v in option_inputs([best], option_columns(fit)).items()}
         warnings = budget_warnings(fit, budget, chosen)
     return {"form": form.name, "target": form.target, "budget_flops": float(budget),
@@ -141,10 +157,12 @@ def format_table(result: dict) -> str:
             lines.append(f"  reference {name}: N_opt {ref['N_opt']:.3g}, D_opt {ref['D_opt']:.3g}, "
                          f"tokens/param {ref['tokens_per_param']:.3g}")
     else:
-        lines.append(f"{'#':>2} {'option':<40}{'FLOPs':>10}  {'predicted median [q05, q95]':<30}"
+        shown = result["options"][:10]
+        w = max([len(o["label"]) for o in shown] + [6])  # labels whole: model names can be long
+        lines.append(f"{'#':>2} {'option':<{w}}{'FLOPs':>10}  {'predicted median [q05, q95]':<30}"
                      f"{'P(best)':>8}{'E[regret]':>11}")
-        for i, o in enumerate(result["options"][:10], 1):
-            lines.append(f"{i:>2} {o['label']:<40}{o['flops']:>10.3g}  {_fmt_interval(o['predicted']):<30}"
+        for i, o in enumerate(shown, 1):
+            lines.append(f"{i:>2} {o['label']:<{w}}{o['flops']:>10.3g}  {_fmt_interval(o['predicted']):<30}"
                          f"{o['p_best']:>8.2f}{o['expected_regret']:>11.3g}")
         if len(result["options"]) > 10:
             lines.append(f"   ... {len(result['options']) - 10} more options in allocation.json")
@@ -157,12 +175,32 @@ def format_table(result: dict) -> str:
         if result["indistinguishable"]:
             lines.append(f"  indistinguishable from the runner-up {result['runner_up']['label']}: "
                          f"{result['indistinguishable_reason']}")
+        if "by_group" in result:
+            lines += format_by_group(result["by_group"], result.get("group_column", "group"))
         lines.append("across budgets:")
+        w = max([len(p["decision"]) for p in result["budget_sweep"] if p["decision"]] + [6])
         for p in result["budget_sweep"]:
             if p["decision"] is None:
                 lines.append(f"  {p['budget_flops']:>10.3g}  no feasible option")
             else:
                 tie = "  (~tie)" if p["indistinguishable"] else ""
-                lines.append(f"  {p['budget_flops']:>10.3g}  {p['decision']:<40} P(best) {p['p_best']:.2f}  "
+                lines.append(f"  {p['budget_flops']:>10.3g}  {p['decision']:<{w}} P(best) {p['p_best']:.2f}  "
                              f"{_fmt_interval(p['predicted'])}{tie}")
     return "\n".join(lines)
+
+
+def format_by_group(by_group: dict, column: str) -> list[str]:
+    """Which model: each group at its best option, P(best) and expected regret, and the choice
+    (or "cannot tell apart"), as `tokeff predict` words it."""
+    w = max([len(g["group"]) for g in by_group["groups"]] + [len(column)])
+    lines = [f"which {column} (each at its best option):", f"   {column:<{w}}  {'P(best)':>7} {'E[regret]':>10}  best option"]
+    for g in by_group["groups"]:
+        lines.append(f"   {g['group']:<{w}}  {g['p_best']:>7.2f} {g['expected_regret']:>10.3g}  {g['best_option']}")
+    first = by_group["groups"][0]
+    if by_group["cannot_tell_apart"]:
+        lines.append(f"  cannot tell apart {by_group['choice']} and {by_group['runner_up']} ({by_group['reason']}); "
+                     f"{by_group['choice']} leads with P(best) {first['p_best']:.2f}")
+    else:
+        lines.append(f"  choose {column} {by_group['choice']} (P(best) {first['p_best']:.2f}, expected regret "
+                     f"{first['expected_regret']:.3g})")
+    return lines

@@ -7,6 +7,7 @@ chosen option is the best and its expected regret, so near-ties are visible inst
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable, Mapping
 
 import numpy as np
@@ -17,8 +18,26 @@ from tokeff.errors import UserError
 
 
 # The metric a run at each of O option inputs would reach, per posterior draw: [P, O]. For a fit,
-# `functools.partial(fit.predictive, kind="new_run")` (the law and what it misses there).
-Predictive = Callable[[Mapping[str, np.ndarray]], np.ndarray]
+# `run_predictive(fit)`: `fit.predictive(kind="new_run")` (the law and what it misses there); a
+# grouped fit's also takes `groups=`, each option's group.
+Predictive = Callable[..., np.ndarray]
+
+
+def run_predictive(fit, *, new_groups: bool = False) -> Predictive:
+    """What a run at each option would reach, per draw: the fit's own predictive, kind "new_run"
+    (for a grouped fit, at each option's group; with `new_groups` a group the fit never saw is a
+    new one drawn from the population)."""
+    if getattr(fit, "groups", None) is None:
+        return functools.partial(fit.predictive, kind="new_run")
+    return functools.partial(fit.predictive, kind="new_run", new_groups=new_groups)
+
+
+def predict_options(predict: Predictive, options: list[Option], columns: Mapping[str, str], **kw) -> np.ndarray:
+    """[P, O]: `predict` at the options' inputs (and groups, when they have them)."""
+    inputs = option_inputs(options, columns)
+    if any(o.group is not None for o in options):
+        return predict(inputs, groups=[o.group for o in options], **kw)
+    return predict(inputs, **kw)
 
 
 @dataclasses.dataclass
@@ -80,7 +99,7 @@ def decide_at(predict: Predictive, target: str, space: OptionSpace, budget: floa
     options, infeasible = space.at(budget)
     if not options:
         return options, infeasible, None, None
-    metric_PxO = predict(option_inputs(options, columns))
+    metric_PxO = predict_options(predict, options, columns)
     sign = 1.0 if target == "accuracy" else -1.0
     return options, infeasible, metric_PxO, decide(sign * metric_PxO, weights_P)
 
@@ -91,6 +110,22 @@ def _option_report(option: Option, metric_P: np.ndarray, decision: Decision, k: 
             "predicted": interval(metric_P, weights_P),
             "expected_utility": float(decision.expected_utility[k]),
             "p_best": float(decision.p_best[k]), "expected_regret": float(decision.expected_regret[k])}
+
+
+def by_group(options: list[Option], utility_PxO: np.ndarray, decision: Decision,
+             weights_P: np.ndarray | None = None) -> dict:
+    """Which group (model) to run: each group at its own best option (highest expected utility),
+    the groups compared by `decide` on those options' utilities (P(best), expected regret, and
+    whether the top two can be told apart). Best group first."""
+    first = {}
+    for k in decision.order:  # best expected utility first: a group's first option is its best
+        first.setdefault(options[k].group, int(k))
+    labels, rows = list(first), list(first.values())
+    d = decide(utility_PxO[:, rows], weights_P)
+    ranked = [{"group": labels[j], "model_preset": options[rows[j]].model, "best_option": options[rows[j]].label,
+               "p_best": float(d.p_best[j]), "expected_regret": float(d.expected_regret[j])} for j in d.order]
+    return {"choice": ranked[0]["group"], "runner_up": ranked[1]["group"] if len(ranked) > 1 else None,
+            "cannot_tell_apart": d.indistinguishable, "reason": d.reason, "groups": ranked}
 
 
 def allocate_finetuning(predict: Predictive, target: str, budget: float, space: OptionSpace, *,
@@ -111,10 +146,14 @@ def allocate_finetuning(predict: Predictive, target: str, budget: float, space: 
             sweep.append({"budget_flops": float(c), "decision": None})
             continue
         sweep.append({"budget_flops": float(c), "decision": opts[d.best].label, "model": opts[d.best].model,
+                      "group": opts[d.best].group,
                       "predicted": interval(m_PxO[:, d.best], weights_P), "p_best": float(d.p_best[d.best]),
                       "expected_regret": float(d.expected_regret[d.best]),
                       "indistinguishable": d.indistinguishable})
-    return {"kind": "finetuning", "target": target,
+    sign = 1.0 if target == "accuracy" else -1.0
+    grouped = ({"by_group": by_group(options, sign * metric_PxO, decision, weights_P)}
+               if options[0].group is not None else {})
+    return {"kind": "finetuning", "target": target, **grouped,
             "decision": ranked[0], "runner_up": ranked[1] if len(ranked) > 1 else None,
             "indistinguishable": decision.indistinguishable, "indistinguishable_reason": decision.reason,
             "p_best_beats_runner_up": decision.p_first_beats_second,

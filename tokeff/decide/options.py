@@ -65,12 +65,13 @@ class Option:
     epochs: int
     flops: float
     strategy: str | None = None
+    group: str | None = None  # a grouped fit's group this run predicts for (`model` is its preset, for costs)
 
     @property
     def label(self) -> str:
         how = self.strategy or f"L={self.avg_tokens:.0f}"
         ep = f" x{self.epochs}ep" if self.epochs != 1 else ""
-        return f"{self.model} N={self.n_examples} {how}{ep}"
+        return f"{self.group or self.model} N={self.n_examples} {how}{ep}"
 
     def row(self) -> dict:
         """The results-table columns this run would have (tokeff.results schema)."""
@@ -224,17 +225,71 @@ class OptionSpace:
     pool: DataPool = DataPool()
     cost: PerExample | PackedRows = PerExample()
     seed: int = 0  # the strategies' tie-break seed (a sweep point's seed)
+    groups: tuple[tuple[str, str], ...] = ()  # grouped fits: (group label, its model's preset), see `grouped_space`
+    # A group's own data, where it differs from `pool` (another tokenizer gives the same examples other lengths).
+    group_pools: tuple[tuple[str, DataPool], ...] = ()
 
     def at(self, budget: float) -> tuple[list[Option], list[Infeasible]]:
+        if self.groups and self.group_pools:
+            pools, found = dict(self.group_pools), ([], [])
+            for label, preset in self.groups:
+                one = dataclasses.replace(self, models=(preset,), groups=((label, preset),), group_pools=(),
+                                          pool=pools.get(label, self.pool))
+                for into, part in zip(found, one.at(budget)):
+                    into += part
+            return found
         if self.strategies:
             if self.pool.lengths is None:
                 raise UserError("strategies: need the dataset's example lengths (--lengths FILE)")
-            return strategy_options(budget, self.models, self.strategies, self.pool.lengths, epochs=self.epochs,
-                                    seed=self.seed, cost=self.cost)
-        if not self.lengths:
-            raise UserError("lengths: give candidate average lengths (--lengths-grid) or strategies")
-        return grid_options(budget, self.models, self.lengths, epochs=self.epochs,
-                            n_examples=list(self.n_examples) or None, pool=self.pool)
+            found = strategy_options(budget, self.models, self.strategies, self.pool.lengths, epochs=self.epochs,
+                                     seed=self.seed, cost=self.cost)
+        else:
+            if not self.lengths:
+                raise UserError("lengths: give candidate average lengths (--lengths-grid) or strategies")
+            found = grid_options(budget, self.models, self.lengths, epochs=self.epochs,
+                                 n_examples=list(self.n_examples) or None, pool=self.pool)
+        return with_groups(*found, self.groups) if self.groups else found
+
+
+def with_groups(options: list[Option], infeasible: list[Infeasible], groups: tuple[tuple[str, str], ...]):
+    """Options (and infeasible ones) per group: each group gets its model preset's options, with the
+    group's label (two groups may share a preset: the same architecture, other weights)."""
+    out, why = [], []
+    for label, preset in groups:
+        out += [dataclasses.replace(o, group=label) for o in options if o.model == preset]
+        why += [Infeasible(f"{label}{i.label[len(preset):]}", i.reason) for i in infeasible
+                if i.label.split(" ", 1)[0] == preset]
+    return out, why
+
+
+def group_preset(label: str, column: str, field: str) -> str:
+    """The model preset whose shapes cost a group's runs: the group's label is a model spec
+    (`smollm2-135m`, `hf:HuggingFaceTB/SmolLM2-135M-Instruct`, ...), as a sweep's `model` column is."""
+    from tokeff.models.spec import preset_for_spec
+
+    try:
+        return preset_for_spec(str(label))
+    except UserError:
+        raise UserError(f"{field}: {column} '{label}' names no model preset, so its runs cannot be costed in FLOPs; "
+                        "allocate and propose choose among models tokeff can cost (compare other groups at "
+                        "fixed inputs with `tokeff predict`)") from None
+
+
+def grouped_space(fit, space: OptionSpace, group_values=None, *, new_group: bool = False) -> OptionSpace:
+    """`space` over a grouped fit's groups (every fitted one, or `group_values`; with `new_group` a
+    label the fit never saw is a new model drawn from the population): the groups are the models."""
+    groups = fit.groups
+    if space.models:
+        raise UserError(f"--models: a grouped fit's models are its groups (per {groups.column}); "
+                        "choose some with --group-value")
+    labels = tuple(str(g) for g in group_values) if group_values else groups.labels
+    _check_unique(labels, "--group-value")
+    groups.lookup(labels, new_groups=new_group)  # an unknown label fails here, naming --group-value
+    field = "--group-value" if group_values else "FIT_DIR"
+    pairs = tuple((label, group_preset(label, groups.column, field)) for label in labels)
+    for _, preset in pairs:
+        check_context(preset, max(space.lengths, default=0), "--lengths-grid")
+    return dataclasses.replace(space, models=tuple(dict.fromkeys(p for _, p in pairs)), groups=pairs)
 
 
 def option_inputs(options: list[Option], columns: Mapping[str, str]) -> dict[str, np.ndarray]:

@@ -34,13 +34,14 @@ import numpy as np
 
 from tokeff.decide.frontier import is_pretraining_form
 from tokeff.decide.sweep_check import fit_frontier
-from tokeff.decide.decision import decide_at
+from tokeff.decide.decision import decide_at, predict_options, run_predictive
 from tokeff.decide.options import (
-    MAX_COUNT, Option, OptionSpace, check_context, example_flops, option_columns, option_inputs,
-    strategy_options,
+    MAX_COUNT, Option, OptionSpace, check_context, example_flops, group_preset, option_columns, strategy_options,
+    with_groups,
 )
 from tokeff.decide.summaries import normalized_weights
 from tokeff.errors import UserError
+from tokeff.progress import PROPOSE_WORK, progress
 from tokeff.resources import check_candidate_count
 from tokeff.laws.model import Likelihood, observation_dist
 
@@ -145,7 +146,8 @@ def expected_information(run_PxC: np.ndarray, target: str, likelihood: Likelihoo
     if target == "loss":
         location_PxC = np.log(location_PxC)
     eig_C = np.empty(n_cand)
-    for c in range(n_cand):
+    for c in progress(range(n_cand), desc="propose: scoring candidates", unit="candidate",
+                      work=float(n_cand) * n_sims * n_draws, threshold=PROPOSE_WORK):
         sims = rng.choice(n_draws, size=n_sims, p=w)
         r = 1.0 if replicates_C is None else float(replicates_C[c])
         n_eval = None if n_eval_C is None else float(n_eval_C[c]) * r
@@ -219,13 +221,24 @@ def _list(grid: dict, key: str, default=None) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def candidates(grid_path: str | None, space: OptionSpace) -> list[tuple[Option, int]]:
+def candidates(grid_path: str | None, space: OptionSpace, *, groups=None, new_group: bool = False
+               ) -> list[tuple[Option, int]]:
     """(Option, seed) pairs: the runs that could be proposed, with their exact FLOP costs, from a
-    grid file (`--grid`) or, without one, the option-space flags."""
+    grid file (`--grid`) or, without one, the option-space flags. With a grouped fit's `groups`
+    (`space` from `grouped_space`), a candidate's model is a group (default: the space's groups),
+    costed by its preset; `new_group` admits groups the fit never saw."""
     from tokeff.models.config import get_preset
 
+    def resolve(model) -> tuple[str, str | None]:
+        """(preset, group) of a candidate's model."""
+        if groups is None:
+            get_preset(str(model))
+            return str(model), None
+        groups.lookup([str(model)], new_groups=new_group, field="--grid" if grid_path else "--group-value")
+        return group_preset(str(model), groups.column, "--grid" if grid_path else "--group-value"), str(model)
+
     grid = _read_grid(grid_path) if grid_path else {
-        "models": list(space.models), "n_examples": list(space.n_examples),
+        "models": [g for g, _ in space.groups] or list(space.models), "n_examples": list(space.n_examples),
         "avg_tokens": list(space.lengths), "epochs": list(space.epochs)}
     out = []
     try:
@@ -236,10 +249,13 @@ def candidates(grid_path: str | None, space: OptionSpace) -> list[tuple[Option, 
         elif "strategies" in grid:
             if space.pool.lengths is None:
                 raise UserError("--grid: strategies need the dataset's example lengths (--lengths FILE)")
+            pairs = tuple((str(m), resolve(m)[0]) for m in _list(grid, "models"))
             for budget, seed in itertools.product(_list(grid, "budgets"), _list(grid, "seeds", [0])):
-                options, _ = strategy_options(float(budget), [str(m) for m in _list(grid, "models")],
+                options, _ = strategy_options(float(budget), list(dict.fromkeys(p for _, p in pairs)),
                                               _list(grid, "strategies"), space.pool.lengths,
                                               epochs=[int(e) for e in _list(grid, "epochs", [1])])
+                if groups is not None:
+                    options, _ = with_groups(options, [], pairs)
                 out += [(o, int(seed)) for o in options]
             raw = []
         else:
@@ -248,14 +264,14 @@ def candidates(grid_path: str | None, space: OptionSpace) -> list[tuple[Option, 
             check_candidate_count(math.prod(len(a) for a in axes))  # before building them
             raw = list(itertools.product(*axes))
         for model, n, length, epochs, seed in raw:
-            get_preset(str(model))
+            preset, group = resolve(model)
             if int(n) < 1 or float(length) < 1 or int(epochs) < 1:
                 raise UserError(f"--grid: n_examples, avg_tokens and epochs must be positive ({model}, {n}, {length})")
             if max(float(n), float(epochs)) > MAX_COUNT:
                 raise UserError(f"--grid: n_examples and epochs must be at most {MAX_COUNT:.0e} ({model}, {n}, {epochs})")
-            check_context(str(model), float(length), "--grid")
-            flops = int(epochs) * int(n) * example_flops(str(model), int(round(float(length))))
-            out.append((Option(str(model), int(n), float(length), int(epochs), float(flops)), int(seed)))
+            check_context(preset, float(length), "--grid")
+            flops = int(epochs) * int(n) * example_flops(preset, int(round(float(length))))
+            out.append((Option(preset, int(n), float(length), int(epochs), float(flops), group=group), int(seed)))
     except (KeyError, TypeError, ValueError) as e:
         raise UserError(f"--grid: malformed candidate ({e})") from None
     if not out:
@@ -275,12 +291,17 @@ def composition(proposal: dict) -> dict:
 
 
 def propose(fit, cands: list[tuple[Option, int]], space: OptionSpace, budget: float, *, n_eval: int | None = None,
-            horizon: float | None = None, sims: int = 64, seed: int = 0, top: int = 5) -> dict:
+            horizon: float | None = None, sims: int = 64, seed: int = 0, top: int = 5,
+            new_group: bool = False) -> dict:
     """Rank `cands` by expected reduction of the decision's uncertainty at `budget` per FLOP.
+    For a grouped fit the candidates' groups are the models decided between (`new_group`: some
+    are new models, drawn from the population).
 
     Returns the proposals.json payload; its "sweep_points" entry is what `tokeff sweep --points`
     runs (one point per proposal)."""
     form, samples = fit.form, fit.samples
+    predict = run_predictive(fit, new_groups=new_group)
+    columns = option_columns(fit)
     # The decision the runs should inform, and its uncertainty U(weights).
     if is_pretraining_form(form):
         # The N_opt draws `allocate` decides on (the law's, carried to a sweep's optima when the fit has one).
@@ -292,17 +313,16 @@ def propose(fit, cands: list[tuple[Option, int]], space: OptionSpace, budget: fl
         decision_space = OptionSpace(
             models=tuple(sorted({o.model for o, _ in cands})),
             lengths=() if space.strategies else tuple(sorted({int(round(o.avg_tokens)) for o, _ in cands})),
-            strategies=space.strategies, epochs=tuple(sorted({o.epochs for o, _ in cands})), pool=space.pool)
-        opts, _, metric_PxO, _ = decide_at(functools.partial(fit.predictive, kind="new_run"), form.target,
-                                           decision_space, budget, columns=option_columns(fit))
+            strategies=space.strategies, epochs=tuple(sorted({o.epochs for o, _ in cands})), pool=space.pool,
+            groups=tuple(sorted({(o.group, o.model) for o, _ in cands if o.group is not None})))
+        opts, _, metric_PxO, _ = decide_at(predict, form.target, decision_space, budget, columns=columns)
         if not opts:
             raise UserError(f"--budget: no feasible option at {budget:.3g} FLOPs to decide between")
         uncertainty = option_entropy(metric_PxO if form.target == "accuracy" else -metric_PxO)
         measure = f"entropy (nats) of which of {len(opts)} options is best"
 
-    inputs_C = option_inputs([o for o, _ in cands], option_columns(fit))
     # Each candidate's run per draw: the law and what it misses there (the fit's discrepancy, loss forms).
-    run_PxC = fit.predictive(inputs_C, "new_run", seed=seed)
+    run_PxC = predict_options(predict, [o for o, _ in cands], columns, seed=seed)
     n_eval = n_eval or (int(np.median(fit.data.n_eval)) if fit.data.n_eval is not None else 200)
     flops_C = np.array([o.flops for o, _ in cands])
     horizon = horizon or float(flops_C.max())
@@ -318,26 +338,30 @@ def propose(fit, cands: list[tuple[Option, int]], space: OptionSpace, budget: fl
     proposals = []
     for r in ranked:
         option, seed = cands[r.index]
-        proposals.append({"model": option.model, "n_examples": option.n_examples, "avg_tokens": option.avg_tokens,
-                          "epochs": option.epochs, "strategy": option.strategy, "seed": seed, "flops": option.flops,
+        proposals.append({"model": option.model, "group": option.group, "n_examples": option.n_examples,
+                          "avg_tokens": option.avg_tokens, "epochs": option.epochs, "strategy": option.strategy, "seed": seed, "flops": option.flops,
                           "replicates_scored": int(reps_C[r.index]), "expected_information": r.eig,
                           "information_per_pflop": r.eig_per_flop * 1e15})
-    points = [{"model": p["model"], "budget_flops": p["flops"], "seed": p["seed"], "composition": composition(p)}
-              for p in proposals]
-    return {"form": form.name, "budget_flops": budget, "uncertainty": measure, "uncertainty_now": u_now,
+    # A grouped fit's group is the model spec the sweep runs (e.g. hf:...); `model` is its preset.
+    points = [{"model": p["group"] or p["model"], "budget_flops": p["flops"], "seed": p["seed"],
+               "composition": composition(p)} for p in proposals]
+    grouped = {} if getattr(fit, "groups", None) is None else {"group_column": fit.groups.column}
+    return {"form": form.name, **grouped, "budget_flops": budget, "uncertainty": measure, "uncertainty_now": u_now,
             "horizon_flops": float(horizon), "n_candidates": len(cands), "proposals": proposals,
             "sweep_points": sweep_points(points)}
 
 
 def format_proposals(result: dict) -> str:
-    """The table `tokeff propose` prints."""
+    """The table `tokeff propose` prints (model names whole)."""
+    column = "model" if "group_column" not in result else result["group_column"]
+    w = max([len(p.get("group") or p["model"]) for p in result["proposals"]] + [len(column)]) + 1
     lines = [f"decision at {result['budget_flops']:.3g} FLOPs; uncertainty = {result['uncertainty']}: now "
              f"{result['uncertainty_now']:.3g}; {result['n_candidates']} candidates, each scored as the r runs "
              f"{result['horizon_flops']:.3g} FLOPs buy; top {len(result['proposals'])} by expected reduction per FLOP:",
-             f"{'#':>2} {'model':<16}{'N':>9}{'L':>7}{'ep':>4}{'seed':>5}{'FLOPs/run':>11}{'r':>6}{'E[dU] (r runs)':>16}"
+             f"{'#':>2} {column:<{w}}{'N':>9}{'L':>7}{'ep':>4}{'seed':>5}{'FLOPs/run':>11}{'r':>6}{'E[dU] (r runs)':>16}"
              f"{'per PFLOP':>11}"]
     for i, p in enumerate(result["proposals"], 1):
-        lines.append(f"{i:>2} {p['model']:<16}{p['n_examples']:>9}{p['avg_tokens']:>7.0f}{p['epochs']:>4}{p['seed']:>5}"
-                     f"{p['flops']:>11.3g}{p['replicates_scored']:>6}{p['expected_information']:>16.3g}"
-                     f"{p['information_per_pflop']:>11.3g}")
+        lines.append(f"{i:>2} {p.get('group') or p['model']:<{w}}{p['n_examples']:>9}{p['avg_tokens']:>7.0f}"
+                     f"{p['epochs']:>4}{p['seed']:>5}{p['flops']:>11.3g}{p['replicates_scored']:>6}"
+                     f"{p['expected_information']:>16.3g}{p['information_per_pflop']:>11.3g}")
     return "\n".join(lines)

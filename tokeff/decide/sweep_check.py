@@ -18,7 +18,8 @@ of theta takes one draw of r, so what reweights theta (`tokeff.decide.proposals`
 D_opt = C / (6 N_opt).
 
 Without a sweep in the fit data (fewer than 3 budgets whose optimum lies inside their runs) the
-frontier is the law's alone, and says so (`source`).
+frontier is the law's alone, and says so (`source`). A grouped fit (one law per group) has no one
+frontier and is refused.
 """
 
 from __future__ import annotations
@@ -57,6 +58,11 @@ def fit_frontier(fit, budgets_U, *, source: str = "auto", seed: int = 0) -> Fron
         from tokeff.errors import UserError
 
         raise UserError(f"--frontier: must be one of {SOURCES}, got '{source}'")
+    if getattr(fit, "groups", None) is not None:  # per-group laws have no one frontier to carry
+        from tokeff.errors import UserError
+
+        raise UserError(f"FIT_DIR: a grouped fit (per {fit.groups.column}) has one law per group, not one "
+                        "frontier: fit without --group to allocate compute")
     budgets_U = np.asarray(budgets_U, np.float64)
     if hasattr(fit, "mix"):  # a stacked fit (`tokeff.laws.stacking`): its members' frontiers, mixed by weight
         parts = {}

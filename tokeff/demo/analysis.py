@@ -5,6 +5,9 @@ with the chance floor) and compared by LOO; the LOO-preferred one allocates a bu
 the runs. With one model in the grid, M is constant, so M^gamma is a constant the coefficient A absorbs:
 the demo then fits the two laws at fixed M (`volume_at_one_model`, `composition_at_one_model`,
 registered here as a user would register a form), which is the same law with gamma dropped.
+With `group = "model"` (the gpu config), the laws at fixed M are fitted per model, partially
+pooled (`tokeff.laws.hierarchy`), and the allocation chooses among models x strategies: the report
+says which model, with P(best) and expected regret.
 """
 
 from __future__ import annotations
@@ -25,17 +28,19 @@ def one_model_forms() -> dict[str, str]:
     return {"volume": "volume_at_one_model", "composition": "composition_at_one_model"}
 
 
-def fit_forms(rows, fit_config, out_dir: str) -> dict:
-    """{"volume": Fit, "composition": Fit} fitted to the rows (saved under out_dir/<form>). A fit
+def fit_forms(rows, fit_config, out_dir: str, group: str | None = None) -> dict:
+    """{"volume": Fit, "composition": Fit} fitted to the rows (saved under out_dir/<form>); with
+    `group` (a column, e.g. "model"), GroupedFits, one law per group, partially pooled. A fit
     already saved there from the same runs with the same settings is read back, not redone: a
     rerun of a finished or interrupted demo resumes its analysis too."""
     import pandas as pd
 
     from tokeff.laws.fit import fit
+    from tokeff.laws.hierarchy import fit_grouped
 
     table = pd.DataFrame(rows)
     names = {"volume": "volume", "composition": "composition"}
-    if table["params"].nunique() == 1:
+    if group or table["params"].nunique() == 1:
         names = one_model_forms()
     fits = {}
     for key, form in names.items():
@@ -43,15 +48,22 @@ def fit_forms(rows, fit_config, out_dir: str) -> dict:
         request = {"form": form, "method": str(fit_config.method), "chains": int(fit_config.chains),
                    "draws": int(fit_config.draws), "warmup": int(fit_config.warmup),
                    "chance": float(fit_config.chance), "target_accept": float(fit_config.target_accept), "seed": 0}
+        if group:
+            request["group"] = group
         saved = saved_fit(path, table, request)
         if saved is not None:
             print(f"{form}: the fit in {path} is of the same runs with the same settings: reused")
             fits[key] = saved
             continue
-        print(f"fitting {form} ({fit_config.method}, {fit_config.chains} chains x {fit_config.draws} draws)")
-        fitted = fit(table, **request)
+        per = f", one per {group}, pooled" if group else ""
+        print(f"fitting {form} ({fit_config.method}, {fit_config.chains} chains x {fit_config.draws} draws{per})")
+        if group:
+            settings = {k: v for k, v in request.items() if k not in ("form", "group")}
+            fitted = fit_grouped(table, form, group, **settings)
+        else:
+            fitted = fit(table, **request)
         fitted.summary["request"] = request  # what `saved_fit` compares on a rerun
-        fitted.save(path, force=True)  # summary, posterior.nc, data, trace/pair/fit plots
+        fitted.save(path, force=True)  # summary, posterior.nc, data, plots
         fits[key] = fitted
     return fits
 
@@ -74,7 +86,12 @@ def saved_fit(path: str, table, request: dict):
             saved_rows = f.read()
     except (OSError, ValueError):
         return None
-    if saved_rows != prepare(table, get_form(request["form"])).to_frame().to_csv(index=False):  # priors play no part
+    group = request.get("group")
+    data = prepare(table, get_form(request["form"]), keep=(group,) if group else ())
+    expected = data.to_frame()
+    if group:  # as GroupedFit.save writes it
+        expected[group] = np.asarray(data.extra[group]).astype(str)
+    if saved_rows != expected.to_csv(index=False):  # priors play no part
         return None
     try:
         return load_fit(path)
@@ -90,6 +107,7 @@ def compare_loo(fits: dict) -> dict:
 
     from tokeff.laws.compare import compare_fits
 
+    fits = {k: _loo_view(f) for k, f in fits.items()}
     with warnings.catch_warnings():  # high Pareto k is reported below, not as a warning per call
         warnings.simplefilter("ignore", UserWarning)
         table = compare_fits(fits, ic="loo")
@@ -103,9 +121,28 @@ def compare_loo(fits: dict) -> dict:
     }
 
 
+def _loo_view(fit):
+    """A fit as LOO reads it: a grouped fit's draws with its rows' log-likelihood at their groups."""
+    if getattr(fit, "groups", None) is None:
+        return fit
+    import types
+
+    import arviz as az
+
+    from tokeff.laws.model import observed
+
+    chains = fit.idata.posterior.sizes["chain"]
+    ll = fit.log_likelihood()
+    idata = az.from_dict(posterior={"unused": np.zeros((chains, ll.shape[0] // chains))},
+                         log_likelihood={"obs": ll.reshape(chains, ll.shape[0] // chains, -1)},
+                         observed_data={"obs": observed(fit.form, fit.data.y, fit.data.n_eval)})
+    return types.SimpleNamespace(data=fit.data, idata=idata)
+
+
 def composition_verdict(fit) -> dict:
     """Does composition matter beyond volume? The volume law is beta_N = beta_L; look at the gap."""
-    gap_S = np.asarray(fit.samples["beta_L"]) - np.asarray(fit.samples["beta_N"])
+    key = (lambda k: f"{k}_pop") if getattr(fit, "groups", None) is not None else (lambda k: k)  # the population's
+    gap_S = np.asarray(fit.samples[key("beta_L")]) - np.asarray(fit.samples[key("beta_N")])
     q05, q50, q95 = np.quantile(gap_S, [0.05, 0.5, 0.95])
     return {"gap_median": float(q50), "gap_q05": float(q05), "gap_q95": float(q95),
             "p_gap_positive": float(np.mean(gap_S > 0))}
@@ -126,13 +163,25 @@ def pool_lengths(train_config) -> np.ndarray:
 
 
 def allocate_strategy(fits: dict, comparison: dict, config, budget: float) -> dict:
-    """Which strategy to run at `budget` under the LOO-preferred law (expected utility)."""
+    """Which strategy to run at `budget` under the LOO-preferred law (expected utility); with a
+    grouped fit, which model x strategy, each model's strategies selecting from the examples as its
+    own tokenizer counts them."""
+    import copy
+
     from tokeff.decide.allocation import allocate_fit
     from tokeff.decide.options import DataPool, OptionSpace
 
     fit = fits[comparison["best"]]
-    model = sweep.preset_for_spec(config.grid.models[0])
-    space = OptionSpace(models=(model,), strategies=STRATEGIES, pool=DataPool(lengths=pool_lengths(config.train)))
+    grouped = getattr(fit, "groups", None) is not None
+    models = () if grouped else (sweep.preset_for_spec(config.grid.models[0]),)
+    pools = ()
+    if grouped:
+        trains = {m: copy.deepcopy(config.train) for m in fit.groups.labels}
+        for m, train in trains.items():
+            train.model = m
+        pools = tuple((m, DataPool(lengths=pool_lengths(train))) for m, train in trains.items())
+    space = OptionSpace(models=models, strategies=STRATEGIES, pool=DataPool(lengths=pool_lengths(config.train)),
+                        group_pools=pools)
     allocation = allocate_fit(fit, budget, space)
     allocation["law"] = comparison["best"]
     return allocation
@@ -145,7 +194,7 @@ def analyse(rows, config, workdir: str) -> str:
     from tokeff.decide.plots import plot_budget_sweep
     from tokeff.io import write_json
 
-    fits = fit_forms(rows, config.fit, os.path.join(workdir, "fits"))
+    fits = fit_forms(rows, config.fit, os.path.join(workdir, "fits"), group=config.group or None)
     comparison = compare_loo(fits)
     verdict = composition_verdict(fits["composition"])
     top = max(float(b) for b in config.grid.budgets)
@@ -169,9 +218,11 @@ def format_report(rows, fits, comparison, verdict, allocation, workdir: str, cha
              results_table(rows), "", "== posterior of the accuracy laws (median [5%, 95%])"]
     for key, fit in fits.items():
         ok = "ok" if fit.diagnostics.get("ok") else "NOT OK: " + "; ".join(fit.diagnostics.get("problems") or [])
+        grouped = "population" in fit.summary  # one law per group: the population's values
         params = ", ".join(f"{k} {v['median']:.3g} [{v['q05']:.3g}, {v['q95']:.3g}]"
-                           for k, v in fit.summary["params"].items())
-        lines.append(f"{fit.form.name}: {params}  (diagnostics {ok})")
+                           for k, v in fit.summary["population" if grouped else "params"].items())
+        per = f" per {fit.groups.column} ({len(fit.groups.labels)}, pooled; population)" if grouped else ""
+        lines.append(f"{fit.form.name}{per}: {params}  (diagnostics {ok})")
     diff, dse = comparison["elpd_diff"], comparison["dse"]
     # Vehtari et al.: an elpd difference below ~4 is small whatever its standard error.
     decisive = diff > max(2 * dse, 4.0)
@@ -191,6 +242,10 @@ def format_report(rows, fits, comparison, verdict, allocation, workdir: str, cha
               f"P(best option) = {d['p_best']:.2f}, expected regret {d['expected_regret']:.4f}"
               + (f"; indistinguishable from the runner-up ({allocation['indistinguishable_reason']})"
                  if allocation["indistinguishable"] else "")]
+    if "by_group" in allocation:
+        from tokeff.decide.allocation import format_by_group
+
+        lines += format_by_group(allocation["by_group"], allocation["group_column"])
     lines += [f"warning: {w}" for w in allocation["warnings"]]
     lines += ["", f"written to {workdir}: results.csv, report.txt, predictions.json, prediction_check.png, "
                   "allocation.json, accuracy_vs_volume.png, "
@@ -200,14 +255,19 @@ def format_report(rows, fits, comparison, verdict, allocation, workdir: str, cha
 
 
 def results_table(rows) -> str:
-    """One line per run: budget, strategy, seed, N, L, FLOPs used, loss, accuracy [Wilson 95%]."""
+    """One line per run: budget, (model, when several), strategy, seed, N, L, FLOPs used, loss, accuracy
+    [Wilson 95%]."""
     from tokeff.eval.intervals import wilson_interval
 
-    lines = [f"{'budget':>8} {'strategy':<11}{'seed':>4}{'N':>5}{'L':>7}{'used':>10}{'loss':>8}  accuracy [95% Wilson]"]
-    for r in sorted(rows, key=lambda r: (r["budget_flops"], r["strategy"], r["seed"])):
+    models = sorted({str(r["model"]) for r in rows})
+    w = max(len(m) for m in models) + 1 if len(models) > 1 else 0  # a model column when there are several
+    lines = [f"{'budget':>8} {'model' if w else '':<{w}}{'strategy':<11}{'seed':>4}{'N':>5}{'L':>7}{'used':>10}"
+             f"{'loss':>8}  accuracy [95% Wilson]"]
+    for r in sorted(rows, key=lambda r: (r["budget_flops"], str(r["model"]), r["strategy"], r["seed"])):
         k, n = round(r["accuracy"] * r["n_eval"]), int(r["n_eval"])
         lo, hi = wilson_interval(k, n)
-        lines.append(f"{r['budget_flops']:>8.3g} {r['strategy']:<11}{r['seed']:>4}{r['n_examples']:>5}"
+        lines.append(f"{r['budget_flops']:>8.3g} {str(r['model']) if w else '':<{w}}{r['strategy']:<11}{r['seed']:>4}"
+                     f"{r['n_examples']:>5}"
                      f"{r['avg_tokens']:>7.1f}{r['flops_used']:>10.3g}{r['eval_loss']:>8.4f}  "
                      f"{k / n:.3f} [{lo:.3f}, {hi:.3f}] ({k}/{n})")
     return "\n".join(lines)

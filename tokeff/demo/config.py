@@ -25,6 +25,9 @@ def demo_schema() -> ml_collections.ConfigDict:
                                            target_accept=0.95, chance=0.25))
     c.check = ml_collections.ConfigDict(dict(interval=0.9))  # the prediction interval of the top budget
     c.allocate = ml_collections.ConfigDict(dict(budget_factor=2.0))
+    # "model": one law per model of the grid, partially pooled (`tokeff fit --group model`), and the
+    # allocation says which model with P(best); "": one law for every run.
+    c.group = ""
     return c
 
 
@@ -49,5 +52,9 @@ def check_demo_config(config: ml_collections.ConfigDict) -> None:
     if len(config.grid.budgets) < 3:
         raise UserError("config.grid.budgets: the prediction check needs at least 3 budgets "
                         "(fit on the lower ones, predict the top one)")
+    if config.group not in ("", "model"):
+        raise UserError(f"config.group: must be 'model' (one law per model, pooled) or '' (one law), got {config.group!r}")
+    if config.group and len(set(config.grid.models)) < 2:
+        raise UserError("config.group: a law per model needs at least two models in config.grid.models")
     if not (config.allocate.budget_factor > 0 and math.isfinite(config.allocate.budget_factor)):
         raise UserError(f"config.allocate.budget_factor: must be positive, got {config.allocate.budget_factor}")

@@ -10,6 +10,9 @@ Loss intervals are posterior-predictive (law uncertainty plus run-to-run noise),
 is a fair test of a single run. Accuracy predictions are the law's probability of a correct
 answer, floored at chance; "inside" for an observed accuracy uses the posterior-predictive
 counts (binomial noise of the n held-out questions added).
+
+With `group = "model"` (the gpu config) both laws are fitted per model, partially pooled, each run
+is predicted at its own model's law, and the best option is a model and strategy.
 """
 
 from __future__ import annotations
@@ -59,31 +62,43 @@ def planned_inputs(config, points) -> list[dict]:
         model = tokenizers.get(point.model) or tokenizers.setdefault(point.model, load_tokenizer(point.model))
         task = training_task(train.data, model.name, model.tokens, model.context_len, point.seed)
         selection = compose(task, train.data, point.seed).selection
-        planned.append({"run_id": point.run_id, "strategy": point.strategy, "seed": point.seed,
+        planned.append({"run_id": point.run_id, "model": point.model, "strategy": point.strategy, "seed": point.seed,
                         "budget_flops": point.budget_flops, "n_examples": selection["n_examples"],
                         "avg_tokens": selection["avg_tokens"]})
     return planned
 
 
-def fit_laws(rows, fit_config, out_dir: str | None = None) -> dict:
-    """{"loss": Fit, "accuracy": Fit}: the composition laws fitted to `rows` (NUTS)."""
+def fit_laws(rows, fit_config, out_dir: str | None = None, group: str | None = None) -> dict:
+    """{"loss": Fit, "accuracy": Fit}: the composition laws fitted to `rows` (NUTS); with `group`
+    (e.g. "model"), one law per group, partially pooled (GroupedFits)."""
     import pandas as pd
 
     from tokeff.laws.fit import fit
+    from tokeff.laws.hierarchy import fit_grouped
     from tokeff.laws.settings import FitSettings
 
     table = pd.DataFrame(rows)
     settings = FitSettings.from_dict(fit_config.to_dict(), where="config.fit")
+
+    def fit_one(table, form, settings, **kw):
+        return fit_grouped(table, form, group, settings, **kw) if group else fit(table, form, settings, **kw)
+
     fits = {}
     for target, form in (("loss", LOSS_FORM), ("accuracy", ACCURACY_FORM)):
-        print(f"fitting {form} to {len(rows)} runs ({fit_config.chains} chains x {fit_config.draws} draws)")
+        per = f", one per {group}, pooled" if group else ""
+        print(f"fitting {form} to {len(rows)} runs ({fit_config.chains} chains x {fit_config.draws} draws{per})")
         if target == "loss":  # the chance floor is the accuracy law's
-            fits[target] = fit(table, form, settings.replace(chance=0.0), target="eval_loss")
+            fits[target] = fit_one(table, form, settings.replace(chance=0.0), target="eval_loss")
         else:
-            fits[target] = fit(table, form, settings)
+            fits[target] = fit_one(table, form, settings)
         if out_dir:
             fits[target].save(os.path.join(out_dir, target), plots=False, force=True)  # the notebooks plot
     return fits
+
+
+def option_of(point: dict, grouped: bool) -> str:
+    """What a run's choice is: its strategy, or with one law per model, its model and strategy."""
+    return f"{point['model']} {point['strategy']}" if grouped else point["strategy"]
 
 
 def predict_top_budget(fits: dict, planned: list[dict], *, n_eval: int, interval: float, chance: float,
@@ -92,21 +107,23 @@ def predict_top_budget(fits: dict, planned: list[dict], *, n_eval: int, interval
     lo_q, hi_q = (1 - interval) / 2, 1 - (1 - interval) / 2
     inputs = {"N": np.array([p["n_examples"] for p in planned], float),
               "L": np.array([p["avg_tokens"] for p in planned], float)}
-    loss_obs = fits["loss"].predictive(inputs, "observed", seed=1)  # [S, n]
-    loss_mean = fits["loss"].predictive(inputs, "mean")
-    acc_mean = fits["accuracy"].predictive(inputs, "mean")  # a probability, clipped to above chance
-    acc_obs = fits["accuracy"].predictive(inputs, "observed", n_eval=n_eval, seed=2)
+    grouped = getattr(fits["loss"], "groups", None) is not None
+    at = {"groups": [p["model"] for p in planned]} if grouped else {}  # each run at its own model's law
+    loss_obs = fits["loss"].predictive(inputs, "observed", seed=1, **at)  # [S, n]
+    loss_mean = fits["loss"].predictive(inputs, "mean", **at)
+    acc_mean = fits["accuracy"].predictive(inputs, "mean", **at)  # a probability, clipped to above chance
+    acc_obs = fits["accuracy"].predictive(inputs, "observed", n_eval=n_eval, seed=2, **at)
 
     def quantiles(draws):
         q = np.quantile(draws, [lo_q, 0.5, hi_q], axis=0)
         return [{"low": float(a), "median": float(b), "high": float(c)} for a, b, c in q.T]
 
-    points = [{**p, "loss": lq, "accuracy": aq, "accuracy_observed": oq}
+    points = [{**p, "option": option_of(p, grouped), "loss": lq, "accuracy": aq, "accuracy_observed": oq}
               for p, lq, aq, oq in zip(planned, quantiles(loss_obs), quantiles(acc_mean), quantiles(acc_obs))]
-    strategies = sorted({p["strategy"] for p in planned})
-    # Each strategy's expected loss: its runs (seeds) averaged, per posterior draw.
-    by_strategy = np.stack([loss_mean[:, [i for i, p in enumerate(planned) if p["strategy"] == s]].mean(axis=1)
-                            for s in strategies], axis=1)  # [S, strategies]
+    strategies = sorted({p["option"] for p in points})
+    # Each option's (strategy's, or model and strategy's) expected loss: its runs (seeds) averaged, per draw.
+    by_strategy = np.stack([loss_mean[:, [i for i, p in enumerate(points) if p["option"] == s]].mean(axis=1)
+                            for s in strategies], axis=1)  # [S, options]
     p_best = np.bincount(by_strategy.argmin(axis=1), minlength=len(strategies)) / by_strategy.shape[0]
     best = strategies[int(np.argmax(p_best))]
     return {
@@ -142,10 +159,12 @@ def check_predictions(predictions: dict, rows) -> dict:
             "loss_inside": p["loss"]["low"] <= row["eval_loss"] <= p["loss"]["high"],
             "accuracy_inside": p["accuracy_observed"]["low"] <= k / n <= p["accuracy_observed"]["high"],
         })
-    strategies = sorted({c["strategy"] for c in checked})
-    observed = {s: float(np.mean([c["observed_loss"] for c in checked if c["strategy"] == s])) for s in strategies}
-    seeds_sd = [np.std([c["observed_loss"] for c in checked if c["strategy"] == s], ddof=1)
-                for s in strategies if sum(c["strategy"] == s for c in checked) > 1]
+    for c in checked:
+        c.setdefault("option", c["strategy"])
+    strategies = sorted({c["option"] for c in checked})
+    observed = {s: float(np.mean([c["observed_loss"] for c in checked if c["option"] == s])) for s in strategies}
+    seeds_sd = [np.std([c["observed_loss"] for c in checked if c["option"] == s], ddof=1)
+                for s in strategies if sum(c["option"] == s for c in checked) > 1]
     ordered = sorted(observed, key=observed.get)
     z = NormalDist().inv_cdf(0.5 + float(predictions["interval"]) / 2)
     law_sd = float(np.median([(c["loss"]["high"] - c["loss"]["low"]) / (2 * z) for c in checked]))
@@ -172,7 +191,7 @@ def predict_and_write(config, lower_rows, path: str, fits_dir: str | None = None
 
     budgets = sorted(float(b) for b in config.grid.budgets)
     top_points = [p for p in sweep.grid_points(config) if p.budget_flops == budgets[-1]]
-    fits = fit_laws(lower_rows, config.fit, fits_dir)
+    fits = fit_laws(lower_rows, config.fit, fits_dir, group=config.group or None)
     predictions = predict_top_budget(
         fits, planned_inputs(config, top_points), n_eval=int(lower_rows[0]["n_eval"]),
         interval=float(config.check.interval), chance=float(config.fit.chance), fitted_budgets=budgets[:-1])
@@ -209,17 +228,19 @@ def check_and_plot(predictions: dict, rows, workdir: str) -> dict:
 def format_check(predictions: dict, check: dict) -> str:
     """The table and verdict of the prediction check."""
     pct = round(100 * predictions["interval"])
+    grouped = any(c["option"] != c["strategy"] for c in check["points"])  # options are model and strategy
+    w = max([len(c["option"]) for c in check["points"]] + [11])  # whole
     lines = [f"== prediction check at {predictions['predicted_budget']:.3g} FLOPs (fitted on "
              f"{', '.join(f'{b:.3g}' for b in predictions['fitted_on_budgets'])}; predictions.json written "
              f"{predictions['written_at']}, before these runs were scored)",
-             f"{'strategy':<11}{'seed':>4}{'N':>5}{'L':>7}  {'loss predicted [' + str(pct) + '%]':<26}{'observed':>9}  "
+             f"{'model strategy' if grouped else 'strategy':<{w}}{'seed':>4}{'N':>5}{'L':>7}  {'loss predicted [' + str(pct) + '%]':<26}{'observed':>9}  "
              f"{'accuracy: law [' + str(pct) + '%]':<24}{'a new score [' + str(pct) + '%]':<18}"
              f"{'observed [95% Wilson]':<24}"]
     for c in check["points"]:
         lp, ap, op = c["loss"], c["accuracy"], c["accuracy_observed"]
         lo, hi = c["observed_accuracy_ci95"]
         lines.append(
-            f"{c['strategy']:<11}{c['seed']:>4}{c['n_examples']:>5}{c['avg_tokens']:>7.1f}  "
+            f"{c['option']:<{w}}{c['seed']:>4}{c['n_examples']:>5}{c['avg_tokens']:>7.1f}  "
             f"{lp['median']:.4f} [{lp['low']:.4f}, {lp['high']:.4f}]{'' :<2}{c['observed_loss']:>9.4f}"
             f"{' in ' if c['loss_inside'] else ' OUT'} "
             f"{ap['median']:.3f} [{ap['low']:.3f}, {ap['high']:.3f}]{'':<3}"
@@ -232,7 +253,7 @@ def format_check(predictions: dict, check: dict) -> str:
         f"(expected about {predictions['interval'] * n:.0f}/{n} if the intervals are calibrated; an observed "
         f"accuracy is checked against the interval of a new score on {predictions['n_eval']} questions, the "
         f"law's interval for the accuracy itself being narrower)",
-        f"best strategy by loss: predicted {check['predicted_best']} (P(best) "
+        f"best {'option' if grouped else 'strategy'} by loss: predicted {check['predicted_best']} (P(best) "
         f"{predictions['p_best_loss'][check['predicted_best']]:.2f}), observed {check['observed_best']} -> "
         + ("agrees" if check["best_agrees"] else "disagrees"),
         "verdict: " + _verdict(check, predictions, gap, sd, check.get("law_sd")),

@@ -23,6 +23,7 @@ import numpy as np
 
 from tokeff.errors import UserError
 from tokeff.laws.forms import Form
+from tokeff.progress import BOOTSTRAP_REFITS, progress, show_progress
 
 HUBER_DELTA = 1e-3
 STALL_RTOL = 1e-5
@@ -141,14 +142,22 @@ def fit_classic(
         solver = _make_solver(form, log_x, log_y, delta=delta, max_iter=max_iter_, tol=tol)
         return jax.jit(jax.vmap(solver, in_axes=(0, 0)))
 
-    def run_chunked(solve_many, starts, weights_fn):
-        """Apply `solve_many` in fixed-size chunks (one compiled shape; the last chunk is padded)."""
+    def run_chunked(solve_many, starts, weights_fn, desc=None):
+        """Apply `solve_many` in fixed-size chunks (one compiled shape; the last chunk is padded);
+        with a `desc`, a progress bar when there are many (`tokeff.progress`)."""
         outs = []
-        for i, start in enumerate(range(0, starts.shape[0], chunk)):
+        chunks = enumerate(range(0, starts.shape[0], chunk))
+        shown = desc is not None and show_progress(starts.shape[0], BOOTSTRAP_REFITS)
+        if shown:
+            chunks = progress(chunks, desc=desc, total=-(-starts.shape[0] // chunk), unit="chunk",
+                              work=starts.shape[0], threshold=BOOTSTRAP_REFITS)
+        for i, start in chunks:
             th0 = starts[start : start + chunk]
             keep = th0.shape[0]
             th0 = jnp.concatenate([th0, jnp.repeat(th0[-1:], chunk - keep, axis=0)])
             res = solve_many(th0, weights_fn(i))
+            if shown:  # JAX dispatches asynchronously: wait, so the bar moves with the work
+                jax.block_until_ready(res)
             outs.append([r[:keep] for r in res] + [weights_fn(i)[:keep]])
         return [jnp.concatenate(parts) for parts in zip(*outs)]
 
@@ -177,7 +186,8 @@ def fit_classic(
         return jax.vmap(lambda row: jnp.zeros((n,), jnp.float32).at[row].add(1.0))(idx)
 
     starts = jnp.broadcast_to(theta_hat, (bootstrap, theta_hat.shape[0]))
-    boot_theta, boot_val, _, boot_w = run_chunked(polish, starts, resample_weights)
+    boot_theta, boot_val, _, boot_w = run_chunked(polish, starts, resample_weights,
+                                                  desc=f"classic: {bootstrap} bootstrap refits")
     # The same restart test on (up to) the first `chunk` refits.
     n_check = min(chunk, bootstrap)
     check_w = jnp.concatenate([boot_w[:n_check], jnp.broadcast_to(ones, (chunk - n_check, n))])

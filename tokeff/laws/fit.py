@@ -24,6 +24,7 @@ from tokeff.laws.forms import Form, get_form, is_builtin
 from tokeff.laws import discrepancy as discrepancy_lib
 from tokeff.laws.laplace import run_laplace
 from tokeff.laws.settings import FitSettings
+from tokeff.progress import NUTS_STEPS, show_progress
 from tokeff.resources import check_fit_size
 from tokeff.usermodule import check_form_outputs
 from tokeff.laws.model import (
@@ -200,7 +201,8 @@ def fit(
 
     start = time.perf_counter()
     run: dict = {}  # what the sampler did beyond `settings`: its start, a retry, the classic grid
-    if method == "nuts":
+    if method == "nuts":  # numpyro's bar when asked, or when the run is long (`tokeff.progress`)
+        progress = progress or show_progress(chains * (warmup + draws), NUTS_STEPS)
         posterior, stats = run_nuts(form, lik, data, chains=chains, draws=draws, warmup=warmup, seed=seed,
                                     target_accept=target_accept, progress=progress, init=init)
         run["start"] = stats["init"]

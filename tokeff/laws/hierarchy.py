@@ -39,12 +39,14 @@ import numpy as np
 from tokeff.errors import UserError
 from tokeff.laws import discrepancy as discrepancy_lib
 from tokeff.laws.data import FitData, prepare, read_table
-from tokeff.laws.forms import Form, get_form
+from tokeff.laws.forms import Form, get_form, is_builtin
 from tokeff.laws.model import (
     FAILURE_SITES, Likelihood, observation_dist, observed, predictive_from_mean, resolve_likelihood, sample_noise,
 )
 from tokeff.laws.priors import Prior
 from tokeff.laws.settings import FitSettings
+from tokeff.progress import NUTS_STEPS, show_progress
+from tokeff.usermodule import check_form_outputs
 
 # Spread of a pooled parameter between groups, in unconstrained units: median 0.34 (groups' log
 # coefficients ~40% apart), 95% below 1.1.
@@ -251,17 +253,27 @@ class GroupedFit:
     def centre(self) -> dict[str, float]:
         return {k: float(v) for k, v in self.summary["centre"].items()}
 
-    def group_params(self, index: np.ndarray, *, seed: int = 0) -> dict[str, np.ndarray]:
+    def group_params(self, index: np.ndarray, *, seed: int = 0, labels: Sequence | None = None) -> dict[str, np.ndarray]:
         """Parameter draws name -> [S, O] for group indices `index` (-1: a new group, drawn from the
-        population, one fresh group per draw and row)."""
+        population, one fresh group per draw and row; with `labels`, one per draw and label, the same
+        for a label whatever else is asked: a new model's options are compared on one draw of it)."""
         index = np.asarray(index, np.int64)
         known = np.where(index >= 0, index, 0)
         out = {k: np.asarray(self.samples[k])[:, known] for k in self.form.param_names}
         new = index < 0
-        if new.any():
+        if new.any() and labels is None:
             drawn = self.new_group_params(int(new.sum()), seed=seed)
             for k in out:
                 out[k][:, new] = drawn[k]
+        elif new.any():
+            import zlib
+
+            names = np.asarray([str(g) for g in labels], object)
+            for name in dict.fromkeys(names[new]):
+                drawn = self.new_group_params(1, seed=seed + zlib.crc32(name.encode()) % 2**30)
+                rows = new & (names == name)
+                for k in out:
+                    out[k][:, rows] = drawn[k]
         return out
 
     def new_group_params(self, n: int, *, seed: int = 0) -> dict[str, np.ndarray]:
@@ -302,7 +314,7 @@ class GroupedFit:
         if len(groups) != n_rows:
             raise UserError(f"groups: {len(groups)} labels for {n_rows} rows")
         index = self.groups.lookup(groups, new_groups=new_groups)
-        p = self.group_params(index, seed=seed)
+        p = self.group_params(index, seed=seed, labels=groups)
         pj = {k: jnp.asarray(v, jnp.float32) for k, v in p.items()}
         xj = {k: jnp.asarray(v, jnp.float32) for k, v in x.items()}
         mu = np.asarray(self.form.mean(pj, xj), np.float64)
@@ -321,6 +333,24 @@ class GroupedFit:
             r = ranges["all"] if g < 0 else ranges["groups"][self.groups.labels[g]]
             d[i] = discrepancy_lib.growth(r, {k: v[i:i + 1] for k, v in inputs.items()})[0]
         return self.samples["tau"][:, None] * d[None, :]
+
+    def log_likelihood(self) -> np.ndarray:
+        """[S, n]: each fitted row's log-likelihood per draw, at its group's parameters (for LOO)."""
+        import jax.numpy as jnp
+
+        p = {k: jnp.asarray(np.asarray(self.samples[k])[:, self.groups.index], jnp.float32)
+             for k in self.form.param_names}
+        x = {k: jnp.asarray(v, jnp.float32) for k, v in self.data.inputs.items()}
+        obs = jnp.asarray(observed(self.form, self.data.y, self.data.n_eval), jnp.float32)
+        if self.form.target == "loss":
+            failures = (tuple(jnp.asarray(self.samples[k])[:, None] for k in FAILURE_SITES)
+                        if self.likelihood.kind == "failures" else None)
+            d = observation_dist("loss", self.likelihood, self.form.log_mean(p, x),
+                                 sigma=jnp.asarray(self.samples["sigma"])[:, None], failures=failures)
+        else:
+            d = observation_dist("accuracy", self.likelihood, self.form.mean(p, x),
+                                 n_eval=jnp.asarray(self.data.n_eval, jnp.float32))
+        return np.asarray(d.log_prob(obs), np.float64)
 
     def save(self, path: str, *, plots: bool = True, force: bool = False) -> str:
         from tokeff.io import output_dir, write_json
@@ -469,6 +499,8 @@ def fit_grouped(
     group_column(table, group)  # a missing or single-valued column fails before anything else
     data = prepare(table, form, mapping=mapping, target=target, drop_invalid=s.drop_invalid, exclude=s.exclude,
                    keep=(group,))
+    if not is_builtin(form.name):
+        check_form_outputs(form, data.inputs)  # a user's form that cannot be fitted: one line, before sampling
     groups = group_column(pd.DataFrame({group: data.extra.pop(group)}), group)
 
     start = time.perf_counter()
@@ -477,6 +509,7 @@ def fit_grouped(
     args = _model_args(form, data, groups)
     sites = kept_sites(form, lik, pooled, correlated)
     if method == "nuts":
+        progress = progress or show_progress(chains * (warmup + draws), NUTS_STEPS)  # a long run shows a bar
         posterior, stats = _run_nuts(model, args, chains=chains, draws=draws, warmup=warmup, seed=seed,
                                      target_accept=s.target_accept, progress=progress)
     else:
@@ -621,10 +654,11 @@ def format_grouped(summary: dict, *, shown: int = 12) -> str:
     for k, p in summary["shared"].items():
         lines.append(f"{k:<13} {p['median']:11.4g} {p['q05']:11.4g} {p['q95']:11.4g} {'shared':>8}")
     column = summary["group"]["column"]
-    lines.append(f"{column:<16} {'rows':>5} " + " ".join(f"{k:>10}" for k in params) + "   (medians)")
     groups = list(summary["groups"].items())
+    w = max([len(str(label)) for label, _ in groups[:shown]] + [len(column), 13])  # labels whole
+    lines.append(f"{column:<{w}} {'rows':>5} " + " ".join(f"{k:>10}" for k in params) + "   (medians)")
     for label, g in groups[:shown]:
-        lines.append(f"{str(label)[:16]:<16} {g['n_points']:5d} "
+        lines.append(f"{str(label):<{w}} {g['n_points']:5d} "
                      + " ".join(f"{g['params'][k]['median']:10.4g}" for k in params))
     if len(groups) > shown:
         lines.append(f"... and {len(groups) - shown} more (summary.json: groups)")

@@ -147,12 +147,12 @@ def _draws(fit, inputs, kind, *, n_eval=None, seed=0, **kw) -> np.ndarray:
 def format_predictions(p: Predictions, *, shown: int = 40) -> str:
     """The table `tokeff predict` prints, and the choice at each input row."""
     width = max([len(str(r[p.group_column])) for r in p.rows] + [len(p.group_column)]) if p.group_column else 0
-    width = min(max(width, 8), 28)
-    head = ([f"{p.group_column[:width]:>{width}}"] if p.group_column else []) + [f"{k[:12]:>12}" for k in p.inputs]
+    width = max(width, 8)  # labels whole: model names can be long
+    head = ([f"{p.group_column:>{width}}"] if p.group_column else []) + [f"{k:>12}" for k in p.inputs]
     lines = [" ".join(head)
              + f" {'median':>9} {'q05':>9} {'q95':>9} {'mean_med':>9} {'p_best':>7} {'regret':>8}"]
     for r in p.rows[:shown]:
-        cells = [f"{str(r[p.group_column])[:width]:>{width}}"] if p.group_column else []
+        cells = [f"{str(r[p.group_column]):>{width}}"] if p.group_column else []
         cells += [f"{r[k]:12.4g}" for k in p.inputs]
         lines.append(" ".join(cells) + f" {r['median']:9.4g} {r['q05']:9.4g} {r['q95']:9.4g} {r['mean_median']:9.4g}"
                                        f" {r['p_best']:7.3f} {r['expected_regret']:8.3g}")

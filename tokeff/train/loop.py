@@ -130,8 +130,8 @@ def _check_owned(workdir: str) -> None:
     """The ownership rule of `tokeff.workdir` for a workdir that is not locked (multi-host runs)."""
     from tokeff.ownership import check_workdir_owned, refuse_empty_path
 
-    if not io.is_remote(refuse_empty_path(workdir, "--workdir")):
-        check_workdir_owned(os.path.abspath(workdir), "train")
+    workdir = refuse_empty_path(workdir, "--workdir")
+    check_workdir_owned(workdir if io.is_remote(workdir) else os.path.abspath(workdir), "train")
 
 
 def _last_checkpoint(workdir: str) -> str:

