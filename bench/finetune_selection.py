@@ -68,7 +68,6 @@ def _independent(train: pd.DataFrame, labels, test: pd.DataFrame, ends: pd.DataF
     from tokeff.laws.fit import fit
     from tokeff.laws.selection import run_draws
 
-    observed = np.zeros((0, 0))
     parts, runs = {}, []
     for g in labels:
         f = fit(train[train["model"] == g], FORM, settings)
@@ -76,11 +75,12 @@ def _independent(train: pd.DataFrame, labels, test: pd.DataFrame, ends: pd.DataF
         parts[g] = f.predictive({"D": test.loc[rows, "n_examples"].to_numpy()}, "observed")
         end = ends.loc[ends["model"] == g, "n_examples"].to_numpy()
         runs.append(run_draws(f, {"D": end}, None)[:, 0])
-    n = min(len(r) for r in runs)
-    observed = np.zeros((n, len(test)))
+    n_obs = min(len(d) for d in parts.values())
+    observed = np.zeros((n_obs, len(test)))
     for g, draws in parts.items():
-        observed[:, (test["model"] == g).to_numpy()] = draws[:n]
-    return observed, np.stack([r[:n] for r in runs], axis=1)
+        observed[:, (test["model"] == g).to_numpy()] = draws[:n_obs]
+    n_run = min(len(r) for r in runs)
+    return observed, np.stack([r[:n_run] for r in runs], axis=1)
 
 
 def run_task(curves: pd.DataFrame, share: float, settings_pooled, settings_single, independent: bool,
