@@ -62,6 +62,10 @@ def test_a_workdir_is_accepted_new_empty_or_marked_and_refused_otherwise(tmp_pat
         (tmp_path / "mine").mkdir()
         (tmp_path / "mine" / "notes.txt").write_text("keep")
         check_workdir_owned(str(tmp_path / "mine"), "train")
+    in_flight = tmp_path / "in_flight"  # another run is writing its marker: tokeff's, so the lock decides
+    in_flight.mkdir()
+    (in_flight / f".{WORKDIR_MARKER}.x81dhtp3.tmp").write_text("{")
+    check_workdir_owned(str(in_flight), "train")
 
 
 def test_an_output_directory_is_locked_until_the_command_returns(tmp_path):

@@ -92,7 +92,13 @@ def _names(path: str, field: str) -> list[str] | None:
         entries = os.listdir(path)
     else:
         return None
-    return [n for n in entries if not n.startswith(LOCK_NAME)]
+    return [n for n in entries if not n.startswith(LOCK_NAME) and not _is_marker_in_flight(n)]
+
+
+def _is_marker_in_flight(name: str) -> bool:
+    """A marker another tokeff process is writing (`tokeff.io`'s atomic temp file): tokeff's own,
+    so a second run on that workdir reaches the lock and is told who holds it."""
+    return name.startswith(f".{WORKDIR_MARKER}.") and name.endswith(".tmp")
 
 
 def _read_json(path: str, name: str):

@@ -61,14 +61,10 @@ def workdir_lock(path: str | os.PathLike, *, kind: str = "train", field: str = "
         if created:
             _remove_empty_dirs(path, created)
         raise
-    marked = None
     try:
-        check_workdir_owned(path, kind, field)  # again, now that no other tokeff can be writing it
-        marked = mark_workdir(path, kind)
-        yield path
+        with _marked(path, kind, field):
+            yield path
     finally:
-        if marked is not None:
-            unmark_if_unused(path, marked)
         release_lock(fd, lock_path)
         if created:
             _remove_empty_dirs(path, created)
@@ -78,15 +74,24 @@ def _remote_workdir_lock(url: str, kind: str, field: str, shard: tuple[int, int]
     check_workdir_owned(url, kind, field)
     name = LOCK_NAME if shard[1] == 1 else f"{LOCK_NAME}-shard-{shard[0]}-of-{shard[1]}"
     lock = acquire_remote_lock(join_path(url, name), field, url, "a tokeff train or sweep")
-    marked = None
     try:
-        check_workdir_owned(url, kind, field)  # again, now that no other tokeff can be writing it
-        marked = mark_workdir(url, kind)
-        yield url
+        with _marked(url, kind, field):
+            yield url
+    finally:
+        release_remote_lock(lock)
+
+
+@contextlib.contextmanager
+def _marked(path: str, kind: str, field: str) -> Iterator[None]:
+    """Under the workdir's lock: check ownership again (no other tokeff can be writing it now) and
+    mark it; the marker goes again if the run added nothing (refused for bad input)."""
+    check_workdir_owned(path, kind, field)
+    marked = mark_workdir(path, kind)
+    try:
+        yield
     finally:
         if marked is not None:
-            unmark_if_unused(url, marked)
-        release_remote_lock(lock)
+            unmark_if_unused(path, marked)
 
 
 def _make_dirs(path: str, field: str) -> str | None:

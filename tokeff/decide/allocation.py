@@ -18,6 +18,7 @@ from tokeff.decide.frontier import allocate_pretraining, is_pretraining_form
 from tokeff.decide.options import Option, OptionSpace, grouped_space, option_columns, option_inputs
 from tokeff.errors import UserError
 from tokeff.flops import check_budget
+from tokeff.laws.predictions import choice_sentence
 
 
 def load_checked_fit(fit_dir: str, *, force: bool = False):
@@ -197,10 +198,6 @@ def format_by_group(by_group: dict, column: str) -> list[str]:
     for g in by_group["groups"]:
         lines.append(f"   {g['group']:<{w}}  {g['p_best']:>7.2f} {g['expected_regret']:>10.3g}  {g['best_option']}")
     first = by_group["groups"][0]
-    if by_group["cannot_tell_apart"]:
-        lines.append(f"  cannot tell apart {by_group['choice']} and {by_group['runner_up']} ({by_group['reason']}); "
-                     f"{by_group['choice']} leads with P(best) {first['p_best']:.2f}")
-    else:
-        lines.append(f"  choose {column} {by_group['choice']} (P(best) {first['p_best']:.2f}, expected regret "
-                     f"{first['expected_regret']:.3g})")
+    leader = {**by_group, "p_best": first["p_best"], "expected_regret": first["expected_regret"]}
+    lines.append("  " + choice_sentence(leader, what=f"{column} "))
     return lines

@@ -161,13 +161,19 @@ def format_predictions(p: Predictions, *, shown: int = 40) -> str:
     better = "lowest loss" if p.target == "loss" else "highest accuracy"
     for c in p.choices:
         at = ", ".join(f"{k}={c[k]:.4g}" for k in p.inputs)
-        if c["cannot_tell_apart"]:
-            lines.append(f"at {at}: cannot tell apart {c['choice']} and {c['runner_up']} ({c['reason']});"
-                         f" {c['choice']} leads with P(best) {c['p_best']:.2f}")
-        else:
-            lines.append(f"at {at}: choose {c['choice']} ({better}: P(best) {c['p_best']:.2f},"
-                         f" expected regret {c['expected_regret']:.3g})")
+        lines.append(f"at {at}: {choice_sentence(c, why=better)}")
     return "\n".join(lines)
+
+
+def choice_sentence(choice: dict, *, what: str = "", why: str = "") -> str:
+    """The choice among groups in words: the leader, or "cannot tell apart" the two at the top.
+    `choice` holds choice, runner_up, cannot_tell_apart, reason, p_best and expected_regret."""
+    c = choice
+    if c["cannot_tell_apart"]:
+        return (f"cannot tell apart {c['choice']} and {c['runner_up']} ({c['reason']}); "
+                f"{c['choice']} leads with P(best) {c['p_best']:.2f}")
+    return (f"choose {what}{c['choice']} ({why + ': ' if why else ''}P(best) {c['p_best']:.2f}, "
+            f"expected regret {c['expected_regret']:.3g})")
 
 
 def save_predictions(p: Predictions, out: str, *, force: bool = False) -> str:
