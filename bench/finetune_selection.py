@@ -66,25 +66,27 @@ def simulated_family(seed: int, n_groups: int = 30) -> pd.DataFrame:
 def _independent(train: pd.DataFrame, labels, test: pd.DataFrame, ends: pd.DataFrame, settings):
     """One fit per model: (new-observation draws at the held-out rows, new-run draws at the ends)."""
     from tokeff.laws.fit import fit
+    from tokeff.laws.selection import run_draws
 
-    observed = np.zeros((0, 0))
     parts, runs = {}, []
     for g in labels:
         f = fit(train[train["model"] == g], FORM, settings)
         rows = test["model"] == g
         parts[g] = f.predictive({"D": test.loc[rows, "n_examples"].to_numpy()}, "observed")
         end = ends.loc[ends["model"] == g, "n_examples"].to_numpy()
-        runs.append(f.predictive({"D": end}, "new_run")[:, 0])
-    n = min(len(r) for r in runs)
-    observed = np.zeros((n, len(test)))
+        runs.append(run_draws(f, {"D": end}, None)[:, 0])
+    n_obs = min(len(d) for d in parts.values())
+    observed = np.zeros((n_obs, len(test)))
     for g, draws in parts.items():
-        observed[:, (test["model"] == g).to_numpy()] = draws[:n]
-    return observed, np.stack([r[:n] for r in runs], axis=1)
+        observed[:, (test["model"] == g).to_numpy()] = draws[:n_obs]
+    n_run = min(len(r) for r in runs)
+    return observed, np.stack([r[:n_run] for r in runs], axis=1)
 
 
-def run_task(curves: pd.DataFrame, share: float, settings_pooled, settings_single, independent: bool) -> dict:
+def run_task(curves: pd.DataFrame, share: float, settings_pooled, settings_single, independent: bool,
+             correlated: bool = False) -> dict:
     from tokeff.laws.hierarchy import fit_grouped
-    from tokeff.laws.selection import coverage, score_selection
+    from tokeff.laws.selection import coverage, run_draws, score_selection
 
     top = curves["n_examples"].max()
     cut = top / share * (1 + 1e-9)
@@ -94,10 +96,10 @@ def run_task(curves: pd.DataFrame, share: float, settings_pooled, settings_singl
     labels = list(ends["model"].astype(str))
     out = {}
     start = time.perf_counter()
-    pooled = fit_grouped(train, FORM, "model", settings_pooled)
+    pooled = fit_grouped(train, FORM, "model", settings_pooled, correlated=correlated)
     seconds = time.perf_counter() - start
     obs = pooled.predictive({"D": test["n_examples"].to_numpy()}, "observed", groups=list(test["model"].astype(str)))
-    run = pooled.predictive({"D": ends["n_examples"].to_numpy()}, "new_run", groups=labels)
+    run = run_draws(pooled, {"D": ends["n_examples"].to_numpy()}, labels)
     out["pooled"] = {"score": score_selection(labels, run, ends["eval_loss"].to_numpy(), "loss"),
                      "coverage": coverage(obs, test["eval_loss"].to_numpy()), "seconds": seconds,
                      "ok": pooled.diagnostics["ok"], "points": len(train)}
@@ -122,6 +124,8 @@ def main(argv=None) -> int:
     parser.add_argument("--target-accept", type=float, default=0.9)
     parser.add_argument("--likelihood", default="student_t", choices=["auto", "normal", "student_t", "failures"])
     parser.add_argument("--no-independent", action="store_true", help="only the pooled fits")
+    parser.add_argument("--correlated", action="store_true",
+                        help="the pooled fit's group effects correlated (LKJ; tokeff.laws.hierarchy)")
     args = parser.parse_args(argv)
     if args.method == "nuts":
         from tokeff.devices import split_cpu_for_chains
@@ -134,14 +138,15 @@ def main(argv=None) -> int:
     single = FitSettings(method="map", likelihood=args.likelihood, laplace_draws=2000)
     tasks = [(os.path.splitext(os.path.basename(p))[0], read_curves(p)) for p in args.paths]
     tasks += [(f"simulated-{k}", simulated_family(100 + k)) for k in range(args.sim)]
-    print(f"pooled: {args.method} ({args.chains} x {args.draws} draws, {args.likelihood});"
+    print(f"pooled: {args.method} ({args.chains} x {args.draws} draws, {args.likelihood}"
+          f"{', correlated effects' if args.correlated else ''});"
           f" independent: map per model; form {FORM}")
     print(f"{'task':<14} {'share':>6} {'fit':<11} {'pts':>4} {'pearson':>8} {'spearman':>8} {'rank':>5}"
           f" {'regret':>7} {'P(best)':>7} {'cov90':>6} {'cov50':>6} {'secs':>6} {'ok':>3}")
     table = []
     for name, curves in tasks:
         for share in args.shares:
-            result = run_task(curves, share, pooled, single, not args.no_independent)
+            result = run_task(curves, share, pooled, single, not args.no_independent, args.correlated)
             for kind, r in result.items():
                 s = r["score"]
                 table.append({"task": name, "share": share, "fit": kind, **s.as_dict(), **r["coverage"],
@@ -151,9 +156,16 @@ def main(argv=None) -> int:
                       f" {r['coverage']['90%']:6.2f} {r['coverage']['50%']:6.2f} {r['seconds']:6.0f}"
                       f" {'yes' if r['ok'] else 'no':>3}", flush=True)
     frame = pd.DataFrame(table)
+    frame["kind"] = np.where(frame["task"].str.startswith("simulated-"), "simulated", "real")
     print("\nmeans over tasks")
-    means = frame.groupby(["share", "fit"])[["pearson", "spearman", "pick_rank", "regret", "90%", "50%"]].mean()
+    means = frame.groupby(["kind", "share", "fit"])[["pearson", "spearman", "pick_rank", "regret", "90%", "50%"]].mean()
     print(means.to_string(float_format=lambda v: f"{v:.3f}"))
+    timed = frame[(frame["fit"] == "pooled") & (frame["kind"] == "real")]
+    if len(timed):
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        print(f"\npooled {args.method} fit ({args.chains} x {args.draws}), {int(timed['n_groups'].iloc[0])} groups:"
+              + "".join(f" {r.task} 1/{r.share:g} {r.seconds:.0f} s;" for r in timed.itertuples())
+              + f" {os.cpu_count()} CPUs, load average now {load:.1f}")
     return 0
 
 

@@ -120,3 +120,37 @@ def test_grouped_calibration_small():
     assert c.kept >= 2, c
     # 3 groups x 4 parameters + 4 population values + 4 spreads = 20 checks per dataset at a nominal 90%.
     assert 0.7 <= c.pooled <= 1.0, c
+
+
+def test_correlated_effects_draw_groups_with_the_population_correlation():
+    """With `correlated=True` the pooled parameters' group effects are jointly normal: the model's
+    prior draws carry an LKJ Cholesky factor, and a new group drawn from the population follows the
+    correlation of that factor (here 0.9 between log E and log A effects), not independent ones."""
+    import jax
+    import jax.numpy as jnp
+    from numpyro.infer import Predictive
+
+    from tokeff.laws.hierarchy import CORR_SITE, GroupedFit, Groups, make_grouped_model, pop_site, spread_site
+    from tokeff.laws.model import Likelihood
+
+    form = get_form("finetune_data")
+    model = make_grouped_model(form, Likelihood(), 4, ("E", "A"), correlated=True)
+    x = {"D": jnp.asarray(np.tile(np.geomspace(200, 1e5, 5), 4), jnp.float32)}
+    prior = Predictive(model, num_samples=3)(jax.random.PRNGKey(0), x, jnp.asarray(np.repeat(np.arange(4), 5)))
+    assert prior[CORR_SITE].shape == (3, 2, 2) and prior["E"].shape == (3, 4)
+    assert np.isfinite(np.asarray(prior["obs"])).all()
+
+    s = 4000
+    chol = np.linalg.cholesky(np.array([[1.0, 0.9], [0.9, 1.0]]))
+    samples = {pop_site(k): np.full(s, v) for k, v in {"E": 1.0, "A": 2.0, "D0": 1e3, "beta": 0.4}.items()}
+    samples |= {spread_site("E"): np.full(s, 0.3), spread_site("A"): np.full(s, 0.3), CORR_SITE: np.tile(chol, (s, 1, 1))}
+    fit = GroupedFit(form, "nuts", Likelihood(), None, Groups("model", ("a", "b"), np.zeros(2, np.int64)), ("E", "A"),
+                     samples, None, {"centre": {"D": 1e3}})
+    drawn = fit.new_group_params(1, seed=0)
+    assert np.allclose(drawn["beta"], 0.4) and np.allclose(drawn["D0"], 1e3)  # not pooled: the population value
+    log_e = np.log(drawn["E"][:, 0])
+    assert abs(np.std(log_e) - 0.3) < 0.03
+    # A is pooled at the data's centre (its term's log there), so its effect is the log of A times
+    # the (fixed) turn factor: the correlation carries over to log A.
+    r = np.corrcoef(log_e, np.log(drawn["A"][:, 0]))[0, 1]
+    assert 0.85 < r < 0.95, r

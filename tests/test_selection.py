@@ -62,3 +62,22 @@ def test_backtest_decision_model_cli(tmp_path, capsys):
     report = json.load(open(tmp_path / "bt" / "backtest.json"))
     assert report["n_held_out"] == 6 and report["selection"]["pick_is_best"]
     assert report["selection"]["spearman"] == pytest.approx(1.0)
+
+
+def test_run_draws_repeat_the_discrepancy_so_the_pick_does_not_move_with_its_noise():
+    """`run_draws` draws the miss RUN_REPS times per posterior draw: two seeds then agree on the
+    medians far better than one draw each does (the posterior draws are the same both times)."""
+    from tokeff.laws.selection import run_draws
+
+    class Fake:
+        base = np.random.default_rng(0).normal(0.0, 0.01, (200, 1)) + np.array([[1.0, 1.02, 1.04]])
+
+        def predictive(self, inputs, kind, *, seed=0, groups=None):
+            assert kind == "new_run" and groups == ["a", "b", "c"]
+            return self.base * np.exp(np.random.default_rng(seed).normal(0.0, 0.3, self.base.shape))
+
+    fake, x = Fake(), {"D": np.ones(3)}
+    one = [np.median(run_draws(fake, x, ["a", "b", "c"], seed=s, reps=1), axis=0) for s in range(20)]
+    many = [np.median(run_draws(fake, x, ["a", "b", "c"], seed=s), axis=0) for s in range(20)]
+    assert run_draws(fake, x, ["a", "b", "c"]).shape == (200 * 16, 3)
+    assert np.std(many, axis=0).max() < 0.5 * np.std(one, axis=0).min()

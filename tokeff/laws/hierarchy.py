@@ -16,7 +16,10 @@ The model, built from any registered form (built-in or a user's):
   value is sampled there as in an ungrouped fit, and group g's coefficient is
   exp(t_g - offset(p_g, x0)), t_g = t_pop + s z_g;
 - parameters not pooled (`pool`) are one value shared by every group; the observation noise
-  (sigma, and the failures' share and scale) is always shared.
+  (sigma, and the failures' share and scale) is always shared;
+- with `correlated=True` the pooled parameters' effects are jointly normal, delta_g = diag(s) L z_g
+  with L the Cholesky factor of their correlation (`LKJ_ETA`), z_g ~ Normal(0, I) (off by default:
+  measured, it moved r and the pick on real curves by no more than NUTS's own noise).
 
 A group the fit never saw (a new model) is drawn from the population: z ~ Normal(0, 1) per draw,
 so its interval carries the spread between groups (wider than any fitted group's).
@@ -52,6 +55,11 @@ from tokeff.usermodule import check_form_outputs
 # coefficients ~40% apart), 95% below 1.1.
 SPREAD_PRIOR = Prior("halfnormal", (0.5,))
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+# Correlated group effects: LKJ(eta) on the correlation of the pooled parameters' effects;
+# eta = 2 leans mildly towards independence, so 30 groups can show a correlation but 3 cannot invent one.
+LKJ_ETA = 2.0
+CORR_SITE = "pooled_corr_chol"
+CORRELATED = False  # fit_grouped's default (measured: docs/notes/2026-12-finetune-selection.md)
 
 
 def pop_site(name: str) -> str:
@@ -103,16 +111,32 @@ def _to_coordinate(form: Form, name: str, value, p: Mapping, centre: Mapping):
     return _bijection(form.params[name]).inv(value)
 
 
-def make_grouped_model(form: Form, likelihood: Likelihood, n_groups: int, pooled: Sequence[str]):
+def pooled_order(form: Form, pooled: Sequence[str]) -> list[str]:
+    """The pooled parameters in sampling order: the axes of the correlated group effects."""
+    return [k for k in _order(form) if k in pooled]
+
+
+def make_grouped_model(form: Form, likelihood: Likelihood, n_groups: int, pooled: Sequence[str],
+                       correlated: bool = False):
     """A NumPyro model `model(inputs, group, n_eval, obs)`; `group` is each row's group index."""
     import jax.numpy as jnp
     import numpyro
     import numpyro.distributions as dist
     from numpyro.distributions import transforms
 
+    axes = pooled_order(form, pooled)
+    joint = correlated and len(axes) >= 2
+
     def model(inputs: dict, group, n_eval=None, obs=None):
         centre = {k: jnp.exp(jnp.mean(jnp.log(v))) for k, v in inputs.items()}
         pop, per_group = {}, {}
+        if joint:
+            # Correlated effects, non-centred: delta_g = diag(s) L z_g, L the Cholesky factor of
+            # the correlation (LKJ), z_g ~ Normal(0, I).
+            spreads = jnp.stack([numpyro.sample(spread_site(k), SPREAD_PRIOR.to_numpyro()) for k in axes])
+            chol = numpyro.sample(CORR_SITE, dist.LKJCholesky(len(axes), LKJ_ETA))
+            z = numpyro.sample(_z_site("pooled"), dist.Normal(0.0, 1.0).expand([n_groups, len(axes)]).to_event(2))
+            delta = (z @ chol.T) * spreads
         for name in _order(form):
             prior = form.params[name]
             if _centred(form, name):
@@ -127,7 +151,9 @@ def make_grouped_model(form: Form, likelihood: Likelihood, n_groups: int, pooled
             else:
                 pop[name] = numpyro.sample(pop_site(name), prior.to_numpyro())
                 t_pop = _to_coordinate(form, name, pop[name], pop, centre)
-            if name in pooled:
+            if joint and name in pooled:
+                value = _to_value(form, name, t_pop + delta[:, axes.index(name)], per_group, centre)
+            elif name in pooled:
                 spread = numpyro.sample(spread_site(name), SPREAD_PRIOR.to_numpyro())
                 z = numpyro.sample(_z_site(name), dist.Normal(0.0, 1.0).expand([n_groups]).to_event(1))
                 value = _to_value(form, name, t_pop + spread * z, per_group, centre)
@@ -154,10 +180,12 @@ def shared_sites(form: Form, likelihood: Likelihood) -> tuple[str, ...]:
     return ("sigma",) + (FAILURE_SITES if likelihood.kind == "failures" else ())
 
 
-def kept_sites(form: Form, likelihood: Likelihood, pooled: Sequence[str]) -> tuple[str, ...]:
-    """Every site a grouped fit keeps: per-group values, population values and spreads, shared noise."""
+def kept_sites(form: Form, likelihood: Likelihood, pooled: Sequence[str], correlated: bool = False) -> tuple[str, ...]:
+    """Every site a grouped fit keeps: per-group values, population values and spreads, shared noise
+    (and the correlation's Cholesky factor, which diagnostics skip: its diagonal is constant)."""
     return (tuple(form.param_names) + tuple(pop_site(k) for k in form.param_names)
-            + tuple(spread_site(k) for k in pooled) + shared_sites(form, likelihood))
+            + tuple(spread_site(k) for k in pooled) + shared_sites(form, likelihood)
+            + ((CORR_SITE,) if correlated and len(pooled) >= 2 else ()))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -257,15 +285,20 @@ class GroupedFit:
         rng = np.random.default_rng(seed + 17)
         centre = {k: jnp.float32(v) for k, v in self.centre.items()}
         pop = {k: jnp.asarray(self.samples[pop_site(k)], jnp.float32)[:, None] for k in self.form.param_names}
+        axes = pooled_order(self.form, self.pooled)
+        n_draws = next(iter(pop.values())).shape[0]
+        z = rng.standard_normal((n_draws, n, len(axes)))
+        if CORR_SITE in self.samples:  # correlated effects: z_g -> L z_g (the draw's Cholesky factor)
+            z = np.einsum("sij,snj->sni", np.asarray(self.samples[CORR_SITE], np.float64), z)
         new: dict = {}
         for name in _order(self.form):
             if name not in self.pooled:
-                new[name] = jnp.broadcast_to(pop[name], (pop[name].shape[0], n))
+                new[name] = jnp.broadcast_to(pop[name], (n_draws, n))
                 continue
             t_pop = _to_coordinate(self.form, name, pop[name], pop, centre)
             spread = jnp.asarray(self.samples[spread_site(name)], jnp.float32)[:, None]
-            z = jnp.asarray(rng.standard_normal((pop[name].shape[0], n)), jnp.float32)
-            new[name] = _to_value(self.form, name, t_pop + spread * z, new, centre)
+            new[name] = _to_value(self.form, name, t_pop + spread * jnp.asarray(z[:, :, axes.index(name)], jnp.float32),
+                                  new, centre)
         return {k: np.asarray(v, np.float64) for k, v in new.items()}
 
     def predictive(self, inputs: Mapping[str, np.ndarray], kind: str = "observed", *, groups: Sequence | None = None,
@@ -340,13 +373,13 @@ def load_grouped(path: str, summary: dict) -> GroupedFit:
     import arviz as az
     import pandas as pd
 
+    group = summary["group"]
     form = get_form(summary["form"]).with_priors(summary.get("priors"))
     likelihood = Likelihood.from_dict(summary["likelihood"])
-    group = summary["group"]
     pooled = tuple(group["pooled"])
     idata = az.from_netcdf(os.path.join(path, "posterior.nc"))
     samples = {}
-    for k in kept_sites(form, likelihood, pooled) + (("tau",) if "tau" in idata.posterior else ()):
+    for k in kept_sites(form, likelihood, pooled, CORR_SITE in idata.posterior) + (("tau",) if "tau" in idata.posterior else ()):
         v = idata.posterior[k].values
         samples[k] = v.reshape(v.shape[0] * v.shape[1], *v.shape[2:])
     frame = pd.read_csv(os.path.join(path, "data.csv"))
@@ -437,6 +470,7 @@ def fit_grouped(
     settings: FitSettings | None = None,
     *,
     pool: "str | Sequence[str] | None" = None,
+    correlated: bool | None = None,
     mapping: Mapping[str, str] | None = None,
     target: str | None = None,
     progress: bool = False,
@@ -472,9 +506,10 @@ def fit_grouped(
     groups = group_column(pd.DataFrame({group: data.extra.pop(group)}), group)
 
     start = time.perf_counter()
-    model = make_grouped_model(form, lik, len(groups.labels), pooled)
+    correlated = CORRELATED if correlated is None else bool(correlated)
+    model = make_grouped_model(form, lik, len(groups.labels), pooled, correlated)
     args = _model_args(form, data, groups)
-    sites = kept_sites(form, lik, pooled)
+    sites = kept_sites(form, lik, pooled, correlated)
     if method == "nuts":
         progress = progress or show_progress(chains * (warmup + draws), NUTS_STEPS)  # a long run shows a bar
         posterior, stats = _run_nuts(model, args, chains=chains, draws=draws, warmup=warmup, seed=seed,
@@ -486,7 +521,7 @@ def fit_grouped(
         stats = None
     idata = _inference_data(posterior, stats, sites, groups)
     if method == "nuts":
-        diagnostics = diag_lib.nuts_diagnostics(idata, list(sites))
+        diagnostics = diag_lib.nuts_diagnostics(idata, [k for k in sites if k != CORR_SITE])
     else:
         diagnostics = diag_lib.optimiser_diagnostics(**opt)
     samples = {}
@@ -549,16 +584,25 @@ def _summary(form, method, lik, data, groups, pooled, idata, samples, diagnostic
                                        "prior": str(SPREAD_PRIOR)}
     shared = {k: {**_stats(samples[k]), **check(k), "prior": str(lik.noise) if k == "sigma" else ""}
               for k in shared_sites(form, lik)}
+    correlation = None
+    if CORR_SITE in samples:
+        chol = np.asarray(samples[CORR_SITE], np.float64)
+        corr = np.einsum("sij,skj->sik", chol, chol)
+        correlation = {"axes": pooled_order(form, pooled), "prior": f"lkj({LKJ_ETA:g})",
+                       "median": np.round(np.median(corr, axis=0), 4).tolist(),
+                       "q05": np.round(np.quantile(corr, 0.05, axis=0), 4).tolist(),
+                       "q95": np.round(np.quantile(corr, 0.95, axis=0), 4).tolist()}
     from tokeff.laws.fit import summary_header
 
     return {
         **summary_header(form, method, lik, data),
         "group": {"column": groups.column, "labels": list(groups.labels), "pooled": list(pooled),
-                  "spread_prior": str(SPREAD_PRIOR)},
+                  "spread_prior": str(SPREAD_PRIOR), "correlated": CORR_SITE in samples},
         "centre": {k: float(np.exp(np.mean(np.log(v)))) for k, v in data.inputs.items()},
         "population": population,
         "groups": per_group,
         "shared": shared,
+        "correlation": correlation,
         "diagnostics": diagnostics,
         "settings": settings,
         "discrepancy": {"mode": "none"},

@@ -161,13 +161,15 @@ def grouped_calibration(
     chains: int = 2,
     steps: int = 500,
     level: float = 0.9,
+    correlated: bool = False,
     seed: int = 0,
     progress: bool = False,
 ) -> Calibration:
     """Simulation-based calibration of the hierarchical model (`tokeff.laws.hierarchy`): population
     values, spreads and every group's parameters drawn from the model's own prior (Normal noise),
     `n_points` per group on the form's typical ranges, refitted by NUTS (one compiled sampler for
-    every dataset); checked: each group's parameters, the population values and the spreads."""
+    every dataset); checked: each group's parameters, the population values and the spreads.
+    `correlated`: the group effects correlated (LKJ), as `fit_grouped(..., correlated=True)`."""
     import jax
     import numpyro
     from numpyro.infer import MCMC, NUTS, Predictive, init_to_median
@@ -179,7 +181,7 @@ def grouped_calibration(
     form = get_form(form) if isinstance(form, str) else form
     lik = Likelihood()
     pooled = form.param_names
-    model = make_grouped_model(form, lik, n_groups, pooled)
+    model = make_grouped_model(form, lik, n_groups, pooled, correlated)
     x = {k: jax.numpy.asarray(v, jax.numpy.float32) for k, v in design(form, n_groups * n_points, seed=seed).items()}
     group = jax.numpy.asarray(np.repeat(np.arange(n_groups), n_points))
     checked = list(form.param_names) + [pop_site(k) for k in pooled] + [spread_site(k) for k in pooled]
