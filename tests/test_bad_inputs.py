@@ -332,6 +332,7 @@ case("propose-grouped-fit", ["propose", "{W}/fit-grouped", *P[4:]], ("FIT_DIR", 
 PG = ["propose", "{W}/fit-grouped-presets", "--lengths-grid", "32,64", "--n-examples", "100,1000",
       "--out", "{W}/new-proposals"]
 case("propose-grouped-models", [*PG, "--models", "tiny"], "--models")
+case("propose-grouped-no-n-examples", [*PG[:4], *PG[6:]], ("--grid: no candidates", "groups are the models"))
 case("propose-grouped-unknown-group", [*PG, "--group-value", "tiny", "smollm2-360m"], ("--group-value", "unknown"))
 case("propose-grouped-grid-unknown-group", [*PG, "--grid", "{W}/grid-unknown-group.json"], ("--grid", "unknown"))
 case("propose-grouped-pretraining", ["propose", "{W}/fit-grouped-chinchilla", *PG[2:]], ("FIT_DIR", "grouped"))
