@@ -360,6 +360,10 @@ case("predict-table-missing-file", [*R, "--table", "{W}/nope.csv"], "--table")
 case("predict-at-and-table", [*R, "--at", "N=1e9", "D=1e10", "--table", "{W}/points-no-d.csv"], "--table")
 case("predict-group-value-unknown", ["predict", "{W}/fit-grouped", "--at", "D=1e6", "--group-value", "m9",
                                      "--out", "{W}/new-pred"], "--group-value")
+case("predict-new-group-alone", ["predict", "{W}/fit-grouped", "--at", "D=1e6", "--new-group", "--out",
+     "{W}/new-pred"], ("--new-group", "--group-value"))
+case("allocate-new-group-alone", [*G, "--new-group"], ("--new-group", "--group-value"))
+case("propose-new-group-alone", [*PG, "--new-group"], ("--new-group", "--group-value"))
 case("predict-group-value-ungrouped", [*R, "--at", "N=1e9", "D=1e10", "--group-value", "m1"], "--group-value")
 case("predict-out-foreign", [*R[:-1], "{W}/foreign", "--at", "N=1e9", "D=1e10"], "--out")
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from tokeff.errors import UserError
+
 
 def add_option_space_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", help="comma-separated candidate presets (fine-tuning forms)")
@@ -32,3 +34,9 @@ def option_space_from_args(args: argparse.Namespace):
     return option_space(models=args.models, lengths_grid=args.lengths_grid, strategies=args.strategies,
                         epochs=args.epochs, n_examples=args.n_examples, lengths_file=args.lengths,
                         max_examples=args.max_examples, row_len=args.row_len, fill=args.fill)
+
+
+def refuse_new_group_alone(args: argparse.Namespace) -> None:
+    """`--new-group` only says how to read `--group-value` labels; without them it would be ignored."""
+    if args.new_group and not args.group_value:
+        raise UserError("--new-group: needs --group-value naming the new group(s) to draw from the population")

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from tokeff.commands._option_flags import add_option_space_arguments, option_space_from_args
+from tokeff.commands._option_flags import add_option_space_arguments, option_space_from_args, refuse_new_group_alone
 from tokeff.errors import UserError
 
 MIN_BUDGET = 1e6
@@ -35,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from tokeff.decide.plots import plot_budget_sweep, plot_frontier
     from tokeff.io import claim_output_dir, output_dir, write_json
 
+    refuse_new_group_alone(args)
     budget = parse_flops(args.budget, "--budget")
     if budget < MIN_BUDGET:
         raise UserError(f"--budget: {budget:.3g} FLOPs is below the smallest budget allocated, {MIN_BUDGET:.0e} "

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from tokeff.commands._option_flags import refuse_new_group_alone
+
 HELP = "predict a fitted law at given inputs (per group for grouped fits): intervals, P(best), the choice"
 
 
@@ -28,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from tokeff.io import claim_output_dir
     from tokeff.laws.forms import import_form_modules
 
+    refuse_new_group_alone(args)
     claim_output_dir(args.out, "predict", force=args.force)
     import_form_modules(args.module)
     from tokeff.laws.data import read_table

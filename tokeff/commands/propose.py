@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from tokeff.commands._option_flags import add_option_space_arguments, option_space_from_args
+from tokeff.commands._option_flags import add_option_space_arguments, option_space_from_args, refuse_new_group_alone
 from tokeff.errors import UserError
 
 HELP = ("rank candidate runs (model x N x L; a grouped fit's groups are the models) by expected information "
@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from tokeff.io import claim_output_dir, output_dir, write_json
     from tokeff.resources import check_propose_size, check_seed
 
+    refuse_new_group_alone(args)
     if args.top < 1:
         raise UserError(f"--top: must be positive, got {args.top}")
     if args.n_eval is not None and args.n_eval < 1:
