@@ -39,3 +39,10 @@ def test_console_script_user_error_has_no_traceback():
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert "unknown preset 'nope'" in proc.stderr and "smollm2-135m" in proc.stderr
+
+
+def test_python_dash_m_tokeff_runs_the_cli():
+    """`python -m tokeff` (from a checkout, without the console script) is the same CLI, exit codes included."""
+    proc = subprocess.run([sys.executable, "-m", "tokeff", "flops", "--model", "nope", "--seq-len", "8"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.startswith("tokeff flops: error:"), proc.stderr

@@ -9,7 +9,8 @@ import argparse
 def add_option_space_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", help="comma-separated candidate presets (fine-tuning forms)")
     parser.add_argument("--lengths-grid", help="comma-separated candidate average example lengths (tokens)")
-    parser.add_argument("--n-examples", help="comma-separated example counts; default: as many as the budget buys")
+    parser.add_argument("--n-examples", help="comma-separated example counts; allocate's default: as many as the budget buys "
+                        "(propose needs them, or a --grid)")
     parser.add_argument("--epochs", default="1", help="comma-separated epoch counts (default 1)")
     parser.add_argument("--strategies", help="comma-separated subsampling strategies (few_long, many_short, "
                         "balanced) applied to the dataset's lengths (needs --lengths)")

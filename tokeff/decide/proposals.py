@@ -272,8 +272,13 @@ def candidates(grid_path: str | None, space: OptionSpace, *, groups=None, new_gr
             check_context(preset, float(length), "--grid")
             flops = int(epochs) * int(n) * example_flops(preset, int(round(float(length))))
             out.append((Option(preset, int(n), float(length), int(epochs), float(flops), group=group), int(seed)))
+    except UserError:
+        raise  # already one line naming the grid (too many candidates, a length past the context)
     except (KeyError, TypeError, ValueError) as e:
         raise UserError(f"--grid: malformed candidate ({e})") from None
+    if not out and groups is not None:
+        raise UserError("--grid: no candidates: give a grid file, or --n-examples and --lengths-grid "
+                        "(a grouped fit's groups are the models)")
     if not out:
         raise UserError("--grid: no candidates: give a grid file, or --models, --n-examples and --lengths-grid "
                         "(a pretraining law's N is the model's size and D its tokens, n_examples x length)")

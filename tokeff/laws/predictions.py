@@ -46,6 +46,8 @@ def parse_at(items: Sequence[str], form) -> dict[str, np.ndarray]:
             raise UserError(f"--at: expected VAR=VALUE, got '{item}'")
         if var not in form.inputs:
             raise UserError(f"--at: '{var}' is not an input of form {form.name} (inputs: {', '.join(form.inputs)})")
+        if var in values:
+            raise UserError(f"--at: {var} given twice (one point: one value per input)")
         try:
             value = float(raw)
         except ValueError:
