@@ -355,6 +355,9 @@ case("predict-at-nan", [*R, "--at", "N=nan", "D=1e10"], "--at")
 case("predict-at-inf", [*R, "--at", "N=1e9", "D=inf"], "--at")
 case("predict-at-text", [*R, "--at", "N=big", "D=1e10"], "--at")
 case("predict-at-repeated-input", [*R, "--at", "N=1e9", "D=1e10", "N=2e9"], "--at: N given twice")
+case("predict-at-overflow", [*R, "--at", "N=1e9", "D=1e300"], ("--at: D=1e300", "limit"))
+case("predict-table-overflow", [*R, "--table", "{W}/points-huge.csv"], ("--table", "limit"))
+case("predict-n-eval-on-loss-fit", [*R, "--at", "N=1e9", "D=1e10", "--n-eval", "100"], ("--n-eval", "loss form"))
 case("predict-table-missing-input-column", [*R, "--table", "{W}/points-no-d.csv"], "--table")
 case("predict-table-missing-file", [*R, "--table", "{W}/nope.csv"], "--table")
 case("predict-at-and-table", [*R, "--at", "N=1e9", "D=1e10", "--table", "{W}/points-no-d.csv"], "--table")
@@ -664,6 +667,7 @@ def _build_hostile_inputs(root: pathlib.Path, n, d, loss) -> None:
         {"models": ["tiny"], "n_examples": list(range(1, 1001)), "avg_tokens": list(range(1, 201))}))
     (root / "grid-2m.json").write_text(json.dumps(
         {"models": ["tiny"], "n_examples": list(range(1, 1001)), "avg_tokens": list(range(1, 2001))}))
+    (root / "points-huge.csv").write_text("N,D\n1e9,1e10\n1e9,1e31\n")
     (root / "grid-ctx.json").write_text(json.dumps({"models": ["tiny"], "n_examples": [100], "avg_tokens": [99999]}))
     (root / "grid-1e30.json").write_text(json.dumps({"models": ["tiny"], "n_examples": [1e30], "avg_tokens": [64]}))
     point = {"model": "nope", "budget_flops": 1e9, "composition": {"strategy": "random"}, "seed": 0}

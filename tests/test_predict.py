@@ -94,3 +94,16 @@ def test_long_group_labels_print_whole(tmp_path):
                "groups": {n: {"n_points": 6, "params": {}} for n in names}}
     lines = format_grouped(summary).splitlines()
     assert [line.split()[0] for line in lines[2:]] == list(names)
+
+
+def test_predict_refuses_a_table_too_large_for_memory(grouped, tmp_path, monkeypatch, capsys):
+    """Rows x groups x draws is estimated before any draw: over the memory limit, one line and nothing written."""
+    import tokeff.resources
+    from tokeff.cli import main
+
+    monkeypatch.setattr(tokeff.resources, "memory_budget", lambda: 2**20)  # 1 MiB
+    pd.DataFrame({"n_examples": np.arange(1, 101) * 1e3}).to_csv(tmp_path / "points.csv", index=False)
+    assert main(["predict", grouped, "--table", str(tmp_path / "points.csv"), "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--table" in err and "points (rows x groups)" in err, err
+    assert not (tmp_path / "p").exists()

@@ -64,6 +64,18 @@ def check_fit_size(*, method: str, chains: int, draws: int, n_params: int, n_poi
                         f"{_gib(budget)} limit (half of this machine's memory); use fewer --draws or --chains")
 
 
+def check_predict_size(*, n_points: int, n_draws: int) -> None:
+    """Refuse predictions whose draws cannot fit in memory: `predict` holds points (rows x groups)
+    x posterior draws float64 values for a new observation, the mean and a new run, and one more
+    while drawing."""
+    need = 4 * 8 * n_points * n_draws
+    budget = memory_budget()
+    if need > budget:
+        raise UserError(f"--table: {n_points} points (rows x groups) over {n_draws} posterior draws need about "
+                        f"{_gib(need)} of memory, over the {_gib(budget)} limit (half of this machine's memory); "
+                        "fewer rows or --group-value")
+
+
 def check_candidate_count(n: int) -> None:
     """Refuse a candidate grid too large to score (each candidate is a simulation study)."""
     if n > MAX_CANDIDATES:

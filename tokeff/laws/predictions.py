@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from tokeff.errors import UserError
+from tokeff.laws.data import MAX_VALUE
 
 QUANTILES = {"q05": 0.05, "q25": 0.25, "median": 0.5, "q75": 0.75, "q95": 0.95}
 
@@ -54,6 +55,8 @@ def parse_at(items: Sequence[str], form) -> dict[str, np.ndarray]:
             raise UserError(f"--at: {var}={raw} is not a number") from None
         if not (math.isfinite(value) and value > 0):
             raise UserError(f"--at: {var}={raw} must be a positive finite number (logs are taken)")
+        if value > MAX_VALUE:
+            raise UserError(f"--at: {var}={raw} is over the limit of {MAX_VALUE:.0e} (it overflows the law's float32 arithmetic)")
         values[var] = np.array([value])
     missing = [k for k in form.inputs if k not in values]
     if missing:
@@ -77,6 +80,9 @@ def table_inputs(frame, form, columns: Mapping[str, str]) -> dict[str, np.ndarra
         bad = ~(np.isfinite(v) & (v > 0))
         if bad.any():
             raise UserError(f"--table: column '{name}' has {int(bad.sum())} non-positive or non-finite value(s)")
+        if v.size and v.max() > MAX_VALUE:
+            raise UserError(f"--table: column '{name}' has values up to {v.max():.3g}, over the limit of {MAX_VALUE:.0e} "
+                            "(they overflow the law's float32 arithmetic)")
         out[var] = v
     if not len(frame):
         raise UserError("--table: no rows")
@@ -104,9 +110,14 @@ def predict_points(fit, inputs: Mapping[str, np.ndarray], *, group_values: Seque
         if len(set(labels)) != len(labels):
             raise UserError("--group-value: a group is named twice")
         groups.lookup(labels, new_groups=new_group)  # unknown labels fail here, before any draw
+    if form.target != "accuracy" and n_eval is not None:
+        raise UserError(f"--n-eval: applies to accuracy fits; {form.name} is a loss form")
     if form.target == "accuracy" and n_eval is None:
         n_eval = float(np.median(fit.data.n_eval))
     n_rows = len(next(iter(inputs.values())))
+    from tokeff.resources import check_predict_size
+
+    check_predict_size(n_points=n_rows * len(labels), n_draws=len(next(iter(fit.samples.values()))))
     # Every (row, group) pair in one call: the draws of different groups are the same posterior draws.
     rep = {k: np.repeat(np.asarray(v, np.float64), len(labels)) for k, v in inputs.items()}
     tiled = labels * n_rows
