@@ -271,3 +271,13 @@ def test_lift_parametrisation_keeps_the_declared_prior():
     log_a = np.log(post["A"].reshape(-1))
     assert abs(log_a.mean() - m) < 0.35 and abs(log_a.std() - sd) < 0.35, (log_a.mean(), log_a.std())
     assert int(stats["diverging"].sum()) == 0
+
+
+def test_diagnostic_advice_reads_as_what_to_try():
+    """Each failed check prints "<problem>: try to <advice>": every advice starts with a verb."""
+    from tokeff.laws.diagnostics import ADVICE, format_diagnostics, optimiser_diagnostics
+
+    verbs = ("raise", "run", "check", "use")
+    assert all(a.startswith(verbs) for a in ADVICE.values()), ADVICE
+    text = format_diagnostics(optimiser_diagnostics(converged=False, hessian_ok=False))
+    assert "try to check the data scale" in text and "try to use --method nuts" in text, text

@@ -16,9 +16,9 @@ ADVICE = {
     "divergences": "raise target_accept_prob (e.g. --target-accept 0.99), tighten priors, or reparametrise",
     "r_hat": "run longer (--warmup/--draws) or more chains; chains may sit in different modes",
     "ess": "run more draws (--draws), or more warmup (--warmup) so the mass matrix adapts",
-    "bfmi": "more warmup (--warmup); the posterior may need a reparametrisation (heavy tails)",
-    "not_converged": "the optimiser stopped early: check the data scale, priors, or use --method nuts",
-    "hessian": "the Laplace approximation is not valid here (flat or non-convex posterior): use --method nuts",
+    "bfmi": "run more warmup (--warmup); the posterior may need a reparametrisation (heavy tails)",
+    "not_converged": "check the data scale and the priors, or use --method nuts (the optimiser stopped early)",
+    "hessian": "use --method nuts (the Laplace approximation is not valid here: a flat or non-convex posterior)",
 }
 
 
