@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from tokeff.errors import UserError
+from tokeff.laws.selection import run_draws
 
 QUANTILES = {"q05": 0.05, "q25": 0.25, "median": 0.5, "q75": 0.75, "q95": 0.95}
 
@@ -113,7 +114,8 @@ def predict_points(fit, inputs: Mapping[str, np.ndarray], *, group_values: Seque
     kw = {} if groups is None else {"groups": tiled, "new_groups": new_group}
     observed = _draws(fit, rep, "observed", n_eval=n_eval, seed=seed, **kw)
     mean = _draws(fit, rep, "mean", seed=seed, **kw)
-    run = _draws(fit, rep, "new_run", seed=seed, **kw)
+    # The choice is scored as the selection backtest scores it: several draws of the miss per posterior draw.
+    run = run_draws(fit, rep, None if groups is None else tiled, seed=seed, n_eval=n_eval, new_groups=new_group)
     from tokeff.decide.decision import decide
 
     sign = 1.0 if form.target == "accuracy" else -1.0
