@@ -72,7 +72,7 @@ def test_run_draws_repeat_the_discrepancy_so_the_pick_does_not_move_with_its_noi
     class Fake:
         base = np.random.default_rng(0).normal(0.0, 0.01, (200, 1)) + np.array([[1.0, 1.02, 1.04]])
 
-        def predictive(self, inputs, kind, *, seed=0, groups=None):
+        def predictive(self, inputs, kind, *, seed=0, groups=None, new_groups=False, n_eval=None):
             assert kind == "new_run" and groups == ["a", "b", "c"]
             return self.base * np.exp(np.random.default_rng(seed).normal(0.0, 0.3, self.base.shape))
 

@@ -64,11 +64,11 @@ def check_fit_size(*, method: str, chains: int, draws: int, n_params: int, n_poi
                         f"{_gib(budget)} limit (half of this machine's memory); use fewer --draws or --chains")
 
 
-def check_predict_size(*, n_points: int, n_draws: int) -> None:
+def check_predict_size(*, n_points: int, n_draws: int, run_reps: int) -> None:
     """Refuse predictions whose draws cannot fit in memory: `predict` holds points (rows x groups)
-    x posterior draws float64 values for a new observation, the mean and a new run, and one more
-    while drawing."""
-    need = 4 * 8 * n_points * n_draws
+    x posterior draws float64 values for a new observation and the mean, and `run_reps` times as
+    many for a new run (twice while they are concatenated)."""
+    need = 8 * n_points * n_draws * (2 + 2 * run_reps)
     budget = memory_budget()
     if need > budget:
         raise UserError(f"--table: {n_points} points (rows x groups) over {n_draws} posterior draws need about "

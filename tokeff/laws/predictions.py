@@ -18,6 +18,7 @@ import numpy as np
 
 from tokeff.errors import UserError
 from tokeff.laws.data import MAX_VALUE
+from tokeff.laws.selection import RUN_REPS, run_draws
 
 QUANTILES = {"q05": 0.05, "q25": 0.25, "median": 0.5, "q75": 0.75, "q95": 0.95}
 
@@ -117,14 +118,15 @@ def predict_points(fit, inputs: Mapping[str, np.ndarray], *, group_values: Seque
     n_rows = len(next(iter(inputs.values())))
     from tokeff.resources import check_predict_size
 
-    check_predict_size(n_points=n_rows * len(labels), n_draws=len(next(iter(fit.samples.values()))))
+    check_predict_size(n_points=n_rows * len(labels), n_draws=len(next(iter(fit.samples.values()))), run_reps=RUN_REPS)
     # Every (row, group) pair in one call: the draws of different groups are the same posterior draws.
     rep = {k: np.repeat(np.asarray(v, np.float64), len(labels)) for k, v in inputs.items()}
     tiled = labels * n_rows
     kw = {} if groups is None else {"groups": tiled, "new_groups": new_group}
     observed = _draws(fit, rep, "observed", n_eval=n_eval, seed=seed, **kw)
     mean = _draws(fit, rep, "mean", seed=seed, **kw)
-    run = _draws(fit, rep, "new_run", seed=seed, **kw)
+    # The choice is scored as the selection backtest scores it: several draws of the miss per posterior draw.
+    run = run_draws(fit, rep, None if groups is None else tiled, seed=seed, n_eval=n_eval, new_groups=new_group)
     from tokeff.decide.decision import decide
 
     sign = 1.0 if form.target == "accuracy" else -1.0

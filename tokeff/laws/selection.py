@@ -93,12 +93,14 @@ def score_selection(labels: Sequence[str], run_PxG: np.ndarray, observed_G: np.n
 RUN_REPS = 16
 
 
-def run_draws(fit, inputs, groups, *, seed: int = 0, reps: int = RUN_REPS, n_eval=None) -> np.ndarray:
+def run_draws(fit, inputs, groups, *, seed: int = 0, reps: int = RUN_REPS, n_eval=None,
+              new_groups: bool = False) -> np.ndarray:
     """[S * reps, O] draws of what a run would reach at `inputs` (`kind="new_run"`): `reps` draws of
     the discrepancy per posterior draw. Works for grouped fits (`groups`: one label per row) and
     ungrouped ones (`groups=None`)."""
-    kwargs = {} if groups is None else {"groups": list(groups)}
-    return np.concatenate([fit.predictive(inputs, "new_run", seed=seed + 7919 * r, **kwargs) for r in range(reps)])
+    kwargs = {} if groups is None else {"groups": list(groups), "new_groups": new_groups}
+    return np.concatenate([np.asarray(fit.predictive(inputs, "new_run", seed=seed + 7919 * r, n_eval=n_eval, **kwargs))
+                           for r in range(reps)])
 
 
 def coverage(draws_PxO: np.ndarray, y_O: np.ndarray, levels: Sequence[float] = LEVELS) -> dict[str, float]:
