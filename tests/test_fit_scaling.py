@@ -281,3 +281,17 @@ def test_diagnostic_advice_reads_as_what_to_try():
     assert all(a.startswith(verbs) for a in ADVICE.values()), ADVICE
     text = format_diagnostics(optimiser_diagnostics(converged=False, hessian_ok=False))
     assert "try to check the data scale" in text and "try to use --method nuts" in text, text
+
+
+def test_compare_grouped_fits_by_loo(tmp_path, capsys):
+    """Grouped fits store no pointwise log-likelihood; compare computes it from their draws."""
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "fixtures"))
+    from handmade_fit import save_grouped_fit_dir
+
+    a = save_grouped_fit_dir(tmp_path / "a", seed=0)
+    b = save_grouped_fit_dir(tmp_path / "b", seed=1)
+    assert main(["compare", a, b]) == 0
+    out = capsys.readouterr().out
+    assert "a (finetune_data/nuts)" in out and "b (finetune_data/nuts)" in out, out

@@ -25,11 +25,25 @@ def compare_fits(fits: dict, *, ic: str = "loo"):
     for label in labels[1:]:
         other = fits[label]
         same = other.data.n_points == ref.data.n_points and np.allclose(
-            np.asarray(other.idata.observed_data["obs"]), np.asarray(ref.idata.observed_data["obs"])
+            np.asarray(other.data.y, np.float64), np.asarray(ref.data.y, np.float64)
         )
         if not same:
             raise UserError(f"compare: {label} was fitted to different data than {labels[0]}; LOO needs the same points")
-    return az.compare({label: fits[label].idata for label in labels}, ic=ic)
+    return az.compare({label: _pointwise_idata(fits[label]) for label in labels}, ic=ic)
+
+
+def _pointwise_idata(fit):
+    """The fit's InferenceData with its pointwise log-likelihood: stored for single-law fits; a
+    grouped fit's is computed from its draws (`GroupedFit.log_likelihood`, [S, n])."""
+    import arviz as az
+
+    if hasattr(fit.idata, "log_likelihood"):
+        return fit.idata
+    ll = np.asarray(fit.log_likelihood())
+    chains = fit.idata.posterior.sizes["chain"]
+    return az.from_dict(posterior={k: fit.idata.posterior[k].values for k in fit.idata.posterior.data_vars},
+                        log_likelihood={"obs": ll.reshape(chains, -1, ll.shape[-1])},
+                        observed_data={"obs": np.asarray(fit.data.y)})
 
 
 def format_table(table, ic: str = "loo") -> str:
