@@ -107,3 +107,23 @@ def test_predict_refuses_a_table_too_large_for_memory(grouped, tmp_path, monkeyp
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--table" in err and "points (rows x groups)" in err, err
     assert not (tmp_path / "p").exists()
+
+
+def test_predict_a_stack_of_two_fits(tmp_path):
+    """A stacked fit has no draws of its own: predictions mix its members' (and are sized by them)."""
+    from tokeff.laws.fit import load_fit
+    from tokeff.laws.predictions import predict_points
+    from tokeff.laws.stacking import StackedFit
+
+    rng = np.random.default_rng(0)
+    n, d = np.geomspace(1e8, 1e10, 8), np.geomspace(1e10, 1e11, 8)
+    loss = 1.69 + 406.4 / n ** 0.34 + 410.7 / d ** 0.28
+    members = []
+    for k in range(2):
+        draws = {p: v * np.exp(0.02 * rng.standard_normal(200))
+                 for p, v in dict(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28).items()}
+        draws["sigma"] = np.full(200, 0.02)
+        members.append(load_fit(save_fit_dir(tmp_path / f"m{k}", "chinchilla", draws, {"N": n, "D": d}, loss)))
+    stack = StackedFit(members=members, weights=np.array([0.5, 0.5]), summary={})
+    pred = predict_points(stack, {"N": np.array([1e9]), "D": np.array([2e10])})
+    assert len(pred.rows) == 1 and 2.0 < pred.rows[0]["median"] < 3.0

@@ -95,6 +95,14 @@ def _quantiles(draws_P: np.ndarray, prefix: str = "") -> dict:
     return {f"{prefix}{k}": float(q) for k, q in zip(QUANTILES, qs)}
 
 
+def _n_draws(fit) -> int:
+    """Posterior draws held per predicted point: a stack draws each member's in full before mixing."""
+    members = getattr(fit, "members", None)
+    if members:
+        return sum(_n_draws(m) for m in members)
+    return len(next(iter(fit.samples.values())))
+
+
 def predict_points(fit, inputs: Mapping[str, np.ndarray], *, group_values: Sequence[str] | None = None,
                    new_group: bool = False, n_eval: float | None = None, seed: int = 0) -> Predictions:
     """Predictions at each row of `inputs` for each group (module doc). `group_values`: the groups
@@ -118,7 +126,7 @@ def predict_points(fit, inputs: Mapping[str, np.ndarray], *, group_values: Seque
     n_rows = len(next(iter(inputs.values())))
     from tokeff.resources import check_predict_size
 
-    check_predict_size(n_points=n_rows * len(labels), n_draws=len(next(iter(fit.samples.values()))), run_reps=RUN_REPS)
+    check_predict_size(n_points=n_rows * len(labels), n_draws=_n_draws(fit), run_reps=RUN_REPS)
     # Every (row, group) pair in one call: the draws of different groups are the same posterior draws.
     rep = {k: np.repeat(np.asarray(v, np.float64), len(labels)) for k, v in inputs.items()}
     tiled = labels * n_rows
