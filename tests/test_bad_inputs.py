@@ -233,6 +233,8 @@ case("fit-group-single-value", [*F, "--group", "name"], "--group")
 case("fit-pool-unknown", [*F, "--group", "grp", "--pool", "zeta"], "--pool")
 case("fit-pool-without-group", [*F, "--pool", "E"], "--pool")
 case("fit-group-classic", [*F[:-3], "classic", "--out", "{W}/new-fit", "--group", "grp"], "--method")
+case("fit-group-stack", [*[("chinchilla,kaplan" if a == "chinchilla" else a) for a in F], "--group", "grp"],
+     ("--form", "not a stack"))
 
 # --- backtest --decision model ---------------------------------------------------------------
 BM = ["backtest", "{W}/table.csv", "--form", "chinchilla", "--map", "N=params", "--map", "D=tokens", "--target",
@@ -240,6 +242,8 @@ BM = ["backtest", "{W}/table.csv", "--form", "chinchilla", "--map", "N=params", 
 case("backtest-model-no-group", BM, "--group")
 case("backtest-model-group-missing", [*BM, "--group", "nope"], "--group")
 case("backtest-model-group-single", [*BM, "--group", "name"], "--group")
+case("backtest-model-stack", [*[("chinchilla,kaplan" if a == "chinchilla" else a) for a in BM], "--group", "grp"],
+     ("--form", "not a stack"))
 case("backtest-pool-without-model", [*BM[:-4], "--out", "{W}/new-bt", "--pool", "E"], "--pool")
 
 # --- backtest ----------------------------------------------------------------------------

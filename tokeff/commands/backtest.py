@@ -50,6 +50,9 @@ def run(args: argparse.Namespace) -> int:
 
         raise UserError("--pool: needs --decision model")
     if args.decision == "model":
+        from tokeff.commands.fit import refuse_grouped_stack
+
+        refuse_grouped_stack(args.form)
         return _run_model_selection(args, settings, mapping)
     if args.decision != "loss":
         return _run_decision(args, settings, mapping)

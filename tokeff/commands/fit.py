@@ -123,7 +123,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def refuse_grouped_stack(form: str) -> None:
+    """A hierarchical fit is of one form; a stack (`a,b`) would otherwise be read as one unknown name."""
+    from tokeff.errors import UserError
+    from tokeff.laws.stacking import form_names
+
+    if form_names(form):
+        raise UserError(f"--form: a grouped fit takes one form, not a stack ('{form}')")
+
+
 def _run_grouped(args: argparse.Namespace, settings) -> int:
+    refuse_grouped_stack(args.form)
     from tokeff.laws.data import format_exclusions, parse_mapping
     from tokeff.laws.diagnostics import format_diagnostics
     from tokeff.laws.hierarchy import fit_grouped, format_grouped
