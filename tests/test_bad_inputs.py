@@ -232,6 +232,9 @@ case("fit-group-missing-column", [*F, "--group", "nope"], "--group")
 case("fit-group-single-value", [*F, "--group", "name"], "--group")
 case("fit-pool-unknown", [*F, "--group", "grp", "--pool", "zeta"], "--pool")
 case("fit-pool-without-group", [*F, "--pool", "E"], "--pool")
+case("fit-pool-twice", [*F, "--group", "grp", "--pool", "beta,beta"], ("--pool", "twice"))
+case("fit-group-is-target", [*F, "--group", "loss"], ("--group", "target"))
+case("fit-group-is-input", [*F, "--group", "params"], ("--group", "input N"))
 case("fit-group-classic", [*F[:-3], "classic", "--out", "{W}/new-fit", "--group", "grp"], "--method")
 case("fit-group-stack", [*[("chinchilla,kaplan" if a == "chinchilla" else a) for a in F], "--group", "grp"],
      ("--form", "not a stack"))
@@ -367,6 +370,8 @@ case("predict-table-missing-file", [*R, "--table", "{W}/nope.csv"], "--table")
 case("predict-at-and-table", [*R, "--at", "N=1e9", "D=1e10", "--table", "{W}/points-no-d.csv"], "--table")
 case("predict-group-value-unknown", ["predict", "{W}/fit-grouped", "--at", "D=1e6", "--group-value", "m9",
                                      "--out", "{W}/new-pred"], "--group-value")
+case("predict-table-names-groups", ["predict", "{W}/fit-grouped", "--table", "{W}/points-with-model.csv", "--out",
+     "{W}/new-pred"], ("--table", "group column"))
 case("predict-new-group-alone", ["predict", "{W}/fit-grouped", "--at", "D=1e6", "--new-group", "--out",
      "{W}/new-pred"], ("--new-group", "--group-value"))
 case("allocate-new-group-alone", [*G, "--new-group"], ("--new-group", "--group-value"))
@@ -570,6 +575,7 @@ def _build_world(root: pathlib.Path) -> None:
     (root / "table.csv").write_text("params,tokens,loss,name,grp\n" + "\n".join(
         f"{a:.6g},{b:.6g},{c:.6g},run,g{i % 2}" for i, (a, b, c) in enumerate(zip(n, d, loss))) + "\n")
     (root / "points-no-d.csv").write_text("N\n1e9\n")
+    (root / "points-with-model.csv").write_text("model,D\nm9,1e6\n")
     subjects = ("anatomy", "virology")
     (root / "mc.jsonl").write_text("".join(json.dumps(
         {"question": f"Is {i} even?", "choices": ["yes", "no", "maybe", "never"], "answer": i % 2,

@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
             frame = read_table(args.table)
         except UserError as e:
             raise UserError(f"--table: {e}") from None
-        inputs = table_inputs(frame, fit.form, fit.data.columns)
+        groups = getattr(fit, "groups", None)
+        inputs = table_inputs(frame, fit.form, fit.data.columns, groups.column if groups is not None else None)
     result = predict_points(fit, inputs, group_values=args.group_value, new_group=args.new_group,
                             n_eval=args.n_eval, seed=args.seed)
     path = save_predictions(result, args.out, force=args.force)

@@ -227,6 +227,9 @@ def parse_pool(pool: "str | Sequence[str] | None", form: Form) -> tuple[str, ...
         return tuple(form.param_names)
     names = [p.strip() for p in (pool.split(",") if isinstance(pool, str) else pool) if p.strip()]
     unknown = [p for p in names if p not in form.params]
+    twice = sorted({p for p in names if names.count(p) > 1})
+    if twice:
+        raise UserError(f"--pool: {', '.join(twice)} named twice")
     if unknown or not names:
         raise UserError(f"--pool: {unknown or 'nothing'} not parameters of form {form.name} (has {', '.join(form.params)})")
     return tuple(k for k in form.param_names if k in names)
@@ -503,6 +506,11 @@ def fit_grouped(
                    keep=(group,))
     if not is_builtin(form.name):
         check_form_outputs(form, data.inputs)  # a user's form that cannot be fitted: one line, before sampling
+    fitted = {col: var for var, col in data.columns.items()}
+    if group in fitted:  # grouping by what the law fits or predicts: one row per group, nothing to pool
+        what = "target" if fitted[group] == "target" else f"input {fitted[group]}"
+        raise UserError(f"--group: column '{group}' is the fit's {what}; group by a column that names "
+                        "the runs' model (or task), not by a fitted value")
     groups = group_column(pd.DataFrame({group: data.extra.pop(group)}), group)
 
     start = time.perf_counter()

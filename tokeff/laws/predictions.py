@@ -65,9 +65,13 @@ def parse_at(items: Sequence[str], form) -> dict[str, np.ndarray]:
     return values
 
 
-def table_inputs(frame, form, columns: Mapping[str, str]) -> dict[str, np.ndarray]:
+def table_inputs(frame, form, columns: Mapping[str, str], group_column: str | None = None) -> dict[str, np.ndarray]:
     """The inputs of every row of `frame`: a column named after the input (D) or after the fit's
-    column for it (n_examples); positive and finite."""
+    column for it (n_examples); positive and finite. A grouped fit's group column is refused: every
+    row is predicted for every group, so a row naming its own group would be silently overruled."""
+    if group_column is not None and group_column in frame.columns:
+        raise UserError(f"--table: has the fit's group column '{group_column}', but every row is predicted for every "
+                        "group (or those named by --group-value); drop the column")
     out = {}
     for var in form.inputs:
         name = var if var in frame.columns else columns.get(var)
