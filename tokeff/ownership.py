@@ -36,7 +36,7 @@ import socket
 import time
 
 from tokeff.errors import UserError
-from tokeff.io import is_remote
+from tokeff.io import is_remote, pid_alive
 
 WORKDIR_MARKER = ".tokeff-workdir.json"
 OUTPUT_MANIFEST = ".tokeff-output.json"  # the same name as tokeff.io.MANIFEST
@@ -281,7 +281,7 @@ def acquire_remote_lock(url: str, field: str, subject: str, users: str) -> str:
             holder = {}
         holder = holder if isinstance(holder, dict) else {}
         if url not in _HELD_REMOTE and holder.get("host") == me["host"] and isinstance(holder.get("pid"), int) and (
-                holder["pid"] == me["pid"] or not _pid_alive(holder["pid"])):
+                holder["pid"] == me["pid"] or not pid_alive(holder["pid"])):
             with contextlib.suppress(FileNotFoundError):  # its holder is gone: take it over
                 fs.rm_file(path)
             continue
@@ -298,16 +298,6 @@ def release_remote_lock(url: str) -> None:
     with contextlib.suppress(OSError, UserError):
         fs, path = remote_fs(url, "--workdir")
         fs.rm_file(path)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, ValueError):
-        return True
-    return True
 
 
 def os_error(error: OSError, where: str, field: str) -> Exception:
