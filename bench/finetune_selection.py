@@ -12,7 +12,8 @@ examples are fitted, the law predicts the largest size, and the table reports, f
 (`tokeff.laws.hierarchy`, every parameter pooled) and for independent per-model fits of the same
 form (`tokeff.laws.fit`): mean Pearson r (and Spearman) between predicted and observed loss at the
 largest size, the pick's observed rank and regret (nats), P(best) of the pick, and the 90% (and
-50%) coverage of the new-observation intervals over every held-out row. `--sim K` adds K simulated
+50%) coverage of the new-observation intervals over every held-out row. `--top K` fits only each
+curve's K largest sizes below the cut (the flat start left out; both fits). `--sim K` adds K simulated
 families of 30 curves with a shared exponent. Timing: the pooled fit's wall seconds.
 
     python bench/finetune_selection.py /path/flan.csv /path/gigaword.csv /path/wmt19.csv
@@ -84,13 +85,15 @@ def _independent(train: pd.DataFrame, labels, test: pd.DataFrame, ends: pd.DataF
 
 
 def run_task(curves: pd.DataFrame, share: float, settings_pooled, settings_single, independent: bool,
-             correlated: bool = False) -> dict:
+             correlated: bool = False, top_sizes: int | None = None) -> dict:
     from tokeff.laws.hierarchy import fit_grouped
     from tokeff.laws.selection import coverage, run_draws, score_selection
 
     top = curves["n_examples"].max()
     cut = top / share * (1 + 1e-9)
     train = curves[curves["n_examples"] <= cut].reset_index(drop=True)
+    if top_sizes:  # only each curve's largest fitted sizes: where the curve is heading, not its flat start
+        train = train.sort_values(["model", "n_examples"]).groupby("model").tail(top_sizes).reset_index(drop=True)
     test = curves[curves["n_examples"] > cut].reset_index(drop=True)
     ends = test.loc[test.groupby("model")["n_examples"].idxmax()].sort_values("model").reset_index(drop=True)
     labels = list(ends["model"].astype(str))
@@ -124,6 +127,8 @@ def main(argv=None) -> int:
     parser.add_argument("--target-accept", type=float, default=0.9)
     parser.add_argument("--likelihood", default="student_t", choices=["auto", "normal", "student_t", "failures"])
     parser.add_argument("--no-independent", action="store_true", help="only the pooled fits")
+    parser.add_argument("--top", type=int, metavar="K",
+                        help="fit only each curve's K largest sizes below the cut (default: every size)")
     parser.add_argument("--correlated", action="store_true",
                         help="the pooled fit's group effects correlated (LKJ; tokeff.laws.hierarchy)")
     args = parser.parse_args(argv)
@@ -139,14 +144,15 @@ def main(argv=None) -> int:
     tasks = [(os.path.splitext(os.path.basename(p))[0], read_curves(p)) for p in args.paths]
     tasks += [(f"simulated-{k}", simulated_family(100 + k)) for k in range(args.sim)]
     print(f"pooled: {args.method} ({args.chains} x {args.draws} draws, {args.likelihood}"
-          f"{', correlated effects' if args.correlated else ''});"
+          f"{', correlated effects' if args.correlated else ''}"
+          f"{f', each curve fitted on its top {args.top} sizes' if args.top else ''});"
           f" independent: map per model; form {FORM}")
     print(f"{'task':<14} {'share':>6} {'fit':<11} {'pts':>4} {'pearson':>8} {'spearman':>8} {'rank':>5}"
           f" {'regret':>7} {'P(best)':>7} {'cov90':>6} {'cov50':>6} {'secs':>6} {'ok':>3}")
     table = []
     for name, curves in tasks:
         for share in args.shares:
-            result = run_task(curves, share, pooled, single, not args.no_independent, args.correlated)
+            result = run_task(curves, share, pooled, single, not args.no_independent, args.correlated, args.top)
             for kind, r in result.items():
                 s = r["score"]
                 table.append({"task": name, "share": share, "fit": kind, **s.as_dict(), **r["coverage"],
