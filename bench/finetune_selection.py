@@ -89,8 +89,8 @@ def run_task(curves: pd.DataFrame, share: float, settings_pooled, settings_singl
     from tokeff.laws.hierarchy import fit_grouped
     from tokeff.laws.selection import coverage, run_draws, score_selection
 
-    top = curves["n_examples"].max()
-    cut = top / share * (1 + 1e-9)
+    largest = curves["n_examples"].max()
+    cut = largest / share * (1 + 1e-9)
     train = curves[curves["n_examples"] <= cut].reset_index(drop=True)
     if top_sizes:  # only each curve's largest fitted sizes: where the curve is heading, not its flat start
         train = train.sort_values(["model", "n_examples"]).groupby("model").tail(top_sizes).reset_index(drop=True)
