@@ -35,13 +35,19 @@ def smollm2_instruct():
 # under pytest 9.2: xdist's group suffix is lost, pytest-dev/pytest-xdist#1386.)
 LONGEST_FIRST = (
     "test_multidevice.py",
+    "test_hierarchy.py",
+    "test_stacking.py",
+    "test_scaling_validation.py",
+    "test_notebooks.py",
     "test_demo.py",
     "test_backtest.py",
-    "test_scaling_validation.py",
     "test_intervals.py",
     "test_checkpoint_resume.py",
     "test_sweep_engine.py",
-    "test_notebooks.py",
+    "test_laplace.py",
+    "test_demo_grouped.py",
+    "test_tokens_per_param.py",
+    "test_generate.py",
     "test_bad_inputs.py",
 )
 
