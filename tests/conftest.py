@@ -28,7 +28,7 @@ def smollm2_instruct():
 
 # `make test` runs `pytest -n 2 --dist loadfile --no-loadscope-reorder`: each file is one unit of
 # work (its module fixtures are built once, on one worker), handed out in collection order. This
-# puts the longest files first (measured on the 2-core CI machine, longest first), so that the two
+# puts the longest files first (measured per file on a 2-core machine, longest first), so that the two
 # workers start on them at once and the short files fill in behind: the wall time is then close to
 # half the total, not the tail of the file that happened to start last. Files not listed keep
 # pytest's order, those with a `slow` test first. (`--dist loadgroup` no longer groups anything
