@@ -19,10 +19,10 @@ by leave-future-out inside them:
   every remaining row). Why no margin in favour of every row (e.g. a one-standard-error rule): the
   costs are not symmetric. Where the form is right, dropping a few early rows costs little (a
   pooled fit of curves of the form itself, top 6 of 11 sizes: r 0.996 against 0.997); where it is
-  wrong at the start, keeping them costs much (real FLAN curves: 0.82 against 0.95). Measured, a
-  one-standard-error rule kept every row on every real task, the evidence of one to three rows ahead
-  per curve being too short to clear it (on FLAN at 1/8 of each curve, where dropping the start
-  helps most, it kept every row).
+  wrong at the start, keeping them costs much (real FLAN curves: 0.82 against 0.95). With one to
+  four rows ahead per curve the evidence is weak: a one-standard-error rule kept every row on FLAN
+  at 1/8 of each curve, where dropping the start helps most (window 6 was better by 0.5 standard
+  errors).
 
 The chosen K is then applied to the whole fitted table: each group's top K rows, the same length
 of window below the top as it had below the inner cut; K as long as the longest group's remaining
