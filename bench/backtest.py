@@ -41,7 +41,13 @@ as outliers, as in their own fits), or
 `summary_df.pickle.xz` of https://github.com/formll/resolving-scaling-law-discrepancies (Porian et
 al. 2024, MIT licence; not stored here either): one row per sweep setting (`porian_tables`), each
 11-12 isoFLOP budgets of 1.25e16-2.56e19 FLOPs over 5M-900M parameters, with the undertrained and
-unstable runs real sweeps have left in.
+unstable runs real sweeps have left in, or
+the `exp_data/models` directory of https://github.com/mlfoundations/scaling (Gadre et al. 2024, the
+over-training testbed; not stored here): one JSON per run, 104 open_lm models of 11M-6.9B
+parameters at 0.25x-32x Chinchilla's 20 tokens per parameter on three corpora, giving
+`overtrain_c4`, `overtrain_rpj` and `overtrain_rw` (the loss on each corpus's own Paloma split).
+These are cut as the authors cut them, by model size: every run up to the third-largest size
+(411M) is fitted and the two largest sizes (1.4B, 6.9B; 3 runs) are predicted (`real_cut`).
 It is a check, not a target: nothing in the model is tuned to it.
 """
 
@@ -173,8 +179,45 @@ def porian_label(i: int, setting) -> str:
     return f"porian{i}" if dataset == "rw" else f"porian{i}_{dataset}"
 
 
+# The over-training testbed's loss per corpus: its own Paloma split (the `results` entry's val_data).
+OVERTRAIN_SPLITS = {"c4_original": ("overtrain_c4", "paloma_c4_en"),
+                    "rpj": ("overtrain_rpj", "paloma_redpajama"),
+                    "rw_original": ("overtrain_rw", "paloma_falcon-refinedweb")}
+OVERTRAIN_HELD_SIZES = 2  # the authors fit up to 411M parameters and predict the 1.4B and 6.9B runs
+
+
+def overtrain_tables(path: str) -> dict[str, dict[str, np.ndarray]]:
+    """Gadre et al.'s runs (`exp_data/models/*.json` of mlfoundations/scaling): one table per corpus
+    of params / tokens_seen / eval_loss, the loss on the corpus's own Paloma split."""
+    import glob
+    import json
+
+    rows = {label: [] for label, _ in OVERTRAIN_SPLITS.values()}
+    for name in sorted(glob.glob(os.path.join(path, "*.json"))):
+        with open(name) as f:
+            run = json.load(f)
+        label, split = OVERTRAIN_SPLITS[run["dataset_name"]]
+        loss = [r["loss"] for r in run["results"] if any(f"/{split}/" in v for v in r["val_data"])]
+        rows[label].append((run["hyperparameters"]["params"], run["hyperparameters"]["tokens"], loss[0]))
+    return {label: dict(zip(("params", "tokens_seen", "eval_loss"), np.array(sorted(r), np.float64).T))
+            for label, r in rows.items() if r}
+
+
+def real_cut(label: str, table: dict[str, np.ndarray]) -> tuple[str, float]:
+    """(by, frac) of a real table's backtest: the top third by compute, or, for the over-training
+    testbed, its largest `OVERTRAIN_HELD_SIZES` model sizes (the authors' own cut)."""
+    if label.startswith("overtrain_"):
+        sizes = np.unique(table["params"])
+        held = np.sum(table["params"] >= sizes[-OVERTRAIN_HELD_SIZES])
+        return "params", held / len(table["params"])
+    return "params*tokens_seen", 1 / 3
+
+
 def real_sources(path: str) -> dict[str, str]:
     """{label: where the table comes from} for the tables `real_tables(path)` gives."""
+    if os.path.isdir(path):
+        return {label: f"Gadre et al. 2024's over-training testbed ({label.split('_')[1]}; fit <= 411M, predict 1.4B and 6.9B)"
+                for label in overtrain_tables(path)}
     if path.endswith((".pickle.xz", ".pickle", ".pkl")):
         import pandas as pd
 
@@ -189,16 +232,20 @@ def real_sources(path: str) -> dict[str, str]:
 
 
 def real_tables(path: str) -> dict[str, dict[str, np.ndarray]]:
-    """{label: table} for one `--real` path: a CSV (one table) or Porian et al.'s pickle (five)."""
+    """{label: table} for one `--real` path: a CSV (one table), Porian et al.'s pickle (five) or the
+    over-training testbed's `exp_data/models` directory (three)."""
+    if os.path.isdir(path):
+        return overtrain_tables(path)
     if path.endswith((".pickle.xz", ".pickle", ".pkl")):
         return porian_tables(path)
     return read_real(path)
 
 
-def run_real(table: dict, options: dict) -> dict:
-    """One backtest of a real table: the same cut as the simulations."""
+def run_real(table: dict, options: dict, cut: tuple[str, float] = ("params*tokens_seen", 1 / 3)) -> dict:
+    """One backtest of a real table, cut as `real_cut` says (by default as the simulations)."""
     start = time.perf_counter()
-    r = backtest(table, options.get("form", "chinchilla"), by="params*tokens_seen", frac=1 / 3, seed=0,
+    by, frac = cut
+    r = backtest(table, options.get("form", "chinchilla"), by=by, frac=frac, seed=0,
                  **{k: v for k, v in options.items() if k != "form"})
     error, signed_error = error_and_bias(r["held_out"])
     return {"coverage": r["coverage"], "error": error, "bias": signed_error,
@@ -279,7 +326,8 @@ def main():
     parser.add_argument("--chains", type=int, default=2)
     parser.add_argument("--draws", type=int, default=500, help="NUTS: warmup = draws per chain")
     parser.add_argument("--real", action="append", default=[], metavar="CSV",
-                        help="a real table (CSV) or Porian et al.'s pickle to backtest too (see the module doc); repeatable")
+                        help="a real table (CSV), Porian et al.'s pickle or the over-training testbed's "
+                             "exp_data/models directory, to backtest too (see the module doc); repeatable")
     parser.add_argument("--plot", metavar="PNG", help="write the 90%% coverage per truth and model here")
     args = parser.parse_args()
     if args.method == "nuts":
@@ -299,7 +347,8 @@ def main():
             options = {"method": args.method, **MODELS[model]}
             if options["method"] == "nuts":
                 options |= {"chains": args.chains, "draws": args.draws, "warmup": args.draws}
-            r = rows[(truth, model)] = (run_real(table, options) if table is not None else run_one(truth, model, args.seeds, options))
+            r = rows[(truth, model)] = (run_real(table, options, real_cut(truth[len(REAL):], table)) if table is not None
+                                        else run_one(truth, model, args.seeds, options))
             cov = r["coverage"]
             print(f"{truth:<20}{model:<10}{cov['0.5']:6.2f}{cov['0.8']:6.2f}{cov['0.9']:6.2f}{r['sd90']:6.2f}{r['error']:8.2f}{r['sd_error']:6.2f}"
                   f"{r['bias']:7.2f}{r['width']:7.2f}{r['factor']:9.1f}{r['h90']:6.2f}{r['h_error']:7.2f}{r['ok']:>4}/{r['seeds']}"

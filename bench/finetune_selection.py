@@ -12,8 +12,10 @@ examples are fitted, the law predicts the largest size, and the table reports, f
 (`tokeff.laws.hierarchy`, every parameter pooled) and for independent per-model fits of the same
 form (`tokeff.laws.fit`): mean Pearson r (and Spearman) between predicted and observed loss at the
 largest size, the pick's observed rank and regret (nats), P(best) of the pick, and the 90% (and
-50%) coverage of the new-observation intervals over every held-out row. `--top K` fits only each
-curve's K largest sizes below the cut (the flat start left out; both fits). `--sim K` adds K simulated
+50%) coverage of the new-observation intervals over every held-out row. `--window` says which sizes
+below the cut each curve is fitted on (`tokeff.laws.window`): all, K (its K largest) or auto (K
+chosen by leave-future-out within the fitted sizes); the independent fits see the pooled fit's
+window; column `win` shows it (`all`: every size). `--sim K` adds K simulated
 families of 30 curves with a shared exponent. Timing: the pooled fit's wall seconds.
 
     python bench/finetune_selection.py /path/flan.csv /path/gigaword.csv /path/wmt19.csv
@@ -85,33 +87,35 @@ def _independent(train: pd.DataFrame, labels, test: pd.DataFrame, ends: pd.DataF
 
 
 def run_task(curves: pd.DataFrame, share: float, settings_pooled, settings_single, independent: bool,
-             correlated: bool = False, top_sizes: int | None = None) -> dict:
+             correlated: bool = False, window: str = "all") -> dict:
     from tokeff.laws.hierarchy import fit_grouped
     from tokeff.laws.selection import coverage, run_draws, score_selection
 
     largest = curves["n_examples"].max()
     cut = largest / share * (1 + 1e-9)
     train = curves[curves["n_examples"] <= cut].reset_index(drop=True)
-    if top_sizes:  # only each curve's largest fitted sizes: where the curve is heading, not its flat start
-        train = train.sort_values(["model", "n_examples"]).groupby("model").tail(top_sizes).reset_index(drop=True)
     test = curves[curves["n_examples"] > cut].reset_index(drop=True)
     ends = test.loc[test.groupby("model")["n_examples"].idxmax()].sort_values("model").reset_index(drop=True)
     labels = list(ends["model"].astype(str))
     out = {}
     start = time.perf_counter()
-    pooled = fit_grouped(train, FORM, "model", settings_pooled, correlated=correlated)
+    pooled = fit_grouped(train, FORM, "model", settings_pooled, correlated=correlated, window=window)
     seconds = time.perf_counter() - start
+    k = pooled.summary["window"]["k"]
+    if k:  # the independent fits see the pooled fit's window
+        train = train.sort_values(["model", "n_examples"]).groupby("model").tail(k).reset_index(drop=True)
     obs = pooled.predictive({"D": test["n_examples"].to_numpy()}, "observed", groups=list(test["model"].astype(str)))
     run = run_draws(pooled, {"D": ends["n_examples"].to_numpy()}, labels)
     out["pooled"] = {"score": score_selection(labels, run, ends["eval_loss"].to_numpy(), "loss"),
                      "coverage": coverage(obs, test["eval_loss"].to_numpy()), "seconds": seconds,
-                     "ok": pooled.diagnostics["ok"], "points": len(train)}
+                     "ok": pooled.diagnostics["ok"], "points": len(train), "window": k}
     if independent:
         start = time.perf_counter()
         obs, run = _independent(train, labels, test, ends, settings_single)
         out["independent"] = {"score": score_selection(labels, run, ends["eval_loss"].to_numpy(), "loss"),
                               "coverage": coverage(obs, test["eval_loss"].to_numpy()),
-                              "seconds": time.perf_counter() - start, "ok": True, "points": len(train)}
+                              "seconds": time.perf_counter() - start, "ok": True, "points": len(train),
+                              "window": k}
     return out
 
 
@@ -127,11 +131,20 @@ def main(argv=None) -> int:
     parser.add_argument("--target-accept", type=float, default=0.9)
     parser.add_argument("--likelihood", default="student_t", choices=["auto", "normal", "student_t", "failures"])
     parser.add_argument("--no-independent", action="store_true", help="only the pooled fits")
-    parser.add_argument("--top", type=int, metavar="K",
-                        help="fit only each curve's K largest sizes below the cut (default: every size)")
+    parser.add_argument("--window", default=None, metavar="all|auto|K",
+                        help="which sizes below the cut each curve is fitted on: all, its K largest, or auto"
+                             " (chosen by leave-future-out within them); default: fit_grouped's")
     parser.add_argument("--correlated", action="store_true",
                         help="the pooled fit's group effects correlated (LKJ; tokeff.laws.hierarchy)")
     args = parser.parse_args(argv)
+    from tokeff.errors import UserError
+    from tokeff.laws.window import parse_window
+
+    try:
+        window = str(parse_window(args.window))
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if args.method == "nuts":
         from tokeff.devices import split_cpu_for_chains
 
@@ -145,19 +158,20 @@ def main(argv=None) -> int:
     tasks += [(f"simulated-{k}", simulated_family(100 + k)) for k in range(args.sim)]
     print(f"pooled: {args.method} ({args.chains} x {args.draws} draws, {args.likelihood}"
           f"{', correlated effects' if args.correlated else ''}"
-          f"{f', each curve fitted on its top {args.top} sizes' if args.top else ''});"
+          f", window {window});"
           f" independent: map per model; form {FORM}")
-    print(f"{'task':<14} {'share':>6} {'fit':<11} {'pts':>4} {'pearson':>8} {'spearman':>8} {'rank':>5}"
+    print(f"{'task':<14} {'share':>6} {'fit':<11} {'pts':>4} {'win':>4} {'pearson':>8} {'spearman':>8} {'rank':>5}"
           f" {'regret':>7} {'P(best)':>7} {'cov90':>6} {'cov50':>6} {'secs':>6} {'ok':>3}")
     table = []
     for name, curves in tasks:
         for share in args.shares:
-            result = run_task(curves, share, pooled, single, not args.no_independent, args.correlated, args.top)
+            result = run_task(curves, share, pooled, single, not args.no_independent, args.correlated, window)
             for kind, r in result.items():
                 s = r["score"]
                 table.append({"task": name, "share": share, "fit": kind, **s.as_dict(), **r["coverage"],
-                              "seconds": r["seconds"]})
-                print(f"{name:<14} {'1/' + format(share, 'g'):>6} {kind:<11} {r['points']:4d} {s.pearson:8.3f}"
+                              "seconds": r["seconds"], "window": r["window"] or 0})
+                print(f"{name:<14} {'1/' + format(share, 'g'):>6} {kind:<11} {r['points']:4d}"
+                      f" {r['window'] or 'all':>4} {s.pearson:8.3f}"
                       f" {s.spearman:8.3f} {s.pick_rank:5d} {s.regret:7.3f} {s.p_best_pick:7.2f}"
                       f" {r['coverage']['90%']:6.2f} {r['coverage']['50%']:6.2f} {r['seconds']:6.0f}"
                       f" {'yes' if r['ok'] else 'no':>3}", flush=True)

@@ -28,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              " with --decision model: the column naming each curve's group")
     parser.add_argument("--pool", metavar="P1,P2",
                         help="with --decision model: the parameters pooled across groups (default: all)")
+    fit_command.add_window_argument(parser, "--decision model")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,6 +36,9 @@ def run(args: argparse.Namespace) -> int:
     from tokeff.devices import split_cpu_for_chains
     from tokeff.io import claim_output_dir, output_dir, write_json
 
+    from tokeff.commands.fit import check_window
+
+    check_window(args, "--decision model", args.decision == "model")
     claim_output_dir(args.out, "backtest", force=args.force)  # before any fit: a bad --out fails at once
     if args.method == "nuts":
         split_cpu_for_chains(args.chains)
@@ -117,13 +121,17 @@ def _run_model_selection(args: argparse.Namespace, settings, mapping: dict) -> i
     if not args.group:
         raise UserError("--group: --decision model needs the column naming each curve's group (e.g. --group model)")
     report = selection_backtest(args.data, args.form, args.group, by=args.by, frac=args.frac, settings=settings,
-                                pool=args.pool, mapping=mapping, target=args.target, seed=args.seed)
+                                pool=args.pool, window=args.window, mapping=mapping, target=args.target,
+                                seed=args.seed)
     with output_dir(args.out, "backtest", force=args.force) as tmp:
         write_json(os.path.join(tmp, "backtest.json"), report)
     s = report["selection"]
     print(f"selection backtest {report['form']} per {report['group']}: {report['n_groups']} groups, fitted"
           f" {report['n_fit']} rows, predicted {report['n_held_out']} (top {report['frac']:g} of each group by"
           f" {report['by']}) -> {args.out}")
+    from tokeff.commands.fit import format_window
+
+    print(format_window(report["window"]))
     print("coverage  " + "  ".join(f"{k}: {v:.2f}" for k, v in report["coverage"].items()))
     print(f"at each group's largest held-out point: Pearson r {s['pearson']:.3f}, Spearman r {s['spearman']:.3f};"
           f" pick {s['pick']} (P(best) {s['p_best_pick']:.2f}), observed rank {s['pick_rank']} of {s['n_groups']},"

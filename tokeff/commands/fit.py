@@ -64,19 +64,43 @@ def add_arguments(parser: argparse.ArgumentParser, *, grouped: bool = True) -> N
 
 
 def add_group_arguments(parser: argparse.ArgumentParser) -> None:
-    """--group and --pool: hierarchical fits."""
+    """--group, --pool and --window: hierarchical fits."""
     parser.add_argument("--group", metavar="COLUMN",
                         help="hierarchical fit: one law per value of COLUMN (e.g. model), partially pooled"
                              " through population distributions (nuts or map)")
     parser.add_argument("--pool", metavar="P1,P2",
                         help="with --group: the parameters pooled across groups (default: all); the others"
                              " are one value shared by every group")
+    add_window_argument(parser, "--group")
+
+
+def add_window_argument(parser: argparse.ArgumentParser, needs: str) -> None:
+    from tokeff.laws.window import DEFAULT
+
+    parser.add_argument("--window", metavar="all|auto|K",
+                        help=f"with {needs}: which of each group's rows the law is fitted to: all, K (each group's K"
+                             " rows of largest inputs, K >= 3), or auto (K chosen by leave-future-out within the"
+                             " rows: the window whose fits best predicted each group's top quarter; a curve's"
+                             f" start that the form does not describe is left out) (default: {DEFAULT})")
+
+
+def check_window(args: argparse.Namespace, needs: str, grouped: bool) -> None:
+    """A bad or misplaced --window fails before anything is written."""
+    from tokeff.errors import UserError
+    from tokeff.laws.window import parse_window
+
+    if args.window is None:
+        return
+    if not grouped:
+        raise UserError(f"--window: needs {needs}")
+    parse_window(args.window)
 
 
 def run(args: argparse.Namespace) -> int:
     from tokeff.devices import split_cpu_for_chains
     from tokeff.io import claim_output_dir
 
+    check_window(args, "--group COLUMN", bool(args.group))
     claim_output_dir(args.out, "fit", force=args.force)  # before the fit: a bad --out fails at once
 
     if args.method == "nuts":
@@ -138,17 +162,25 @@ def _run_grouped(args: argparse.Namespace, settings) -> int:
     from tokeff.laws.diagnostics import format_diagnostics
     from tokeff.laws.hierarchy import fit_grouped, format_grouped
 
-    result = fit_grouped(args.data, args.form, args.group, settings, pool=args.pool, mapping=parse_mapping(args.map),
-                         target=args.target)
+    result = fit_grouped(args.data, args.form, args.group, settings, pool=args.pool, window=args.window,
+                         mapping=parse_mapping(args.map), target=args.target)
     path = result.save(args.out, plots=not args.no_plots, force=args.force)
     s = result.summary
     print(f"{s['form']} ({s['method']}) per {args.group}: {len(result.groups.labels)} groups, {s['n_points']} points"
           f" in {s['wall_seconds']:.1f} s -> {path}")
     if s["excluded"]:
         print(format_exclusions(s["excluded"], s["columns"]["target"]))
+    print(format_window(s["window"]))
     print(format_grouped(s))
     print(format_diagnostics(result.diagnostics))
     return 0
+
+
+def format_window(record: dict) -> str:
+    """One line: which of each group's rows the law was fitted to, and for auto the scores behind it."""
+    from tokeff.laws.window import format_window as fmt
+
+    return fmt(record)
 
 
 def fit_settings(args: argparse.Namespace):

@@ -474,6 +474,7 @@ def fit_grouped(
     *,
     pool: "str | Sequence[str] | None" = None,
     correlated: bool | None = None,
+    window: "str | int | None" = None,
     mapping: Mapping[str, str] | None = None,
     target: str | None = None,
     progress: bool = False,
@@ -481,11 +482,16 @@ def fit_grouped(
 ) -> GroupedFit:
     """Fit `form` per group of `table[group]`, partially pooled (module doc), with `settings`
     (default `FitSettings()`; keyword `overrides` replace single ones). Methods: nuts, map;
-    NUTS starts at the prior medians (every group at the population)."""
+    NUTS starts at the prior medians (every group at the population). `window`: which of each
+    group's rows the law is fitted to, "all", K (each group's top K) or "auto" (chosen by
+    leave-future-out within the rows, `tokeff.laws.window`; default `window.DEFAULT`); the discrepancy's
+    tau is learned from every row."""
     import pandas as pd
 
     from tokeff.laws import diagnostics as diag_lib
+    from tokeff.laws.window import apply_window, parse_window
 
+    window = parse_window(window)  # a bad window fails before anything else
     s = (settings or FitSettings()).replace(**overrides) if overrides else (settings or FitSettings())
     if s.method not in ("nuts", "map"):
         raise UserError(f"--method: a grouped fit runs nuts or map, got '{s.method}'")
@@ -514,6 +520,10 @@ def fit_grouped(
     groups = group_column(pd.DataFrame({group: data.extra.pop(group)}), group)
 
     start = time.perf_counter()
+    every_row, every_index = data, groups.index
+    keep, window_record = apply_window(form, lik, data, groups.index, window, seed=seed)
+    if not keep.all():
+        data, groups = data.take(keep), Groups(groups.column, groups.labels, groups.index[keep])
     correlated = CORRELATED if correlated is None else bool(correlated)
     model = make_grouped_model(form, lik, len(groups.labels), pooled, correlated)
     args = _model_args(form, data, groups)
@@ -537,8 +547,11 @@ def fit_grouped(
         v = idata.posterior[k].values
         samples[k] = v.reshape(v.shape[0] * v.shape[1], *v.shape[2:])
     summary = _summary(form, method, lik, data, groups, pooled, idata, samples, diagnostics, s.as_dict())
+    summary["window"] = window_record
     if s.discrepancy == "extrapolation" and form.target == "loss":
-        tau, info = discrepancy_lib.learn_tau_grouped(form, lik, data, groups.index,
+        # From every row: the inner refits need the rows a short window leaves out (with six per
+        # group tau kept its prior), and refits of every row miss by more, so tau errs wide.
+        tau, info = discrepancy_lib.learn_tau_grouped(form, lik, every_row, every_index,
                                                       n_draws=samples["sigma"].shape[0], seed=seed)
         samples["tau"] = tau
         idata.posterior["tau"] = (("chain", "draw"), tau.reshape(idata.posterior.sizes["chain"], -1))

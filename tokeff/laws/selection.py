@@ -121,10 +121,11 @@ def far_ends(order_by: np.ndarray, groups: np.ndarray, held: np.ndarray, labels:
     return np.array(out, np.int64)
 
 
-def selection_backtest(table, form, group: str, *, by: str, frac: float, settings=None, pool=None, mapping=None,
-                       target=None, seed: int = 0) -> dict:
+def selection_backtest(table, form, group: str, *, by: str, frac: float, settings=None, pool=None, window=None,
+                       mapping=None, target=None, seed: int = 0) -> dict:
     """`tokeff backtest --group COLUMN`: a pooled (hierarchical) fit on each group's rows below the
-    within-group cut, scored as the module doc says. Returns the report (JSON-ready)."""
+    within-group cut (`window`: which of them, `tokeff.laws.window`; chosen from those rows alone),
+    scored as the module doc says. Returns the report (JSON-ready)."""
     import pandas as pd
 
     from tokeff.laws.data import column_values, read_table
@@ -137,8 +138,8 @@ def selection_backtest(table, form, group: str, *, by: str, frac: float, setting
     labels = np.asarray(groups.labels)[groups.index]
     order_by = column_values(frame, by, "--by")
     held = within_group_cut(order_by, labels, frac)
-    fit = fit_grouped(frame[~held].reset_index(drop=True), form, group, settings, pool=pool, mapping=mapping,
-                      target=target)
+    fit = fit_grouped(frame[~held].reset_index(drop=True), form, group, settings, pool=pool, window=window,
+                      mapping=mapping, target=target)
     test = frame[held].reset_index(drop=True)
     from tokeff.laws.data import prepare
 
@@ -151,6 +152,6 @@ def selection_backtest(table, form, group: str, *, by: str, frac: float, setting
     score = score_selection(groups.labels, run, data.y[ends], form.target)
     return {"form": form.name, "group": group, "by": by, "frac": frac, "n_groups": len(groups.labels),
             "n_fit": int((~held).sum()), "n_held_out": int(held.sum()), "coverage": coverage(observed, data.y),
-            "selection": score.as_dict(), "fit_ok": bool(fit.diagnostics["ok"]),
+            "selection": score.as_dict(), "fit_ok": bool(fit.diagnostics["ok"]), "window": fit.summary["window"],
             "predicted_median": dict(zip(groups.labels, np.median(run, axis=0).tolist())),
             "observed": dict(zip(groups.labels, data.y[ends].tolist()))}
