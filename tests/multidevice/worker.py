@@ -28,8 +28,8 @@ MESHES = {  # name -> (data, fsdp, tensor)
     "data2_fsdp2_tensor2": (2, 2, 2),
 }
 # Sweep points of one model and seed (one initialisation per device), told apart by composition:
-# four, for the lanes (one device each, of eight) and for the two-process split. Each lane compiles
-# its own step, so every point more in the lanes costs a compile more.
+# four for the lanes (one device each, of eight), the first two for the two-process split (one
+# each). Each lane compiles its own step, so every point more in the lanes costs a compile more.
 COMPOSITIONS = tuple(dict(strategy=s, token_budget=t) for s in ("few_long", "many_short") for t in (900, 1100))
 
 
@@ -157,7 +157,7 @@ def host(index, port, root):
     config.distributed.cpu_collectives = "gloo"
     trained = train(config, os.path.join(root, "run"))
     watched = Watched()
-    rows = sweep.run_sweep(sweep_config(len(COMPOSITIONS)), os.path.join(root, "sweep"), runner=watched, progress=False)
+    rows = sweep.run_sweep(sweep_config(2), os.path.join(root, "sweep"), runner=watched, progress=False)
     print(json.dumps({"process": index, "devices": trained.devices, "losses": losses(os.path.join(root, "run")),
                       "flops_used": trained.flops_used, "rows": summary(rows), "ran": sorted(watched.devices),
                       "most": watched.most}))
