@@ -79,27 +79,10 @@ def test_save_and_load_keep_the_draws(pooled, tmp_path):
     assert summary["population"]["beta"]["spread"]["median"] > 0 and summary["shared"]["sigma"]["median"] > 0
 
 
-@pytest.fixture(scope="module")
-def unpooled(tmp_path_factory):
-    """(printed output, exit code, fit read back) of one `tokeff fit --group model --pool E,A --method
-    map`: the CLI's grouped path and the unpooled map fit are checked on the same run."""
-    import contextlib
-    import io
-
-    from tokeff.cli import main
-    from tokeff.laws.fit import load_fit
-
-    root = tmp_path_factory.mktemp("unpooled")
-    curves(n_groups=3, n_points=7, seed=3).to_csv(root / "curves.csv", index=False)
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        code = main(["fit", str(root / "curves.csv"), "--form", "finetune_data", "--group", "model", "--pool", "E,A",
-                     "--method", "map", "--likelihood", "student_t", "--out", str(root / "fit"), "--no-plots"])
-    return printed.getvalue(), code, (load_fit(str(root / "fit")) if code == 0 else None)
-
-
-def test_unpooled_parameters_are_shared_and_map_also_fits(unpooled):
-    fit = unpooled[2]
+def test_unpooled_parameters_are_shared_and_map_also_fits():
+    table = curves(n_groups=3, n_points=7, seed=3)
+    fit = fit_grouped(table, "finetune_data", "model", pool="E,A", method="map", laplace_draws=500, seed=0,
+                      likelihood="student_t")
     assert fit.pooled == ("E", "A")
     beta = fit.samples["beta"]
     np.testing.assert_allclose(beta[:, 0], beta[:, 2])  # shared: one value for every group
@@ -117,8 +100,14 @@ def test_group_column_and_pool_refusals():
         parse_pool("alpha", get_form("finetune_data"))
 
 
-def test_cli_fit_group(unpooled):
-    out, code, _ = unpooled
+def test_cli_fit_group(tmp_path, capsys):
+    from tokeff.cli import main
+
+    table = curves(n_groups=3, n_points=6, seed=5)
+    table.to_csv(tmp_path / "curves.csv", index=False)
+    code = main(["fit", str(tmp_path / "curves.csv"), "--form", "finetune_data", "--group", "model", "--method", "map",
+                 "--likelihood", "student_t", "--out", str(tmp_path / "fit"), "--no-plots"])
+    out = capsys.readouterr().out
     assert code == 0 and "3 groups" in out and "population" in out and "m2" in out
 
 
