@@ -94,17 +94,10 @@ class LossWithFailures:
         self.loc, self.scale, self.prob, self.shift = (jnp.asarray(v) for v in (loc, scale, prob, shift))
 
     def failed_log_prob(self, value):
-        from jax.scipy.special import log_ndtr
-
-        omega = jnp.sqrt(self.scale ** 2 + self.shift ** 2)
-        z = (value - self.loc) / omega
-        return jnp.log(2.0) - jnp.log(omega) - 0.5 * z ** 2 - 0.5 * jnp.log(2 * jnp.pi) + log_ndtr(z * self.shift / self.scale)
+        return _failed_log_prob(self.loc, self.scale, self.shift, value)
 
     def log_prob(self, value):
-        import numpyro.distributions as dist
-
-        ok = dist.StudentT(self.df, self.loc, self.scale).log_prob(value)
-        return jnp.logaddexp(jnp.log1p(-self.prob) + ok, jnp.log(self.prob) + self.failed_log_prob(value))
+        return _failures_log_prob(self.df, self.loc, self.scale, self.prob, self.shift, value)
 
     def sample(self, key, sample_shape=()):
         shape = tuple(sample_shape) + jnp.broadcast_shapes(*(jnp.shape(v) for v in (self.loc, self.scale, self.prob, self.shift)))
@@ -112,6 +105,26 @@ class LossWithFailures:
         ok = self.loc + self.scale * jax.random.t(k_ok, self.df, shape)
         failed = self.loc + self.scale * jax.random.normal(k_noise, shape) + self.shift * jnp.abs(jax.random.normal(k_shift, shape))
         return jnp.where(jax.random.uniform(k_which, shape) < self.prob, failed, ok)
+
+
+# One compiled program per shape, not one per operation: outside a model (the discrepancy's grid of
+# tau, coverage checks, log-likelihoods for the scores) these run eagerly, and each of their ~20
+# operations would otherwise compile on its own for every new shape. Inside a model they are traced.
+@jax.jit
+def _failed_log_prob(loc, scale, shift, value):
+    from jax.scipy.special import log_ndtr
+
+    omega = jnp.sqrt(scale ** 2 + shift ** 2)
+    z = (value - loc) / omega
+    return jnp.log(2.0) - jnp.log(omega) - 0.5 * z ** 2 - 0.5 * jnp.log(2 * jnp.pi) + log_ndtr(z * shift / scale)
+
+
+@partial(jax.jit, static_argnums=0)
+def _failures_log_prob(df, loc, scale, prob, shift, value):
+    import numpyro.distributions as dist
+
+    ok = dist.StudentT(df, loc, scale).log_prob(value)
+    return jnp.logaddexp(jnp.log1p(-prob) + ok, jnp.log(prob) + _failed_log_prob(loc, scale, shift, value))
 
 
 @cache
@@ -357,14 +370,16 @@ def predictive_from_mean(
         return np.random.default_rng(seed).binomial(n.astype(np.int64), mu) / n
     if kind == "mean":
         return mu
-    key, key_d = jax.random.split(jax.random.PRNGKey(seed))
+    # NumPy's generator, not jax.random: these draws are made outside any jit, and jax.random.t
+    # compiles a program per shape (~2 s each on a 2-core CPU), more than the draws cost.
+    rng_miss, rng_noise = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     log_y = np.log(mu)
     if discrepancy_sd is not None:
-        log_y = log_y + discrepancy_sd * np.asarray(jax.random.normal(key_d, mu.shape))
+        log_y = log_y + discrepancy_sd * rng_miss.standard_normal(mu.shape)
     if kind == "observed":
         sigma = np.asarray(sigma)[:, None]
         if likelihood.kind == "normal":
-            log_y = log_y + sigma * np.asarray(jax.random.normal(key, mu.shape))
+            log_y = log_y + sigma * rng_noise.standard_normal(mu.shape)
         else:  # Student-t; with "failures", a new run that trains as designed (see above)
-            log_y = log_y + sigma * np.asarray(jax.random.t(key, likelihood.df, mu.shape))
+            log_y = log_y + sigma * rng_noise.standard_t(likelihood.df, mu.shape)
     return np.exp(log_y)
