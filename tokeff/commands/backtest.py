@@ -129,7 +129,7 @@ def _run_model_selection(args: argparse.Namespace, settings, mapping: dict) -> i
     print(f"selection backtest {report['form']} per {report['group']}: {report['n_groups']} groups, fitted"
           f" {report['n_fit']} rows, predicted {report['n_held_out']} (top {report['frac']:g} of each group by"
           f" {report['by']}) -> {args.out}")
-    from tokeff.commands.fit import format_window
+    from tokeff.laws.window import format_window
 
     print(format_window(report["window"]))
     print("coverage  " + "  ".join(f"{k}: {v:.2f}" for k, v in report["coverage"].items()))

@@ -80,7 +80,7 @@ def add_window_argument(parser: argparse.ArgumentParser, needs: str) -> None:
     parser.add_argument("--window", metavar="all|auto|K",
                         help=f"with {needs}: which of each group's rows the law is fitted to: all, K (each group's K"
                              " rows of largest inputs, K >= 3), or auto (K chosen by leave-future-out within the"
-                             " rows: the window whose fits best predicted each group's top quarter; a curve's"
+                             " rows: the window whose fits best predicted each group's top rows; a curve's"
                              f" start that the form does not describe is left out) (default: {DEFAULT})")
 
 
@@ -161,6 +161,7 @@ def _run_grouped(args: argparse.Namespace, settings) -> int:
     from tokeff.laws.data import format_exclusions, parse_mapping
     from tokeff.laws.diagnostics import format_diagnostics
     from tokeff.laws.hierarchy import fit_grouped, format_grouped
+    from tokeff.laws.window import format_window
 
     result = fit_grouped(args.data, args.form, args.group, settings, pool=args.pool, window=args.window,
                          mapping=parse_mapping(args.map), target=args.target)
@@ -174,13 +175,6 @@ def _run_grouped(args: argparse.Namespace, settings) -> int:
     print(format_grouped(s))
     print(format_diagnostics(result.diagnostics))
     return 0
-
-
-def format_window(record: dict) -> str:
-    """One line: which of each group's rows the law was fitted to, and for auto the scores behind it."""
-    from tokeff.laws.window import format_window as fmt
-
-    return fmt(record)
 
 
 def fit_settings(args: argparse.Namespace):
