@@ -2,7 +2,7 @@
 
 Compiled once per (form, likelihood, table size bucket) and reused for every later table: the data
 are arguments of the compiled programs, and a table is padded up to the next power of two (at least
-`MIN_BUCKET` rows) with rows that carry weight zero in the likelihood. Why: a
+32 rows: `bucket`) with rows that carry weight zero in the likelihood. Why: a
 default loss fit also refits an inner part of its own data (the discrepancy's leave-future-out), a
 backtest refits per cut, a bench per seed; compiling BFGS (vmapped over 16 starts), the Newton
 polish and the Hessian took 30-80 s every time on a shared 2-core CPU (measured), while running
@@ -22,9 +22,8 @@ import numpy as np
 
 from tokeff.laws.data import FitData
 from tokeff.laws.forms import Form
-from tokeff.laws.model import Likelihood, init_strategy, make_model, observed, param_sites
+from tokeff.laws.model import Likelihood, init_strategy, make_model, observed, padded_size, param_sites
 
-MIN_BUCKET = 32
 N_STARTS = 16  # prior draws the optimiser starts from; the lowest energy wins
 STEPS = 60
 NEWTON_LENGTHS = np.array([1.0, 0.5, 0.25, 0.1, 0.03], np.float32)
@@ -32,8 +31,9 @@ GRADIENT_LENGTHS = np.array([1.0, 0.1, 0.01], np.float32)  # unconstrained units
 
 
 def bucket(n: int) -> int:
-    """Rows a table of `n` is padded to: the next power of two, at least MIN_BUCKET."""
-    return max(MIN_BUCKET, 1 << max(0, int(n) - 1).bit_length())
+    """Rows a table of `n` is padded to: the next power of two, at least 32 (`padded_size`, the
+    padding every compiled program of the laws uses)."""
+    return padded_size(n)
 
 
 @dataclasses.dataclass
@@ -89,9 +89,15 @@ def _programs(form: Form, lik: Likelihood, args: tuple) -> _Programs:
         prior draws, and the accuracy laws' improper lift h inside the values an accuracy can take)."""
         return numpyro.handlers.substitute(numpyro.handlers.seed(model, key), substitute_fn=init_strategy(form))
 
-    trace = numpyro.handlers.trace(prior_draw(0)).get_trace(*args)
-    latent = [k for k, s in trace.items() if s["type"] == "sample" and not s["is_observed"]]
-    _, unravel = ravel_pytree({k: jnp.zeros(jnp.shape(trace[k]["value"])) for k in latent})
+    def latent_values(a):
+        trace = numpyro.handlers.trace(prior_draw(0)).get_trace(*a)
+        return {k: s["value"] for k, s in trace.items() if s["type"] == "sample" and not s["is_observed"]}
+
+    # The latent sites and their shapes, traced abstractly: run, the model's operations would each
+    # compile on their own.
+    shapes = jax.eval_shape(latent_values, args)
+    latent = list(shapes)
+    _, unravel = ravel_pytree({k: jnp.zeros(v.shape) for k, v in shapes.items()})
     energy = lambda flat, a: potential_energy(model, a, {}, unravel(flat))  # noqa: E731
     grad = jax.grad(energy)
     # The Hessian and the gradient from one forward-over-reverse pass (half the program of both).
@@ -102,10 +108,12 @@ def _programs(form: Form, lik: Likelihood, args: tuple) -> _Programs:
         tr = numpyro.handlers.trace(prior_draw(key)).get_trace(*a)
         return ravel_pytree(unconstrain_fn(model, a, {}, {k: tr[k]["value"] for k in latent}))[0]
 
-    def step(state, a):
+    def step(i, state, a):
         """Saddle-free Newton (|eigenvalues| of the Hessian) or, failing that, a gradient step; the
-        best of a few step lengths, kept only when it lowers the energy. `state`: (x, its energy)."""
-        x, ex = state
+        best of a few step lengths, kept only when it lowers the energy and `i` < STEPS (the last
+        pass only records the Hessian and gradient where the descent ended). `state`: (x, its
+        energy, and the Hessian and gradient at the x the step started from)."""
+        x, ex, _, _ = state
         h, g = grad_and_hessian(x, a)
         w, v = jnp.linalg.eigh(0.5 * (h + h.T))
         newton = v @ ((v.T @ g) / jnp.maximum(jnp.abs(w), 1e-6))
@@ -114,21 +122,24 @@ def _programs(form: Form, lik: Likelihood, args: tuple) -> _Programs:
         e = jax.vmap(lambda t: energy(t, a))(trials)
         e = jnp.where(jnp.isfinite(e), e, jnp.inf)
         best = jnp.argmin(e)
-        better = e[best] < ex
-        return jnp.where(better, trials[best], x), jnp.where(better, e[best], ex)
+        better = (e[best] < ex) & (i < STEPS)
+        return jnp.where(better, trials[best], x), jnp.where(better, e[best], ex), h, g
 
     @jax.jit
     def solve(keys, a):
+        # The Hessian at the mode comes out of the loop's last pass, not from a second copy of the
+        # Hessian's program after it: that copy was about 30% of this program's compile time.
         def descend(x0):
             e0 = energy(x0, a)
-            return jax.lax.fori_loop(0, STEPS, lambda _, state: step(state, a), (x0, jnp.where(jnp.isfinite(e0), e0, jnp.inf)))
+            k = x0.shape[0]
+            state = (x0, jnp.where(jnp.isfinite(e0), e0, jnp.inf), jnp.zeros((k, k), x0.dtype), jnp.zeros_like(x0))
+            return jax.lax.fori_loop(0, STEPS + 1, lambda i, state: step(i, state, a), state)
 
-        xs, es = jax.vmap(descend)(jax.vmap(lambda k: start(k, a))(keys))
+        xs, es, hs, gs = jax.vmap(descend)(jax.vmap(lambda k: start(k, a))(keys))
         es = jnp.where(jnp.isfinite(es), es, jnp.inf)
         best = jnp.argmin(es)
-        mode = xs[best]
-        h, g = grad_and_hessian(mode, a)
-        return mode, es[best], g, 0.5 * (h + h.T)
+        h = hs[best]
+        return xs[best], es[best], gs[best], 0.5 * (h + h.T)
 
     @jax.jit
     def constrain(z, a):
