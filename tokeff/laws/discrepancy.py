@@ -28,6 +28,8 @@ accuracy's binomial noise on a small eval set already dominates pilot-scale inte
 
 from __future__ import annotations
 
+from functools import cache, partial
+
 import numpy as np
 
 from tokeff.laws.data import FitData, cut_between_ties
@@ -75,12 +77,37 @@ def _tau_log_likelihood(residual, spread_var, dist, likelihood, failures=None) -
     discrepancy. float64: the grid's log-likelihoods differ by less than float32 resolves."""
     import jax
 
+    from tokeff.laws.model import pad_edge, padded_size
+
+    # One compiled program per likelihood and padded count of residuals (`padded_size`); the padding
+    # is masked out of the sum, so it adds exactly zero.
+    n = len(residual)
+    rows = padded_size(n)
+    mask = np.arange(rows) < n
+    pad = lambda v: pad_edge(np.asarray(v, np.float64), rows, 0)  # noqa: E731
+    with jax.enable_x64(True):
+        ll = _tau_grid_program()(likelihood, pad(residual), pad(spread_var), pad(dist), mask,
+                                 None if failures is None else tuple(np.float64(v) for v in failures))
+        return np.asarray(ll, np.float64)
+
+
+@cache
+def _tau_grid_program():
+    """(likelihood, residual, spread_var, dist, mask, failures) -> [len(_GRID)]: the sum over the
+    rows where `mask` holds of each residual's log-likelihood at each tau of the grid (see
+    `_tau_log_likelihood`); jitted on first use, so that importing this module compiles nothing."""
+    import jax
+    import jax.numpy as jnp
+
     from tokeff.laws.model import observation_dist
 
-    scale = np.sqrt(spread_var[None, :] + (_GRID[:, None] * dist[None, :]) ** 2)
-    with jax.enable_x64(True):
+    @partial(jax.jit, static_argnums=0)
+    def program(likelihood, residual, spread_var, dist, mask, failures):
+        scale = jnp.sqrt(spread_var[None, :] + (jnp.asarray(_GRID)[:, None] * dist[None, :]) ** 2)
         ll = observation_dist("loss", likelihood, 0.0, sigma=scale, failures=failures).log_prob(residual[None, :])
-    return np.asarray(ll, np.float64).sum(axis=1)
+        return jnp.where(mask[None, :], ll, 0.0).sum(axis=1)
+
+    return program
 
 
 def _inner_origin(form, likelihood, inner: FitData, held: FitData, *, pad_to: int, seed: int):

@@ -28,7 +28,8 @@ from tokeff.progress import NUTS_STEPS, show_progress
 from tokeff.resources import check_fit_size
 from tokeff.usermodule import check_form_outputs
 from tokeff.laws.model import (
-    Likelihood, init_strategy, make_model, observed, param_sites, predictive, resolve_likelihood,
+    Likelihood, init_strategy, make_model, observed, param_sites, pointwise_log_likelihood, predictive,
+    resolve_likelihood,
 )
 
 # A NUTS fit that fails its diagnostics is rerun once at this target acceptance (with twice the draws
@@ -396,14 +397,12 @@ def run_nuts(form, lik, data, *, chains, draws, warmup, seed, target_accept=0.98
 def _inference_data(form, lik, data, posterior, stats):
     """ArviZ InferenceData with pointwise log-likelihood (site `obs`) for LOO/WAIC."""
     import arviz as az
-    import jax
-    from numpyro.infer import log_likelihood
 
-    inputs, n_eval, obs = _model_args(form, data)
     n_chains, n_draws = next(iter(posterior.values())).shape[:2]
-    flat = {k: v.reshape(n_chains * n_draws) for k, v in posterior.items()}
-    ll = log_likelihood(make_model(form, lik, centred=False), jax.tree.map(jax.numpy.asarray, flat), inputs, n_eval, obs)["obs"]
-    ll = np.asarray(ll).reshape(n_chains, n_draws, -1)
+    flat = {k: np.asarray(v).reshape(n_chains * n_draws) for k, v in posterior.items()}
+    obs = observed(form, data.y, data.n_eval).astype(np.float32)
+    ll = pointwise_log_likelihood(form, lik, flat, data.inputs, obs, n_eval=data.n_eval)
+    ll = ll.reshape(n_chains, n_draws, -1)
     kwargs = {}
     if stats is not None:
         kwargs["sample_stats"] = {"diverging": stats["diverging"], "energy": stats["energy"]}

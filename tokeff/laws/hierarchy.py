@@ -44,7 +44,8 @@ from tokeff.laws import discrepancy as discrepancy_lib
 from tokeff.laws.data import FitData, prepare, read_table
 from tokeff.laws.forms import Form, get_form, is_builtin
 from tokeff.laws.model import (
-    FAILURE_SITES, Likelihood, observation_dist, observed, predictive_from_mean, resolve_likelihood, sample_noise,
+    FAILURE_SITES, Likelihood, law_mean, observation_dist, observed, pad_edge, padded_size, pointwise_log_likelihood,
+    predictive_from_mean, resolve_likelihood, sample_noise,
 )
 from tokeff.laws.priors import Prior
 from tokeff.laws.settings import FitSettings
@@ -114,6 +115,37 @@ def _to_coordinate(form: Form, name: str, value, p: Mapping, centre: Mapping):
 def pooled_order(form: Form, pooled: Sequence[str]) -> list[str]:
     """The pooled parameters in sampling order: the axes of the correlated group effects."""
     return [k for k in _order(form) if k in pooled]
+
+
+_NEW_GROUP_PROGRAMS: dict[tuple, tuple[Form, object]] = {}
+
+
+def _new_group_program(form: Form, pooled: Sequence[str]):
+    """`GroupedFit.new_group_params`'s transform as one jitted program ({pop site: [S, 1]},
+    {pooled: spread [S, 1]}, z [S, n, pooled], centre) -> {name: [S, n]}: run eagerly, its
+    operations compiled one by one for every new shape."""
+    import jax
+    import jax.numpy as jnp
+
+    key = (id(form.mean), tuple((k, str(p)) for k, p in form.params.items()),
+           tuple((k, id(f)) for k, f in form.centring.items()), tuple(pooled))
+    if key not in _NEW_GROUP_PROGRAMS:
+        axes = pooled_order(form, pooled)
+
+        @jax.jit
+        def program(pop, spreads, z, centre):
+            shape = z.shape[:2]
+            new: dict = {}
+            for name in _order(form):
+                if name not in pooled:
+                    new[name] = jnp.broadcast_to(pop[name], shape)
+                    continue
+                t_pop = _to_coordinate(form, name, pop[name], pop, centre)
+                new[name] = _to_value(form, name, t_pop + spreads[name] * z[:, :, axes.index(name)], new, centre)
+            return new
+
+        _NEW_GROUP_PROGRAMS[key] = (form, program)  # the form keeps the ids in the key taken
+    return _NEW_GROUP_PROGRAMS[key][1]
 
 
 def make_grouped_model(form: Form, likelihood: Likelihood, n_groups: int, pooled: Sequence[str],
@@ -283,26 +315,22 @@ class GroupedFit:
 
     def new_group_params(self, n: int, *, seed: int = 0) -> dict[str, np.ndarray]:
         """name -> [S, n]: n groups the fit never saw, drawn from the population for each draw."""
-        import jax.numpy as jnp
-
         rng = np.random.default_rng(seed + 17)
-        centre = {k: jnp.float32(v) for k, v in self.centre.items()}
-        pop = {k: jnp.asarray(self.samples[pop_site(k)], jnp.float32)[:, None] for k in self.form.param_names}
+        centre = {k: np.float32(v) for k, v in self.centre.items()}
+        pop = {k: np.asarray(self.samples[pop_site(k)], np.float32)[:, None] for k in self.form.param_names}
         axes = pooled_order(self.form, self.pooled)
         n_draws = next(iter(pop.values())).shape[0]
         z = rng.standard_normal((n_draws, n, len(axes)))
         if CORR_SITE in self.samples:  # correlated effects: z_g -> L z_g (the draw's Cholesky factor)
             z = np.einsum("sij,snj->sni", np.asarray(self.samples[CORR_SITE], np.float64), z)
-        new: dict = {}
-        for name in _order(self.form):
-            if name not in self.pooled:
-                new[name] = jnp.broadcast_to(pop[name], (n_draws, n))
-                continue
-            t_pop = _to_coordinate(self.form, name, pop[name], pop, centre)
-            spread = jnp.asarray(self.samples[spread_site(name)], jnp.float32)[:, None]
-            new[name] = _to_value(self.form, name, t_pop + spread * jnp.asarray(z[:, :, axes.index(name)], jnp.float32),
-                                  new, centre)
-        return {k: np.asarray(v, np.float64) for k, v in new.items()}
+        if n == 0 or n_draws == 0:
+            return {k: np.zeros((n_draws, n)) for k in self.form.param_names}
+        spreads = {k: np.asarray(self.samples[spread_site(k)], np.float32)[:, None] for k in axes}
+        draws, rows = padded_size(n_draws), padded_size(n)
+        new = _new_group_program(self.form, self.pooled)(
+            {k: pad_edge(v, draws, 0) for k, v in pop.items()}, {k: pad_edge(v, draws, 0) for k, v in spreads.items()},
+            pad_edge(pad_edge(z.astype(np.float32), rows, 1), draws, 0), centre)
+        return {k: np.asarray(v, np.float64)[:n_draws, :n] for k, v in new.items()}
 
     def predictive(self, inputs: Mapping[str, np.ndarray], kind: str = "observed", *, groups: Sequence | None = None,
                    new_groups: bool = False, n_eval=None, seed: int = 0) -> np.ndarray:
@@ -310,8 +338,6 @@ class GroupedFit:
         law's mean, "new_run" times what the law misses there (the discrepancy), "observed" plus the
         likelihood's observation noise. A label the fit never saw needs `new_groups` (drawn from
         the population)."""
-        import jax.numpy as jnp
-
         if groups is None:
             raise UserError(f"groups: a grouped fit predicts per {self.groups.column}; pass one label per row")
         x = {k: np.asarray(inputs[k], np.float64).reshape(-1) for k in self.form.inputs}
@@ -320,9 +346,7 @@ class GroupedFit:
             raise UserError(f"groups: {len(groups)} labels for {n_rows} rows")
         index = self.groups.lookup(groups, new_groups=new_groups)
         p = self.group_params(index, seed=seed, labels=groups)
-        pj = {k: jnp.asarray(v, jnp.float32) for k, v in p.items()}
-        xj = {k: jnp.asarray(v, jnp.float32) for k, v in x.items()}
-        mu = np.asarray(self.form.mean(pj, xj), np.float64)
+        mu = np.asarray(law_mean(self.form, p, x), np.float64)
         sd = None if kind == "mean" else self.discrepancy_sd(x, index)
         return predictive_from_mean(self.form.target, self.likelihood, mu, kind, sigma=self.samples.get("sigma"),
                                     n_eval=n_eval, seed=seed, discrepancy_sd=sd)
@@ -341,21 +365,12 @@ class GroupedFit:
 
     def log_likelihood(self) -> np.ndarray:
         """[S, n]: each fitted row's log-likelihood per draw, at its group's parameters (for LOO)."""
-        import jax.numpy as jnp
-
-        p = {k: jnp.asarray(np.asarray(self.samples[k])[:, self.groups.index], jnp.float32)
-             for k in self.form.param_names}
-        x = {k: jnp.asarray(v, jnp.float32) for k, v in self.data.inputs.items()}
-        obs = jnp.asarray(observed(self.form, self.data.y, self.data.n_eval), jnp.float32)
-        if self.form.target == "loss":
-            failures = (tuple(jnp.asarray(self.samples[k])[:, None] for k in FAILURE_SITES)
-                        if self.likelihood.kind == "failures" else None)
-            d = observation_dist("loss", self.likelihood, self.form.log_mean(p, x),
-                                 sigma=jnp.asarray(self.samples["sigma"])[:, None], failures=failures)
-        else:
-            d = observation_dist("accuracy", self.likelihood, self.form.mean(p, x),
-                                 n_eval=jnp.asarray(self.data.n_eval, jnp.float32))
-        return np.asarray(d.log_prob(obs), np.float64)
+        samples = {k: np.asarray(v) for k, v in self.samples.items()}
+        p = {k: samples[k][:, self.groups.index] for k in self.form.param_names}
+        obs = observed(self.form, self.data.y, self.data.n_eval)
+        ll = pointwise_log_likelihood(self.form, self.likelihood, samples | p, self.data.inputs, obs,
+                                      n_eval=self.data.n_eval)
+        return np.asarray(ll, np.float64)
 
     def save(self, path: str, *, plots: bool = True, force: bool = False) -> str:
         from tokeff.io import output_dir, write_json

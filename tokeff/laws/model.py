@@ -312,6 +312,105 @@ def param_sites(form: Form, likelihood: Likelihood | None = None) -> tuple[str, 
     return form.param_names + ("sigma",) + (FAILURE_SITES if likelihood and likelihood.kind == "failures" else ())
 
 
+# Evaluated outside a model (predictions, coverage checks, log-likelihoods for LOO, scores), the
+# law and the likelihood run as compiled programs on padded shapes: run eagerly, each of their
+# operations compiled on its own for every new shape (about 100 compiles in a cold fit).
+def padded_size(n: int) -> int:
+    """What an axis of `n` is padded to before it enters a compiled program: the next power of two,
+    at least 32 (`tokeff.laws.laplace.bucket`), so that calls of nearby sizes share one program."""
+    return max(32, 1 << max(0, int(n) - 1).bit_length())
+
+
+def pad_edge(v: np.ndarray, size: int, axis: int) -> np.ndarray:
+    """`v` padded along `axis` to `size` by repeating its last entry (a value the law takes, so
+    the padding stays finite); the caller slices the padding off the result."""
+    widths = [(0, 0)] * v.ndim
+    widths[axis] = (0, size - v.shape[axis])
+    return np.pad(v, widths, mode="edge")
+
+
+_MEAN_PROGRAMS: dict[tuple, tuple[Form, object]] = {}
+
+
+def _mean_program(form: Form, log: bool):
+    """The form's (log) mean as one jitted program, broadcast to [draws, rows]."""
+    key = (id(form.mean), id(form.log_mean_fn), form.inputs, form.param_names, log)
+    if key not in _MEAN_PROGRAMS:
+        fn = form.log_mean if log else form.mean
+
+        @jax.jit
+        def program(p, x):
+            draws = next(iter(p.values())).shape[0]
+            rows = next(iter(x.values())).shape[0]
+            return jnp.broadcast_to(fn(p, x), (draws, rows))
+
+        _MEAN_PROGRAMS[key] = (form, program)  # the form keeps the ids in the key taken
+    return _MEAN_PROGRAMS[key][1]
+
+
+def law_mean(form: Form, p: Mapping[str, np.ndarray], inputs: Mapping[str, np.ndarray], *,
+             log: bool = False) -> np.ndarray:
+    """[S, n] float32: the form's mean (or log mean) at `inputs` ([n] each) under parameter draws
+    `p` ([S, 1], or [S, n] for one value per draw and row). One compiled program per form and padded
+    shape (`padded_size` of S and of n): predictions, coverage checks and scores at ever new sizes
+    then reuse a handful of programs. The padding repeats the last draw and row and is sliced off;
+    a law's mean is elementwise in draws and rows, so it changes nothing."""
+    x = {k: np.asarray(inputs[k], np.float32).reshape(-1) for k in form.inputs}
+    p = {k: np.asarray(p[k], np.float32).reshape(np.shape(p[k])[0], -1) for k in form.param_names}
+    n = next(iter(x.values())).shape[0] if x else 1
+    s = next(iter(p.values())).shape[0]
+    if n == 0 or s == 0 or not x:
+        fn = form.log_mean if log else form.mean
+        return np.asarray(jnp.broadcast_to(fn(p, x), (s, n)), np.float32)
+    rows, draws = padded_size(n), padded_size(s)
+    xp = {k: pad_edge(v, rows, 0) for k, v in x.items()}
+    pp = {k: pad_edge(v if v.shape[1] == 1 or n == 1 else pad_edge(v, rows, 1), draws, 0) for k, v in p.items()}
+    return np.asarray(_mean_program(form, log)(pp, xp))[:s, :n]
+
+
+@partial(jax.jit, static_argnums=(0, 1))
+def _observation_log_prob(target, likelihood, location, obs, sigma, n_eval, failures):
+    return observation_dist(target, likelihood, location, sigma=sigma, n_eval=n_eval, failures=failures).log_prob(obs)
+
+
+def observation_log_prob(target: str, likelihood: Likelihood, location: np.ndarray, obs: np.ndarray, *,
+                         sigma: np.ndarray | None = None, n_eval: np.ndarray | None = None,
+                         failures: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """[S, n] log-likelihood of each observation `obs` [n] (what `observed` returns) per draw: the
+    fitted model's observation site (`observation_dist`) at the law's `location` [S, n], with the
+    draws' `sigma` [S] and, with the "failures" likelihood, their (share, scale) `failures`. One
+    compiled program per likelihood and padded shape (`padded_size`), sliced back to [S, n]."""
+    location = np.asarray(location, np.float32)
+    s, n = location.shape
+    if s == 0 or n == 0:
+        return np.zeros((s, n), np.float32)
+    draws, rows = padded_size(s), padded_size(n)
+
+    def per_draw(v):
+        return None if v is None else pad_edge(np.asarray(v, np.float32).reshape(s, 1), draws, 0)
+
+    def per_row(v):
+        return None if v is None else pad_edge(np.asarray(v, np.float32).reshape(-1), rows, 0)
+
+    out = _observation_log_prob(target, likelihood, pad_edge(pad_edge(location, rows, 1), draws, 0), per_row(obs),
+                                per_draw(sigma), per_row(n_eval),
+                                None if failures is None else tuple(per_draw(v) for v in failures))
+    return np.asarray(out)[:s, :n]
+
+
+def pointwise_log_likelihood(form: Form, likelihood: Likelihood, samples: Mapping[str, np.ndarray],
+                             inputs: Mapping[str, np.ndarray], obs: np.ndarray, *,
+                             n_eval: np.ndarray | None = None) -> np.ndarray:
+    """[S, n] log-likelihood of each fitted row per draw (what LOO and WAIC need): the model's
+    observed site with every parameter given by the draws. `samples`: each of the form's parameters
+    [S] (or [S, n], one value per row, as a grouped fit has them), and the noise sites [S]."""
+    loss = form.target == "loss"
+    location = law_mean(form, {k: samples[k] for k in form.param_names}, inputs, log=loss)
+    failures = tuple(samples[k] for k in FAILURE_SITES) if loss and likelihood.kind == "failures" else None
+    return observation_log_prob(form.target, likelihood, location, obs, sigma=samples["sigma"] if loss else None,
+                                 n_eval=n_eval, failures=failures)
+
+
 PREDICTIVE_KINDS = ("mean", "new_run", "observed")
 
 
@@ -329,9 +428,8 @@ def predictive(
     """Predictions at `inputs` for every draw, [S, n]: the law's mean under each draw of `samples`,
     then `predictive_from_mean` (`Fit.predictive` is the front door, with the fit's own
     discrepancy term)."""
-    p = {k: jnp.asarray(samples[k], jnp.float32)[:, None] for k in form.param_names}
-    x = {k: jnp.asarray(v, jnp.float32) for k, v in inputs.items()}
-    return predictive_from_mean(form.target, likelihood, np.asarray(form.mean(p, x)), kind, sigma=samples.get("sigma"),
+    p = {k: np.asarray(samples[k], np.float32)[:, None] for k in form.param_names}
+    return predictive_from_mean(form.target, likelihood, law_mean(form, p, inputs), kind, sigma=samples.get("sigma"),
                                 n_eval=n_eval, seed=seed, discrepancy_sd=discrepancy_sd)
 
 
