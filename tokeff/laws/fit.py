@@ -352,6 +352,10 @@ def run_nuts(form, lik, data, *, chains, draws, warmup, seed, target_accept=0.98
     import numpyro
     from numpyro.infer import MCMC, NUTS
 
+    from tokeff.laws.sampling_loop import share_sampling_loop
+
+    share_sampling_loop()  # one compile of the sampling loop, not one per chain
+
     devices = jax.local_device_count()
     if chain_method is None and devices > 1 and chains > 1:
         chain_method, per_wave = "parallel", min(devices, chains)

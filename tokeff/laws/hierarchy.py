@@ -422,6 +422,10 @@ def _run_nuts(model, args, *, chains, draws, warmup, seed, target_accept, progre
     import numpyro
     from numpyro.infer import MCMC, NUTS, init_to_median, init_to_value
 
+    from tokeff.laws.sampling_loop import share_sampling_loop
+
+    share_sampling_loop()  # one compile of the sampling loop, not one per chain
+
     devices = jax.local_device_count()
     chain_method = "parallel" if devices >= chains > 1 else "sequential"
     init = init_to_median(num_samples=15) if init_values is None else init_to_value(values=init_values)

@@ -177,6 +177,9 @@ def grouped_calibration(
 
     from tokeff.laws.diagnostics import split_r_hat
     from tokeff.laws.hierarchy import make_grouped_model, pop_site, spread_site
+    from tokeff.laws.sampling_loop import share_sampling_loop
+
+    share_sampling_loop()  # one compile of the sampling loop, not one per chain
 
     form = get_form(form) if isinstance(form, str) else form
     lik = Likelihood()
