@@ -87,7 +87,7 @@ def _independent(train: pd.DataFrame, labels, test: pd.DataFrame, ends: pd.DataF
 
 
 def run_task(curves: pd.DataFrame, share: float, settings_pooled, settings_single, independent: bool,
-             correlated: bool = False, window: str = "all") -> dict:
+             correlated: bool = False, window: str | None = None) -> dict:
     from tokeff.laws.hierarchy import fit_grouped
     from tokeff.laws.selection import coverage, run_draws, score_selection
 
