@@ -33,7 +33,8 @@ backtest enters the choice. Independent inner fits miss by more than a pooled fi
 Why `"auto"` is the default: on Lin et al.'s real curves it picks the better model from 1/8 of each
 curve (mean Pearson r 0.974 against 0.928 with every row; the pick's observed rank 1/2/2 against
 9/1/2), and from 1/64 of each curve, where the windows' scores differ by less than their noise, it
-costs 0.03 in r and changes no pick. Groups too short for the inner split keep every row.
+costs 0.03 in r and changes no pick. With fewer than two groups long enough for the inner split,
+every row is kept.
 """
 
 from __future__ import annotations
