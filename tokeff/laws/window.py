@@ -110,6 +110,7 @@ def min_window(form) -> int:
 def choose_window(form, likelihood, data: "FitData", group_index: np.ndarray, *, seed: int = 0) -> tuple[int | None, dict]:
     """(K, record): the window chosen by the module doc's rule (None: every row) and how."""
     from tokeff.laws.laplace import bucket, run_laplace
+    from tokeff.laws.model import law_mean
 
     key = _order_key(data)
     ordered = []
@@ -140,7 +141,7 @@ def choose_window(form, likelihood, data: "FitData", group_index: np.ndarray, *,
                     continue
                 _, point, _ = run_laplace(form, likelihood, inner.take(np.arange(inner.n_points - k, inner.n_points)),
                                           draws=2, seed=seed, pad_to=pad_to)
-                predicted = np.asarray(form.log_mean({p: np.float32(point[p]) for p in form.param_names}, x_held))
+                predicted = law_mean(form, {p: np.array([[point[p]]]) for p in form.param_names}, x_held, log=True)[0]
                 errors[o, i, j] = float(np.mean((np.log(held.y) - predicted) ** 2))
     finite = np.isfinite(errors)
     errors = np.where(finite, errors, (np.max(errors[finite]) if finite.any() else 0.0) * 10 + 1.0)
