@@ -156,7 +156,8 @@ def main(argv=None) -> int:
     single = FitSettings(method="map", likelihood=args.likelihood, laplace_draws=2000)
     tasks = [(os.path.splitext(os.path.basename(p))[0], read_curves(p)) for p in args.paths]
     tasks += [(f"simulated-{k}", simulated_family(100 + k)) for k in range(args.sim)]
-    print(f"pooled: {args.method} ({args.chains} x {args.draws} draws, {args.likelihood}"
+    sampler = f"{args.chains} x {args.draws} draws" if args.method == "nuts" else "variational Gaussian, 2000 draws"
+    print(f"pooled: {args.method} ({sampler}, {args.likelihood}"
           f"{', correlated effects' if args.correlated else ''}"
           f", window {window});"
           f" independent: map per model; form {FORM}")
@@ -183,7 +184,7 @@ def main(argv=None) -> int:
     timed = frame[(frame["fit"] == "pooled") & (frame["kind"] == "real")]
     if len(timed):
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-        print(f"\npooled {args.method} fit ({args.chains} x {args.draws}), {int(timed['n_groups'].iloc[0])} groups:"
+        print(f"\npooled {args.method} fit ({sampler}), {int(timed['n_groups'].iloc[0])} groups:"
               + "".join(f" {r.task} 1/{r.share:g} {r.seconds:.0f} s;" for r in timed.itertuples())
               + f" {os.cpu_count()} CPUs, load average now {load:.1f}")
     return 0
