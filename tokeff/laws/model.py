@@ -283,8 +283,8 @@ def sample_noise(likelihood: Likelihood):
 def make_model(form: Form, likelihood: Likelihood, *, centred: bool = True):
     """A NumPyro model `model(inputs, n_eval, obs)`; arrays are arguments so one compiled sampler
     serves many datasets of the same shape (simulation-based calibration reuses it).
-    `centred=False` samples every parameter directly (what `log_likelihood` needs for draws that
-    carry only the form's parameters, e.g. from the classic bootstrap)."""
+    `centred=False` samples every parameter directly: the plain parametrisation, whose joint density
+    the centred one must equal (tested)."""
     import numpyro
 
     def loss_model(inputs: dict, n_eval=None, obs=None):

@@ -134,14 +134,14 @@ def choose_window(form, likelihood, data: "FitData", group_index: np.ndarray, *,
     for j, (rows, n_holds) in enumerate(ordered):
         for o, n_hold in enumerate(n_holds):
             inner, held = data.take(rows[:-n_hold]), data.take(rows[-n_hold:])
-            x_held = {v: np.asarray(x, np.float32) for v, x in held.inputs.items()}
             for i, k in enumerate(windows):
                 if k > inner.n_points:  # the group's every inner row: the same fit as the window before
                     errors[o, i, j] = errors[o, i - 1, j]
                     continue
                 _, point, _ = run_laplace(form, likelihood, inner.take(np.arange(inner.n_points - k, inner.n_points)),
                                           draws=2, seed=seed, pad_to=pad_to)
-                predicted = law_mean(form, {p: np.array([[point[p]]]) for p in form.param_names}, x_held, log=True)[0]
+                predicted = law_mean(form, {p: np.array([[point[p]]]) for p in form.param_names}, held.inputs,
+                                     log=True)[0]
                 errors[o, i, j] = float(np.mean((np.log(held.y) - predicted) ** 2))
     finite = np.isfinite(errors)
     errors = np.where(finite, errors, (np.max(errors[finite]) if finite.any() else 0.0) * 10 + 1.0)
