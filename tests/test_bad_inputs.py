@@ -549,6 +549,46 @@ for label, module, field in MODULE_FAILURES[:4]:
 case("demo-workdir-empty-path", ["demo", "--config", DEMO_SMOKE, "--workdir", ""], ("--workdir", EMPTY))
 case("demo-workdir-train-wd", ["demo", "--config", DEMO_SMOKE, "--workdir", "{W}/train-wd"], "--workdir")
 
+# --- values a flag's parser let through, refused where they are read --------------------------
+VOL = ["predict", "{W}/fit-volume", "--at", "V=1e5", "M=1e6", "--out", "{W}/new-pred"]
+for value in ("0", "-1", "1.5", "nan"):
+    case(f"predict-n-eval-{value}", [*VOL, "--n-eval", value], ("--n-eval", "whole, positive"))
+case("predict-at-no-equals", [*R, "--at", "N", "D=1e10"], ("--at", "VAR=VALUE"))
+case("predict-table-rows-wider-than-header", [*R, "--table", "{W}/points-wide.csv"], ("--table", "more fields"))
+case("fit-rows-wider-than-header", ["fit", "{W}/table-wide.csv", *F[2:]], ("table-wide.csv", "more fields"))
+case("compare-no-log-likelihood", ["compare", "{W}/fit-chinchilla", "{W}/fit-unconverged"], ("fit-chinchilla", "log-likelihood"))
+case("allocate-lengths-nan", [*V, "--models", "tiny", "--strategies", "few_long", "--lengths", "{W}/lengths-nan.json"],
+     ("--lengths", "positive token lengths"))
+case("allocate-lengths-1e30", [*V, "--models", "tiny", "--strategies", "few_long", "--lengths", "{W}/lengths-huge.json"],
+     ("--lengths", "limit"))
+case("allocate-epochs-empty", [*V, "--models", "tiny", "--lengths-grid", "64", "--epochs", ""], ("--epochs", "empty"))
+case("allocate-n-examples-empty", [*V, "--models", "tiny", "--lengths-grid", "64", "--n-examples", ""],
+     ("--n-examples", "empty"))
+case("allocate-budget-1e300", [*A, "--budget", "1e300"], ("--budget", "limit"))
+case("allocate-frontier-on-finetuning", [*V, "--models", "tiny", "--lengths-grid", "64", "--frontier", "law"],
+     ("--frontier", "pretraining"))
+case("propose-budget-1e300", [*P, "--budget", "1e300"], ("--budget", "limit"))
+case("propose-horizon-1e300", [*P, "--horizon", "1e300"], ("--horizon", "limit"))
+case("propose-grid-unknown-key", [*P[:2], "--grid", "{W}/grid-typo.json", "--out", "{W}/new-proposals"],
+     ("--grid", "unknown key 'n_exmples'"))
+case("propose-grid-and-models", [*P, "--grid", "{W}/grid-ok.json"], ("--models", "--grid"))
+case("propose-n-eval-on-loss-fit", ["propose", "{W}/fit-chinchilla", "--grid", "{W}/grid-unknown-group.json",
+                                    "--n-eval", "100", "--out", "{W}/new-proposals"], ("--n-eval", "loss form"))
+case("fit-pool-empty", [*F, "--group", "grp", "--pool", ""], ("--pool", "empty parameter name"))
+case("fit-pool-empty-name", [*F, "--group", "grp", "--pool", "E,,beta"], ("--pool", "empty parameter name"))
+case("backtest-frontier-no-interior-optimum", [*BT[:-2], "--decision", "frontier", "--out", "{W}/new-bt"],
+     ("--by", "optimum inside its runs"))
+case("backtest-choice-on-pretraining", [*BT[:-2], "--decision", "choice", "--out", "{W}/new-bt"],
+     ("--decision", "fine-tuning"))
+case("train-data.k_shot--1", [*T, "--config.data.k_shot=-1"], "data.k_shot")
+case("train-mesh.fsdp-0", [*T, "--config.mesh.fsdp=0"], "mesh.fsdp")
+case("sweep-grid-unknown-model", [*S, "--config.grid.models=('nope',)"], ("config.grid.models", "nope"))
+case("sweep-grid-unknown-strategy", [*S, "--config.grid.compositions=({'strategy': 'fancy'},)"],
+     ("config.grid.compositions[0].strategy", "fancy"))
+case("sweep-points-unknown-strategy", [*S, "--points", "{W}/points-fancy.json"], ("points[0].composition.strategy", "fancy"))
+case("eval-dataset-empty-name", ["eval", "--model", "tiny", "--dataset", ""], ("dataset", "empty"))
+
+
 # --- the CLI itself ----------------------------------------------------------------------
 case("cli-unknown-command", ["frobnicate"], "frobnicate")
 case("cli-extra-args-no-overrides", ["flops", "--model", "tiny", "--seq-len", "64", "--config.x=1"], "--config.x")
@@ -683,6 +723,15 @@ def _build_hostile_inputs(root: pathlib.Path, n, d, loss) -> None:
     point = {"model": "nope", "budget_flops": 1e9, "composition": {"strategy": "random"}, "seed": 0}
     (root / "points-unknown-model.json").write_text(json.dumps({"points": [point]}))
     (root / "points-neg-seed.json").write_text(json.dumps({"points": [{**point, "model": "tiny", "seed": -1}]}))
+    (root / "points-fancy.json").write_text(json.dumps({"points": [{**point, "model": "tiny",
+                                                                    "composition": {"strategy": "fancy"}}]}))
+    (root / "points-wide.csv").write_text("N,D\n1e9,1e10,5\n")  # pandas would take N for an index
+    (root / "table-wide.csv").write_text("params,tokens,loss\n" + "\n".join(
+        f"{a:.6g},{b:.6g},{c:.6g},run" for a, b, c in zip(n, d, loss)) + "\n")
+    (root / "lengths-nan.json").write_text("[10, NaN, 30]")
+    (root / "lengths-huge.json").write_text("[10, 1e30]")
+    (root / "grid-ok.json").write_text(json.dumps({"models": ["tiny"], "n_examples": [100], "avg_tokens": [32]}))
+    (root / "grid-typo.json").write_text(json.dumps({"models": ["tiny"], "n_exmples": [100], "avg_tokens": [32]}))
 
 
 def _build_foreign_dirs(root: pathlib.Path, train_config) -> None:

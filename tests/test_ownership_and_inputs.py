@@ -244,10 +244,10 @@ def test_map_leaves_data_alone_ignored_flags_warn_once_and_dropped_rows_are_list
     table = _table(tmp_path / "t.csv", extra_rows="nan,1e10,3.0\n")
     out = tmp_path / "fit"
     code, stdout, err = _main(["fit", "--map", "N=params", "D=tokens", table, "--form", "chinchilla", "--target",
-                               "loss", "--method", "map", "--draws", "50", "--chains", "2", "--drop-invalid",
+                               "loss", "--method", "map", "--draws", "50", "--chains", "2", "--init", "prior", "--drop-invalid",
                                "--no-plots", "--out", str(out)], capsys)
     assert code == 0, err
-    assert err == ["tokeff fit: warning: --chains, --draws: ignored by --method map"]
+    assert err == ["tokeff fit: warning: --chains, --draws, --init: ignored by --method map"]
     assert "excluded 1 row(s)" in stdout and "row 16" in stdout
     summary = json.loads((out / "summary.json").read_text())
     assert summary["excluded"] == [{"row": 16, "value": 3.0, "reason": "invalid: NaN/inf in a used column "

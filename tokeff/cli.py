@@ -62,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _hoist_positionals(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
     """`fit --map N=p D=t data.csv`: a VAR=VALUE list option (nargs="+", metavar with '=') would
-    swallow the positional after it; a token without '=' there is moved before the options."""
+    swallow the positional after it; a token without '=' there is moved before the options, while
+    the command still lacks a positional (once it has its own, the token stays in the list, whose
+    parser names it: `predict FIT --at N D=1e10` is an --at error, not a second FIT_DIR)."""
     if not argv or argv[0].startswith("-"):
         return argv
     sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
@@ -70,14 +72,23 @@ def _hoist_positionals(argv: list[str], parser: argparse.ArgumentParser) -> list
     if command is None:
         return argv
     lists = {s for a in command._actions if a.nargs == "+" and "=" in str(a.metavar or "") for s in a.option_strings}
-    out, hoisted, inside = [argv[0]], [], False
+    options = {s: a for a in command._actions for s in a.option_strings}
+    wanted = sum(1 for a in command._actions if not a.option_strings and a.nargs is None)
+    out, hoisted, given = [argv[0]], [], 0
+    state = None  # what the tokens after an option are: "list" (VAR=VALUE), "many", "one" value, or positionals
     for token in argv[1:]:
         if token.startswith("-"):
-            inside = token in lists
+            action = options.get(token)
+            state = ("list" if token in lists else "many" if action.nargs in ("+", "*") else
+                     None if action.nargs == 0 else "one") if action is not None else None
             out.append(token)
-        elif inside and "=" not in token:
+        elif state == "list" and "=" not in token and given + len(hoisted) < wanted:
             hoisted.append(token)
         else:
+            if state is None:
+                given += 1
+            elif state == "one":
+                state = None
             out.append(token)
     return [out[0], *hoisted, *out[1:]] if hoisted else argv
 

@@ -110,6 +110,11 @@ class FlopBreakdown:
         return out
 
 
+# The largest budget taken: 1e30 FLOPs is some thousand times the largest training run yet; beyond
+# it the laws' frontier overflows float32 and candidate counts overflow integers.
+MAX_BUDGET = 1e30
+
+
 def check_budget(value, field: str) -> float:
     """A FLOP budget as a float: a positive, finite number (not a string or a bool). Every budget
     a user gives (a grid, a points file, a run's config, `allocate`) passes here; anything else is
@@ -117,6 +122,8 @@ def check_budget(value, field: str) -> float:
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and 0.0 < float(value) < math.inf
     if not ok:
         raise UserError(f"{field}: must be a positive, finite number of FLOPs, got {value!r}")
+    if float(value) > MAX_BUDGET:
+        raise UserError(f"{field}: {float(value):.3g} FLOPs is over the limit of {MAX_BUDGET:.0e}")
     return float(value)
 
 

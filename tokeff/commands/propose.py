@@ -63,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
 
     refuse_stacked(fit, "propose reweights")
     refuse_grouped_pretraining(fit, "propose informs")
+    if args.n_eval is not None and fit.form.target != "accuracy":
+        raise UserError(f"--n-eval: applies to accuracy fits; {fit.form.name} is a loss form")
     groups = getattr(fit, "groups", None)
     if groups is not None:
         from tokeff.decide.options import grouped_space
@@ -71,6 +73,12 @@ def run(args: argparse.Namespace) -> int:
     elif args.group_value or args.new_group:
         raise UserError("--group-value: the fit is not grouped (fit with --group COLUMN)")
     cands = candidates(args.grid, space, groups=groups, new_group=args.new_group)
+    if args.grid:  # the grid file lists the candidates; these flags would be ignored
+        given = [flag for flag, value in (("--models", args.models), ("--n-examples", args.n_examples),
+                                          ("--lengths-grid", args.lengths_grid), ("--strategies", args.strategies))
+                 if value is not None]
+        if given:
+            raise UserError(f"{given[0]}: the --grid file lists the candidates; give one or the other")
     budget = budget if budget is not None else max(o.flops for o, _ in cands)
     claim_output_dir(out, "proposals", allow_existing=True)
     n_draws = len(next(iter(fit.samples.values())))

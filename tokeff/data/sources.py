@@ -249,6 +249,8 @@ def _read_local(path):
 def _read_hub(name: str, split: str, config: str | None = None):
     import datasets
 
+    if not name.strip():
+        raise UserError("dataset: the name is empty; name a hub dataset (e.g. mmlu) or a local file")
     if hub_offline():
         raise UserError(f"dataset: {name!r} needs the hub but HF_DATASETS_OFFLINE/HF_HUB_OFFLINE "
                         "is set; pass a local path")

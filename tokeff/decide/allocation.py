@@ -122,6 +122,9 @@ def allocate_fit(fit, budget: float, space: OptionSpace | None = None, *, fronti
     else:
         from tokeff.laws.stacking import refuse_stacked
 
+        if frontier_source != "auto":
+            raise UserError(f"--frontier: applies to pretraining laws; form {form.name} chooses among options, "
+                            "with no compute-optimal frontier")
         refuse_stacked(fit, "a fine-tuning choice reweights")
         if grouped:
             space = grouped_space(fit, space or OptionSpace(models=()), group_values, new_group=new_group)

@@ -92,12 +92,20 @@ def allocation_backtest(table, form: Form | str, settings: FitSettings | None = 
         raise UserError(f"--frac: {n_groups} budget(s) found (--by {by or '6ND'}); holding out the top {frac:g} "
                         "needs at least 1 held out and 3 fitted")
     fit_rows = np.flatnonzero(labels < n_groups - n_held)
+    # Each held-out budget's own optimum (from its runs alone), before the fit: with none inside its
+    # runs there is nothing to score the fit against.
+    held = range(n_groups - n_held, n_groups)
+    optima = {g: budget_optimum(n_all[labels == g], data.y[labels == g], budget=float(np.median(compute[labels == g])),
+                                seed=seed + g) for g in held if (labels == g).sum() >= 4}
+    if not any(o.interior for o in optima.values()):
+        raise UserError(f"--by: none of the {n_held} held-out budget(s) has its optimum inside its runs"
+                        " (an isoFLOP sweep's budgets need runs on both sides of the optimum); nothing to score")
     result = fit(data.take(fit_rows), form, settings)
     fitted_optima = [o for o in fit_optima(result, seed=seed) if o.interior]
     line_a2 = approach2(fitted_optima) if len(fitted_optima) >= 3 else None
     bayes_line = OptimumLine.fit(fitted_optima, seed=seed) if len(fitted_optima) >= 3 else None
     budgets = []
-    for g in range(n_groups - n_held, n_groups):
+    for g in held:
         rows = labels == g
         c = float(np.median(compute[rows]))
         entry = {"budget_flops": c, "n_runs": int(rows.sum()), "runs": {"N": n_all[rows].tolist(), "loss": data.y[rows].tolist()}}
@@ -105,7 +113,7 @@ def allocation_backtest(table, form: Form | str, settings: FitSettings | None = 
             entry["sweep"] = {"interior": False, "reason": "fewer than 4 runs"}
             budgets.append(entry)
             continue
-        opt = budget_optimum(n_all[rows], data.y[rows], budget=c, seed=seed + g)
+        opt = optima[g]
         entry["sweep"] = opt.as_dict()
         alloc = allocate_fit(result, c, frontier_source=frontier_source)
         q = alloc["decision"]["N_opt"]

@@ -50,6 +50,11 @@ def choice_backtest(table, form: Form | str, settings: FitSettings | None = None
     if overrides:
         settings = settings.replace(**overrides)
     form = (get_form(form) if isinstance(form, str) else form).with_priors(settings.prior_overrides)
+    from tokeff.decide.frontier import is_pretraining_form
+
+    if is_pretraining_form(form):  # its decision is a point on the frontier, backtested by --decision frontier
+        raise UserError(f"--decision: choice applies to fine-tuning forms; {form.name} is a pretraining law"
+                        " (use --decision frontier)")
     if not 0.0 < frac < 1.0:
         raise UserError(f"--frac: must be in (0, 1), got {frac}")
     frame = read_table(os.fspath(table)) if isinstance(table, (str, os.PathLike)) else pd.DataFrame(table)

@@ -349,9 +349,12 @@ MAX_COUNT = 10**12  # the largest example count, length or epoch count a flag ta
 
 
 def int_list(text: str | None, field: str) -> tuple[int, ...]:
-    """Comma-separated positive integers (1e3 is 1000; 1.5 is refused), each at most once."""
-    if not text:
+    """Comma-separated positive integers (1e3 is 1000; 1.5 is refused), each at most once; not
+    given (None) is none, an empty value is refused (an unset shell variable, say)."""
+    if text is None:
         return ()
+    if not text.strip():
+        raise UserError(f"{field}: empty; give comma-separated positive integers")
     try:
         floats = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
@@ -385,8 +388,10 @@ def read_lengths(path: str):
         lengths = np.asarray(values, dtype=np.float64)
     except (ValueError, TypeError):
         raise UserError(f"--lengths: {path}: expected a JSON list or one number per line") from None
-    if lengths.ndim != 1 or len(lengths) == 0 or (lengths < 1).any():
+    if lengths.ndim != 1 or len(lengths) == 0 or not (lengths >= 1).all():
         raise UserError(f"--lengths: {path}: need a non-empty list of positive token lengths")
+    if lengths.max() > MAX_COUNT:
+        raise UserError(f"--lengths: {path}: {lengths.max():.3g} is over the limit of {MAX_COUNT:.0e}")
     return np.round(lengths).astype(np.int64)
 
 

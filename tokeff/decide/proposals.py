@@ -196,6 +196,9 @@ def sweep_points(points: list[Mapping]) -> dict:
     return {"points": [dict(p) for p in points]}
 
 
+GRID_KEYS = ("models", "n_examples", "avg_tokens", "epochs", "seeds", "budgets", "strategies", "points")
+
+
 def _read_grid(path: str) -> dict:
     from tokeff.io import read_user_text
 
@@ -211,6 +214,9 @@ def _read_grid(path: str) -> dict:
         raise UserError(f"--grid: cannot parse {path}: {str(e).splitlines()[0]}") from None
     if not isinstance(grid, dict):
         raise UserError(f"--grid: {path}: expected a mapping at the top level")
+    unknown = sorted(str(k) for k in grid if k not in GRID_KEYS)
+    if unknown:  # a misspelt axis would otherwise fall back to its default silently
+        raise UserError(f"--grid: {path}: unknown key {unknown[0]!r} (keys: {', '.join(GRID_KEYS)})")
     return grid
 
 

@@ -29,16 +29,18 @@ def compare_fits(fits: dict, *, ic: str = "loo"):
         )
         if not same:
             raise UserError(f"compare: {label} was fitted to different data than {labels[0]}; LOO needs the same points")
-    return az.compare({label: _pointwise_idata(fits[label]) for label in labels}, ic=ic)
+    return az.compare({label: _pointwise_idata(fits[label], label) for label in labels}, ic=ic)
 
 
-def _pointwise_idata(fit):
+def _pointwise_idata(fit, label: str):
     """The fit's InferenceData with its pointwise log-likelihood: stored for single-law fits; a
     grouped fit's is computed from its draws (`GroupedFit.log_likelihood`, [S, n])."""
     import arviz as az
 
     if hasattr(fit.idata, "log_likelihood"):
         return fit.idata
+    if not hasattr(fit, "log_likelihood"):  # a single-law fit's posterior.nc without its log-likelihood
+        raise UserError(f"fit dir: {label}: posterior.nc has no pointwise log-likelihood, which LOO needs; refit")
     ll = np.asarray(fit.log_likelihood())
     chains = fit.idata.posterior.sizes["chain"]
     return az.from_dict(posterior={k: fit.idata.posterior[k].values for k in fit.idata.posterior.data_vars},

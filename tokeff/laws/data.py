@@ -131,7 +131,7 @@ def read_table(path: str):
                 frame = _results_frame(results.rows_from_text(text, path))
             elif ext == ".csv":
                 _check_unique_header(text, path)
-                frame = pd.read_csv(io.StringIO(text))
+                frame = _read_csv(text, path)
             elif ext == ".json":
                 frame = pd.read_json(io.StringIO(text))
             else:
@@ -144,6 +144,22 @@ def read_table(path: str):
     if len(frame) == 0:
         raise UserError(f"data: {path} has no rows")
     return frame
+
+
+def _read_csv(text: str, path: str):
+    """The CSV as a DataFrame, its first column never taken for an index: pandas reads rows that
+    all have one field more than the header with the first field as the index, which shifts every
+    value one column to the left of its name; such rows are refused."""
+    import warnings
+
+    import pandas as pd
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pd.errors.ParserWarning)
+        try:
+            return pd.read_csv(io.StringIO(text), index_col=False)
+        except pd.errors.ParserWarning:
+            raise UserError(f"data: {path}: rows have more fields than the header has columns") from None
 
 
 def _check_unique_header(text: str, path: str) -> None:

@@ -160,7 +160,8 @@ def _check_flags_apply(form: Form, s: FitSettings) -> None:
     if s.likelihood != "auto" and form.target == "accuracy":
         raise UserError(f"--likelihood: applies to loss forms; {form.name} is an accuracy form (binomial counts)")
     default = FitSettings()
-    used_by = {"chains": "nuts", "draws": "nuts", "warmup": "nuts", "target_accept": "nuts", "bootstrap": "classic"}
+    used_by = {"chains": "nuts", "draws": "nuts", "warmup": "nuts", "target_accept": "nuts", "init": "nuts",
+               "bootstrap": "classic"}
     ignored = [f"--{name.replace('_', '-')}" for name, method in used_by.items()
                if s.method != method and getattr(s, name) != getattr(default, name)]
     if ignored:

@@ -257,13 +257,16 @@ def parse_pool(pool: "str | Sequence[str] | None", form: Form) -> tuple[str, ...
     """The pooled parameters: all of the form's by default; `--pool beta,E` names some."""
     if pool is None:
         return tuple(form.param_names)
-    names = [p.strip() for p in (pool.split(",") if isinstance(pool, str) else pool) if p.strip()]
+    names = [p.strip() for p in (pool.split(",") if isinstance(pool, str) else pool)]
+    if not all(names):
+        raise UserError(f"--pool: an empty parameter name in {pool!r}; name parameters of form {form.name}"
+                        f" (has {', '.join(form.params)})")
     unknown = [p for p in names if p not in form.params]
     twice = sorted({p for p in names if names.count(p) > 1})
     if twice:
         raise UserError(f"--pool: {', '.join(twice)} named twice")
-    if unknown or not names:
-        raise UserError(f"--pool: {unknown or 'nothing'} not parameters of form {form.name} (has {', '.join(form.params)})")
+    if unknown:
+        raise UserError(f"--pool: {', '.join(unknown)} not parameters of form {form.name} (has {', '.join(form.params)})")
     return tuple(k for k in form.param_names if k in names)
 
 

@@ -125,6 +125,8 @@ def predict_points(fit, inputs: Mapping[str, np.ndarray], *, group_values: Seque
         groups.lookup(labels, new_groups=new_group)  # unknown labels fail here, before any draw
     if form.target != "accuracy" and n_eval is not None:
         raise UserError(f"--n-eval: applies to accuracy fits; {form.name} is a loss form")
+    if n_eval is not None and not (1 <= float(n_eval) <= MAX_VALUE and float(n_eval).is_integer()):
+        raise UserError(f"--n-eval: must be a whole, positive number of questions, got {float(n_eval):g}")
     if form.target == "accuracy" and n_eval is None:
         n_eval = float(np.median(fit.data.n_eval))
     n_rows = len(next(iter(inputs.values())))

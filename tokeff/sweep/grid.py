@@ -20,7 +20,7 @@ import ml_collections
 
 from tokeff import flops
 from tokeff.errors import UserError
-from tokeff.models.spec import preset_for_spec
+from tokeff.models.spec import parse_model_spec, preset_for_spec
 from tokeff.models.config import get_preset
 
 
@@ -56,6 +56,11 @@ def grid_points(config: ml_collections.ConfigDict) -> list[Point]:
     for axis in ("models", "budgets", "compositions", "seeds"):
         if not list(grid.get(axis) or []):
             raise UserError(f"config.grid.{axis}: must list at least one value")
+    for model in grid.models:  # an unknown model is refused here, before the workdir, not when its turn comes
+        try:
+            parse_model_spec(str(model))
+        except UserError as e:
+            raise UserError(f"config.grid.models: {e}") from None
     compositions = [check_composition(c, f"config.grid.compositions[{i}]") for i, c in enumerate(grid.compositions)]
     budgets = [flops.check_budget(b, "config.grid.budgets") for b in grid.budgets]
     seeds = [check_seed(s, "config.grid.seeds") for s in grid.seeds]
@@ -72,6 +77,10 @@ def check_composition(composition, where: str) -> tuple[tuple[str, Any], ...]:
         composition = composition.to_dict()
     if not isinstance(composition, Mapping) or not isinstance(composition.get("strategy"), str):
         raise UserError(f"{where}.strategy: missing (e.g. 'few_long')")
+    from tokeff.data.composition import STRATEGIES
+
+    if composition["strategy"] not in STRATEGIES:  # refused before any run, not when its turn comes
+        raise UserError(f"{where}.strategy: must be one of {', '.join(STRATEGIES)}, got {composition['strategy']!r}")
     return tuple(sorted(composition.items()))
 
 

@@ -40,6 +40,7 @@ _RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "data.avg_tokens": (0, None, True),
     "data.max_len": (0, None, True),
     "data.row_len": (0, None, True),
+    "data.k_shot": (0, None, True),
     "batch_size": (1, 65_536, True),  # rows of one step, held in host and device memory
     "microbatches": (1, None, True),
     "checkpoint.every_steps": (0, None, True),

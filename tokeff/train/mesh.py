@@ -21,8 +21,9 @@ BATCH_AXES = ("data", "fsdp")
 def mesh_shape(sizes: dict[str, int], n_devices: int) -> tuple[int, ...]:
     """Resolve the config's axis sizes (one may be -1) against the device count."""
     shape = [int(sizes.get(a, 1)) for a in AXES]
-    if any(s == 0 or s < -1 for s in shape):
-        raise UserError(f"mesh: axis sizes must be positive or -1, got {dict(zip(AXES, shape))}")
+    bad = [(a, s) for a, s in zip(AXES, shape) if s == 0 or s < -1]
+    if bad:
+        raise UserError(f"mesh.{bad[0][0]}: axis sizes must be positive or -1, got {bad[0][1]}")
     if shape.count(-1) > 1:
         raise UserError(f"mesh: at most one axis may be -1, got {dict(zip(AXES, shape))}")
     known = math.prod(s for s in shape if s != -1)
