@@ -546,6 +546,7 @@ for kind in ("fifo", "zero", "dir", "big"):
     case(f"predict-table-{kind}", [*R, "--table", f"{{W}}/{kind}.csv"], (f"{kind}.csv", SAYS[kind]))
 case("predict-out-empty-path", [*R[:-1], "", "--at", "N=1e9", "D=1e10"], ("--out", EMPTY))
 case("predict-out-train-wd", [*R[:-1], "{W}/train-wd", "--at", "N=1e9", "D=1e10"], "--out")
+case("predict-out-its-fit-force", [*R[:-1], "{W}/fit-chinchilla", "--force", "--at", "N=1e9", "D=1e10"], "--out")
 for label, module, field in MODULE_FAILURES[:4]:
     case(f"predict-module-{label}", [*R, "--at", "N=1e9", "D=1e10", "--module", module], field)
 case("demo-workdir-empty-path", ["demo", "--config", DEMO_SMOKE, "--workdir", ""], ("--workdir", EMPTY))
