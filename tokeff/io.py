@@ -180,7 +180,7 @@ def claim_output_dir(path: str | os.PathLike, kind: str, *, field: str = "--out"
             raise UserError(f"{field}: {path} already holds a tokeff {manifest.get('kind', 'output')}; "
                             "choose a new directory, or pass --force to replace the files tokeff wrote there")
         if force and not allow_existing and manifest.get("kind", kind) != kind:
-            # --force removes the files of the earlier output: only an output of the same kind
+            # --force removes the files tokeff wrote there: only an output of the same kind
             # (`predict FIT --out FIT --force` would delete the fit it reads).
             raise UserError(f"{field}: {path} holds a tokeff {manifest['kind']}, and --force replaces only a "
                             f"tokeff {kind}; choose a new directory")
