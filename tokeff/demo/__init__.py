@@ -92,7 +92,7 @@ DEMO_OUTPUTS = ("predictions.json", "prediction_check.json", "prediction_check.p
 
 
 def _claim_workdir(workdir: str) -> None:
-    """The run folder is new, empty, or an earlier demo's: a folder of the user's own files is refused
+    """The run folder is new, empty, or a demo's run folder (resumed): a folder of the user's own files is refused
     (the demo writes report.txt, results.csv, ... there), and the folder is marked as tokeff's.
 
     The demo writes its files in place, not staged (`tokeff.io.output_dir` checks each staged file
