@@ -392,8 +392,10 @@ case("demo-workdir-foreign", ["demo", "--config", DEMO_SMOKE, "--workdir", "{W}/
 # --- directories a command writes: new, empty or tokeff's own (workdirs and outputs alike) ----
 # Each is a directory tokeff did not create for this command: a user's metrics.jsonl, a thesis,
 # a checkpoint of the user's own (checkpoints/my_model.pt, checkpoints/7/), a fit output, a
-# sweep dir given to train, a train workdir given to sweep or as an output, an empty path.
-for wd in ("wd-user-metrics", "foreign", "sweep-dir", "wd-ckpt", "wd-ckpt7", "fit-chinchilla", "user-results"):
+# sweep dir given to train, a train workdir given to sweep or as an output, a folder holding the
+# user's own point.json or sweep.json (a run record's file name, not its contents), an empty path.
+for wd in ("wd-user-metrics", "foreign", "sweep-dir", "wd-ckpt", "wd-ckpt7", "fit-chinchilla", "user-results",
+           "user-point"):
     case(f"train-workdir-{wd}", ["train", "--config", TINY, "--workdir", f"{{W}}/{wd}"], "--workdir")
 EMPTY = "path is empty"
 # The same rule on an object store (fsspec's memory:// filesystem stands in for gs://; no network).
@@ -407,7 +409,7 @@ case("train-workdir-remote-locked", ["train", "--config", TINY, "--workdir", "me
 case("train-workdir-unknown-scheme", ["train", "--config", TINY, "--workdir", "nosuchfs://bucket/run"],
      ("--workdir", "nosuchfs"))
 case("train-workdir-empty-path", ["train", "--config", TINY, "--workdir", ""], ("--workdir", EMPTY))
-for wd in ("wd-user-metrics", "foreign", "train-wd", "wd-ckpt", "fit-chinchilla", "user-results"):
+for wd in ("wd-user-metrics", "foreign", "train-wd", "wd-ckpt", "fit-chinchilla", "user-results", "user-sweep"):
     case(f"sweep-workdir-{wd}", ["sweep", "--config", SWEEP_TINY, "--workdir", f"{{W}}/{wd}"], "--workdir")
 case("sweep-workdir-empty-path", ["sweep", "--config", SWEEP_TINY, "--workdir", ""], ("--workdir", EMPTY))
 case("sweep-dry-run-empty-path", ["sweep", "--config", SWEEP_TINY, "--workdir", "", "--dry-run"], ("--workdir", EMPTY))
@@ -544,10 +546,12 @@ for kind in ("fifo", "zero", "dir", "big"):
     case(f"predict-table-{kind}", [*R, "--table", f"{{W}}/{kind}.csv"], (f"{kind}.csv", SAYS[kind]))
 case("predict-out-empty-path", [*R[:-1], "", "--at", "N=1e9", "D=1e10"], ("--out", EMPTY))
 case("predict-out-train-wd", [*R[:-1], "{W}/train-wd", "--at", "N=1e9", "D=1e10"], "--out")
+case("predict-out-its-fit-force", [*R[:-1], "{W}/fit-chinchilla", "--force", "--at", "N=1e9", "D=1e10"], "--out")
 for label, module, field in MODULE_FAILURES[:4]:
     case(f"predict-module-{label}", [*R, "--at", "N=1e9", "D=1e10", "--module", module], field)
 case("demo-workdir-empty-path", ["demo", "--config", DEMO_SMOKE, "--workdir", ""], ("--workdir", EMPTY))
 case("demo-workdir-train-wd", ["demo", "--config", DEMO_SMOKE, "--workdir", "{W}/train-wd"], "--workdir")
+case("demo-workdir-fit-chinchilla", ["demo", "--config", DEMO_SMOKE, "--workdir", "{W}/fit-chinchilla"], "--workdir")
 
 # --- values a flag's parser let through, refused where they are read --------------------------
 VOL = ["predict", "{W}/fit-volume", "--at", "V=1e5", "M=1e6", "--out", "{W}/new-pred"]
@@ -751,6 +755,12 @@ def _build_foreign_dirs(root: pathlib.Path, train_config) -> None:
     (root / "train-wd" / "config.json").write_text(json.dumps(train_config.to_dict()))
     (root / "user-results").mkdir()
     (root / "user-results" / "results.jsonl").write_text('{"mine": true}\n')
+    # The file names of a run's record, holding the user's own: not a workdir from before markers.
+    (root / "user-sweep").mkdir()
+    (root / "user-sweep" / "sweep.json").write_text('{"method": "bayes", "parameters": {}}')
+    (root / "user-point").mkdir()
+    (root / "user-point" / "point.json").write_text('{"x": 1.5}')
+    (root / "user-point" / "metrics.jsonl").write_text("my own log\n")
     import fsspec
 
     remote = fsspec.filesystem("memory")

@@ -70,6 +70,20 @@ def test_earlier_output_needs_force_and_force_replaces_only_tokeff_files(tmp_pat
     assert read_manifest(target)["files"] == ["summary.json"]
 
 
+def test_force_replaces_only_an_output_of_the_same_kind(tmp_path):
+    """`tokeff predict FIT --out FIT --force` deleted the fit it had just read (summary.json, posterior.nc)."""
+    target = tmp_path / "fit"
+    with output_dir(target, "fit") as staging:
+        write_json(os.path.join(staging, "summary.json"), {"v": 1})
+    before = sorted(os.listdir(target))
+    for kind in ("predict", "backtest"):
+        with pytest.raises(UserError, match="--out: .* holds a tokeff fit, and --force replaces only a tokeff"):
+            with output_dir(target, kind, force=True) as staging:
+                write_json(os.path.join(staging, "predictions.json"), {})
+    assert sorted(os.listdir(target)) == before and json.loads((target / "summary.json").read_text()) == {"v": 1}
+    assert sorted(os.listdir(tmp_path)) == ["fit"]  # no staging folder or lock left beside it
+
+
 def test_adding_files_to_an_output_keeps_its_files_and_refuses_foreign_names(tmp_path):
     target = tmp_path / "fit"
     with output_dir(target, "fit") as staging:

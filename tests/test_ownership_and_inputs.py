@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import stat
 
 import numpy as np
@@ -50,9 +51,11 @@ def test_a_workdir_is_accepted_new_empty_or_marked_and_refused_otherwise(tmp_pat
     with workdir_lock(tmp_path / "empty", kind="train") as wd:
         assert json.loads(open(os.path.join(wd, WORKDIR_MARKER)).read()) == {"kind": "train"}
     assert os.listdir(tmp_path / "empty") == []  # nothing else written: the marker goes too
+    from tokeff.train.defaults import base_config
+
     legacy = tmp_path / "legacy"  # a train workdir from before markers: its config.json is its record
     legacy.mkdir()
-    (legacy / "config.json").write_text("{}")
+    (legacy / "config.json").write_text(json.dumps(base_config().to_dict()))
     check_workdir_owned(str(legacy), "train")
     with pytest.raises(UserError, match="not a sweep workdir"):
         (tmp_path / "t").mkdir()
@@ -66,6 +69,62 @@ def test_a_workdir_is_accepted_new_empty_or_marked_and_refused_otherwise(tmp_pat
     in_flight.mkdir()
     (in_flight / f".{WORKDIR_MARKER}.x81dhtp3.tmp").write_text("{")
     check_workdir_owned(str(in_flight), "train")
+
+
+@pytest.mark.parametrize("kind,name,text", [
+    ("sweep", "sweep.json", '{"method": "bayes", "parameters": {}}'),  # another tool's sweep config
+    ("train", "point.json", '{"x": 1.5, "y": 2}'),
+    ("train", "config.json", '{"architectures": ["LlamaForCausalLM"], "hidden_size": 64}'),  # a model folder
+])
+def test_a_folder_is_a_workdir_from_before_markers_by_its_record_not_a_file_name(tmp_path, kind, name, text):
+    """A user's sweep.json or point.json beside their own files was taken for a run record: `tokeff
+    sweep` then replaced that sweep.json, `tokeff train` cut the user's metrics.jsonl to its step rows."""
+    from tokeff.ownership import check_workdir_owned
+
+    (tmp_path / name).write_text(text)
+    (tmp_path / "metrics.jsonl").write_text("my own log\n")
+    with pytest.raises(UserError, match="tokeff did not create it"):
+        check_workdir_owned(str(tmp_path), kind)
+    assert sorted(os.listdir(tmp_path)) == sorted([name, "metrics.jsonl"])
+
+
+def test_a_sweep_into_a_folder_of_the_users_own_writes_nothing_whoever_calls_it(tmp_path):
+    """`run_sweep` checks its folder itself: the demo runs its sweep in RUN/sweep without `tokeff sweep`'s lock."""
+    from tokeff import sweep
+    from tokeff.train.config import load_config
+
+    config = load_config(os.path.join(os.path.dirname(__file__), "..", "configs", "sweep_tiny.py"), [])
+    mine = tmp_path / "sweep"
+    mine.mkdir()
+    (mine / "results.jsonl").write_text('{"mine": true}\n')
+
+    def runner(*args):
+        raise AssertionError("no point may run in a folder tokeff did not create")
+
+    with pytest.raises(UserError, match="--workdir: .* tokeff did not create it"):
+        sweep.run_sweep(config, str(mine), runner=runner, progress=False)
+    assert os.listdir(mine) == ["results.jsonl"] and (mine / "results.jsonl").read_text() == '{"mine": true}\n'
+
+
+def test_the_demo_refuses_another_tokeff_output_as_its_run_folder(tmp_path):
+    """The demo writes results.csv, report.txt, ... in place: in a fit's folder they would replace
+    files the user put there beside the fit."""
+    from tokeff.demo import _claim_workdir
+    from tokeff.io import output_dir
+    from tokeff.ownership import release_held_locks
+
+    fit = tmp_path / "fit"
+    with output_dir(fit, "fit") as staging:
+        (pathlib.Path(staging) / "summary.json").write_text("{}")
+    (fit / "results.csv").write_text("my own table\n")
+    before = {p.name: p.read_bytes() for p in fit.iterdir()}
+    with pytest.raises(UserError, match="--workdir: .* holds a tokeff fit, not a demo run folder"):
+        _claim_workdir(str(fit))
+    assert {p.name: p.read_bytes() for p in fit.iterdir()} == before
+    assert sorted(os.listdir(tmp_path)) == ["fit"]  # the lock beside it is released
+    _claim_workdir(str(tmp_path / "run"))  # a new folder becomes a demo's
+    _claim_workdir(str(tmp_path / "run"))  # and is accepted again
+    release_held_locks()
 
 
 def test_an_output_directory_is_locked_until_the_command_returns(tmp_path):

@@ -156,7 +156,8 @@ def claim_output_dir(path: str | os.PathLike, kind: str, *, field: str = "--out"
     """Check, before any work, that `kind` outputs may be written at `path`; return its absolute path.
 
     Accepted: a path that does not exist yet, an empty directory, or a tokeff output directory
-    (with `force`, or with `allow_existing` for commands that add files to one, like `allocate`).
+    (with `force` one of the same `kind`, or with `allow_existing` any, for commands that add files
+    to one, like `allocate`).
     Refused, with nothing touched: an empty path, a file, a non-empty directory tokeff did not
     create, a tokeff workdir, an unwritable place, a directory another tokeff process is writing
     (the lock, `tokeff.ownership`, is held until the command returns).
@@ -178,6 +179,11 @@ def claim_output_dir(path: str | os.PathLike, kind: str, *, field: str = "--out"
         if not (force or allow_existing):
             raise UserError(f"{field}: {path} already holds a tokeff {manifest.get('kind', 'output')}; "
                             "choose a new directory, or pass --force to replace the files tokeff wrote there")
+        if force and not allow_existing and manifest.get("kind", kind) != kind:
+            # --force removes the files tokeff wrote there: only an output of the same kind
+            # (`predict FIT --out FIT --force` would delete the fit it reads).
+            raise UserError(f"{field}: {path} holds a tokeff {manifest['kind']}, and --force replaces only a "
+                            f"tokeff {kind}; choose a new directory")
         if not os.access(path, os.W_OK | os.X_OK):
             raise UserError(f"{field}: {path} is not writable")
     hold_output_lock(path, field)  # until the command returns: one writer per output directory

@@ -41,9 +41,13 @@ from tokeff.io import is_remote, pid_alive
 WORKDIR_MARKER = ".tokeff-workdir.json"
 OUTPUT_MANIFEST = ".tokeff-output.json"  # the same name as tokeff.io.MANIFEST
 LOCK_NAME = ".tokeff-lock"
-# Files a train/sweep workdir written before the marker existed may hold; such a workdir is
-# accepted when it holds the run's own record (config.json / point.json / sweep.json).
-_LEGACY_RECORD = {"train": ("config.json", "point.json"), "sweep": ("sweep.json",)}
+# A train/sweep workdir written before the marker existed is accepted when it holds the run's own
+# record: the file, and the keys tokeff writes in it. The name alone is not enough: a folder of the
+# user's own (a Hugging Face model's config.json, a sweep.json of another tool) is not a workdir.
+_LEGACY_RECORD = {
+    "train": {"config.json": ("model", "data", "budget", "optim"), "point.json": ("point", "train")},
+    "sweep": {"sweep.json": ("grid", "train")},
+}
 
 _HELD: dict[str, tuple[int, str]] = {}  # absolute output path -> (lock fd, lock file path)
 _HELD_REMOTE: set[str] = set()  # lock objects this process created
@@ -107,8 +111,9 @@ def _read_json(path: str, name: str):
         if is_remote(path):
             fs, root = remote_fs(path, "--workdir")
             return json.loads(fs.cat_file(posixpath.join(root, name)))
-        with open(os.path.join(path, name)) as f:
-            return json.load(f)
+        from tokeff.inputs import read_input_text
+
+        return json.loads(read_input_text(os.path.join(path, name), name))  # a regular file, size-bounded
     except (OSError, ValueError, UserError):
         return None
 
@@ -130,10 +135,20 @@ def check_workdir_owned(path: str, kind: str, field: str = "--workdir") -> None:
     if OUTPUT_MANIFEST in names:
         what = _manifest_kind(path)
         raise UserError(f"{field}: {path} holds a tokeff {what} output, not a {kind} workdir; choose a new directory")
-    if any(n in names for n in _LEGACY_RECORD[kind]):
+    if _holds_legacy_record(path, kind, names):
         return
     raise UserError(f"{field}: {path} exists and is not empty, and tokeff did not create it "
                     f"(it holds {_some(names)}); choose a new or empty directory")
+
+
+def _holds_legacy_record(path: str, kind: str, names: list[str]) -> bool:
+    """Whether workdir `path` (entries `names`) holds a `kind` run's record as tokeff writes it:
+    a JSON object with the record's keys."""
+    for name, keys in _LEGACY_RECORD[kind].items():
+        record = _read_json(path, name) if name in names else None
+        if isinstance(record, dict) and all(k in record for k in keys):
+            return True
+    return False
 
 
 def mark_workdir(path: str, kind: str) -> frozenset[str] | None:

@@ -92,11 +92,22 @@ DEMO_OUTPUTS = ("predictions.json", "prediction_check.json", "prediction_check.p
 
 
 def _claim_workdir(workdir: str) -> None:
-    """The run folder is new, empty, or an earlier demo's: a folder of the user's own files is refused
-    (the demo writes report.txt, results.csv, ... there), and the folder is marked as tokeff's."""
-    from tokeff.io import MANIFEST, claim_output_dir, read_manifest, write_json
+    """The run folder is new, empty, or a demo's run folder (resumed): a folder of the user's own files is refused
+    (the demo writes report.txt, results.csv, ... there), and the folder is marked as tokeff's.
 
-    claim_output_dir(workdir, "demo", field="--workdir", allow_existing=True)
-    os.makedirs(workdir, exist_ok=True)
-    if read_manifest(workdir) is None:
-        write_json(os.path.join(workdir, MANIFEST), {"kind": "demo", "files": list(DEMO_OUTPUTS)})
+    The demo writes its files in place, not staged (`tokeff.io.output_dir` checks each staged file
+    against the manifest), so another tokeff output (a fit, a backtest) is refused too: files the
+    user added there beside tokeff's could bear the demo's names."""
+    from tokeff.errors import UserError
+    from tokeff.io import MANIFEST, claim_output_dir, read_manifest, write_json
+    from tokeff.ownership import release_output_lock
+
+    path = claim_output_dir(workdir, "demo", field="--workdir", allow_existing=True)
+    manifest = read_manifest(path)
+    if manifest is not None and manifest.get("kind") != "demo":
+        release_output_lock(path)
+        raise UserError(f"--workdir: {path} holds a tokeff {manifest.get('kind', 'output')}, not a demo run folder; "
+                        "choose a new directory")
+    os.makedirs(path, exist_ok=True)
+    if manifest is None:
+        write_json(os.path.join(path, MANIFEST), {"kind": "demo", "files": list(DEMO_OUTPUTS)})

@@ -60,6 +60,15 @@ def _write_json(path, value: Any) -> None:
         io.write_json(os.fspath(path), value, sort_keys=True)
 
 
+def _check_owned(sweep_dir: str) -> None:
+    """The ownership rule (`tokeff.ownership`) for every caller, `tokeff sweep` and the demo alike:
+    sweep.json, the tables and runs/ go only into a new or empty folder or a tokeff sweep dir."""
+    from tokeff.ownership import check_workdir_owned, refuse_empty_path
+
+    path = refuse_empty_path(sweep_dir, "--workdir")
+    check_workdir_owned(path if io.is_remote(path) else os.path.abspath(path), "sweep")
+
+
 def process_info() -> tuple[int, int]:
     """(process index, process count) — JAX's when JAX is in use, else a single process."""
     if "jax" not in sys.modules:
@@ -120,6 +129,7 @@ def run_sweep(config: ml_collections.ConfigDict, sweep_dir: str, *,
     process, n_processes = process_info()
     table = results.table_path(sweep_dir, shard)
     if process == 0:
+        _check_owned(sweep_dir)
         root.mkdir(parents=True, exist_ok=True)
         _write_json(root / "sweep.json", config.to_dict())
 
