@@ -119,11 +119,59 @@ def _call_get_config(file: str, arg: str | None, field: str) -> ml_collections.C
     except UserError as e:
         raise UserError(f"{field}: {file}: {e}") from None
     except Exception as e:  # noqa: BLE001
+        mistyped = _mistyped_key(e, file)
+        if mistyped:
+            raise UserError(f"{field}: {file}: {mistyped}") from None
         raise UserError(f"{field}: {file}: get_config failed ({type(e).__name__}: {_first_line(e)})") from None
     if not isinstance(config, ml_collections.ConfigDict):
         raise UserError(f"{field}: {file}: get_config returned {type(config).__name__}, not an "
                         "ml_collections.ConfigDict")
     return config
+
+
+def _mistyped_key(error: BaseException, file: str) -> str | None:
+    """"config.optim.lr: must be a float, got str 'fast'" when `error` is ml_collections refusing a
+    value of the wrong type inside the config file, else None.
+
+    ml_collections names only the leaf ('lr'), and two sections may share a leaf name; the full
+    key is found by looking the refusing section up, by identity, in the ConfigDicts the config
+    file's own frames hold.
+    """
+    if not isinstance(error, TypeError) or not str(error).startswith("Could not override field"):
+        return None
+    frames, tb = [], error.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    setter = next((f for f in reversed(frames) if isinstance(f.f_locals.get("self"), ml_collections.ConfigDict)
+                   and "key" in f.f_locals and "value" in f.f_locals), None)
+    if setter is None:
+        return None
+    section, key, value = setter.f_locals["self"], setter.f_locals["key"], setter.f_locals["value"]
+    roots = [v for f in frames if os.path.abspath(f.f_code.co_filename) == os.path.abspath(file)
+             for v in f.f_locals.values() if isinstance(v, ml_collections.ConfigDict)]
+    path = next((p for p in (_find_section(r, section) for r in roots) if p is not None), None)
+    if path is None:
+        return None
+    current = section._fields.get(key)  # noqa: SLF001 - the value it would have replaced, by type
+    if hasattr(current, "get") and not isinstance(current, ml_collections.ConfigDict):
+        current = current.get()
+    expected = type(current).__name__
+    article = "an" if expected[0] in "aeiou" else "a"
+    return f"config.{path}{key}: must be {article} {expected}, got {type(value).__name__} {value!r}"
+
+
+def _find_section(node: ml_collections.ConfigDict, target: ml_collections.ConfigDict, prefix: str = "") -> str | None:
+    """The dotted prefix ("optim.") under which `target` sits in `node`, "" for `node` itself."""
+    if node is target:
+        return prefix
+    for key in node.keys():
+        child = node[key]
+        if isinstance(child, ml_collections.ConfigDict):
+            found = _find_section(child, target, f"{prefix}{key}.")
+            if found is not None:
+                return found
+    return None
 
 
 def _call_without_arg(get_config):

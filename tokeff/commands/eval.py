@@ -53,7 +53,8 @@ def _task(args):
 
         check_input_file(args.dataset, "--dataset")  # a regular file within the size limit
     return Task(tokens=TokenizerInfo(None), context_len=0, source="mmlu" if local else args.dataset,
-                subjects=args.subjects, path=args.dataset if local else None, split_seed=args.seed,
+                subjects=args.subjects, path=args.dataset if local else None, path_field="--dataset",
+                split_seed=args.seed,
                 eval_fraction=args.eval_fraction if args.split == "eval" else None,
                 prompt_format=args.prompt_format, k_shot=args.k_shot, prompt_seed=args.seed)
 
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None and len(records) < args.limit:
         raise UserError(f"--limit: {args.limit} questions asked for, but the eval set has {len(records)}; "
                         f"pass --limit {len(records)} or less")
-    loaded = load_model(args.model, dtype=args.dtype)
+    loaded = load_model(args.model, dtype=args.dtype, field="--model")
     fmt = dataclasses.replace(task, tokens=loaded.tokens).prompt  # chat: the model's own template
     result = evaluate(loaded, records, args.method, prompt_format=fmt, exemplars=task.exemplars,
                       batch_size=args.batch_size, progress=not args.json, bos_id=loaded.prepend_bos_id)

@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from tokeff.errors import UserError
     from tokeff.models.config import get_preset
 
-    cfg = get_preset(args.model, remat=bool(args.remat), attention=args.attention)
+    cfg = get_preset(args.model, field="--model", remat=bool(args.remat), attention=args.attention)
     if args.seq_len <= 0 or args.seq_len > cfg.max_seq_len:
         raise UserError(f"--seq-len: must be in 1..{cfg.max_seq_len} for {cfg.name}, got {args.seq_len}")
     if args.batch <= 0:

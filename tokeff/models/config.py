@@ -127,10 +127,11 @@ PRESETS: dict[str, ModelConfig] = {
 }
 
 
-def get_preset(name: str, **overrides) -> ModelConfig:
-    """The preset called `name`, with optional field overrides (e.g. dtype="bfloat16")."""
+def get_preset(name: str, *, field: str = "model", **overrides) -> ModelConfig:
+    """The preset called `name`, with optional field overrides (e.g. dtype="bfloat16"); an unknown
+    name is refused under `field`, what the user called it (`--model`, `model`)."""
     if name not in PRESETS:
         close = difflib.get_close_matches(name, PRESETS, n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise UserError(f"model: unknown preset {name!r}{hint}; known: {', '.join(PRESETS)}")
+        raise UserError(f"{field}: unknown preset {name!r}{hint}; known: {', '.join(PRESETS)}")
     return PRESETS[name].replace(**overrides) if overrides else PRESETS[name]

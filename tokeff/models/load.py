@@ -26,15 +26,17 @@ class LoadedModel(HasTokens):
     name: str
 
 
-def load_model(spec: str, *, dtype: str = "float32", seed: int = 0, attention: str = "auto") -> LoadedModel:
+def load_model(spec: str, *, dtype: str = "float32", seed: int = 0, attention: str = "auto",
+               field: str = "model") -> LoadedModel:
     """The model named by `spec` (see `tokeff.models.spec`), computing in `dtype`, its attention
-    by path `attention` (`tokeff.models.attention`)."""
-    parsed = parse_model_spec(spec)
+    by path `attention` (`tokeff.models.attention`); a spec that names no model is refused under
+    `field`, what the user called it (`--model`, `model`)."""
+    parsed = parse_model_spec(spec, field)
     numerics = dict(dtype=dtype, attention=attention)
     if parsed.kind == "gguf":
         return _from_gguf(parsed, numerics)
     if parsed.kind == "hf":
-        return _from_hub(parsed.target, numerics)
+        return _from_hub(parsed.target, numerics, field)
     if parsed.kind == "dir":
         return _from_hf_dir(parsed.target, numerics)
     return _from_preset(parsed.target, numerics, seed)
@@ -96,13 +98,13 @@ def _from_gguf(spec, numerics: dict) -> LoadedModel:
     return LoadedModel(model, cfg, ckpt.tokens, cfg.name)
 
 
-def _from_hub(repo_id: str, numerics: dict) -> LoadedModel:
+def _from_hub(repo_id: str, numerics: dict, field: str) -> LoadedModel:
     from huggingface_hub import snapshot_download
 
     try:
         path = snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.jinja"])
     except Exception as e:  # offline, unknown repo, gated repo: all user-facing
-        raise UserError(f"model: could not download hf:{repo_id} ({type(e).__name__})") from None
+        raise UserError(f"{field}: could not download hf:{repo_id} ({type(e).__name__})") from None
     loaded = _from_hf_dir(path, numerics)
     return dataclasses.replace(loaded, name=f"hf:{repo_id}", config=loaded.config.replace(name=f"hf:{repo_id}"))
 

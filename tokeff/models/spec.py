@@ -27,35 +27,37 @@ class ModelSpec:
     kind: str  # one of KINDS
     target: str  # preset name, bundled GGUF name or .gguf path, hub repo id, or directory
     text: str  # the spec as written
+    field: str = "model"  # what the user called it (`--model`, `model`): messages about it name that
 
     @property
     def gguf_path(self) -> str:
         """The GGUF file of a gguf: spec (a bundled name resolves to its package's file)."""
         from tokeff.models.gguf_checkpoint import bundled_path
 
-        return self.target if self.target.endswith(".gguf") else bundled_path(self.target)
+        return self.target if self.target.endswith(".gguf") else bundled_path(self.target, self.field)
 
 
-def parse_model_spec(spec: str) -> ModelSpec:
-    """The kind and target of `spec`; an unknown preset's error lists close matches."""
+def parse_model_spec(spec: str, field: str = "model") -> ModelSpec:
+    """The kind and target of `spec`; an unknown preset's error lists close matches. `field`: what
+    the user called the spec (`--model` on the command line, `model` in a training config)."""
     from tokeff.models.config import PRESETS, get_preset
 
     if not isinstance(spec, str) or not spec:
-        raise UserError(f"model: must be a non-empty spec string, got {spec!r}")
+        raise UserError(f"{field}: must be a non-empty spec string, got {spec!r}")
     for prefix in ("gguf", "hf"):
         if spec.startswith(f"{prefix}:"):
             target = spec[len(prefix) + 1:]
             if not target:
-                raise UserError(f"model: {spec!r} names no {prefix} checkpoint")
-            return ModelSpec(prefix, target, spec)
+                raise UserError(f"{field}: {spec!r} names no {prefix} checkpoint")
+            return ModelSpec(prefix, target, spec, field)
     if spec in PRESETS:
-        return ModelSpec("preset", spec, spec)
+        return ModelSpec("preset", spec, spec, field)
     if os.path.isdir(spec):
-        return ModelSpec("dir", spec, spec)
+        return ModelSpec("dir", spec, spec, field)
     if os.sep in spec or spec.startswith("."):
-        raise UserError(f"model: checkpoint directory {spec} does not exist")
-    get_preset(spec)  # raises, listing close preset names
-    return ModelSpec("preset", spec, spec)
+        raise UserError(f"{field}: checkpoint directory {spec} does not exist")
+    get_preset(spec, field=field)  # raises, listing close preset names
+    return ModelSpec("preset", spec, spec, field)
 
 
 def is_preset(spec: str) -> bool:

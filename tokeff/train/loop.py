@@ -182,7 +182,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, resources: Resources
     example_tokens = training_set.lengths
     stream = BatchStream(training_set.examples, model_cfg, batch_size=int(config.batch_size),
                          layout=config.data.layout, row_len=int(config.data.row_len) or None,
-                         seed=int(config.seed), rows_multiple=shards)
+                         seed=int(config.seed), rows_multiple=shards, row_len_field="data.row_len")
 
     def tokens_of(batch) -> int:
         return int(example_tokens[batch.example_ids].sum())
