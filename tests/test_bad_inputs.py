@@ -40,7 +40,7 @@ def case(name: str, argv: list[str], field: str | tuple[str, ...]) -> None:
 # --- flops -------------------------------------------------------------------------------
 DEMO_SMOKE = str(REPO / "tokeff" / "demo" / "configs" / "demo.py") + ":smoke"
 
-case("flops-unknown-preset", ["flops", "--model", "nope", "--seq-len", "64"], "nope")
+case("flops-unknown-preset", ["flops", "--model", "nope", "--seq-len", "64"], ("--model", "nope"))
 case("flops-seq-len-0", ["flops", "--model", "tiny", "--seq-len", "0"], "--seq-len")
 case("flops-seq-len-neg", ["flops", "--model", "tiny", "--seq-len", "-4"], "--seq-len")
 case("flops-seq-len-text", ["flops", "--model", "tiny", "--seq-len", "many"], "--seq-len")
@@ -71,7 +71,7 @@ case("generate-bad-gguf", ["generate", "--model", "gguf:no-such-model", "--promp
 
 # --- compose -----------------------------------------------------------------------------
 C = ["compose", "--path", MMLU, "--model", "tiny"]
-case("compose-missing-path", ["compose", "--path", "{W}/nope.jsonl", "--model", "tiny"], "nope.jsonl")
+case("compose-missing-path", ["compose", "--path", "{W}/nope.jsonl", "--model", "tiny"], ("--path", "nope.jsonl"))
 case("compose-garbage-model-config", [*C[:3], "--model", "{W}/model-bad-config"], "config.json")
 case("compose-corrupt-tokenizer", [*C[:3], "--model", "{W}/model-bad-tokenizer"], "tokenizer.json")
 case("compose-unknown-strategy", [*C, "--strategy", "fancy"], "--strategy")
@@ -300,7 +300,7 @@ V = ["allocate", "{W}/fit-volume", "--budget", "1e12", "--out", "{W}/new-alloc"]
 case("allocate-finetuning-no-models", V, "models")
 case("allocate-group-value-ungrouped", [*V, "--models", "tiny", "--lengths-grid", "64", "--group-value", "tiny"],
      "--group-value")
-case("allocate-unknown-model", [*V, "--models", "nope", "--lengths-grid", "64"], "nope")
+case("allocate-unknown-model", [*V, "--models", "nope", "--lengths-grid", "64"], ("--models", "nope"))
 case("allocate-unknown-strategy", [*V, "--models", "tiny", "--strategies", "fancy"], "--strategies")
 case("allocate-strategies-without-lengths", [*V, "--models", "tiny", "--strategies", "few_long"], "lengths")
 case("allocate-lengths-grid-text", [*V, "--models", "tiny", "--lengths-grid", "a,b"], "--lengths-grid")
@@ -592,6 +592,23 @@ case("sweep-grid-unknown-strategy", [*S, "--config.grid.compositions=({'strategy
 case("sweep-points-unknown-strategy", [*S, "--points", "{W}/points-fancy.json"], ("points[0].composition.strategy", "fancy"))
 case("eval-dataset-empty-name", ["eval", "--model", "tiny", "--dataset", ""], ("dataset", "empty"))
 
+# --- the field named as the user wrote it: the flag, the full config key, the table column ------
+case("train-data.path-missing", [*T, "--config.data.path={W}/nope.jsonl"], ("data.path", "no such file"))
+case("train-data.row_len-beyond-context", [*T, "--config.data.row_len=100000"], ("data.row_len", "context"))
+case("train-config-file-mistyped-value", ["train", "--config", "{W}/cfg_type.py", "--workdir", "{W}/new-run"],
+     ("config.optim.lr", "must be a float"))
+case("generate-missing-dir-flag", ["generate", "--model", "{W}/no-such-dir", "--prompt", "hi"], ("--model", "does not exist"))
+case("eval-unknown-gguf-flag", ["eval", "--model", "gguf:nope", "--dataset", MMLU], ("--model", "gguf:nope"))
+case("compose-unknown-model-flag", [*C[:3], "--model", "nope"], ("--model", "unknown preset"))
+case("fit-form-empty", [*F[:2], "--form", "", *F[4:]], ("--form", "empty"))
+case("fit-form-empty-in-stack", [*F[:2], "--form", "chinchilla,,kaplan", *F[4:]], ("--form", "empty form name"))
+case("compose-lo-neg", [*C, "--strategy", "length_window", "--lo", "-5"], ("--lo", ">= 0"))
+case("fit-nan-rows-column", ["fit", "{W}/nan.csv", *F[2:]], ("column params", "NaN"))
+case("allocate-lengths-grid-empty-item", [*V, "--models", "tiny", "--lengths-grid", "64,"],
+     ("--lengths-grid", "empty item"))
+case("allocate-models-empty-item", [*V, "--models", "tiny,", "--lengths-grid", "64"], ("--models", "empty item"))
+case("compose-path-and-dataset", [*C, "--dataset", "mmlu"], ("--path", "--dataset"))
+
 
 # --- the CLI itself ----------------------------------------------------------------------
 case("cli-unknown-command", ["frobnicate"], "frobnicate")
@@ -682,6 +699,8 @@ def _build_world(root: pathlib.Path) -> None:
     (root / "cfg_section.py").write_text(header + "import ml_collections\ndef get_config(arg=None):\n"
                                          "    c = base_config()\n    c.optimizer = ml_collections.ConfigDict()\n"
                                          "    return c\n")
+    (root / "cfg_type.py").write_text(header + "def get_config(arg=None):\n    c = base_config()\n"
+                                      "    c.optim.lr = 'fast'\n    return c\n")
     (root / "cfg_scalar.py").write_text(header + "def get_config(arg=None):\n    c = base_config()\n"
                                         "    c.optim = 3\n    return c\n")
     for name, text in [("wd-garbage", "{garbage"), ("wd-list", "[1]")]:

@@ -37,7 +37,9 @@ def run(args: argparse.Namespace) -> int:
     from tokeff.io import claim_output_dir, output_dir, write_json
 
     from tokeff.commands.fit import check_window
+    from tokeff.laws.stacking import form_names
 
+    form_names(args.form)  # an empty --form, or an empty name in a stack, fails before anything else
     check_window(args, "--decision model", args.decision == "model")
     claim_output_dir(args.out, "backtest", force=args.force)  # before any fit: a bad --out fails at once
     if args.method == "nuts":

@@ -20,8 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from tokeff.data.model_tokenizer import DEFAULT_MODEL
 
     data = parser.add_argument_group("data")
-    data.add_argument("--dataset", default="mmlu", help="mmlu or a hub dataset id (default mmlu)")
-    data.add_argument("--path", help="local .json/.jsonl/.csv/.parquet file instead of --dataset")
+    data.add_argument("--dataset", help="mmlu or a hub dataset id (default mmlu; not with --path)")
+    data.add_argument("--path", help="local .json/.jsonl/.csv/.parquet file instead of --dataset (not with it)")
     data.add_argument("--fields", default="", help="column mapping, e.g. question=q,choices=a|b|c|d,"
                       "answer=label (choices: one list column or several joined by |)")
     data.add_argument("--subjects", help="comma-separated subjects or groups (medical, all)")
@@ -57,6 +57,9 @@ def run(args: argparse.Namespace) -> int:
     from tokeff.data.model_tokenizer import load_tokenizer
     from tokeff.data.task import Task, parse_fields
 
+    if args.path is not None and args.dataset is not None:
+        raise UserError("--path: give --path or --dataset, not both (the file would replace the dataset)")
+    dataset = args.dataset or "mmlu"
     if args.bins < 1:
         raise UserError(f"--bins: must be >= 1, got {args.bins}")
     for flag, value in (("--n-examples", args.n_examples), ("--token-budget", args.token_budget)):
@@ -66,9 +69,15 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--avg-tokens: must be a finite number of tokens, got {args.avg_tokens}")
     if args.row_len < 0:
         raise UserError(f"--row-len: must be >= 0, got {args.row_len}")
-    model = load_tokenizer(args.model)
-    task = Task(tokens=model.tokens, context_len=model.context_len, source=args.dataset, subjects=args.subjects,
-                path=args.path, fields=parse_fields(args.fields, "--fields"), mmlu_source=args.source, split_seed=args.seed,
+    for flag, value in (("--lo", args.lo), ("--hi", args.hi)):
+        if value is not None and value < 0:
+            raise UserError(f"{flag}: must be a length >= 0 tokens, got {value}")
+    if args.lo is not None and args.hi is not None and args.lo > args.hi:
+        raise UserError(f"--lo: {args.lo} is above --hi {args.hi}")
+    model = load_tokenizer(args.model, "--model")
+    task = Task(tokens=model.tokens, context_len=model.context_len, source=dataset, subjects=args.subjects,
+                path=args.path, path_field="--path", fields=parse_fields(args.fields, "--fields"),
+                mmlu_source=args.source, split_seed=args.seed,
                 eval_fraction=None if args.no_split else args.eval_fraction, prompt_format=args.format,
                 k_shot=args.k_shot, show_choices=args.show_choices, prompt_seed=args.seed,
                 cache_dir=args.cache_dir)
@@ -83,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     pool = task.train_pool()
     report = {
         **training_set.selection,
-        "dataset": args.path or args.dataset,
+        "dataset": args.path or dataset,
         "subjects": sorted(set(task.questions["subject"])),
         "model": model.name,
         "format": task.prompt.describe(),

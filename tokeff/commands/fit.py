@@ -100,6 +100,9 @@ def run(args: argparse.Namespace) -> int:
     from tokeff.devices import split_cpu_for_chains
     from tokeff.io import claim_output_dir
 
+    from tokeff.laws.stacking import form_names
+
+    form_names(args.form)  # an empty --form, or an empty name in a stack, fails before anything else
     check_window(args, "--group COLUMN", bool(args.group))
     claim_output_dir(args.out, "fit", force=args.force)  # before the fit: a bad --out fails at once
 

@@ -355,8 +355,9 @@ def int_list(text: str | None, field: str) -> tuple[int, ...]:
         return ()
     if not text.strip():
         raise UserError(f"{field}: empty; give comma-separated positive integers")
+    items = _items(text, field)
     try:
-        floats = [float(x) for x in text.split(",") if x.strip()]
+        floats = [float(x) for x in items]
     except ValueError:
         raise UserError(f"{field}: expected comma-separated integers, got {text!r}") from None
     if not floats or min(floats) < 1:
@@ -369,6 +370,14 @@ def int_list(text: str | None, field: str) -> tuple[int, ...]:
     values = tuple(int(x) for x in floats)
     _check_unique(values, field)
     return values
+
+
+def _items(text: str, field: str) -> list[str]:
+    """The comma-separated items of a flag; an empty one (`64,`, `a,,b`) is refused, not dropped."""
+    items = [x.strip() for x in text.split(",")]
+    if not all(items):
+        raise UserError(f"{field}: an empty item in {text!r}; give comma-separated values, as in a,b")
+    return items
 
 
 def _check_unique(values, field: str) -> None:
@@ -402,11 +411,11 @@ def option_space(*, models: str | None = None, lengths_grid: str | None = None, 
     each value checked (unknown presets and strategies fail naming the flag)."""
     from tokeff.models.config import get_preset
 
-    model_names = tuple(m.strip() for m in (models or "").split(",") if m.strip())
+    model_names = tuple(_items(models, "--models")) if models else ()
     for m in model_names:
-        get_preset(m)
+        get_preset(m, field="--models")
     _check_unique(model_names, "--models")
-    strategy_names = tuple(s.strip() for s in (strategies or "").split(",") if s.strip())
+    strategy_names = tuple(_items(strategies, "--strategies")) if strategies else ()
     _check_unique(strategy_names, "--strategies")
     for s in strategy_names:
         if s not in STRATEGIES:

@@ -3,7 +3,8 @@
 Columns follow the results-table schema by default (each form names its default columns); `mapping`
 (`--map VAR=COLUMN`) points an input or the target at any column, and `a*b` multiplies two columns
 (the volume law's V = n_examples*avg_tokens). Inputs and loss targets enter through logs, so they
-must be positive; rows with NaN/inf inputs are refused with a count unless `drop_invalid`.
+must be positive; rows with NaN/inf values are refused, naming each column and its row count, unless
+`drop_invalid`.
 
 Rows that are not draws from the law are excluded by one stated rule (`excluded_rows`), and each
 exclusion is reported (row, value, reason) in the fit's summary and printed by `tokeff fit`:
@@ -256,6 +257,20 @@ def format_exclusions(excluded: list[dict], target_column: str, shown: int = 5) 
     return f"excluded {len(excluded)} row(s) not drawn from the law: " + ", ".join(parts) + more
 
 
+def _nonfinite_message(stacked: np.ndarray, columns: dict[str, str], variables: list[str], has_count: bool,
+                       rows: np.ndarray) -> str:
+    """One line naming each table column that holds NaN/inf, with its row count and first row."""
+    labels = [(columns[v], f"input {v}") for v in variables] + [(columns["target"], "target")]
+    if has_count:
+        labels.append((columns["n_eval"], "input n_eval"))
+    parts = []
+    for (column, role), bad in zip(labels, ~np.isfinite(stacked).T):
+        if bad.any():
+            parts.append(f"column {column} ({role}): {int(bad.sum())} row(s) with NaN/inf, "
+                         f"first table row {int(rows[np.argmax(bad)])}")
+    return "; ".join(parts) + "; fix them or pass --drop-invalid"
+
+
 def prepare(
     table,
     form: Form,
@@ -312,9 +327,8 @@ def prepare(
     stacked = np.stack([*inputs.values(), y] + ([n_eval] if n_eval is not None else []), axis=1)
     finite = np.isfinite(stacked).all(axis=1)
     if not finite.all():
-        n_bad = int((~finite).sum())
         if not drop_invalid:
-            raise UserError(f"data: {n_bad} row(s) with NaN/inf in the used columns; fix them or pass --drop-invalid")
+            raise UserError(_nonfinite_message(stacked, columns, list(inputs), n_eval is not None, rows))
         # Dropped rows are listed with the exclusions: printed by `tokeff fit`, kept in summary.json.
         excluded += [{"row": int(rows[i]), "value": float(y[i]) if np.isfinite(y[i]) else str(y[i]),
                       "reason": "invalid: NaN/inf in a used column (--drop-invalid)"} for i in np.flatnonzero(~finite)]

@@ -42,10 +42,15 @@ EM_TOLERANCE = 1e-10
 
 
 def form_names(spec: "str | Form") -> list[str] | None:
-    """The member forms of a stacked `--form a,b,c`, or None for one form."""
+    """The member forms of a stacked `--form a,b,c`, or None for one form; an empty `--form` or an
+    empty name in the list (`a,,b`, an unset shell variable) is refused rather than dropped."""
+    if isinstance(spec, str) and not spec.strip():
+        raise UserError("--form: empty; name a registered form, or a,b,c for a stack of forms")
     if not isinstance(spec, str) or "," not in spec:
         return None
-    names = [s.strip() for s in spec.split(",") if s.strip()]
+    names = [s.strip() for s in spec.split(",")]
+    if not all(names):
+        raise UserError(f"--form: an empty form name in '{spec}'; name registered forms, as in a,b,c")
     if len(names) < 2 or len(set(names)) != len(names):
         raise UserError(f"--form: a stack needs two or more different forms, got '{spec}'")
     return names
