@@ -359,3 +359,29 @@ def test_help_states_defaults_and_prints_percent_signs_once(capsys):
                          (["compare", "--help"], "default: loo")):
         code, out, _ = _main(argv, capsys)
         assert code == 0 and wanted in " ".join(out.split()) and "%%" not in out
+
+
+def test_every_default_a_help_states_is_the_flag_default():
+    """A help text's "(default X)" is checked against argparse's default, for every flag of every
+    command (a changed default with a stale help fails here); an output flag names its own kind."""
+    import argparse
+    import re
+
+    from tokeff.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    checked = 0
+    for name, command in sub.choices.items():
+        for action in command._actions:
+            if action.default is None or isinstance(action.default, bool) or not action.help:
+                continue
+            for stated in re.findall(r"default:? ([\w.$~/:-]+)", action.help):
+                stated = stated.rstrip(":")  # "(default 0: the model context)"
+                assert stated == str(action.default), f"{name} {action.option_strings}: {stated} != {action.default}"
+                checked += 1
+        outputs = {a.option_strings[0]: a.help for a in command._actions if a.option_strings[:1] in (["--out"],
+                                                                                                   ["--force"])}
+        for flag in ("--out", "--force"):
+            if name in ("fit", "backtest", "predict"):
+                assert f"tokeff {name} already" in outputs[flag], (name, flag, outputs[flag])
+    assert checked >= 25

@@ -11,7 +11,7 @@ HELP = "refit on the runs below a cut (by compute, say) and score the prediction
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from tokeff.commands import fit as fit_command
 
-    fit_command.add_arguments(parser, grouped=False)  # every `tokeff fit` option but hierarchical fits
+    fit_command.add_arguments(parser, grouped=False, kind="backtest")  # every `tokeff fit` option but hierarchical fits
     parser.add_argument("--by", required=True, metavar="EXPR",
                         help="order rows by this column or product of columns, e.g. params*tokens_seen")
     parser.add_argument("--frac", type=float, default=0.33, help="fraction of rows (the top ones) to hold out")

@@ -34,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--format", default="qa", choices=("qa", "chat"), help="prompt format")
     data.add_argument("--k-shot", type=int, default=0, help="solved train examples before each question")
     data.add_argument("--show-choices", action="store_true", help="list the choices in the prompt")
-    data.add_argument("--cache-dir", help="tokenisation cache (default $TOKEFF_CACHE or ~/.cache/tokeff)")
+    data.add_argument("--cache-dir",
+                      help="tokenisation cache (default $TOKEFF_CACHE/tokens, else ~/.cache/tokeff/tokens)")
 
     sel = parser.add_argument_group("selection")
     sel.add_argument("--strategy", default="random", choices=STRATEGIES)

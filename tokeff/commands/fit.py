@@ -7,15 +7,17 @@ import argparse
 HELP = "fit a scaling-law form to a results table (NUTS, MAP/Laplace or the classic Huber/L-BFGS fit)"
 
 
-def add_arguments(parser: argparse.ArgumentParser, *, grouped: bool = True) -> None:
+def add_arguments(parser: argparse.ArgumentParser, *, grouped: bool = True, kind: str = "fit") -> None:
+    """The `tokeff fit` flags; `kind` is what --out holds and --force replaces (backtest: "backtest")."""
     parser.add_argument("data", help="results table (.csv or .jsonl)")
     parser.add_argument("--form", required=True,
                         help="registered form name (e.g. chinchilla, volume); a,b,c stacks those forms' predictive"
                              " distributions, weighted by leave-future-out log score")
     parser.add_argument("--out", required=True,
-                        help="output directory: new or empty (a tokeff fit already there needs --force)")
+                        help=f"output directory: new or empty (a tokeff {kind} already there needs --force)")
     parser.add_argument("--force", action="store_true",
-                        help="replace the tokeff fit already at --out (only the files tokeff wrote)")
+                        help=f"replace the tokeff {kind} already at --out (only the files tokeff wrote; another kind of"
+                             " output is refused)")
     parser.add_argument("--target", help="target column (default: eval_loss for loss forms, accuracy otherwise)")
     parser.add_argument("--map", action="extend", nargs="+", default=[], metavar="VAR=COLUMN",
                         help="inputs or target to columns, e.g. --map N=params D=tokens (or repeat --map);"
@@ -35,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser, *, grouped: bool = True) -> N
     parser.add_argument("--init", default="auto", choices=["auto", "prior", "laplace"],
                         help="where NUTS chains start; laplace: draws of the MAP/Laplace approximation with twice its"
                              " sd (apart, but inside the posterior); prior: draws from the priors;"
-                             " auto: laplace for loss forms, prior for accuracy forms")
+                             " auto: laplace for loss forms, prior for accuracy forms (a --group fit starts at"
+                             " the prior medians)")
     parser.add_argument("--bootstrap", type=int, default=4000,
                         help="bootstrap resamples (--method classic; default 4000, at most 100,000)")
     parser.add_argument("--likelihood", default="auto", choices=["auto", "normal", "student_t", "failures"],

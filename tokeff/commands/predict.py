@@ -19,10 +19,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="grouped fits: predict these groups only (default: every fitted group)")
     parser.add_argument("--new-group", action="store_true",
                         help="grouped fits: a --group-value the fit never saw is a new group drawn from the population")
-    parser.add_argument("--n-eval", type=float, help="accuracy forms: eval-set size of a new observation (default: the fit data's median)")
+    parser.add_argument("--n-eval", type=float, help="accuracy forms: eval-set size of a new observation, a whole"
+                        " positive number (default: the fit data's median)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", required=True, help="output directory: new or empty (an earlier predict there needs --force)")
-    parser.add_argument("--force", action="store_true", help="replace an earlier tokeff predict at --out")
+    parser.add_argument("--out", required=True,
+                        help="output directory: new or empty (a tokeff predict already there needs --force)")
+    parser.add_argument("--force", action="store_true", help="replace the tokeff predict already at --out (only the"
+                        " files tokeff wrote; another kind of output is refused)")
     parser.add_argument("--module", action="append", default=[], help="import this module first (custom forms)")
 
 
