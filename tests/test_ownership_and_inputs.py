@@ -385,3 +385,13 @@ def test_every_default_a_help_states_is_the_flag_default():
             if name in ("fit", "backtest", "predict"):
                 assert f"tokeff {name} already" in outputs[flag], (name, flag, outputs[flag])
     assert checked >= 25
+
+
+@pytest.mark.parametrize("argv", [["fit", "t.csv", "--form", "volume", "--group", "model", "--init", "laplace"],
+                                  ["backtest", "t.csv", "--form", "finetune_data", "--decision", "model", "--by", "D",
+                                   "--init", "prior"]])
+def test_init_on_a_hierarchical_fit_is_refused_not_ignored(argv, tmp_path, capsys):
+    """A grouped fit's chains start at the prior medians whatever --init says: refused before --out."""
+    code, _, err = _main([*argv, "--out", str(tmp_path / "out")], capsys)
+    assert code == 2 and len(err) == 1 and "--init" in err[0], err
+    assert not (tmp_path / "out").exists()

@@ -36,11 +36,12 @@ def run(args: argparse.Namespace) -> int:
     from tokeff.devices import split_cpu_for_chains
     from tokeff.io import claim_output_dir, output_dir, write_json
 
-    from tokeff.commands.fit import check_window
+    from tokeff.commands.fit import check_window, refuse_init_grouped
     from tokeff.laws.stacking import form_names
 
     form_names(args.form)  # an empty --form, or an empty name in a stack, fails before anything else
     check_window(args, "--decision model", args.decision == "model")
+    refuse_init_grouped(args, "--decision model", args.decision == "model")
     claim_output_dir(args.out, "backtest", force=args.force)  # before any fit: a bad --out fails at once
     if args.method == "nuts":
         split_cpu_for_chains(args.chains)

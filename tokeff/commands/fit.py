@@ -37,8 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser, *, grouped: bool = True, kind
     parser.add_argument("--init", default="auto", choices=["auto", "prior", "laplace"],
                         help="where NUTS chains start; laplace: draws of the MAP/Laplace approximation with twice its"
                              " sd (apart, but inside the posterior); prior: draws from the priors;"
-                             " auto: laplace for loss forms, prior for accuracy forms (a --group fit starts at"
-                             " the prior medians)")
+                             " auto: laplace for loss forms, prior for accuracy forms (a hierarchical fit starts"
+                             " at the prior medians and takes no --init)")
     parser.add_argument("--bootstrap", type=int, default=4000,
                         help="bootstrap resamples (--method classic; default 4000, at most 100,000)")
     parser.add_argument("--likelihood", default="auto", choices=["auto", "normal", "student_t", "failures"],
@@ -87,6 +87,16 @@ def add_window_argument(parser: argparse.ArgumentParser, needs: str) -> None:
                              f" start that the form does not describe is left out) (default: {DEFAULT})")
 
 
+def refuse_init_grouped(args: argparse.Namespace, needs: str, grouped: bool) -> None:
+    """A hierarchical fit starts its chains at the prior medians (`tokeff.laws.hierarchy`): an --init
+    there would be ignored, so it is refused rather than read as used."""
+    from tokeff.errors import UserError
+
+    if grouped and args.init != "auto":
+        raise UserError(f"--init: applies to fits without {needs}; a hierarchical fit's chains start at the"
+                        " prior medians")
+
+
 def check_window(args: argparse.Namespace, needs: str, grouped: bool) -> None:
     """A bad or misplaced --window fails before anything is written."""
     from tokeff.errors import UserError
@@ -107,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
 
     form_names(args.form)  # an empty --form, or an empty name in a stack, fails before anything else
     check_window(args, "--group COLUMN", bool(args.group))
+    refuse_init_grouped(args, "--group", bool(args.group))
     claim_output_dir(args.out, "fit", force=args.force)  # before the fit: a bad --out fails at once
 
     if args.method == "nuts":
