@@ -35,7 +35,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.max_len = 0  # strategy "truncate": cap per example
     c.data.layout = "packed"  # "packed" (segment ids) or "padded" (length buckets)
     c.data.row_len = 64  # packed row length (0 = next power of two over the longest example)
-    c.data.cache_dir = ""  # tokenisation cache ("" = $TOKEFF_CACHE or ~/.cache/tokeff, "none" = off)
+    c.data.cache_dir = ""  # tokenisation cache ("" = $TOKEFF_CACHE/tokens, else ~/.cache/tokeff/tokens; "none" = off)
 
     c.batch_size = 8  # rows per step, global (all devices, all microbatches)
     c.microbatches = 1  # gradient accumulation: the step runs batch_size/microbatches rows at a time
