@@ -164,3 +164,20 @@ def test_allocate_strategies_from_dataset_lengths(volume_fit, tmp_path, capsys):
     assert all(o["flops"] <= 1e10 and o["n_examples"] < 300 for o in options.values())
     code, _, err = _run("allocate", argv[:-4] + ["--out", str(tmp_path / "out")], capsys)
     assert code == 2 and "--lengths" in err
+
+
+def test_propose_with_a_grid_informs_a_choice_among_strategies(volume_fit, tmp_path, capsys):
+    """--strategies beside --grid is not ignored: the decision the candidates inform is among strategies."""
+    lengths = np.random.default_rng(0).integers(20, 400, 300)
+    (tmp_path / "lengths.txt").write_text("\n".join(map(str, lengths)))
+    (tmp_path / "grid.json").write_text(json.dumps({"models": ["tiny"], "n_examples": [50, 200], "avg_tokens": [64]}))
+    outcomes = {}
+    for label, extra in (("lengths", []), ("strategies", ["--strategies", "few_long,many_short,balanced",
+                                                           "--lengths", str(tmp_path / "lengths.txt")])):
+        argv = [volume_fit, "--grid", str(tmp_path / "grid.json"), "--budget", "1e10", "--sims", "8", *extra,
+                "--out", str(tmp_path / label)]
+        code, _, err = _run("propose", argv, capsys)
+        assert code == 0, err
+        outcomes[label] = json.loads((tmp_path / label / "proposals.json").read_text())
+    assert "of 1 options" in outcomes["lengths"]["uncertainty"]
+    assert "of 3 options" in outcomes["strategies"]["uncertainty"]

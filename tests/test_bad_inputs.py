@@ -576,6 +576,10 @@ case("propose-horizon-1e300", [*P, "--horizon", "1e300"], ("--horizon", "limit")
 case("propose-grid-unknown-key", [*P[:2], "--grid", "{W}/grid-typo.json", "--out", "{W}/new-proposals"],
      ("--grid", "unknown key 'n_exmples'"))
 case("propose-grid-and-models", [*P, "--grid", "{W}/grid-ok.json"], ("--models", "--grid"))
+case("propose-grid-budget-1e300", [*P[:2], "--grid", "{W}/grid-budget-huge.json", "--lengths", "{W}/lengths.json",
+                                   "--out", "{W}/new-proposals"], ("--grid: budgets", "limit"))
+case("propose-grid-and-epochs", [*P[:2], "--grid", "{W}/grid-ok.json", "--epochs", "2", "--out", "{W}/new-proposals"],
+     ("--epochs", "--grid"))
 case("propose-n-eval-on-loss-fit", ["propose", "{W}/fit-chinchilla", "--grid", "{W}/grid-unknown-group.json",
                                     "--n-eval", "100", "--out", "{W}/new-proposals"], ("--n-eval", "loss form"))
 case("fit-pool-empty", [*F, "--group", "grp", "--pool", ""], ("--pool", "empty parameter name"))
@@ -754,6 +758,8 @@ def _build_hostile_inputs(root: pathlib.Path, n, d, loss) -> None:
     (root / "lengths-nan.json").write_text("[10, NaN, 30]")
     (root / "lengths-huge.json").write_text("[10, 1e30]")
     (root / "grid-ok.json").write_text(json.dumps({"models": ["tiny"], "n_examples": [100], "avg_tokens": [32]}))
+    (root / "grid-budget-huge.json").write_text(json.dumps({"models": ["tiny"], "budgets": [1e300],
+                                                            "strategies": ["few_long"]}))
     (root / "grid-typo.json").write_text(json.dumps({"models": ["tiny"], "n_exmples": [100], "avg_tokens": [32]}))
 
 

@@ -13,7 +13,7 @@ def add_option_space_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lengths-grid", help="comma-separated candidate average example lengths (tokens)")
     parser.add_argument("--n-examples", help="comma-separated example counts; allocate's default: as many as the budget buys "
                         "(propose needs them, or a --grid)")
-    parser.add_argument("--epochs", default="1", help="comma-separated epoch counts (default 1)")
+    parser.add_argument("--epochs", help="comma-separated epoch counts (1 unless given)")
     parser.add_argument("--strategies", help="comma-separated subsampling strategies (few_long, many_short, "
                         "balanced) applied to the dataset's lengths (needs --lengths)")
     parser.add_argument("--lengths", metavar="FILE", help="the available examples' token lengths: a JSON list "
@@ -32,7 +32,7 @@ def option_space_from_args(args: argparse.Namespace):
     from tokeff.decide.options import option_space
 
     return option_space(models=args.models, lengths_grid=args.lengths_grid, strategies=args.strategies,
-                        epochs=args.epochs, n_examples=args.n_examples, lengths_file=args.lengths,
+                        epochs=args.epochs if args.epochs is not None else "1", n_examples=args.n_examples, lengths_file=args.lengths,
                         max_examples=args.max_examples, row_len=args.row_len, fill=args.fill)
 
 

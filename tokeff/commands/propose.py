@@ -73,9 +73,10 @@ def run(args: argparse.Namespace) -> int:
     elif args.group_value or args.new_group:
         raise UserError("--group-value: the fit is not grouped (fit with --group COLUMN)")
     cands = candidates(args.grid, space, groups=groups, new_group=args.new_group)
-    if args.grid:  # the grid file lists the candidates; these flags would be ignored
+    if args.grid:  # the grid file lists the candidates; these flags would be ignored (--strategies is
+        # not: it makes the decision the runs inform one among strategies)
         given = [flag for flag, value in (("--models", args.models), ("--n-examples", args.n_examples),
-                                          ("--lengths-grid", args.lengths_grid), ("--strategies", args.strategies))
+                                          ("--lengths-grid", args.lengths_grid), ("--epochs", args.epochs))
                  if value is not None]
         if given:
             raise UserError(f"{given[0]}: the --grid file lists the candidates; give one or the other")

@@ -41,6 +41,7 @@ from tokeff.decide.options import (
 )
 from tokeff.decide.summaries import normalized_weights
 from tokeff.errors import UserError
+from tokeff.flops import check_budget
 from tokeff.progress import PROPOSE_WORK, progress
 from tokeff.resources import check_candidate_count
 from tokeff.laws.model import Likelihood, observation_dist
@@ -257,7 +258,7 @@ def candidates(grid_path: str | None, space: OptionSpace, *, groups=None, new_gr
                 raise UserError("--grid: strategies need the dataset's example lengths (--lengths FILE)")
             pairs = tuple((str(m), resolve(m)[0]) for m in _list(grid, "models"))
             for budget, seed in itertools.product(_list(grid, "budgets"), _list(grid, "seeds", [0])):
-                options, _ = strategy_options(float(budget), list(dict.fromkeys(p for _, p in pairs)),
+                options, _ = strategy_options(check_budget(float(budget), "--grid: budgets"), list(dict.fromkeys(p for _, p in pairs)),
                                               _list(grid, "strategies"), space.pool.lengths,
                                               epochs=[int(e) for e in _list(grid, "epochs", [1])])
                 if groups is not None:
