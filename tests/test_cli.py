@@ -46,3 +46,12 @@ def test_python_dash_m_tokeff_runs_the_cli():
     proc = subprocess.run([sys.executable, "-m", "tokeff", "flops", "--model", "nope", "--seq-len", "8"],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.startswith("tokeff flops: error:"), proc.stderr
+
+
+def test_a_positional_after_a_map_list_is_found_behind_an_abbreviated_flag():
+    """argparse takes `--lik` for `--likelihood`: its value is a value, not the table."""
+    from tokeff.cli import _hoist_positionals, build_parser
+
+    parser = build_parser()
+    argv = ["fit", "--form", "chinchilla", "--out", "o", "--lik", "normal", "--map", "N=params", "data.csv"]
+    assert parser.parse_args(_hoist_positionals(argv, parser)).data == "data.csv"

@@ -71,15 +71,22 @@ def _hoist_positionals(argv: list[str], parser: argparse.ArgumentParser) -> list
     command = sub.choices.get(argv[0]) if sub else None
     if command is None:
         return argv
-    lists = {s for a in command._actions if a.nargs == "+" and "=" in str(a.metavar or "") for s in a.option_strings}
+    lists = {a for a in command._actions if a.nargs == "+" and "=" in str(a.metavar or "")}
     options = {s: a for a in command._actions for s in a.option_strings}
+
+    def action_of(token: str):  # argparse takes a unique prefix of a flag for the flag (--lik: --likelihood)
+        if token in options or "=" in token:
+            return options.get(token)
+        found = {a for s, a in options.items() if s.startswith(token)}
+        return found.pop() if len(found) == 1 else None
+
     wanted = sum(1 for a in command._actions if not a.option_strings and a.nargs is None)
     out, hoisted, given = [argv[0]], [], 0
     state = None  # what the tokens after an option are: "list" (VAR=VALUE), "many", "one" value, or positionals
     for token in argv[1:]:
         if token.startswith("-"):
-            action = options.get(token)
-            state = ("list" if token in lists else "many" if action.nargs in ("+", "*") else
+            action = action_of(token)
+            state = ("list" if action in lists else "many" if action.nargs in ("+", "*") else
                      None if action.nargs == 0 else "one") if action is not None else None
             out.append(token)
         elif state == "list" and "=" not in token and given + len(hoisted) < wanted:
