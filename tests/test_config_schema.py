@@ -4,6 +4,7 @@ Each case runs `tokeff sweep` / `tokeff demo` in-process and expects exit 2, one
 naming the key, no traceback and no run folder.
 """
 
+import re
 import textwrap
 
 import pytest
@@ -76,3 +77,22 @@ def test_sweep_runner_has_its_default(tmp_path, capsys):
 def test_demo_config_refused_before_anything_runs(tmp_path, capsys, overrides, key):
     refused(capsys, tmp_path, ["demo", "--config", ":smoke", *overrides], key)
 
+
+
+@pytest.mark.parametrize("body, message", [
+    # a lazy reference that fails when read, and a section that holds itself: the generic message
+    ("c.n = 1\n    c.d = 1\n    c.a = c.get_ref('n') // c.get_ref('d')\n    c.d = 0\n", "get_config failed (TypeError"),
+    ("c.loop = c\n", "get_config failed (TypeError"),
+    # a placeholder holds None: the message gives its declared type
+    ("c.optim.lr = ml_collections.FieldReference(None, field_type=float)\n", "config.optim.lr: must be a float, got str"),
+])
+def test_a_mistyped_value_is_one_line_whatever_else_the_config_holds(tmp_path, body, message):
+    from tokeff.configfile import _call_get_config
+    from tokeff.errors import UserError
+
+    file = tmp_path / "cfg.py"
+    file.write_text("import ml_collections\n\ndef get_config():\n    c = ml_collections.ConfigDict()\n"
+                    "    c.optim = ml_collections.ConfigDict()\n    c.optim.lr = 0.1\n    " + body
+                    + "    c.optim.lr = 'fast'\n    return c\n")
+    with pytest.raises(UserError, match=re.escape(message)):
+        _call_get_config(str(file), None, "--config")

@@ -135,8 +135,16 @@ def _mistyped_key(error: BaseException, file: str) -> str | None:
 
     ml_collections names only the leaf ('lr'), and two sections may share a leaf name; the full
     key is found by looking the refusing section up, by identity, in the ConfigDicts the config
-    file's own frames hold.
+    file's own frames hold. Anything this lookup meets that it cannot read (a lazy reference that
+    fails, a section that holds itself) gives None: the generic message stands.
     """
+    try:
+        return _mistyped_key_path(error, file)
+    except Exception:  # noqa: BLE001 - the user's config objects, read by introspection
+        return None
+
+
+def _mistyped_key_path(error: BaseException, file: str) -> str | None:
     if not isinstance(error, TypeError) or not str(error).startswith("Could not override field"):
         return None
     frames, tb = [], error.__traceback__
@@ -154,9 +162,10 @@ def _mistyped_key(error: BaseException, file: str) -> str | None:
     if path is None:
         return None
     current = section._fields.get(key)  # noqa: SLF001 - the value it would have replaced, by type
-    if hasattr(current, "get") and not isinstance(current, ml_collections.ConfigDict):
-        current = current.get()
-    expected = type(current).__name__
+    if isinstance(current, ml_collections.FieldReference):  # its declared type (a placeholder holds None)
+        expected = current.get_type().__name__
+    else:
+        expected = type(current).__name__
     article = "an" if expected[0] in "aeiou" else "a"
     return f"config.{path}{key}: must be {article} {expected}, got {type(value).__name__} {value!r}"
 
