@@ -74,6 +74,7 @@ def test_compose_local_file_with_fields(tmp_path, capsys, monkeypatch):
     (["--fields", "question", "--n-examples", "2"], "--fields: 'question' is not KEY=COLUMN"),
     (["--strategy", "length_window", "--lo", "5000", "--n-examples", "1"], "lo: 5000 tokens exceeds"),
     (["--model", "tinyy", "--n-examples", "1"], "unknown preset 'tinyy' (did you mean tiny"),
+    (["--dataset", "", "--n-examples", "1"], "dataset: the name is empty"),
 ])
 def test_bad_input_exits_2_with_one_line(mini, capsys, args, message):
     argv = args if "--model" in args else [*args, "--model", "tiny"]

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.path is not None and args.dataset is not None:
         raise UserError("--path: give --path or --dataset, not both (the file would replace the dataset)")
-    dataset = args.dataset or "mmlu"
+    dataset = args.dataset if args.dataset is not None else "mmlu"  # an empty --dataset is refused, not mmlu
     if args.bins < 1:
         raise UserError(f"--bins: must be >= 1, got {args.bins}")
     for flag, value in (("--n-examples", args.n_examples), ("--token-budget", args.token_budget)):
