@@ -154,3 +154,9 @@ def test_correlated_effects_draw_groups_with_the_population_correlation():
     # the (fixed) turn factor: the correlation carries over to log A.
     r = np.corrcoef(log_e, np.log(drawn["A"][:, 0]))[0, 1]
     assert 0.85 < r < 0.95, r
+
+
+def test_a_library_grouped_fit_refuses_an_init_it_would_ignore():
+    table = pd.DataFrame({"N": [1e6] * 4, "D": [1e9] * 4, "eval_loss": [3.0] * 4, "model": ["a", "a", "b", "b"]})
+    with pytest.raises(UserError, match="--init"):
+        fit_grouped(table, "chinchilla", "model", init="laplace")

@@ -517,6 +517,8 @@ def fit_grouped(
     s = (settings or FitSettings()).replace(**overrides) if overrides else (settings or FitSettings())
     if s.method not in ("nuts", "map"):
         raise UserError(f"--method: a grouped fit runs nuts or map, got '{s.method}'")
+    if s.init != "auto":  # it would be ignored: NUTS starts every group at the prior medians
+        raise UserError("--init: a hierarchical fit's chains start at the prior medians; it takes no --init")
     method, chains, draws, warmup, seed = s.method, s.chains, s.draws, s.warmup, s.seed
     priors = s.prior_overrides
     form = get_form(form) if isinstance(form, str) else form
