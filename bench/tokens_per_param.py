@@ -4,7 +4,7 @@ Tables of `--points` runs over Chinchilla's range (70M-16B params, 5B-500B token
 the Epoch AI replication of Chinchilla's law (E 1.82, A 482, B 2085, alpha 0.348, beta 0.366: 18.4
 tokens per parameter at that budget) with `--sigma` log-normal noise and `--diverged` runs that
 went back to an initial-level loss (~11 nats). Fitted with the defaults (Student-t, discrepancy,
-the exclusion rule) and with the earlier ones (`--likelihood normal --discrepancy none
+the exclusion rule) and with the plain ones (`--likelihood normal --discrepancy none
 --no-exclude`, diverged runs then kept), NUTS 4 chains x 1000 or MAP/Laplace; prints the median and
 90% interval of D_opt / N_opt per seed, then per setting over the seeds: the median of the
 per-seed medians, the spread of log(median) across seeds (how much one table decides: sampling
@@ -26,7 +26,7 @@ def main():
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--chains", type=int, default=4)
     parser.add_argument("--method", default="nuts", choices=["nuts", "map"])
-    parser.add_argument("--defaults-only", action="store_true", help="skip the earlier settings")
+    parser.add_argument("--defaults-only", action="store_true", help="skip the plain settings (normal, no discrepancy, all rows)")
     args = parser.parse_args()
     split_cpu_for_chains(args.chains)
     import numpy as np
@@ -42,7 +42,7 @@ def main():
     true_tpp = float(form.allocate({k: np.float32(v) for k, v in truth.items()}, CHINCHILLA_RUN["C"])["tokens_per_param"])
     settings = {"defaults": {}}
     if not args.defaults_only:
-        settings["earlier (normal, no discrepancy, all rows)"] = {
+        settings["plain (normal, no discrepancy, all rows)"] = {
             "likelihood": "normal", "discrepancy": "none", "exclude": False}
     results = {name: [] for name in settings}
     print(f"truth: {true_tpp:.1f} tokens per parameter; {args.points} runs, noise {args.sigma:g}, "
