@@ -590,7 +590,7 @@ case("backtest-choice-on-pretraining", [*BT[:-2], "--decision", "choice", "--out
      ("--decision", "fine-tuning"))
 case("train-data.k_shot--1", [*T, "--config.data.k_shot=-1"], "data.k_shot")
 case("train-mesh.fsdp-0", [*T, "--config.mesh.fsdp=0"], "mesh.fsdp")
-case("sweep-grid-unknown-model", [*S, "--config.grid.models=('nope',)"], ("config.grid.models", "nope"))
+case("sweep-grid-unknown-model", [*S, "--config.grid.models=('nope',)"], ("error: config.grid.models: unknown", "nope"))
 case("sweep-grid-unknown-strategy", [*S, "--config.grid.compositions=({'strategy': 'fancy'},)"],
      ("config.grid.compositions[0].strategy", "fancy"))
 case("sweep-points-unknown-strategy", [*S, "--points", "{W}/points-fancy.json"], ("points[0].composition.strategy", "fancy"))

@@ -57,10 +57,7 @@ def grid_points(config: ml_collections.ConfigDict) -> list[Point]:
         if not list(grid.get(axis) or []):
             raise UserError(f"config.grid.{axis}: must list at least one value")
     for model in grid.models:  # an unknown model is refused here, before the workdir, not when its turn comes
-        try:
-            parse_model_spec(str(model))
-        except UserError as e:
-            raise UserError(f"config.grid.models: {e}") from None
+        parse_model_spec(str(model), field="config.grid.models")
     compositions = [check_composition(c, f"config.grid.compositions[{i}]") for i, c in enumerate(grid.compositions)]
     budgets = [flops.check_budget(b, "config.grid.budgets") for b in grid.budgets]
     seeds = [check_seed(s, "config.grid.seeds") for s in grid.seeds]
