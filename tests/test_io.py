@@ -120,6 +120,41 @@ def test_staging_left_by_a_killed_process_is_cleaned(tmp_path):
     assert not stale.exists() and live.exists()
 
 
+class _Killed(BaseException):
+    """SIGKILL's stand-in: no `except Exception` or cleanup in tokeff's own code acts on it."""
+
+
+def test_a_kill_while_files_move_into_an_output_leaves_a_rerun_that_is_accepted(tmp_path, monkeypatch):
+    with output_dir(tmp_path / "fit", "fit") as staging:
+        write_json(os.path.join(staging, "summary.json"), {})
+    real_replace = os.replace
+
+    def killed_after_the_first_move(src, dst):
+        real_replace(src, dst)
+        if os.path.dirname(dst) == str(tmp_path / "fit"):
+            raise _Killed  # allocation.json is in place, the final manifest not yet written
+
+    monkeypatch.setattr(os, "replace", killed_after_the_first_move)
+    with pytest.raises(_Killed):
+        with output_dir(tmp_path / "fit", "allocation", allow_existing=True) as staging:
+            write_json(os.path.join(staging, "allocation.json"), {"run": 1})
+    monkeypatch.setattr(os, "replace", real_replace)
+    with output_dir(tmp_path / "fit", "allocation", allow_existing=True) as staging:  # the rerun
+        write_json(os.path.join(staging, "allocation.json"), {"run": 2})
+    assert json.loads((tmp_path / "fit" / "allocation.json").read_text()) == {"run": 2}
+    assert read_manifest(tmp_path / "fit") == {"kind": "fit", "files": ["allocation.json", "summary.json"]}
+
+
+def test_a_manifest_left_half_written_by_a_kill_does_not_make_the_folder_foreign(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / f".{MANIFEST}.k3j2.tmp").write_text('{"ki')  # tokeff.io.write_bytes's temp file, killed mid-write
+    claim_output_dir(run, "demo", allow_existing=True)
+    (run / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="tokeff did not create it"):
+        claim_output_dir(run, "demo", allow_existing=True)
+
+
 def test_read_only_parent_is_refused(tmp_path, monkeypatch):
     (tmp_path / "ro").mkdir(mode=0o555)
     real_access = os.access  # CI runs as root, which writes anywhere: ask as an ordinary user would

@@ -162,7 +162,7 @@ def claim_output_dir(path: str | os.PathLike, kind: str, *, field: str = "--out"
     create, a tokeff workdir, an unwritable place, a directory another tokeff process is writing
     (the lock, `tokeff.ownership`, is held until the command returns).
     """
-    from tokeff.ownership import hold_output_lock, refuse_empty_path, workdir_kind
+    from tokeff.ownership import hold_output_lock, is_marker_in_flight, refuse_empty_path, workdir_kind
 
     if is_remote(refuse_empty_path(path, field)):
         raise UserError(f"{field}: {path}: an output directory must be local (its files are staged and renamed into "
@@ -171,7 +171,7 @@ def claim_output_dir(path: str | os.PathLike, kind: str, *, field: str = "--out"
     if os.path.isdir(path) and workdir_kind(path) is not None:
         raise UserError(f"{field}: {path} is a tokeff {workdir_kind(path)} workdir, not an output directory; "
                         "choose a new directory")
-    if os.path.isdir(path) and os.listdir(path):
+    if os.path.isdir(path) and [n for n in os.listdir(path) if not is_marker_in_flight(n)]:
         manifest = read_manifest(path)
         if manifest is None:
             raise UserError(f"{field}: {path} exists and is not empty, and tokeff did not create it; "
@@ -233,6 +233,10 @@ def _stage_and_move(path: str, kind: str, field: str, force: bool, allow_existin
             target = os.path.join(path, rel)
             if os.path.lexists(target) and rel not in owned:
                 raise UserError(f"{field}: {target} exists and tokeff did not write it; choose a new directory")
+        kind_after = manifest.get("kind", kind) if allow_existing else kind
+        # The manifest names the files before they move in: a kill between the moves and the final
+        # manifest leaves files tokeff wrote, listed as its own, so the rerun may replace them.
+        _write_manifest(path, kind_after, sorted(owned | set(written)))
         for rel in written:
             os.makedirs(os.path.dirname(os.path.join(path, rel)), exist_ok=True)
             os.replace(os.path.join(staging, rel), os.path.join(path, rel))
@@ -243,7 +247,7 @@ def _stage_and_move(path: str, kind: str, field: str, force: bool, allow_existin
                     os.unlink(os.path.join(path, rel))
         else:
             keep |= {rel for rel in owned if os.path.exists(os.path.join(path, rel))}
-        _write_manifest(path, manifest.get("kind", kind) if allow_existing else kind, sorted(keep))
+        _write_manifest(path, kind_after, sorted(keep))
     except OSError as e:
         raise _disk_error(e, path, field) from None
     finally:

@@ -96,13 +96,14 @@ def _names(path: str, field: str) -> list[str] | None:
         entries = os.listdir(path)
     else:
         return None
-    return [n for n in entries if not n.startswith(LOCK_NAME) and not _is_marker_in_flight(n)]
+    return [n for n in entries if not n.startswith(LOCK_NAME) and not is_marker_in_flight(n)]
 
 
-def _is_marker_in_flight(name: str) -> bool:
-    """A marker another tokeff process is writing (`tokeff.io`'s atomic temp file): tokeff's own,
-    so a second run on that workdir reaches the lock and is told who holds it."""
-    return name.startswith(f".{WORKDIR_MARKER}.") and name.endswith(".tmp")
+def is_marker_in_flight(name: str) -> bool:
+    """A workdir marker or output manifest being written (`tokeff.io`'s atomic temp file), or left
+    by a process killed while writing it: tokeff's own, so a second run reaches the lock and is told
+    who holds it, and the rerun of a killed one is not refused as a folder of the user's files."""
+    return name.startswith((f".{WORKDIR_MARKER}.", f".{OUTPUT_MANIFEST}.")) and name.endswith(".tmp")
 
 
 def _read_json(path: str, name: str):
