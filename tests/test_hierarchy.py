@@ -1,6 +1,8 @@
 """Hierarchical (grouped) fits: a small pooled fit, a thin group carried by the population, a new
 group's wider interval, save/load, the CLI, and a small SBC of the hierarchical model."""
 
+import contextlib
+import io
 import json
 import os
 
@@ -79,11 +81,25 @@ def test_save_and_load_keep_the_draws(pooled, tmp_path):
     assert summary["population"]["beta"]["spread"]["median"] > 0 and summary["shared"]["sigma"]["median"] > 0
 
 
-def test_unpooled_parameters_are_shared_and_map_also_fits():
-    table = curves(n_groups=3, n_points=7, seed=3)
-    fit = fit_grouped(table, "finetune_data", "model", pool="E,A", method="map", laplace_draws=500, seed=0,
-                      likelihood="student_t")
-    assert fit.pooled == ("E", "A")
+@pytest.fixture(scope="module")
+def cli_map_fit(tmp_path_factory):
+    """(exit code, stdout, the saved fit's folder) of `tokeff fit --group model --pool E,A --method map`
+    on three curves: one grouped MAP fit serves the CLI's test and the unpooled parameters' test."""
+    from tokeff.cli import main
+
+    root = tmp_path_factory.mktemp("grouped_map")
+    curves(n_groups=3, n_points=7, seed=3).to_csv(root / "curves.csv", index=False)
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        code = main(["fit", str(root / "curves.csv"), "--form", "finetune_data", "--group", "model", "--pool", "E,A",
+                     "--method", "map", "--likelihood", "student_t", "--out", str(root / "fit"), "--no-plots"])
+    return code, out.getvalue(), root / "fit"
+
+
+def test_unpooled_parameters_are_shared_and_map_also_fits(cli_map_fit):
+    from tokeff.laws.fit import load_fit
+
+    fit = load_fit(str(cli_map_fit[2]))
+    assert fit.method == "map" and fit.pooled == ("E", "A")
     beta = fit.samples["beta"]
     np.testing.assert_allclose(beta[:, 0], beta[:, 2])  # shared: one value for every group
     assert "spread" not in fit.summary["population"]["beta"]
@@ -100,14 +116,8 @@ def test_group_column_and_pool_refusals():
         parse_pool("alpha", get_form("finetune_data"))
 
 
-def test_cli_fit_group(tmp_path, capsys):
-    from tokeff.cli import main
-
-    table = curves(n_groups=3, n_points=6, seed=5)
-    table.to_csv(tmp_path / "curves.csv", index=False)
-    code = main(["fit", str(tmp_path / "curves.csv"), "--form", "finetune_data", "--group", "model", "--method", "map",
-                 "--likelihood", "student_t", "--out", str(tmp_path / "fit"), "--no-plots"])
-    out = capsys.readouterr().out
+def test_cli_fit_group(cli_map_fit):
+    code, out, _ = cli_map_fit
     assert code == 0 and "3 groups" in out and "population" in out and "m2" in out
 
 
