@@ -26,7 +26,10 @@ def test_kv_cache_generation_equals_full_recomputation(tiny, n_prompt):
     prompt = np.random.default_rng(n_prompt).integers(0, tiny.cfg.vocab_size, n_prompt).tolist()
     ids = list(prompt)
     for _ in range(6):
-        ids.append(int(np.argmax(np.asarray(forward(tiny, jnp.asarray([ids])))[0, -1])))
+        # One shape for every step (one compile): the tokens so far, then zeros that the causal
+        # forward cannot see from the last real position.
+        padded = ids + [0] * (n_prompt + 6 - len(ids))
+        ids.append(int(np.argmax(np.asarray(forward(tiny, jnp.asarray([padded])))[0, len(ids) - 1])))
     generated = ids[len(prompt):]
     assert greedy_generate(tiny, prompt, 6) == generated
     stop = generated[-1]  # generation ends before the first occurrence of a stop id
