@@ -58,8 +58,10 @@ def _huber(r, delta):
     return jnp.where(a <= delta, 0.5 * r**2, delta * (a - 0.5 * delta))
 
 
-def _make_solver(form: Form, log_x: dict, log_y, *, delta: float, max_iter: int, tol: float):
-    """`solve(theta0, weights) -> (theta, objective, grad_norm)`: L-BFGS on the weighted Huber sum.
+def _make_solver(form: Form, log_x: dict, log_y, *, delta: float, tol: float):
+    """`solve(theta0, weights, max_iter) -> (theta, objective, grad_norm)`: L-BFGS on the weighted
+    Huber sum, at most `max_iter` iterations (an argument, not a constant: the grid's short runs and
+    the bootstrap's long ones are then one compiled program).
 
     The ridge between a coefficient and its exponent (a - alpha log N, log N ~ 20) is so ill-conditioned
     that plain L-BFGS stops long before the minimum (we saw bootstrap refits move 1e-4 where the true
@@ -85,7 +87,7 @@ def _make_solver(form: Form, log_x: dict, log_y, *, delta: float, max_iter: int,
         eigval, eigvec = jnp.linalg.eigh(metric)
         return eigvec @ jnp.diag(jnp.maximum(eigval, 1e-12) ** -0.5) @ eigvec.T
 
-    def solve(theta0, weights):
+    def solve(theta0, weights, max_iter):
         precond = preconditioner(theta0, weights)
         fun = lambda u: objective(theta0 + precond @ u, weights)  # noqa: E731
         opt = optax.lbfgs(linesearch=optax.scale_by_backtracking_linesearch(max_backtracking_steps=30, store_grad=True))
@@ -138,13 +140,18 @@ def fit_classic(
     n = log_y.shape[0]
     ones = jnp.ones((n,), jnp.float32)
 
+    # One solver for every stage, max_iter an argument: the grid and the bootstrap (`chunk` starts at
+    # a time) run one compiled program; the polish of the best `n_polish` starts a second (a shape of
+    # its own: padded to `chunk`, its 100-iteration runs cost more than the compile they would save).
+    solve_chunk = jax.jit(jax.vmap(_make_solver(form, log_x, log_y, delta=delta, tol=tol), in_axes=(0, 0, None)))
+
     def batched(max_iter_):
-        solver = _make_solver(form, log_x, log_y, delta=delta, max_iter=max_iter_, tol=tol)
-        return jax.jit(jax.vmap(solver, in_axes=(0, 0)))
+        return lambda th0, weights: solve_chunk(th0, weights, jnp.int32(max_iter_))
 
     def run_chunked(solve_many, starts, weights_fn, desc=None):
-        """Apply `solve_many` in fixed-size chunks (one compiled shape; the last chunk is padded);
-        with a `desc`, a progress bar when there are many (`tokeff.progress`)."""
+        """Apply `solve_many` in fixed-size chunks (one compiled shape; the last chunk is padded with
+        copies of its last start, which stop when it stops); with a `desc`, a progress bar when there
+        are many (`tokeff.progress`)."""
         outs = []
         chunks = enumerate(range(0, starts.shape[0], chunk))
         shown = desc is not None and show_progress(starts.shape[0], BOOTSTRAP_REFITS)
