@@ -95,8 +95,8 @@ def _failing_resamples(monkeypatch, min_copies: int):
     def make_solver(*args, **kwargs):
         solve = real(*args, **kwargs)
 
-        def failing(theta0, weights):
-            theta, value, grad = solve(theta0, weights)
+        def failing(theta0, weights, max_iter):
+            theta, value, grad = solve(theta0, weights, max_iter)
             bad = weights[0] >= min_copies
             return jnp.where(bad, jnp.nan, theta), jnp.where(bad, jnp.inf, value), grad
 
