@@ -1,8 +1,8 @@
 """Execute the notebooks in place, so that they are committed with the outputs of a real run.
 
 `make notebooks` runs this after `make demo`: the notebooks' defaults read the demo's fits in
-runs/demo. The test suite executes them too (tests/test_notebooks.py), on fits it makes, without
-writing them back.
+runs/demo. The test suite executes them too (tests/test_demo.py), on the fits of the smoke demo it
+runs, without writing them back.
 """
 
 from __future__ import annotations
