@@ -102,6 +102,7 @@ def backtest(
     from tqdm.auto import tqdm
 
     from tokeff.laws.fit import fit
+    from tokeff.laws.laplace import bucket
 
     settings = settings or FitSettings()
     if overrides:
@@ -142,10 +143,12 @@ def backtest(
     for i, (n_fit, end) in enumerate(tqdm(plan, desc=f"backtest {name}", disable=not progress or len(plan) == 1)):
         fit_rows, held_rows = rows[:n_fit], rows[n_fit:end]
         seed = settings.seed + i
+        # Every cut's fit padded as the whole table is: one compiled program (per form) for every
+        # cut, and the same one as a fit of the whole table.
         if stack:
-            result = fit_stacked(data.take(fit_rows), stack, settings.replace(seed=seed))
+            result = fit_stacked(data.take(fit_rows), stack, settings.replace(seed=seed), pad_to=bucket(data.n_points))
         else:
-            result = fit(data.take(fit_rows), form, settings.replace(seed=seed))
+            result = fit(data.take(fit_rows), form, settings.replace(seed=seed), pad_to=bucket(data.n_points))
         held = data.take(held_rows)
         draws = result.predictive(held.inputs, "observed", n_eval=held.n_eval, seed=seed)
         results.append(Cut(fit_rows, held_rows, draws, result.diagnostics))

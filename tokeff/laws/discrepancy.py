@@ -131,8 +131,10 @@ def _inner_origin(form, likelihood, inner: FitData, held: FitData, *, pad_to: in
     return residual[ok], spread_var[ok], dist[ok], failures, record
 
 
-def learn_tau(form, likelihood, data: FitData, *, n_draws: int, seed: int = 0) -> tuple[np.ndarray, dict]:
-    """Draws of tau (see the module doc) and a record of how they were learned, for the summary."""
+def learn_tau(form, likelihood, data: FitData, *, n_draws: int, seed: int = 0,
+              pad_to: int | None = None) -> tuple[np.ndarray, dict]:
+    """Draws of tau (see the module doc) and a record of how they were learned, for the summary.
+    The inner fits are padded to `bucket(n)`, or to `pad_to` when larger (the fit's own padding)."""
     from tokeff.laws.laplace import bucket
 
     rng = np.random.default_rng(seed)
@@ -147,7 +149,8 @@ def learn_tau(form, likelihood, data: FitData, *, n_draws: int, seed: int = 0) -
     info = {"prior": str(TAU_PRIOR), "origins": []}
     for k in cuts:
         residual, spread_var, dist, failures, record = _inner_origin(
-            form, likelihood, data.take(order[:k]), data.take(order[k:]), pad_to=bucket(n), seed=seed)
+            form, likelihood, data.take(order[:k]), data.take(order[k:]), pad_to=max(bucket(n), pad_to or 0),
+            seed=seed)
         info["origins"].append(record)
         if len(residual) >= 3:
             # The origins see the same top runs again: each counts as 1/K of the evidence.

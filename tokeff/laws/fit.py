@@ -176,11 +176,14 @@ def fit(
     mapping: Mapping[str, str] | None = None,
     target: str | None = None,
     progress: bool = False,
+    pad_to: int | None = None,
     **overrides,
 ) -> Fit:
     """Fit `form` to `table` (DataFrame, dict of columns or a .csv/.jsonl path) with `settings`
     (default `FitSettings()`); keyword `overrides` replace single settings (`draws=200`). See the
-    module doc."""
+    module doc. `pad_to` (MAP): the rows the compiled Laplace programs are padded to, when more than
+    the table's own bucket, so that refits of one table at several sizes (backtest cuts, stacking's
+    inner cuts) run one program; rows of weight zero, so the fit is the same."""
     settings = settings or FitSettings()
     if overrides:
         settings = settings.replace(**overrides)
@@ -219,7 +222,7 @@ def fit(
                               "first_problems": first["problems"]}
         point = None
     elif method == "map":
-        posterior, point, opt_diag = run_laplace(form, lik, data, draws=s.laplace_draws, seed=seed)
+        posterior, point, opt_diag = run_laplace(form, lik, data, draws=s.laplace_draws, seed=seed, pad_to=pad_to)
         stats = None
     else:
         from tokeff.laws.classic import fit_classic
@@ -256,7 +259,8 @@ def fit(
     summary = _summary(form, method, lik, data, idata, sites, diagnostics, settings.as_dict() | run, point)
     summary["discrepancy"] = {"mode": "none"}
     if s.discrepancy == "extrapolation" and form.target == "loss" and method != "classic":
-        tau, info = discrepancy_lib.learn_tau(form, lik, data, n_draws=samples["sigma"].shape[0], seed=seed)
+        tau, info = discrepancy_lib.learn_tau(form, lik, data, n_draws=samples["sigma"].shape[0], seed=seed,
+                                              pad_to=pad_to)
         samples["tau"] = tau
         idata.posterior["tau"] = (("chain", "draw"), tau.reshape(idata.posterior.sizes["chain"], -1))
         summary["discrepancy"] = {"mode": s.discrepancy, "log_ranges": discrepancy_lib.log_ranges(data.inputs),

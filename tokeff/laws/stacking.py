@@ -204,11 +204,14 @@ def _member_settings(settings, form: Form):
     return settings.replace(priors=tuple((k, v) for k, v in settings.priors if k in form.params))
 
 
-def lfo_log_densities(data: FitData, forms: list[Form], settings) -> tuple[np.ndarray, list[dict]]:
+def lfo_log_densities(data: FitData, forms: list[Form], settings,
+                      pad_to: int | None = None) -> tuple[np.ndarray, list[dict]]:
     """([n, K] log predictive density of each inner held-out row under each form, one record per
-    inner cut): the inner cuts of the module doc."""
+    inner cut): the inner cuts of the module doc. The refits are padded as the whole table is (or
+    to `pad_to` when larger), so they run the members' own compiled programs."""
     from tokeff.laws.backtest import between_ties, origins
     from tokeff.laws.fit import fit
+    from tokeff.laws.laplace import bucket
     from tokeff.laws.scores import log_density
 
     order = compute_order(data)
@@ -226,7 +229,8 @@ def lfo_log_densities(data: FitData, forms: list[Form], settings) -> tuple[np.nd
         fitted, held = data.take(rows[:n_fit]), data.take(rows[n_fit:end])
         block = []
         for f in forms:
-            member = fit(fitted, f, _member_settings(settings, f).replace(seed=settings.seed + 101 + i))
+            member = fit(fitted, f, _member_settings(settings, f).replace(seed=settings.seed + 101 + i),
+                         pad_to=max(bucket(data.n_points), pad_to or 0))
             draws = member.predictive(held.inputs, "observed", n_eval=held.n_eval, seed=settings.seed + i)
             ok = np.isfinite(draws).all(axis=0)
             lp = np.full(held.n_points, -np.inf)
@@ -241,9 +245,10 @@ def lfo_log_densities(data: FitData, forms: list[Form], settings) -> tuple[np.nd
 
 
 def fit_stacked(table, forms: "str | list[str]", settings=None, *, mapping: Mapping[str, str] | None = None,
-                target: str | None = None, **overrides) -> StackedFit:
+                target: str | None = None, pad_to: int | None = None, **overrides) -> StackedFit:
     """Fit every form to `table` and weight them by stacking (module doc). The rows are prepared
-    once, with the first form's default columns and `mapping`, and every form sees the same rows."""
+    once, with the first form's default columns and `mapping`, and every form sees the same rows.
+    `pad_to`: as `tokeff.laws.fit.fit`'s, for every member fit and inner refit."""
     from tokeff.laws.fit import fit
     from tokeff.laws.settings import FitSettings
 
@@ -258,9 +263,9 @@ def fit_stacked(table, forms: "str | list[str]", settings=None, *, mapping: Mapp
     data = table if isinstance(table, FitData) else prepare(
         table, members_f[0], mapping=mapping, target=target, drop_invalid=settings.drop_invalid,
         exclude=settings.exclude)
-    log_dens, record = lfo_log_densities(data, members_f, settings)
+    log_dens, record = lfo_log_densities(data, members_f, settings, pad_to)
     weights = stacking_weights(log_dens)
-    members = [fit(data, f, _member_settings(settings, f)) for f in members_f]
+    members = [fit(data, f, _member_settings(settings, f), pad_to=pad_to) for f in members_f]
     summary = {
         "stacked": True,
         "forms": names,
