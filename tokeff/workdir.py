@@ -21,7 +21,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-from tokeff.io import check_writable_dir, is_remote, join_path
+from tokeff.io import check_writable_dir, is_remote, join_path, remove_stale_temp_files
 from tokeff.ownership import (
     LOCK_NAME,
     acquire_lock,
@@ -62,6 +62,7 @@ def workdir_lock(path: str | os.PathLike, *, kind: str = "train", field: str = "
             _remove_empty_dirs(path, created)
         raise
     try:
+        remove_stale_temp_files(path)  # under the lock: a killed run's half-written file goes
         with _marked(path, kind, field):
             yield path
     finally:
