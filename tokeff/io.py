@@ -190,7 +190,8 @@ def claim_output_dir(path: str | os.PathLike, kind: str, *, field: str = "--out"
     to one, like `allocate`).
     Refused, with nothing touched: an empty path, a file, a non-empty directory tokeff did not
     create, a tokeff workdir, an unwritable place, a directory another tokeff process is writing
-    (the lock, `tokeff.ownership`, is held until the command returns).
+    (the lock, `tokeff.ownership`, is held until the command returns). Under the lock, the staging
+    folders and atomic-write temp files that killed tokeff processes left there are removed.
     """
     from tokeff.ownership import hold_output_lock, is_marker_in_flight, refuse_empty_path, workdir_kind
 

@@ -8,7 +8,8 @@ message. Before the lock, the directory is checked: new, empty, or a workdir of 
 tokeff marked (`.tokeff-workdir.json`); a folder of the user's own files, an output directory or
 a workdir of the other kind is refused with nothing written. On release the lock file is
 removed, and a workdir this call created (or marked) that nothing else wrote to is removed (or
-unmarked) too, so a run refused for bad input leaves nothing behind.
+unmarked) too, so a run refused for bad input leaves nothing behind. Once the lock is held, the
+atomic-write temp files a killed run left in the workdir are removed (`tokeff.io.remove_stale_temp_files`).
 
 Object-store workdirs (gs://, any fsspec URL) are checked by the same rule and locked by an
 object created exclusively (`tokeff.ownership.acquire_remote_lock`). Sweeps there split work
