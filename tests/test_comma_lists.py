@@ -27,11 +27,12 @@ def _read(kind: str, text: str):
     from tokeff.decide.options import int_list
     from tokeff.laws.forms import get_form
     from tokeff.laws.hierarchy import parse_pool
+    from tokeff.laws.priors import Prior
     from tokeff.laws.stacking import form_names
 
     return {"lengths": lambda: int_list(text, "--lengths-grid"), "form": lambda: form_names(text),
             "pool": lambda: parse_pool(text, get_form("chinchilla")), "subjects": lambda: resolve_subjects(text),
-            "fields": lambda: parse_fields(text, "--fields")}[kind]()
+            "fields": lambda: parse_fields(text, "--fields"), "prior": lambda: Prior.parse(text)}[kind]()
 
 
 @pytest.mark.parametrize("kind,text,message", [
@@ -40,6 +41,8 @@ def _read(kind: str, text: str):
     ("pool", "beta,,E", "--pool: an empty parameter name in 'beta,,E'"),
     ("subjects", "anatomy,,virology", "subjects: an empty subject name in 'anatomy,,virology'"),
     ("fields", "question=q,,answer=label", "--fields: an empty mapping in 'question=q,,answer=label'"),
+    ("prior", "normal(0,,1)", "prior: an empty argument in '0,,1'"),
+    ("prior", "normal(0, 1, )", "prior: an empty argument in '0, 1, '"),
 ])
 def test_an_empty_item_is_refused_in_one_line_naming_the_field(kind, text, message):
     with pytest.raises(UserError) as e:
