@@ -50,7 +50,7 @@ def test_an_empty_item_is_refused_in_one_line_naming_the_field(kind, text, messa
     assert str(e.value).startswith(message) and "\n" not in str(e.value)
 
 
-def test_lists_without_empty_items_read_as_before():
+def test_lists_without_an_empty_item_read_as_given():
     from tokeff.data.sources import resolve_subjects
     from tokeff.data.task import parse_fields
 
@@ -110,7 +110,8 @@ def test_an_unknown_form_is_named_as_the_flag_was_typed(tmp_path, capsys):
 
 
 def test_a_fit_of_an_unregistered_form_asks_for_its_module(tmp_path, capsys):
-    """allocate, propose, predict and compare take no --form: the fit's own form is named, with the fix."""
+    """allocate, predict and compare (and propose, through the same reader) take no --form: the fit's
+    own form is named, with the fix."""
     import pathlib
     import shutil
     import sys
@@ -132,3 +133,4 @@ def test_a_fit_of_an_unregistered_form_asks_for_its_module(tmp_path, capsys):
         code, err = _main(argv, capsys)
         assert code == 2 and len(err.splitlines()) == 1, err
         assert "form 'my_law', which is not registered; pass --module" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fit", "fit2"]
