@@ -296,6 +296,8 @@ case("allocate-pretraining-models", [*A, "--budget", "1e20", "--models", "tiny"]
 case("allocate-pretraining-lengths", [*A, "--budget", "1e20", "--lengths-grid", "64,128"], "--lengths-grid")
 case("allocate-pretraining-strategies", [*A, "--budget", "1e20", "--strategies", "few_long",
                                          "--lengths", "{W}/lengths.json"], "--strategies")
+for flag, value in (("--epochs", "3"), ("--lengths", "{W}/lengths.json"), ("--max-examples", "1000")):
+    case(f"allocate-pretraining-flag{flag[1:]}", [*A, "--budget", "1e20", flag, value], (flag, "pretraining law"))
 V = ["allocate", "{W}/fit-volume", "--budget", "1e12", "--out", "{W}/new-alloc"]
 case("allocate-finetuning-no-models", V, "models")
 case("allocate-group-value-ungrouped", [*V, "--models", "tiny", "--lengths-grid", "64", "--group-value", "tiny"],
@@ -322,6 +324,7 @@ case("allocate-out-read-only", [*A[:-1], "{W}/ro/alloc", "--budget", "1e20"], "-
 # --- propose -----------------------------------------------------------------------------
 P = ["propose", "{W}/fit-volume", "--models", "tiny", "--lengths-grid", "32,64", "--n-examples", "100,1000",
      "--out", "{W}/new-proposals"]
+PGRID = [*P[:2], *P[-2:]]  # with --grid FILE: the candidates come from the file alone
 case("propose-n-eval-0", [*P, "--n-eval", "0"], "--n-eval")
 case("propose-n-eval-neg", [*P, "--n-eval", "-5"], "--n-eval")
 case("propose-top-0", [*P, "--top", "0"], "--top")
@@ -330,8 +333,8 @@ case("propose-budget-neg", [*P, "--budget", "-1e12"], "--budget")
 case("propose-budget-nan", [*P, "--budget", "nan"], "--budget")
 case("propose-horizon-0", [*P, "--horizon", "0"], "--horizon")
 case("propose-horizon-text", [*P, "--horizon", "soon"], "--horizon")
-case("propose-grid-missing", [*P, "--grid", "{W}/nope.json"], "--grid")
-case("propose-grid-garbage", [*P, "--grid", "{W}/garbage.csv"], "--grid")
+case("propose-grid-missing", [*PGRID, "--grid", "{W}/nope.json"], "--grid")
+case("propose-grid-garbage", [*PGRID, "--grid", "{W}/garbage.csv"], "--grid")
 case("propose-unknown-model", [*P[:2], "--models", "nope", *P[4:]], "nope")
 case("propose-missing-fit", ["propose", "{W}/nope", *P[2:]], "FIT_DIR")
 case("propose-truncated-summary", ["propose", "{W}/fit-cut-summary", *P[2:]], "summary.json")
@@ -341,7 +344,7 @@ PG = ["propose", "{W}/fit-grouped-presets", "--lengths-grid", "32,64", "--n-exam
 case("propose-grouped-models", [*PG, "--models", "tiny"], "--models")
 case("propose-grouped-no-n-examples", [*PG[:4], *PG[6:]], ("--grid: no candidates", "groups are the models"))
 case("propose-grouped-unknown-group", [*PG, "--group-value", "tiny", "smollm2-360m"], ("--group-value", "unknown"))
-case("propose-grouped-grid-unknown-group", [*PG, "--grid", "{W}/grid-unknown-group.json"], ("--grid", "unknown"))
+case("propose-grouped-grid-unknown-group", ["propose", "{W}/fit-grouped-presets", "--grid", "{W}/grid-unknown-group.json", *PG[-2:]], ("--grid", "unknown"))
 case("propose-grouped-pretraining", ["propose", "{W}/fit-grouped-chinchilla", *PG[2:]], ("FIT_DIR", "grouped"))
 case("propose-group-value-ungrouped", [*P, "--group-value", "tiny"], "--group-value")
 case("propose-unconverged", ["propose", "{W}/fit-unconverged", *P[2:]], "diagnostics")
@@ -432,7 +435,7 @@ for kind in ("fifo", "zero", "dir", "big"):
     case(f"compose-path-{kind}", ["compose", "--path", f"{{W}}/{kind}.jsonl", "--model", "tiny"],
          (f"{kind}.jsonl", SAYS[kind]))
     case(f"sweep-points-{kind}", [*S, "--points", f"{{W}}/{kind}.json", "--dry-run"], (f"{kind}.json", SAYS[kind]))
-    case(f"propose-grid-{kind}", [*P, "--grid", f"{{W}}/{kind}.json"], (f"{kind}.json", SAYS[kind]))
+    case(f"propose-grid-{kind}", [*PGRID, "--grid", f"{{W}}/{kind}.json"], (f"{kind}.json", SAYS[kind]))
     case(f"allocate-lengths-{kind}", [*V, "--models", "tiny", "--strategies", "few_long", "--lengths",
                                       f"{{W}}/{kind}.json"], (f"{kind}.json", SAYS[kind]))
 for kind in ("fifo", "zero", "dir"):
@@ -482,8 +485,8 @@ case("fit-classic-bootstrap-1e8", [*F[:-3], "classic", "--out", "{W}/new-fit", "
      "--bootstrap")
 case("backtest-chains-1000", [*BT[:-5], "nuts", *BT[-4:], "--chains", "1000"], "--chains")
 case("propose-sims-1e8", [*P, "--sims", "100000000"], "--sims")
-case("propose-grid-200k-candidates", [*P, "--grid", "{W}/grid-huge.json"], "--grid")
-case("propose-grid-2m-candidates", [*P, "--grid", "{W}/grid-2m.json"], ("error: --grid: 2000000 candidates", "limit"))
+case("propose-grid-200k-candidates", [*PGRID, "--grid", "{W}/grid-huge.json"], "--grid")
+case("propose-grid-2m-candidates", [*PGRID, "--grid", "{W}/grid-2m.json"], ("error: --grid: 2000000 candidates", "limit"))
 case("fit-nuts-chains-2-draws-1e9", [*NUTS, "--chains", "2", "--draws", "1000000000"], "--draws")
 case("propose-pretraining-no-candidates", ["propose", "{W}/fit-chinchilla", "--out", "{W}/new-proposals"],
      ("--grid", "pretraining"))
@@ -534,8 +537,8 @@ case("allocate-out-user-metrics", [*A[:-1], "{W}/wd-user-metrics", "--budget", "
 case("propose-models-twice", [*P[:2], "--models", "tiny,tiny", *P[4:]], "--models")
 case("propose-lengths-grid-twice", [*P[:4], "--lengths-grid", "64,64", *P[6:]], "--lengths-grid")
 case("propose-lengths-beyond-context", [*P[:4], "--lengths-grid", "64,4096", *P[6:]], "--lengths-grid")
-case("propose-grid-beyond-context", [*P, "--grid", "{W}/grid-ctx.json"], ("error: --grid: ", "context"))
-case("propose-grid-1e30-examples", [*P, "--grid", "{W}/grid-1e30.json"], ("error: --grid: n_examples", "at most"))
+case("propose-grid-beyond-context", [*PGRID, "--grid", "{W}/grid-ctx.json"], ("error: --grid: ", "context"))
+case("propose-grid-1e30-examples", [*PGRID, "--grid", "{W}/grid-1e30.json"], ("error: --grid: n_examples", "at most"))
 case("propose-out-empty-path", [*P[:-1], ""], ("--out", EMPTY))
 case("propose-out-train-wd", [*P[:-1], "{W}/train-wd"], "--out")
 case("propose-out-sweep-dir", [*P[:-1], "{W}/sweep-dir"], "--out")

@@ -106,3 +106,40 @@ def test_bad_window_exits_2_with_one_line_and_writes_nothing(argv, tmp_path, cap
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert code == 2 and len(err) == 1 and "--window" in err[0], err
     assert sorted(os.listdir(tmp_path)) == ["curves.csv"]
+
+
+def test_auto_on_a_form_of_two_inputs_orders_rows_by_their_product():
+    """finetune_multiplicative (inputs X and Df, four parameters): each curve's rows are ordered by
+    X * Df, not by either input alone, and its start (the four rows of least X * Df, flattened the
+    way `family`'s rising start is) is left out."""
+    from tokeff.laws.data import prepare
+    from tokeff.laws.forms import get_form
+    from tokeff.laws.hierarchy import group_column
+    from tokeff.laws.model import Likelihood
+    from tokeff.laws.window import apply_window
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for g in range(2):
+        x, df = np.exp(rng.uniform(np.log(1e8), np.log(1e10), 12)), np.exp(rng.uniform(np.log(1e5), np.log(1e8), 12))
+        loss = np.exp(rng.normal(0.3, 0.2)) + np.exp(rng.normal(np.log(300), 0.3)) * x**-0.2 * df**-0.15
+        order = np.argsort(np.log(x) + np.log(df))
+        loss[order[:4]] = loss[order[4]] * (1 - 0.06 * np.arange(4, 0, -1))
+        loss = loss * np.exp(rng.normal(0, 0.003, 12))
+        rows += [{"model": f"m{g}", "params": a, "tokens_seen": b, "eval_loss": c} for a, b, c in zip(x, df, loss)]
+    table = pd.DataFrame(rows)
+    form = get_form("finetune_multiplicative")
+    data = prepare(table, form, keep=("model",))
+    keep, record = apply_window(form, Likelihood(kind="student_t"), data, group_column(table, "model").index, "auto")
+    choice = record["choice"]
+    assert choice["windows"] == list(range(4, 10)) and np.isfinite(choice["mse_log"]).all(), choice
+    assert record["k"] is not None and record["k"] <= 8, choice
+    product = np.log(data.inputs["X"]) + np.log(data.inputs["Df"])
+    for g in ("m0", "m1"):
+        mine = data.extra["model"] == g
+        top = np.sort(product[mine])[-record["k"]:]
+        assert np.array_equal(np.sort(product[mine & keep]), top)
+        # Neither input alone gives these rows (the curves' X and Df are drawn independently).
+        for name in ("X", "Df"):
+            alone = np.argsort(data.inputs[name][mine])[-record["k"]:]
+            assert not np.array_equal(np.sort(product[mine][alone]), top)

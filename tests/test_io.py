@@ -196,3 +196,43 @@ def test_atomic_files_get_the_mode_a_plain_open_gives(tmp_path):
     (tmp_path / "b.json").write_text("{}")
     mode = lambda p: stat.S_IMODE(os.stat(p).st_mode)  # noqa: E731
     assert mode(tmp_path / "a.json") == mode(tmp_path / "b.json")
+
+
+def _killed_mid_write(target) -> str:
+    """The temp file a tokeff process leaves when killed between writing `target` and renaming it."""
+    code = ("import os, tokeff.io as io; os.replace = lambda *a: os._exit(9); "
+            f"io.write_json({str(target)!r}, {{'half': True}})")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 9, proc.stderr
+    left = [n for n in os.listdir(os.path.dirname(target)) if n.startswith(f".{os.path.basename(target)}.")]
+    assert len(left) == 1, left
+    return left[0]
+
+
+def test_the_next_run_removes_a_killed_writers_temp_file_and_only_that(tmp_path):
+    from tokeff.ownership import release_output_lock
+    from tokeff.workdir import workdir_lock
+
+    out = tmp_path / "fit"
+    with output_dir(out, "fit") as staging:
+        write_json(os.path.join(staging, "summary.json"), {"v": 1})
+    wd = tmp_path / "run"
+    with workdir_lock(wd, kind="train"):
+        write_json(wd / "config.json", {})
+    for folder, name in ((out, "summary.json"), (wd, "metrics.json")):
+        leftover = _killed_mid_write(folder / name)
+        alike = [".notes.tmp", f".{name}.abcd1234.tmp", f"{leftover[1:]}", f"{leftover}.bak",
+                 leftover.replace("-tmp-", "-tmp-x"), f".{name}.tokeff-tmp-{os.getpid()}-abcd1234.tmp"]
+        for other in alike:  # a user's own files, and the temp file of a process still running
+            (folder / other).write_text("mine")
+        os.symlink(folder / ".notes.tmp", folder / leftover.replace(leftover[-12:-4], "linkedxx"))
+        (folder / leftover.replace(leftover[-12:-4], "folderxx")).mkdir()
+        before = sorted(os.listdir(folder))
+        if folder == out:
+            claim_output_dir(out, "fit", force=True)
+            release_output_lock(str(out))
+        else:
+            with workdir_lock(wd, kind="train"):
+                pass
+        assert sorted(os.listdir(folder)) == sorted(set(before) - {leftover}), leftover
+        assert all((folder / other).read_text() == "mine" for other in alike)

@@ -4,6 +4,8 @@ Two promises, made here once for every command:
 
 - **Atomic files.** `write_text`/`write_json` write a temp file beside the target and
   `os.replace` it into place, so a reader (or a kill) sees the old file or the new one, never half.
+  The temp file is named `.NAME.tokeff-tmp-PID-XXXXXXXX.tmp`; one a killed process left is removed
+  by the next command that takes the folder's lock (`remove_stale_temp_files`), and nothing else.
 - **Never delete what tokeff did not create.** An output directory (`fit --out`, `backtest --out`,
   the demo's run folder, ...) carries a manifest, `.tokeff-output.json`, listing the files tokeff
   wrote there. A command may replace or remove only files in that manifest; any other file in the
@@ -21,7 +23,9 @@ import json
 import math
 import os
 import pathlib
+import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from typing import Any
@@ -32,6 +36,10 @@ from tokeff.errors import UserError
 
 MANIFEST = ".tokeff-output.json"
 _STAGING = ".tokeff-staging-"
+_TEMP_TAG = ".tokeff-tmp-"
+# `write_bytes`'s temp file: "." + the target's name + the tag + the writer's pid + "-" + mkstemp's
+# 8 random characters + ".tmp". Only a name of exactly this shape is ever removed as a leftover.
+_TEMP_NAME = re.compile(r"\.(?P<target>.+)" + re.escape(_TEMP_TAG) + r"(?P<pid>[0-9]+)-[a-z0-9_]{8}\.tmp")
 
 
 def is_remote(path: str | os.PathLike) -> bool:
@@ -65,7 +73,8 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write `data` to `path` atomically: a temp file in the same folder, fsynced, then renamed."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}{_TEMP_TAG}{os.getpid()}-",
+                               suffix=".tmp")
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; an output gets the mode open() would give
         with os.fdopen(fd, "wb") as f:
@@ -77,6 +86,27 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def remove_stale_temp_files(directory: str | os.PathLike) -> None:
+    """Remove from `directory` the temp files `write_bytes` named whose writer is gone (killed
+    between writing and renaming). Kept: any other name, however alike (a user's `.notes.tmp`),
+    a link or folder of that name, and the temp file of a process still running."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        match = _TEMP_NAME.fullmatch(name)
+        if match is None:
+            continue
+        pid = int(match["pid"])
+        if pid == os.getpid() or pid_alive(pid):
+            continue
+        path = os.path.join(directory, name)
+        with contextlib.suppress(OSError):
+            if stat.S_ISREG(os.lstat(path).st_mode):
+                os.unlink(path)
 
 
 def _umask() -> int:
@@ -160,7 +190,8 @@ def claim_output_dir(path: str | os.PathLike, kind: str, *, field: str = "--out"
     to one, like `allocate`).
     Refused, with nothing touched: an empty path, a file, a non-empty directory tokeff did not
     create, a tokeff workdir, an unwritable place, a directory another tokeff process is writing
-    (the lock, `tokeff.ownership`, is held until the command returns).
+    (the lock, `tokeff.ownership`, is held until the command returns). Under the lock, the staging
+    folders and atomic-write temp files that killed tokeff processes left there are removed.
     """
     from tokeff.ownership import hold_output_lock, is_marker_in_flight, refuse_empty_path, workdir_kind
 
@@ -188,6 +219,7 @@ def claim_output_dir(path: str | os.PathLike, kind: str, *, field: str = "--out"
             raise UserError(f"{field}: {path} is not writable")
     hold_output_lock(path, field)  # until the command returns: one writer per output directory
     _remove_stale_staging(path)
+    remove_stale_temp_files(path)  # under the lock: no other tokeff is writing there
     return path
 
 

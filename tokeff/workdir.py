@@ -8,7 +8,8 @@ message. Before the lock, the directory is checked: new, empty, or a workdir of 
 tokeff marked (`.tokeff-workdir.json`); a folder of the user's own files, an output directory or
 a workdir of the other kind is refused with nothing written. On release the lock file is
 removed, and a workdir this call created (or marked) that nothing else wrote to is removed (or
-unmarked) too, so a run refused for bad input leaves nothing behind.
+unmarked) too, so a run refused for bad input leaves nothing behind. Once the lock is held, the
+atomic-write temp files a killed run left in the workdir are removed (`tokeff.io.remove_stale_temp_files`).
 
 Object-store workdirs (gs://, any fsspec URL) are checked by the same rule and locked by an
 object created exclusively (`tokeff.ownership.acquire_remote_lock`). Sweeps there split work
@@ -21,7 +22,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-from tokeff.io import check_writable_dir, is_remote, join_path
+from tokeff.io import check_writable_dir, is_remote, join_path, remove_stale_temp_files
 from tokeff.ownership import (
     LOCK_NAME,
     acquire_lock,
@@ -62,6 +63,7 @@ def workdir_lock(path: str | os.PathLike, *, kind: str = "train", field: str = "
             _remove_empty_dirs(path, created)
         raise
     try:
+        remove_stale_temp_files(path)  # under the lock: a killed run's half-written file goes
         with _marked(path, kind, field):
             yield path
     finally:

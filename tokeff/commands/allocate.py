@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tokeff.decide.allocation import allocate_fit, format_table, load_checked_fit
+    from tokeff.decide.allocation import allocate_fit, check_fit_dir, format_table, load_checked_fit
     from tokeff.decide.options import parse_flops
     from tokeff.decide.plots import plot_budget_sweep, plot_frontier
     from tokeff.io import claim_output_dir, output_dir, write_json
@@ -42,11 +42,14 @@ def run(args: argparse.Namespace) -> int:
                         "(one token through a million-parameter model)")
     space = option_space_from_args(args)
     out = args.out
+    check_fit_dir(args.fit_dir)
+    # Ownership of --out, and its lock, before the fit is read: a second allocate on the same --out
+    # is refused at once (held until the command returns).
+    claim_output_dir(out, "allocation", allow_existing=True)
     from tokeff.laws.forms import import_form_modules
 
     import_form_modules(args.module)
-    fit = load_checked_fit(args.fit_dir, force=args.force)  # a bad FIT_DIR is named as such, not as --out
-    claim_output_dir(out, "allocation", allow_existing=True)
+    fit = load_checked_fit(args.fit_dir, force=args.force)
     result = allocate_fit(fit, budget, space, frontier_source=args.frontier, group_values=args.group_value,
                           new_group=args.new_group)
     for w in result["warnings"]:  # once, on stderr (the table on stdout leaves them out)

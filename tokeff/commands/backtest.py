@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from tokeff.devices import split_cpu_for_chains
     from tokeff.io import claim_output_dir, output_dir, write_json
 
-    from tokeff.commands.fit import check_window, refuse_init_grouped
+    from tokeff.commands.fit import check_form_flag, check_window, refuse_init_grouped
     from tokeff.laws.stacking import form_names
 
     form_names(args.form)  # an empty --form, or an empty name in a stack, fails before anything else
@@ -49,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from tokeff.laws.forms import import_form_modules
 
     import_form_modules(args.module)
+    check_form_flag(args.form)
     from tokeff.laws.data import parse_mapping
 
     settings, mapping = fit_settings(args), parse_mapping(args.map)

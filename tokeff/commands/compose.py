@@ -56,6 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tokeff.data.model_tokenizer import load_tokenizer
+    from tokeff.data.sources import check_subject_list
     from tokeff.data.task import Task, parse_fields
 
     if args.path is not None and args.dataset is not None:
@@ -75,9 +76,13 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"{flag}: must be a length >= 0 tokens, got {value}")
     if args.lo is not None and args.hi is not None and args.lo > args.hi:
         raise UserError(f"--lo: {args.lo} is above --hi {args.hi}")
+    for flag, value in (("--subjects", args.subjects), ("--target-subjects", args.target_subjects)):
+        if value is not None:
+            check_subject_list(value, flag)
+    fields = parse_fields(args.fields, "--fields")
     model = load_tokenizer(args.model, "--model")
     task = Task(tokens=model.tokens, context_len=model.context_len, source=dataset, subjects=args.subjects,
-                path=args.path, path_field="--path", fields=parse_fields(args.fields, "--fields"),
+                path=args.path, path_field="--path", fields=fields,
                 mmlu_source=args.source, split_seed=args.seed,
                 eval_fraction=None if args.no_split else args.eval_fraction, prompt_format=args.format,
                 k_shot=args.k_shot, show_choices=args.show_choices, prompt_seed=args.seed,

@@ -47,6 +47,10 @@ def _task(args):
         raise UserError(f"--k-shot: must be >= 0, got {args.k_shot}")
     if args.k_shot and args.split == "all":
         raise UserError("--k-shot: needs --split eval (the exemplars come from the train side)")
+    if args.subjects is not None:
+        from tokeff.data.sources import check_subject_list
+
+        check_subject_list(args.subjects, "--subjects")
     local = Path(args.dataset).suffix.lower() in _LOCAL_SUFFIXES
     if local:
         from tokeff.inputs import check_input_file

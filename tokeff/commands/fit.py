@@ -125,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
     from tokeff.laws.forms import import_form_modules
 
     import_form_modules(args.module)
+    check_form_flag(args.form)
     from tokeff.laws.data import format_exclusions, parse_mapping
     from tokeff.laws.diagnostics import format_diagnostics
     from tokeff.laws.fit import fit
@@ -162,6 +163,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name:<13} {p['median']:11.4g} {p['q05']:11.4g} {p['q95']:11.4g} {r_hat} {ess}")
     print(format_diagnostics(result.diagnostics))
     return 0
+
+
+def check_form_flag(spec: str) -> None:
+    """Every form `--form` names (one, or each of a stack `a,b,c`) is registered (built in, or by a
+    --module, so call it after they are imported); an unknown one is named under the flag typed."""
+    from tokeff.errors import UserError
+    from tokeff.laws.forms import list_forms
+    from tokeff.laws.stacking import form_names
+
+    known = list_forms()
+    for name in form_names(spec) or [spec]:
+        if name not in known:
+            raise UserError(f"--form: unknown form '{name}' (registered: {', '.join(known)})")
 
 
 def refuse_grouped_stack(form: str) -> None:

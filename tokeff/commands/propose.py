@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tokeff.decide.allocation import load_checked_fit
+    from tokeff.decide.allocation import check_fit_dir, load_checked_fit
     from tokeff.decide.options import parse_flops
     from tokeff.decide.proposals import candidates, format_proposals, propose
     from tokeff.io import claim_output_dir, output_dir, write_json
@@ -50,14 +50,25 @@ def run(args: argparse.Namespace) -> int:
     check_seed(args.seed, "--seed")
     if args.sims < 2:
         raise UserError(f"--sims: must be at least 2, got {args.sims}")
+    if args.grid:  # the grid file lists the candidates; these flags would be ignored (--strategies is
+        # not: it makes the decision the runs inform one among strategies)
+        given = [flag for flag, value in (("--models", args.models), ("--n-examples", args.n_examples),
+                                          ("--lengths-grid", args.lengths_grid), ("--epochs", args.epochs))
+                 if value is not None]
+        if given:
+            raise UserError(f"{given[0]}: the --grid file lists the candidates; give one or the other")
     space = option_space_from_args(args)
     budget = parse_flops(args.budget, "--budget") if args.budget else None
     horizon = parse_flops(args.horizon, "--horizon") if args.horizon else None
     out = args.out
+    check_fit_dir(args.fit_dir)
+    # Ownership of --out, and its lock, before the fit is read and the candidates are built: a
+    # second propose on the same --out is refused at once (held until the command returns).
+    claim_output_dir(out, "proposals", allow_existing=True)
     from tokeff.laws.forms import import_form_modules
 
     import_form_modules(args.module)
-    fit = load_checked_fit(args.fit_dir, force=args.force)  # a bad FIT_DIR is named as such, not as --out
+    fit = load_checked_fit(args.fit_dir, force=args.force)
     from tokeff.decide.allocation import refuse_grouped_pretraining
     from tokeff.laws.stacking import refuse_stacked
 
@@ -73,15 +84,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.group_value or args.new_group:
         raise UserError("--group-value: the fit is not grouped (fit with --group COLUMN)")
     cands = candidates(args.grid, space, groups=groups, new_group=args.new_group)
-    if args.grid:  # the grid file lists the candidates; these flags would be ignored (--strategies is
-        # not: it makes the decision the runs inform one among strategies)
-        given = [flag for flag, value in (("--models", args.models), ("--n-examples", args.n_examples),
-                                          ("--lengths-grid", args.lengths_grid), ("--epochs", args.epochs))
-                 if value is not None]
-        if given:
-            raise UserError(f"{given[0]}: the --grid file lists the candidates; give one or the other")
     budget = budget if budget is not None else max(o.flops for o, _ in cands)
-    claim_output_dir(out, "proposals", allow_existing=True)
     n_draws = len(next(iter(fit.samples.values())))
     check_propose_size(n_candidates=len(cands), sims=args.sims, n_draws=n_draws)
     result = propose(fit, cands, space, budget, n_eval=args.n_eval, horizon=horizon, sims=args.sims,

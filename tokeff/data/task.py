@@ -25,6 +25,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from tokeff.commalist import comma_items
 from tokeff.data.prompts import PromptFormat
 from tokeff.errors import UserError
 from tokeff.models.tokenizer import TokenizerInfo
@@ -182,9 +183,12 @@ def task_from_config(data, tokens: TokenizerInfo, context_len: int, seed: int) -
 
 
 def parse_fields(text: str, label: str = "data.fields") -> dict:
-    """A column mapping "question=q,choices=a|b|c|d,answer=label" as {ours: theirs}."""
+    """A column mapping "question=q,choices=a|b|c|d,answer=label" as {ours: theirs}; none given
+    ("") is none, an empty item (`question=q,`) is refused."""
     fields = {}
-    for item in filter(None, (s.strip() for s in (text or "").split(","))):
+    if not (text or "").strip():
+        return fields
+    for item in comma_items(text, label, what="mapping", hint="give KEY=COLUMN pairs, as in question=q,answer=label"):
         key, sep, value = item.partition("=")
         if not sep or not value:
             raise UserError(f"{label}: {item!r} is not KEY=COLUMN")

@@ -21,13 +21,19 @@ from tokeff.flops import check_budget
 from tokeff.laws.predictions import choice_sentence
 
 
+def check_fit_dir(fit_dir: str) -> None:
+    """Refuse a FIT_DIR that is not a directory, at once: before --out is claimed, so a mistyped
+    FIT_DIR is named as such."""
+    if not os.path.isdir(fit_dir):
+        raise UserError(f"FIT_DIR: not a directory: {fit_dir}")
+
+
 def load_checked_fit(fit_dir: str, *, force: bool = False):
     """`load_fit(fit_dir)`, refusing a fit whose diagnostics failed unless `force`: a decision
     drawn from a sampler that did not converge is not one to act on."""
     from tokeff.laws.fit import load_fit
 
-    if not os.path.isdir(fit_dir):
-        raise UserError(f"FIT_DIR: not a directory: {fit_dir}")
+    check_fit_dir(fit_dir)
     fit = load_fit(fit_dir)
     diagnostics = fit.diagnostics or {}
     if not diagnostics.get("ok", False) and not force:
@@ -92,10 +98,13 @@ def allocate_fit(fit, budget: float, space: OptionSpace | None = None, *, fronti
     if is_pretraining_form(form):
         given = [flag for flag, value in (("--models", space and space.models), ("--lengths-grid", space and space.lengths),
                                           ("--strategies", space and space.strategies),
-                                          ("--n-examples", space and space.n_examples)) if value]
+                                          ("--n-examples", space and space.n_examples),
+                                          ("--epochs", space and space.epochs not in ((), (1,))),
+                                          ("--lengths", space and space.pool.lengths is not None),
+                                          ("--max-examples", space and space.pool.max_examples is not None)) if value]
         if given:
             raise UserError(f"{given[0]}: form {form.name} is a pretraining law (a compute-optimal frontier "
-                            "over N and D); it chooses no models, lengths or strategies: drop the flag")
+                            "over N and D); it chooses no models, lengths, epochs or strategies: drop the flag")
         from tokeff.decide.sweep_check import fit_frontier
         from tokeff.decide.summaries import interval
 

@@ -20,6 +20,7 @@ from typing import Mapping
 
 import numpy as np
 
+from tokeff.commalist import comma_items
 from tokeff.data.composition import select
 from tokeff.errors import UserError
 from tokeff.flops import check_budget
@@ -355,7 +356,7 @@ def int_list(text: str | None, field: str) -> tuple[int, ...]:
         return ()
     if not text.strip():
         raise UserError(f"{field}: empty; give comma-separated positive integers")
-    items = _items(text, field)
+    items = comma_items(text, field)
     try:
         floats = [float(x) for x in items]
     except ValueError:
@@ -370,14 +371,6 @@ def int_list(text: str | None, field: str) -> tuple[int, ...]:
     values = tuple(int(x) for x in floats)
     _check_unique(values, field)
     return values
-
-
-def _items(text: str, field: str) -> list[str]:
-    """The comma-separated items of a flag; an empty one (`64,`, `a,,b`) is refused, not dropped."""
-    items = [x.strip() for x in text.split(",")]
-    if not all(items):
-        raise UserError(f"{field}: an empty item in {text!r}; give comma-separated values, as in a,b")
-    return items
 
 
 def _check_unique(values, field: str) -> None:
@@ -411,11 +404,11 @@ def option_space(*, models: str | None = None, lengths_grid: str | None = None, 
     each value checked (unknown presets and strategies fail naming the flag)."""
     from tokeff.models.config import get_preset
 
-    model_names = tuple(_items(models, "--models")) if models else ()
+    model_names = tuple(comma_items(models, "--models")) if models else ()
     for m in model_names:
         get_preset(m, field="--models")
     _check_unique(model_names, "--models")
-    strategy_names = tuple(_items(strategies, "--strategies")) if strategies else ()
+    strategy_names = tuple(comma_items(strategies, "--strategies")) if strategies else ()
     _check_unique(strategy_names, "--strategies")
     for s in strategy_names:
         if s not in STRATEGIES:

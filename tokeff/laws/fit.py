@@ -20,7 +20,7 @@ from tokeff.errors import UserError
 from tokeff.io import output_dir, write_json
 from tokeff.laws import diagnostics as diag_lib
 from tokeff.laws.data import FitData, prepare
-from tokeff.laws.forms import Form, get_form, is_builtin
+from tokeff.laws.forms import Form, get_form, is_builtin, list_forms
 from tokeff.laws import discrepancy as discrepancy_lib
 from tokeff.laws.laplace import run_laplace
 from tokeff.laws.settings import FitSettings
@@ -122,6 +122,9 @@ def load_fit(path: str) -> Fit:
     try:
         with open(where) as f:
             summary = json.load(f)
+        if isinstance(summary, dict) and isinstance(summary.get("form"), str) and summary["form"] not in list_forms():
+            raise UserError(f"fit dir: {path} was fitted with form '{summary['form']}', which is not registered; "
+                            "pass --module naming the module or .py file that registers it")
         if "group" in summary:
             from tokeff.laws.hierarchy import load_grouped
 

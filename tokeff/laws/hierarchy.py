@@ -39,6 +39,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from tokeff.commalist import comma_items
 from tokeff.errors import UserError
 from tokeff.laws import discrepancy as discrepancy_lib
 from tokeff.laws.data import FitData, prepare, read_table
@@ -257,10 +258,8 @@ def parse_pool(pool: "str | Sequence[str] | None", form: Form) -> tuple[str, ...
     """The pooled parameters: all of the form's by default; `--pool beta,E` names some."""
     if pool is None:
         return tuple(form.param_names)
-    names = [p.strip() for p in (pool.split(",") if isinstance(pool, str) else pool)]
-    if not all(names):
-        raise UserError(f"--pool: an empty parameter name in {pool!r}; name parameters of form {form.name}"
-                        f" (has {', '.join(form.params)})")
+    names = comma_items(pool, "--pool", what="parameter name",
+                        hint=f"name parameters of form {form.name} (has {', '.join(form.params)})")
     unknown = [p for p in names if p not in form.params]
     twice = sorted({p for p in names if names.count(p) > 1})
     if twice:

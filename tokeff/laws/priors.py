@@ -17,6 +17,7 @@ import re
 
 import numpy as np
 
+from tokeff.commalist import comma_items
 from tokeff.errors import UserError
 
 # name -> number of arguments
@@ -57,8 +58,12 @@ class Prior:
         m = _SPEC.match(str(spec))
         if not m:
             raise UserError(f"prior: cannot parse '{spec}' (expected e.g. 'lognormal(6, 2)')")
+        text = m.group(2)  # an empty argument (`normal(0,,1)`) is refused, not dropped; `halfnormal()`
+        # has none at all, which the arity check refuses
+        items = comma_items(text, "prior", what="argument",
+                            hint=f"give numbers, as in lognormal(6, 2) (got '{spec}')") if text.strip() else []
         try:
-            args = tuple(float(a) for a in m.group(2).split(",") if a.strip())
+            args = tuple(float(a) for a in items)
         except ValueError:
             raise UserError(f"prior: non-numeric argument in '{spec}'") from None
         return cls(m.group(1), args)

@@ -30,6 +30,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from tokeff.commalist import comma_items
 from tokeff.errors import UserError
 from tokeff.laws.data import FitData, prepare
 from tokeff.laws.forms import Form, get_form
@@ -48,9 +49,7 @@ def form_names(spec: "str | Form") -> list[str] | None:
         raise UserError("--form: empty; name a registered form, or a,b,c for a stack of forms")
     if not isinstance(spec, str) or "," not in spec:
         return None
-    names = [s.strip() for s in spec.split(",")]
-    if not all(names):
-        raise UserError(f"--form: an empty form name in '{spec}'; name registered forms, as in a,b,c")
+    names = comma_items(spec, "--form", what="form name", hint="name registered forms, as in a,b,c")
     if len(names) < 2 or len(set(names)) != len(names):
         raise UserError(f"--form: a stack needs two or more different forms, got '{spec}'")
     return names
