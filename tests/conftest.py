@@ -18,6 +18,23 @@ for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
     os.environ[_var] = "1"
 
 
+@pytest.fixture
+def cli(capsys):
+    """`cli(argv) -> (exit code, stderr's non-blank lines joined)`: `tokeff.cli.main` in-process."""
+
+    def run(argv: list[str]) -> tuple[int, str]:
+        from tokeff.cli import main
+
+        capsys.readouterr()
+        try:
+            code = main(argv)
+        except SystemExit as e:
+            code = e.code
+        return code, "\n".join(line for line in capsys.readouterr().err.splitlines() if line.strip())
+
+    return run
+
+
 @pytest.fixture(scope="session")
 def smollm2_instruct():
     """The offline SmolLM2-135M-Instruct (GGUF, dequantised to float32): loaded once per session."""

@@ -8,18 +8,6 @@ import pytest
 from tokeff.errors import UserError
 
 
-def _main(argv, capsys) -> tuple[int, str]:
-    from tokeff.cli import main
-
-    capsys.readouterr()
-    try:
-        code = main(argv)
-    except SystemExit as e:
-        code = e.code
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    return code, "\n".join(err)
-
-
 def _read(kind: str, text: str):
     """Each comma-separated list tokeff reads, read as its command would."""
     from tokeff.data.sources import resolve_subjects
@@ -74,7 +62,7 @@ def mc_file(tmp_path):
     (["compose", "--model", "tiny", "--target-subjects", ",anatomy"], "--target-subjects"),
     (["compose", "--model", "tiny", "--fields", "question=question,"], "--fields"),
 ])
-def test_cli_refuses_an_empty_subject_or_field_before_loading_anything(argv, flag, mc_file, tmp_path, capsys,
+def test_cli_refuses_an_empty_subject_or_field_before_loading_anything(argv, flag, mc_file, tmp_path, cli,
                                                                        monkeypatch):
     import tokeff.data.model_tokenizer
     import tokeff.data.sources
@@ -87,13 +75,13 @@ def test_cli_refuses_an_empty_subject_or_field_before_loading_anything(argv, fla
     where = ["--dataset", str(mc_file)] if argv[0] == "eval" else ["--path", str(mc_file)]
     monkeypatch.chdir(tmp_path)
     before = sorted(p.name for p in tmp_path.iterdir())
-    code, err = _main([*argv, *where], capsys)
+    code, err = cli([*argv, *where])
     assert code == 2 and len(err.splitlines()) == 1, err
     assert f"{flag}: an empty" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
-def test_an_unknown_form_is_named_as_the_flag_was_typed(tmp_path, capsys):
+def test_an_unknown_form_is_named_as_the_flag_was_typed(tmp_path, cli):
     table = tmp_path / "t.csv"
     table.write_text("N,D,loss\n1e6,1e8,3\n1e7,1e9,2.5\n1e8,1e10,2.2\n")
     common = [str(table), "--map", "N=N", "--map", "D=D", "--target", "loss", "--method", "map"]
@@ -103,13 +91,13 @@ def test_an_unknown_form_is_named_as_the_flag_was_typed(tmp_path, capsys):
                  ["backtest", *common, "--form", "nope", "--by", "N", "--out", str(tmp_path / "b")],
                  ["backtest", *common, "--form", "nope", "--by", "N", "--decision", "model", "--group", "N",
                   "--out", str(tmp_path / "b")]):
-        code, err = _main(argv, capsys)
+        code, err = cli(argv)
         assert code == 2 and len(err.splitlines()) == 1, err
         assert "--form: unknown form 'nope'" in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.csv"]
 
 
-def test_a_fit_of_an_unregistered_form_asks_for_its_module(tmp_path, capsys):
+def test_a_fit_of_an_unregistered_form_asks_for_its_module(tmp_path, cli):
     """allocate, predict and compare (and propose, through the same reader) take no --form: the fit's
     own form is named, with the fix."""
     import pathlib
@@ -130,7 +118,7 @@ def test_a_fit_of_an_unregistered_form_asks_for_its_module(tmp_path, capsys):
     for argv in (["allocate", fit, "--budget", "1e20", "--out", str(tmp_path / "a")],
                  ["predict", fit, "--at", "N=1e9", "D=1e10", "--out", str(tmp_path / "p")],
                  ["compare", fit, str(tmp_path / "fit2")]):
-        code, err = _main(argv, capsys)
+        code, err = cli(argv)
         assert code == 2 and len(err.splitlines()) == 1, err
         assert "form 'my_law', which is not registered; pass --module" in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fit", "fit2"]

@@ -8,17 +8,6 @@ import sys
 import pytest
 
 
-def _main(argv, capsys) -> tuple[int, str]:
-    from tokeff.cli import main
-
-    capsys.readouterr()
-    try:
-        code = main(argv)
-    except SystemExit as e:
-        code = e.code
-    return code, "\n".join(line for line in capsys.readouterr().err.splitlines() if line.strip())
-
-
 @pytest.fixture
 def no_work(monkeypatch):
     """Reading the fit or building candidates fails the test: the refusal must come first."""
@@ -37,13 +26,13 @@ def _listing(root) -> list[str]:
 
 
 @pytest.mark.parametrize("flag", ["--epochs", "--models", "--n-examples", "--lengths-grid"])
-def test_propose_refuses_a_flag_beside_grid_before_any_work(flag, tmp_path, no_work, capsys):
+def test_propose_refuses_a_flag_beside_grid_before_any_work(flag, tmp_path, no_work, cli):
     (tmp_path / "fit").mkdir()
     (tmp_path / "grid.json").write_text('{"models": ["tiny"], "n_examples": [100], "avg_tokens": [64]}')
     before = _listing(tmp_path)
     value = "tiny" if flag == "--models" else "2"
-    code, err = _main(["propose", str(tmp_path / "fit"), "--grid", str(tmp_path / "grid.json"), flag, value,
-                       "--out", str(tmp_path / "out")], capsys)
+    code, err = cli(["propose", str(tmp_path / "fit"), "--grid", str(tmp_path / "grid.json"), flag, value,
+                       "--out", str(tmp_path / "out")])
     assert code == 2 and len(err.splitlines()) == 1, err
     assert f"{flag}: the --grid file lists the candidates" in err
     assert _listing(tmp_path) == before
@@ -53,7 +42,7 @@ def test_propose_refuses_a_flag_beside_grid_before_any_work(flag, tmp_path, no_w
     ["allocate", "{fit}", "--budget", "1e20"],
     ["propose", "{fit}", "--models", "tiny", "--lengths-grid", "64", "--n-examples", "100"],
 ])
-def test_a_second_process_on_the_same_out_is_refused_before_any_work(argv, tmp_path, no_work, capsys):
+def test_a_second_process_on_the_same_out_is_refused_before_any_work(argv, tmp_path, no_work, cli):
     (tmp_path / "fit").mkdir()
     out = str(tmp_path / "out")
     holder = subprocess.Popen(
@@ -63,7 +52,7 @@ def test_a_second_process_on_the_same_out_is_refused_before_any_work(argv, tmp_p
     try:
         assert holder.stdout.readline().strip() == "held"
         before = _listing(tmp_path)
-        code, err = _main([a.replace("{fit}", str(tmp_path / "fit")) for a in argv] + ["--out", out], capsys)
+        code, err = cli([a.replace("{fit}", str(tmp_path / "fit")) for a in argv] + ["--out", out])
         assert _listing(tmp_path) == before
     finally:
         holder.communicate("", timeout=30)
