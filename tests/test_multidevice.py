@@ -47,6 +47,8 @@ def eight_devices(tmp_path_factory):
 def two_processes(tmp_path_factory):
     """(root, [output of process 0, of process 1]): 2 processes x 4 devices, one training, one sweep."""
     root = tmp_path_factory.mktemp("hosts")
+    (root / "users").mkdir()
+    (root / "users" / "notes.txt").write_text("mine")  # a user's folder: the last sweep is refused
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -112,3 +114,12 @@ def test_two_processes_split_the_points_and_process_zero_writes_the_table(two_pr
     assert first["rows"] == second["rows"] and len(first["rows"]) == 2
     rows = results.read_rows(root / "sweep" / "results.jsonl", dedupe=False)
     assert sorted(r["run_id"] for r in rows) == sorted(first["rows"])  # each point once, by process 0
+
+
+def test_a_folder_process_zero_refuses_is_refused_on_every_process(two_processes):
+    """Only process 0 reads the folder, but no process may wait for it at a collective: both end
+    with a one-line refusal, and the user's folder is as it was."""
+    root, (first, second) = two_processes
+    assert first["refused"].startswith("--workdir: ") and "tokeff did not create it" in first["refused"]
+    assert second["refused"].startswith("--workdir: process 0 refused")
+    assert os.listdir(root / "users") == ["notes.txt"] and (root / "users" / "notes.txt").read_text() == "mine"

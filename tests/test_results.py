@@ -94,7 +94,8 @@ def _append_many(path, writer, count):
 
 def test_concurrent_appenders_never_interleave(tmp_path):
     path = os.fspath(tmp_path / "t.jsonl")
-    ctx = multiprocessing.get_context("fork")
+    # spawn, not fork: a worker that has imported JAX has threads, and a forked child can deadlock
+    ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_append_many, args=(path, w, 40)) for w in range(4)]
     for p in procs:
         p.start()

@@ -7,7 +7,8 @@ layout in one interpreter (one JAX start, one distributed join) and prints one J
     worker.py devices ROOT          8 devices: the tiny run on several meshes and a resume onto another
                                     mesh; then four sweep points at once, one device each, and the same one by one
     worker.py host I PORT ROOT      one of two processes x 4 devices (gloo): one training over both
-                                    processes, then one sweep whose points they split
+                                    processes, then one sweep whose points they split, then a
+                                    sweep into ROOT/users (a user's folder), which both refuse
 """
 
 import json
@@ -147,6 +148,7 @@ def devices(root):
 
 def host(index, port, root):
     from tokeff import sweep
+    from tokeff.errors import UserError
     from tokeff.train import train
 
     config = train_config(8, 1, 1)  # joins the processes (gloo) before its first JAX computation
@@ -158,7 +160,12 @@ def host(index, port, root):
     trained = train(config, os.path.join(root, "run"))
     watched = Watched()
     rows = sweep.run_sweep(sweep_config(2), os.path.join(root, "sweep"), runner=watched, progress=False)
-    print(json.dumps({"process": index, "devices": trained.devices, "losses": losses(os.path.join(root, "run")),
+    try:  # a folder of the user's (the test wrote notes.txt there): every process must be refused
+        sweep.run_sweep(sweep_config(2), os.path.join(root, "users"), runner=watched, progress=False)
+        refused = None
+    except UserError as e:
+        refused = str(e)
+    print(json.dumps({"process": index, "refused": refused, "devices": trained.devices, "losses": losses(os.path.join(root, "run")),
                       "flops_used": trained.flops_used, "rows": summary(rows), "ran": sorted(watched.devices),
                       "most": watched.most}))
 

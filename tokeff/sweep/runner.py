@@ -69,6 +69,27 @@ def _check_owned(sweep_dir: str) -> None:
     check_workdir_owned(path if io.is_remote(path) else os.path.abspath(path), "sweep")
 
 
+def _check_owned_on_every_process(sweep_dir: str, process: int, n_processes: int) -> None:
+    """Process 0 checks ownership (`_check_owned`) and every process learns its verdict: a refusal
+    then ends each process with a one-line error, rather than leaving the others waiting for
+    process 0 at the sweep's first collective."""
+    refusal = None
+    if process == 0:
+        try:
+            _check_owned(sweep_dir)
+        except UserError as e:
+            refusal = e
+    if n_processes > 1:
+        import numpy as np
+        from jax.experimental import multihost_utils
+
+        refused = bool(multihost_utils.broadcast_one_to_all(np.int32(refusal is not None)))
+        if refused and refusal is None:
+            raise UserError(f"--workdir: process 0 refused {sweep_dir} (its error names why)")
+    if refusal is not None:
+        raise refusal
+
+
 def process_info() -> tuple[int, int]:
     """(process index, process count) — JAX's when JAX is in use, else a single process."""
     if "jax" not in sys.modules:
@@ -128,8 +149,8 @@ def run_sweep(config: ml_collections.ConfigDict, sweep_dir: str, *,
     root = epath.Path(sweep_dir)
     process, n_processes = process_info()
     table = results.table_path(sweep_dir, shard)
+    _check_owned_on_every_process(sweep_dir, process, n_processes)
     if process == 0:
-        _check_owned(sweep_dir)
         root.mkdir(parents=True, exist_ok=True)
         _write_json(root / "sweep.json", config.to_dict())
 
