@@ -69,7 +69,7 @@ def _check_owned(sweep_dir: str) -> None:
     check_workdir_owned(path if io.is_remote(path) else os.path.abspath(path), "sweep")
 
 
-def _check_owned_on_every_process(sweep_dir: str, process: int, n_processes: int) -> None:
+def _check_owned_on_every_process(sweep_dir: str, process: int) -> None:
     """Process 0 checks ownership (`_check_owned`) and every process learns its verdict: a refusal
     then ends each process with a one-line error, rather than leaving the others waiting for
     process 0 at the sweep's first collective."""
@@ -79,13 +79,8 @@ def _check_owned_on_every_process(sweep_dir: str, process: int, n_processes: int
             _check_owned(sweep_dir)
         except UserError as e:
             refusal = e
-    if n_processes > 1:
-        import numpy as np
-        from jax.experimental import multihost_utils
-
-        refused = bool(multihost_utils.broadcast_one_to_all(np.int32(refusal is not None)))
-        if refused and refusal is None:
-            raise UserError(f"--workdir: process 0 refused {sweep_dir} (its error names why)")
+    if _from_process_zero([refusal is not None])[0] and refusal is None:
+        raise UserError(f"--workdir: process 0 refused {sweep_dir} (its error names why)")
     if refusal is not None:
         raise refusal
 
@@ -99,15 +94,16 @@ def process_info() -> tuple[int, int]:
     return jax.process_index(), jax.process_count()
 
 
-def _agree_on_pending(pending: list[bool]) -> list[bool]:
-    """Process 0's view of which points are pending, on every process."""
+def _from_process_zero(flags: list[bool]) -> list[bool]:
+    """Process 0's flags (which points are pending, whether the sweep dir is refused), on every
+    process: hosts reading a shared folder at slightly different moments cannot disagree."""
     _, count = process_info()
     if count == 1:
-        return pending
+        return flags
     import numpy as np
     from jax.experimental import multihost_utils
 
-    mask = multihost_utils.broadcast_one_to_all(np.asarray(pending, dtype=np.int32))
+    mask = multihost_utils.broadcast_one_to_all(np.asarray(flags, dtype=np.int32))
     return [bool(x) for x in np.asarray(mask)]
 
 
@@ -149,13 +145,13 @@ def run_sweep(config: ml_collections.ConfigDict, sweep_dir: str, *,
     root = epath.Path(sweep_dir)
     process, n_processes = process_info()
     table = results.table_path(sweep_dir, shard)
-    _check_owned_on_every_process(sweep_dir, process, n_processes)
+    _check_owned_on_every_process(sweep_dir, process)
     if process == 0:
         root.mkdir(parents=True, exist_ok=True)
         _write_json(root / "sweep.json", config.to_dict())
 
     done = {r["run_id"] for r in results.sweep_rows(sweep_dir) if r["status"] == "ok"}
-    pending = _agree_on_pending([p.run_id not in done for p in mine])
+    pending = _from_process_zero([p.run_id not in done for p in mine])
     todo = [p for p, flag in zip(mine, pending) if flag]
     n_done = len(mine) - len(todo)
     bar = tqdm(total=sum(p.budget_flops for p in mine), initial=sum(p.budget_flops for p in mine) -
